@@ -1,0 +1,47 @@
+# Hybrid Audio — every target sets up what it needs from nothing.
+# `make test` and `make run` are the two commands a newcomer needs (see README.md).
+
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+EXTRAS ?= test,bench
+
+.PHONY: help setup test test-fast run bench lint format clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(STAMP): pyproject.toml scripts/find-python.sh
+	@python=$$(scripts/find-python.sh) || exit 1; \
+	  echo "using $$python"; \
+	  [ -x $(PY) ] || $$python -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	@touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv and install the project with its extras
+
+test: setup  ## the whole suite (unit, property, integration)
+	$(PY) -m pytest
+
+test-fast: setup  ## unit tests only, in seconds
+	$(PY) -m pytest -m "not slow"
+
+run: setup  ## start the main job (for now: a self-check of the merge on generated audio)
+	$(VENV)/bin/hybrid-audio-selfcheck
+
+bench: setup  ## run benchmarks/ and write benchmarks/results/*.json
+	scripts/apt-ensure.sh sox sox
+	$(PY) benchmarks/bench_bitmerge.py
+
+lint: setup  ## ruff check + format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup  ## apply ruff format and safe fixes
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean:  ## remove the venv and generated files
+	rm -rf $(VENV) output logs stems .pytest_cache .ruff_cache .hypothesis
