@@ -298,9 +298,7 @@ class _Walker:
             )
         guid = data[body + 24 : body + 40]
         if guid[2:] != _KSDATAFORMAT_SUFFIX:
-            raise self.fail(
-                "unsupported codec", body + 24, f"unknown sub-format GUID {guid.hex()}"
-            )
+            raise self.fail("unsupported codec", body + 24, f"unknown sub-format GUID {guid.hex()}")
         return _u16(guid, 0)
 
     def _finish(self) -> Wav:
@@ -359,8 +357,13 @@ def wav_header(fmt: AudioFormat, data_bytes: int) -> bytes:
         raise WavError(
             "RIFF size", 4, f"{data_bytes} bytes of audio exceed the 4 GiB RIFF limit", "<write>"
         )
-    return b"RIFF" + struct.pack("<I", riff_size) + b"WAVE" + chunks + b"data" + struct.pack(
-        "<I", data_bytes
+    return (
+        b"RIFF"
+        + struct.pack("<I", riff_size)
+        + b"WAVE"
+        + chunks
+        + b"data"
+        + struct.pack("<I", data_bytes)
     )
 
 

@@ -1,0 +1,595 @@
+"""The bit-exact join of stems, and the byte-level proof that it is exact.
+
+`bitmerge_semantic(parts)` lays the sample bytes of its parts end to end under one
+canonical WAV header: every kept byte of every stem appears in the output unchanged, at an
+offset the manifest records. Silence is the format's own silence byte repeated. Trimming
+cuts whole frames only. A format mismatch is an error: this module never resamples,
+re-encodes or converts.
+
+`verify(output, manifest, parts)` proves it: it rebuilds the expected header and compares
+every segment of the output with its source, byte by byte, reporting the absolute file
+offset of the first difference. In `mode="hybrid"` adjacent segments overlap by a short
+linear crossfade; the manifest lists exactly those ranges, `verify` recomputes them from
+the sources, and every byte outside them must still be exact.
+
+Offsets in manifests and reports are absolute byte offsets in the output WAV file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from hybrid_audio import codecs
+from hybrid_audio.contract import AudioFormat
+from hybrid_audio.wav import Wav, WavError, read_wav, wav_header
+
+Mode = Literal["exact", "hybrid"]
+AudioSource = Wav | bytes | bytearray | memoryview | os.PathLike | str
+
+
+class MergeError(ValueError):
+    """The parts cannot be joined as asked."""
+
+
+class FormatMismatchError(MergeError):
+    """Two parts have different audio formats; joining them would need a conversion."""
+
+
+@dataclass(frozen=True)
+class Silence:
+    """A run of digital silence: `ms` milliseconds, or exactly `frames` frames."""
+
+    ms: float = 0.0
+    frames: int | None = None
+    id: str = "silence"
+
+    def frame_count(self, fmt: AudioFormat) -> int:
+        if self.frames is not None:
+            if self.frames < 0:
+                raise MergeError(f"silence of {self.frames} frames: must not be negative")
+            return self.frames
+        if not math.isfinite(self.ms) or self.ms < 0:
+            raise MergeError(f"silence of {self.ms} ms: must be a finite, non-negative length")
+        return fmt.frames_for_ms(self.ms)
+
+
+@dataclass(frozen=True)
+class Part:
+    """Audio with the id the manifest should show for it (a stem id, say)."""
+
+    audio: AudioSource
+    id: str
+
+
+@dataclass(frozen=True)
+class Trim:
+    """Cut leading and trailing frames quieter than `threshold_dbfs`, keeping `keep_ms`."""
+
+    threshold_dbfs: float = -50.0
+    keep_ms: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.threshold_dbfs) and self.threshold_dbfs <= 0):
+            raise MergeError(f"trim threshold {self.threshold_dbfs} dBFS: must be ≤ 0")
+        if not (math.isfinite(self.keep_ms) and self.keep_ms >= 0):
+            raise MergeError(f"trim keep_ms {self.keep_ms}: must be ≥ 0")
+
+
+class SegmentRecord(BaseModel):
+    """Where one segment landed in the output and where its bytes came from."""
+
+    model_config = ConfigDict(frozen=True)
+
+    index: int
+    kind: Literal["audio", "silence", "gap"]
+    id: str
+    part_index: int | None  # position in the `parts` given to the merge; None for gaps
+    source_sha256: str | None  # sha256 of the source's whole data chunk (audio only)
+    kept_sha256: str | None  # sha256 of the source bytes kept after trimming (audio only)
+    source_frames: int | None
+    trim_start_frame: int | None  # kept range [start, end) in source frames (audio only)
+    trim_end_frame: int | None
+    frame_offset: int  # first output frame of this segment
+    frames: int
+    byte_offset: int  # absolute offset in the output file
+    byte_length: int
+
+
+class CrossfadeRecord(BaseModel):
+    """A range where two segments overlap and the output is their mix (hybrid mode)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    left: int  # segment indices
+    right: int
+    frame_offset: int
+    frames: int
+    byte_offset: int
+    byte_length: int
+
+
+class Manifest(BaseModel):
+    """Everything needed to re-check an output against its sources."""
+
+    model_config = ConfigDict(frozen=True)
+
+    format: AudioFormat
+    mode: Mode = "exact"
+    gap_ms: float = 0.0
+    trim: dict[str, float] | None = None
+    crossfade_ms: float = 0.0
+    data_offset: int
+    data_bytes: int
+    frames: int
+    duration: float
+    segments: list[SegmentRecord]
+    crossfades: list[CrossfadeRecord] = []
+
+
+@dataclass(frozen=True, eq=False)
+class MergeResult:
+    """The merged WAV file and its manifest."""
+
+    wav: bytes
+    manifest: Manifest
+
+    @cached_property
+    def sha256(self) -> str:
+        """sha256 (hex) of the whole output file."""
+        return hashlib.sha256(self.wav).hexdigest()
+
+
+class SegmentCheck(BaseModel):
+    """Verdict for one segment: exact, or the first differing output offset."""
+
+    index: int
+    id: str
+    kind: str
+    byte_offset: int
+    byte_length: int
+    exact: bool
+    first_diff_offset: int | None = None
+    detail: str = ""
+
+
+class CrossfadeCheck(BaseModel):
+    """Verdict for one crossfade range: does it hold the mix of its two sources?"""
+
+    byte_offset: int
+    byte_length: int
+    matches: bool
+    first_diff_offset: int | None = None
+
+
+class VerifyReport(BaseModel):
+    """The byte-diff proof of one output."""
+
+    ok: bool
+    header_exact: bool
+    header_first_diff_offset: int | None = None
+    errors: list[str] = []
+    segments: list[SegmentCheck] = []
+    crossfades: list[CrossfadeCheck] = []
+
+    @property
+    def first_diff_offset(self) -> int | None:
+        """Lowest output offset that differs from what the manifest promises."""
+        offsets = [self.header_first_diff_offset]
+        offsets += [s.first_diff_offset for s in self.segments]
+        offsets += [c.first_diff_offset for c in self.crossfades]
+        present = [o for o in offsets if o is not None]
+        return min(present) if present else None
+
+
+@dataclass
+class _Entry:
+    """One segment being laid out: its source bytes and where they go."""
+
+    kind: Literal["audio", "silence", "gap"]
+    id: str
+    part_index: int | None
+    wav: Wav | None = None
+    silence: Silence | None = None
+    start: int = 0  # kept range in source frames (audio); [0, frames) for silence
+    end: int = 0
+    offset: int = 0  # output frame offset
+
+    @property
+    def frames(self) -> int:
+        return self.end - self.start
+
+    def source_bytes(self, fmt: AudioFormat) -> bytes | memoryview:
+        """The bytes this segment should contribute, before any crossfade."""
+        if self.wav is None:
+            return bytes([fmt.silence_byte]) * (self.frames * fmt.block_align)
+        align = fmt.block_align
+        if self.start == 0 and self.end == self.wav.frames:
+            return self.wav.pcm
+        return memoryview(self.wav.pcm)[self.start * align : self.end * align]
+
+
+def _as_entry(index: int, part: Part | Silence | AudioSource) -> _Entry:
+    if isinstance(part, Silence):
+        return _Entry("silence", part.id, index, silence=part)
+    label = part.id if isinstance(part, Part) else None
+    audio = part.audio if isinstance(part, Part) else part
+    if isinstance(audio, Wav):
+        wav = audio
+    elif isinstance(audio, bytes | bytearray | memoryview | str | os.PathLike):
+        wav = read_wav(audio)
+    else:
+        raise TypeError(
+            f"part {index}: expected a Wav, WAV bytes, a path, Part or Silence, "
+            f"not {type(audio).__name__}"
+        )
+    if label is None:
+        label = Path(wav.source).stem if wav.source != "<bytes>" else f"part{index}"
+    return _Entry("audio", label, index, wav=wav, end=wav.frames)
+
+
+def _common_format(entries: list[_Entry], fmt: AudioFormat | None) -> AudioFormat:
+    first: _Entry | None = None
+    for entry in entries:
+        if entry.wav is None:
+            continue
+        if fmt is None:
+            fmt, first = entry.wav.format, entry
+        elif entry.wav.format != fmt:
+            against = f"part {first.part_index} ({first.id})" if first else "the requested format"
+            raise FormatMismatchError(
+                f"part {entry.part_index} ({entry.id}) is {_format_text(entry.wav.format)} but "
+                f"{against} is {_format_text(fmt)}; bitmerge never converts — make every "
+                "stem under one voice contract"
+            )
+    if fmt is None:
+        raise MergeError("nothing to merge: no audio parts and no format given")
+    return fmt
+
+
+def _format_text(fmt: AudioFormat) -> str:
+    return f"{fmt.describe()} ({fmt.bits_per_sample}-bit)"
+
+
+def _trim_range(wav: Wav, trim: Trim) -> tuple[int, int]:
+    """Kept frame range: from `keep_ms` before the first loud frame to after the last."""
+    peaks = codecs.peak_per_frame(wav.pcm, wav.format)
+    loud = np.flatnonzero(peaks > 10 ** (trim.threshold_dbfs / 20))
+    if loud.size == 0:
+        return 0, 0
+    keep = wav.format.frames_for_ms(trim.keep_ms)
+    return max(0, int(loud[0]) - keep), min(wav.frames, int(loud[-1]) + 1 + keep)
+
+
+def _layout(
+    parts: Sequence[Part | Silence | AudioSource],
+    gap_ms: float,
+    trim: Trim | None,
+    fmt: AudioFormat | None,
+) -> tuple[AudioFormat, list[_Entry]]:
+    """Resolve parts, check formats, trim, size silences and insert gaps."""
+    entries = [_as_entry(i, part) for i, part in enumerate(parts)]
+    fmt = _common_format(entries, fmt)
+    gap = Silence(ms=gap_ms, id="gap").frame_count(fmt)
+    laid: list[_Entry] = []
+    for entry in entries:
+        if entry.silence is not None:
+            entry.end = entry.silence.frame_count(fmt)
+        elif trim is not None and entry.wav is not None:
+            entry.start, entry.end = _trim_range(entry.wav, trim)
+        if laid and gap:
+            laid.append(_Entry("gap", "gap", None, silence=Silence(frames=gap, id="gap"), end=gap))
+        laid.append(entry)
+    return fmt, laid
+
+
+def _overlaps(entries: list[_Entry], crossfade_frames: int) -> list[int]:
+    """Frames shared by each pair of neighbours; never more than half of either."""
+    return [
+        min(crossfade_frames, left.frames // 2, right.frames // 2)
+        for left, right in itertools.pairwise(entries)
+    ]
+
+
+def crossfade(fmt: AudioFormat, left: bytes | memoryview, right: bytes | memoryview) -> bytes:
+    """Linear crossfade of two equally long runs of samples, encoded back into `fmt`.
+
+    Deterministic (float64 arithmetic, round-half-even), so `verify` can recompute it.
+    """
+    a, b = codecs.decode(left, fmt), codecs.decode(right, fmt)
+    fade_in = ((np.arange(len(a)) + 0.5) / max(len(a), 1))[:, None]
+    return codecs.encode(a * (1.0 - fade_in) + b * fade_in, fmt)
+
+
+def bitmerge_semantic(
+    parts: Sequence[Part | Silence | AudioSource],
+    *,
+    gap_ms: float = 0.0,
+    trim: Trim | None = None,
+    mode: Mode = "exact",
+    crossfade_ms: float = 10.0,
+    format: AudioFormat | None = None,
+) -> MergeResult:
+    """Join `parts` (Wav, WAV bytes, paths, `Part`, `Silence`) into one WAV, bit-exactly.
+
+    `gap_ms` of silence goes between neighbouring parts; `trim` cuts quiet edges of audio
+    parts at frame boundaries; `format` (optional) is the format every part must have.
+    `mode="hybrid"` overlaps neighbours by up to `crossfade_ms` (see the module docstring).
+    """
+    if mode not in ("exact", "hybrid"):
+        raise MergeError(f"mode must be 'exact' or 'hybrid', not {mode!r}")
+    if not (math.isfinite(crossfade_ms) and crossfade_ms >= 0):
+        raise MergeError(f"crossfade_ms {crossfade_ms}: must be a finite, non-negative length")
+    fmt, entries = _layout(parts, gap_ms, trim, format)
+    align = fmt.block_align
+    overlaps = _overlaps(entries, fmt.frames_for_ms(crossfade_ms)) if mode == "hybrid" else []
+    position = 0
+    for i, entry in enumerate(entries):
+        entry.offset = position - (overlaps[i - 1] if i and overlaps else 0)
+        position = entry.offset + entry.frames
+    data_bytes = position * align
+    try:
+        header = wav_header(fmt, data_bytes)
+    except WavError as error:
+        raise MergeError(str(error)) from None
+    pieces = [entry.source_bytes(fmt) for entry in entries]
+    pad = b"\x00" * (data_bytes & 1)
+    if any(overlaps):
+        data, records = _mix_overlaps(fmt, entries, pieces, overlaps, data_bytes, len(header))
+        wav = b"".join([header, data, pad])
+    else:
+        records = []
+        wav = b"".join([header, *pieces, pad])
+    manifest = Manifest(
+        format=fmt,
+        mode=mode,
+        gap_ms=gap_ms,
+        trim=asdict(trim) if trim else None,
+        crossfade_ms=crossfade_ms if mode == "hybrid" else 0.0,
+        data_offset=len(header),
+        data_bytes=data_bytes,
+        frames=position,
+        duration=position / fmt.sample_rate,
+        segments=[
+            _record(i, entry, piece, fmt, len(header))
+            for i, (entry, piece) in enumerate(zip(entries, pieces, strict=True))
+        ],
+        crossfades=records,
+    )
+    return MergeResult(wav=wav, manifest=manifest)
+
+
+def _mix_overlaps(
+    fmt: AudioFormat,
+    entries: list[_Entry],
+    pieces: list[bytes | memoryview],
+    overlaps: list[int],
+    data_bytes: int,
+    data_offset: int,
+) -> tuple[bytearray, list[CrossfadeRecord]]:
+    """Hybrid mode: place every piece at its offset, then write each overlap's crossfade."""
+    align = fmt.block_align
+    data = bytearray(data_bytes)
+    for entry, piece in zip(entries, pieces, strict=True):
+        data[entry.offset * align : entry.offset * align + len(piece)] = piece
+    records = []
+    for i, frames in enumerate(overlaps):
+        if not frames:
+            continue
+        start = entries[i + 1].offset * align
+        left = pieces[i]
+        mixed = crossfade(fmt, left[len(left) - frames * align :], pieces[i + 1][: frames * align])
+        data[start : start + len(mixed)] = mixed
+        records.append(
+            CrossfadeRecord(
+                left=i,
+                right=i + 1,
+                frame_offset=entries[i + 1].offset,
+                frames=frames,
+                byte_offset=data_offset + start,
+                byte_length=len(mixed),
+            )
+        )
+    return data, records
+
+
+def _record(
+    index: int, entry: _Entry, piece: bytes | memoryview, fmt: AudioFormat, data_offset: int
+) -> SegmentRecord:
+    wav = entry.wav
+    source_sha = wav.sha256 if wav else None
+    kept_sha = None
+    if wav is not None:
+        kept_sha = source_sha if piece is wav.pcm else hashlib.sha256(piece).hexdigest()
+    return SegmentRecord(
+        index=index,
+        kind=entry.kind,
+        id=entry.id,
+        part_index=entry.part_index,
+        source_sha256=source_sha,
+        kept_sha256=kept_sha,
+        source_frames=wav.frames if wav else None,
+        trim_start_frame=entry.start if wav else None,
+        trim_end_frame=entry.end if wav else None,
+        frame_offset=entry.offset,
+        frames=entry.frames,
+        byte_offset=data_offset + entry.offset * fmt.block_align,
+        byte_length=len(piece),
+    )
+
+
+def _first_diff(actual: bytes, offset: int, expected: bytes | memoryview) -> int | None:
+    """Absolute offset of the first byte where `actual[offset:]` departs from `expected`."""
+    if actual.startswith(expected, offset):  # memcmp, no copy
+        return None
+    window = memoryview(actual)[offset : offset + len(expected)]
+    n = len(window)
+    mismatch = np.flatnonzero(
+        np.frombuffer(window, np.uint8) != np.frombuffer(expected, np.uint8, count=n)
+    )
+    return offset + (int(mismatch[0]) if mismatch.size else n)
+
+
+def _ranges_outside(start: int, end: int, holes: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sub-ranges of [start, end) not covered by any of `holes`."""
+    ranges, cursor = [], start
+    for hole_start, hole_end in sorted(holes):
+        if hole_end <= cursor or hole_start >= end:
+            continue
+        if hole_start > cursor:
+            ranges.append((cursor, hole_start))
+        cursor = max(cursor, hole_end)
+    if cursor < end:
+        ranges.append((cursor, end))
+    return ranges
+
+
+def verify(
+    output: bytes | bytearray | memoryview | os.PathLike | str,
+    manifest: Manifest,
+    parts: Sequence[Part | Silence | AudioSource],
+) -> VerifyReport:
+    """Re-read `output` and compare it, byte by byte, with `parts` as `manifest` placed them.
+
+    `parts` are the same sources, in the same order, that were merged. The report names
+    the absolute offset of the first difference in the header and in every segment.
+    """
+    data = bytes(output) if not isinstance(output, str | os.PathLike) else Path(output).read_bytes()
+    fmt = manifest.format
+    errors: list[str] = []
+    header = wav_header(fmt, manifest.data_bytes)
+    header_diff = _first_diff(data, 0, header)
+    expected_size = len(header) + manifest.data_bytes + (manifest.data_bytes & 1)
+    if len(data) != expected_size:
+        errors.append(f"output is {len(data)} bytes; the manifest implies {expected_size}")
+    try:
+        parsed = read_wav(data)
+        if parsed.format != fmt:
+            errors.append(f"output format {parsed.format.describe()} ≠ manifest {fmt.describe()}")
+    except WavError as error:
+        errors.append(f"output does not parse: {error}")
+    try:
+        sources = [_as_entry(i, part) for i, part in enumerate(parts)]
+    except (WavError, OSError) as error:
+        errors.append(f"cannot read a source: {error}")
+        sources = []
+    holes = [(c.byte_offset, c.byte_offset + c.byte_length) for c in manifest.crossfades]
+    expected_bytes: dict[int, bytes | memoryview] = {}
+    checks = []
+    for seg in manifest.segments:
+        expected, problem = _expected_segment(seg, sources, fmt)
+        check = SegmentCheck(
+            index=seg.index,
+            id=seg.id,
+            kind=seg.kind,
+            byte_offset=seg.byte_offset,
+            byte_length=seg.byte_length,
+            exact=expected is not None,
+            detail=problem,
+        )
+        if expected is not None:
+            expected_bytes[seg.index] = expected
+            for start, end in _ranges_outside(
+                seg.byte_offset, seg.byte_offset + len(expected), holes
+            ):
+                rel = start - seg.byte_offset
+                diff = _first_diff(data, start, expected[rel : rel + end - start])
+                if diff is not None:
+                    check.exact = False
+                    check.first_diff_offset = diff
+                    check.detail = f"differs from its source at byte {diff}"
+                    break
+        checks.append(check)
+    crossfade_checks = [
+        _check_crossfade(c, data, expected_bytes, manifest) for c in manifest.crossfades
+    ]
+    errors += _coverage_errors(manifest)
+    ok = (
+        not errors
+        and header_diff is None
+        and all(c.exact for c in checks)
+        and all(c.matches for c in crossfade_checks)
+    )
+    return VerifyReport(
+        ok=ok,
+        header_exact=header_diff is None,
+        header_first_diff_offset=header_diff,
+        errors=errors,
+        segments=checks,
+        crossfades=crossfade_checks,
+    )
+
+
+def _expected_segment(
+    seg: SegmentRecord, sources: list[_Entry], fmt: AudioFormat
+) -> tuple[bytes | memoryview | None, str]:
+    """The bytes `seg` must hold (before crossfades), or None and why it can't be checked."""
+    if seg.kind != "audio":
+        return bytes([fmt.silence_byte]) * seg.byte_length, ""
+    if seg.part_index is None or seg.part_index >= len(sources):
+        return None, f"no source given for part {seg.part_index}"
+    source = sources[seg.part_index]
+    if source.wav is None:
+        return None, f"part {seg.part_index} is silence, but the manifest says audio"
+    if source.wav.sha256 != seg.source_sha256:
+        return None, "source changed since the merge (sha256 differs)"
+    align = fmt.block_align
+    start, end = (seg.trim_start_frame or 0) * align, (seg.trim_end_frame or 0) * align
+    if end - start != seg.byte_length:
+        return None, "manifest trim range does not match the segment length"
+    return memoryview(source.wav.pcm)[start:end], ""
+
+
+def _check_crossfade(
+    record: CrossfadeRecord,
+    data: bytes,
+    expected: dict[int, bytes | memoryview],
+    manifest: Manifest,
+) -> CrossfadeCheck:
+    left, right = expected.get(record.left), expected.get(record.right)
+    if left is None or right is None:
+        return CrossfadeCheck(
+            byte_offset=record.byte_offset,
+            byte_length=record.byte_length,
+            matches=False,
+            first_diff_offset=record.byte_offset,
+        )
+    n = record.byte_length
+    mixed = crossfade(manifest.format, left[len(left) - n :], right[:n])
+    diff = _first_diff(data, record.byte_offset, mixed)
+    return CrossfadeCheck(
+        byte_offset=record.byte_offset,
+        byte_length=n,
+        matches=diff is None,
+        first_diff_offset=diff,
+    )
+
+
+def _coverage_errors(manifest: Manifest) -> list[str]:
+    """Segments must tile the data chunk (overlapping only where crossfades say)."""
+    errors = []
+    cursor = manifest.data_offset
+    overlap = {c.right: c.byte_length for c in manifest.crossfades}
+    for seg in manifest.segments:
+        expected_offset = cursor - overlap.get(seg.index, 0)
+        if seg.byte_offset != expected_offset:
+            errors.append(
+                f"segment {seg.index} starts at byte {seg.byte_offset}; expected {expected_offset}"
+            )
+        cursor = seg.byte_offset + seg.byte_length
+    if cursor != manifest.data_offset + manifest.data_bytes:
+        errors.append(
+            f"segments end at byte {cursor}; the data chunk ends at "
+            f"{manifest.data_offset + manifest.data_bytes}"
+        )
+    return errors
