@@ -178,6 +178,7 @@ class VerifyReport(BaseModel):
     ok: bool
     header_exact: bool
     header_first_diff_offset: int | None = None
+    pad_first_diff_offset: int | None = None  # the RIFF pad byte after odd-sized data
     errors: list[str] = []
     segments: list[SegmentCheck] = []
     crossfades: list[CrossfadeCheck] = []
@@ -185,7 +186,7 @@ class VerifyReport(BaseModel):
     @property
     def first_diff_offset(self) -> int | None:
         """Lowest output offset that differs from what the manifest promises."""
-        offsets = [self.header_first_diff_offset]
+        offsets = [self.header_first_diff_offset, self.pad_first_diff_offset]
         offsets += [s.first_diff_offset for s in self.segments]
         offsets += [c.first_diff_offset for c in self.crossfades]
         present = [o for o in offsets if o is not None]
@@ -469,7 +470,11 @@ def verify(
     errors: list[str] = []
     header = wav_header(fmt, manifest.data_bytes)
     header_diff = _first_diff(data, 0, header)
-    expected_size = len(header) + manifest.data_bytes + (manifest.data_bytes & 1)
+    pad = manifest.data_bytes & 1
+    expected_size = len(header) + manifest.data_bytes + pad
+    pad_diff = _first_diff(data, expected_size - pad, b"\x00" * pad) if pad else None
+    if pad_diff is not None:
+        errors.append(f"pad byte at {pad_diff} is not 0")
     if len(data) != expected_size:
         errors.append(f"output is {len(data)} bytes; the manifest implies {expected_size}")
     try:
@@ -517,6 +522,7 @@ def verify(
     ok = (
         not errors
         and header_diff is None
+        and pad_diff is None
         and all(c.exact for c in checks)
         and all(c.matches for c in crossfade_checks)
     )
@@ -524,6 +530,7 @@ def verify(
         ok=ok,
         header_exact=header_diff is None,
         header_first_diff_offset=header_diff,
+        pad_first_diff_offset=pad_diff,
         errors=errors,
         segments=checks,
         crossfades=crossfade_checks,

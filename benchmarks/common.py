@@ -1,0 +1,225 @@
+"""Shared helpers for the scripts in benchmarks/: timing, machine facts, results files.
+
+`measure(fn, repeats=..., setup=...)` runs `fn` repeatedly with the garbage collector
+disabled and returns a `Timing` (median, min, interquartile range of the wall-clock
+samples, via `time.perf_counter`). `setup`, when given, runs before every sample *outside*
+the timed region and its return value is passed to `fn`, so per-repeat preparation (fresh
+objects, say) is never counted.
+
+`machine_info()` and `versions()` describe where and with what a run happened;
+`write_results(name, payload)` stores `benchmarks/results/<name>.json` with both added.
+Benchmarks are plain scripts: `python benchmarks/bench_x.py` puts this directory on
+`sys.path`, so they import this module as `common`.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS_DIR = BENCH_DIR / "results"
+
+#: Printed (and stored) with every results table so readers know how the clock ran.
+TIMING_NOTE = (
+    "wall clock (time.perf_counter); garbage collector disabled inside each timed call; "
+    "per-repeat setup runs outside the timer; one untimed warm-up call per case"
+)
+
+
+@dataclass
+class Timing:
+    """Wall-clock samples of one case, in seconds."""
+
+    samples: list[float]
+    result: Any = field(default=None, repr=False)  # what the last timed call returned
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def min(self) -> float:
+        return min(self.samples)
+
+    @property
+    def iqr(self) -> float:
+        """Interquartile range (75th minus 25th percentile, linear interpolation)."""
+        q1, q3 = np.percentile(self.samples, [25, 75])
+        return float(q3 - q1)
+
+    def throughput(self, nbytes: int) -> float:
+        """Bytes per second at the median time."""
+        return nbytes / self.median
+
+    def to_dict(self, *, nbytes: int | None = None) -> dict[str, Any]:
+        """Summary for a results file; with `nbytes`, throughput at the median in GB/s."""
+        out: dict[str, Any] = {
+            "median_s": self.median,
+            "min_s": self.min,
+            "iqr_s": self.iqr,
+            "repeats": len(self.samples),
+        }
+        if nbytes is not None:
+            out["bytes"] = nbytes
+            out["throughput_gb_s"] = self.throughput(nbytes) / 1e9
+        return out
+
+
+def measure(
+    fn: Callable[..., Any],
+    *,
+    repeats: int,
+    setup: Callable[[], Any] | None = None,
+    warmup: int = 1,
+) -> Timing:
+    """Time `repeats` calls of `fn` (or `fn(setup())` when `setup` is given).
+
+    `warmup` untimed calls come first. The garbage collector is disabled only around the
+    timed call itself; it runs a collection between samples so garbage from one sample does
+    not land in the next.
+    """
+    if repeats < 1:
+        raise ValueError("repeats must be at least 1")
+
+    def call() -> tuple[float, Any]:
+        args = () if setup is None else (setup(),)
+        gc.collect()
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            start = time.perf_counter()
+            value = fn(*args)
+            elapsed = time.perf_counter() - start
+        finally:
+            if was_enabled:
+                gc.enable()
+        return elapsed, value
+
+    for _ in range(warmup):
+        call()
+    samples, result = [], None
+    for _ in range(repeats):
+        elapsed, result = call()
+        samples.append(elapsed)
+    return Timing(samples, result)
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _total_ram_bytes() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def machine_info() -> dict[str, Any]:
+    """Platform, CPU model, logical CPU count and total RAM of this machine."""
+    ram = _total_ram_bytes()
+    return {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or None,
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "ram_bytes": ram,
+        "ram_gib": round(ram / 2**30, 1) if ram else None,
+    }
+
+
+def package_version(name: str) -> str | None:
+    """Installed version of a distribution, or None."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def command_version(argv: list[str]) -> str | None:
+    """First non-empty output line of a `--version` style command, or None if it fails."""
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for line in (proc.stdout + proc.stderr).splitlines():
+        if line.strip():
+            return line.strip()
+    return None
+
+
+def versions(packages: Iterable[str] = (), **extra: str | None) -> dict[str, str | None]:
+    """Python and the given distributions' versions, plus any `extra` entries."""
+    out: dict[str, str | None] = {
+        "python": platform.python_version(),
+        "python_implementation": platform.python_implementation(),
+    }
+    for name in packages:
+        out[name] = package_version(name)
+    out.update(extra)
+    return out
+
+
+def utc_timestamp() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def write_results(name: str, payload: dict[str, Any]) -> Path:
+    """Write `benchmarks/results/<name>.json`, adding timestamp, argv and machine facts.
+
+    Keys already in `payload` win over the added ones.
+    """
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "benchmark": name,
+        "timestamp_utc": utc_timestamp(),
+        "argv": sys.argv[1:],
+        "machine": machine_info(),
+        "timing": TIMING_NOTE,
+        **payload,
+    }
+    path = RESULTS_DIR / f"{name}.json"
+    path.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n")
+    return path
+
+
+def fmt_ms(seconds: float) -> str:
+    """Seconds as milliseconds with sensible precision for a table."""
+    ms = seconds * 1e3
+    if ms < 1:
+        return f"{ms:.3f}"
+    if ms < 100:
+        return f"{ms:.2f}"
+    return f"{ms:.0f}"
+
+
+def fmt_ratio(ratio: float) -> str:
+    return f"{ratio:.1f}×" if ratio < 100 else f"{ratio:.0f}×"
