@@ -28,8 +28,8 @@ test: setup  ## the whole suite (unit, property, integration)
 test-fast: setup  ## unit tests only, in seconds
 	$(PY) -m pytest -m "not slow"
 
-run: setup  ## start the main job (for now: a self-check of the merge on generated audio)
-	$(VENV)/bin/hybrid-audio-selfcheck
+run: setup  ## start the main job (for now: the merge demo with its byte-diff proof)
+	$(VENV)/bin/hybrid-audio-merge
 
 bench: setup  ## run benchmarks/ and write benchmarks/results/*.json
 	scripts/apt-ensure.sh sox sox

@@ -1,0 +1,315 @@
+"""Property tests: whatever bytes arrive, read_wav returns a consistent Wav or raises WavError.
+
+Each property runs twice: ~100 examples in the fast suite and ~2000 under `-m slow`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from hybrid_audio.contract import BITS, AudioFormat, Encoding
+from hybrid_audio.wav import Wav, WavError, read_wav, write_wav
+from tests.wavbuild import (
+    TAG_EXTENSIBLE,
+    chunk,
+    data_chunk,
+    extensible_body,
+    find_chunk,
+    fmt_body,
+    riff,
+    u32,
+    with_u32,
+)
+
+#: Every rule read_wav may report; a new rule should be a conscious addition here.
+KNOWN_RULES = frozenset(
+    {
+        "RIFF header",
+        "RIFF size",
+        "unsupported container",
+        "truncated file",
+        "truncated chunk header",
+        "truncated chunk",
+        "fmt size",
+        "single fmt chunk",
+        "single data chunk",
+        "channel count",
+        "sample rate",
+        "unsupported codec",
+        "block align",
+        "byte rate",
+        "extensible fmt size",
+        "valid bits",
+        "fmt chunk required",
+        "data chunk required",
+        "whole frames",
+    }
+)
+
+SPEEDS = pytest.mark.parametrize(
+    "examples",
+    [pytest.param(100, id="fast"), pytest.param(2000, id="thorough", marks=pytest.mark.slow)],
+)
+
+
+def run(examples: int, *strategies: st.SearchStrategy) -> Callable:
+    """Decorator: run the property now with `examples` examples (settings shared by all)."""
+
+    def decorate(prop: Callable) -> Callable:
+        configured = settings(
+            max_examples=examples,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        )(given(*strategies)(prop))
+        configured()
+        return configured
+
+    return decorate
+
+
+# --- strategies ------------------------------------------------------------------------
+
+U32_EDGES = [0, 1, 2, 3, 4, 7, 8, 15, 16, 17, 39, 40, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFE]
+U32_EDGES += [0xFFFFFFFF]
+u32s = st.one_of(st.sampled_from(U32_EDGES), st.integers(0, 300), st.integers(0, 2**32 - 1))
+
+
+@st.composite
+def formats(draw: st.DrawFn) -> AudioFormat:
+    """Any AudioFormat a WAV header can hold (block_align ≤ u16, byte_rate ≤ u32)."""
+    encoding = draw(st.sampled_from(Encoding))
+    width = BITS[encoding] // 8
+    channels = draw(st.integers(1, 8) | st.integers(1, 0xFFFF // width))
+    block_align = channels * width
+    common = st.sampled_from([8000, 16000, 22050, 24000, 44100, 48000])
+    rate = draw(common.filter(lambda r: r * block_align <= 0xFFFFFFFF) | st.integers(1, 0xFFFFFFFF // block_align))
+    return AudioFormat(encoding=encoding, sample_rate=rate, channels=channels)
+
+
+@st.composite
+def audio(draw: st.DrawFn, max_bytes: int = 1024) -> tuple[AudioFormat, bytes]:
+    """A format and whole frames of arbitrary sample bytes (NaN floats included)."""
+    fmt = draw(formats())
+    frames = draw(st.integers(0, max(1, max_bytes // fmt.block_align)))
+    size = frames * fmt.block_align
+    return fmt, draw(st.binary(min_size=size, max_size=size))
+
+
+EXTRA_IDS = st.sampled_from([b"LIST", b"JUNK", b"PEAK", b"cue ", b"fact", b"bext", b"x\x00\xff "])
+extra_chunks = st.lists(
+    st.builds(chunk, EXTRA_IDS, st.binary(max_size=13)),
+    max_size=3,
+)
+
+
+@st.composite
+def wav_files(draw: st.DrawFn) -> tuple[bytes, AudioFormat, bytes]:
+    """A valid file: write_wav output, or fmt (plain or extensible), data and extra chunks
+    in any order. Returns (file, format, pcm); the RIFF size counts every byte."""
+    fmt, pcm = draw(audio())
+    if draw(st.booleans()):
+        return write_wav(fmt, pcm), fmt, pcm
+    args = (fmt.channels, fmt.sample_rate, fmt.bits_per_sample)
+    if draw(st.booleans()):
+        body = extensible_body(fmt.format_tag, *args)
+    else:
+        body = fmt_body(fmt.format_tag, *args, cb_size=draw(st.sampled_from([None, 0])))
+    chunks = [chunk(b"fmt ", body), data_chunk(pcm), *draw(extra_chunks)]
+    return riff(*draw(st.permutations(chunks))), fmt, pcm
+
+
+def read_or_error(data: bytes) -> Wav | None:
+    """read_wav(data), checking whichever outcome against the promises of the module.
+
+    Any exception other than WavError propagates and fails the property.
+    """
+    try:
+        wav = read_wav(data)
+    except WavError as error:
+        assert error.rule in KNOWN_RULES, error.rule
+        assert 0 <= error.offset <= len(data)
+        assert re.search(rf"\[rule: {re.escape(error.rule)}; byte offset {error.offset}\]$", str(error))
+        return None
+    assert len(wav.pcm) % wav.format.block_align == 0
+    assert wav.data_offset + len(wav.pcm) <= len(data)
+    assert data[wav.data_offset : wav.data_offset + len(wav.pcm)] == wav.pcm
+    assert wav.repaired == bool(wav.repairs)
+    again = read_wav(wav.to_bytes())  # what was read can always be written back
+    assert (again.format, again.pcm) == (wav.format, wav.pcm)
+    return wav
+
+
+# --- properties ------------------------------------------------------------------------
+
+
+@SPEEDS
+def test_round_trip(examples: int) -> None:
+    """read_wav(write_wav(f, pcm)) gives back f and pcm for every representable format."""
+
+    @run(examples, audio())
+    def prop(case: tuple[AudioFormat, bytes]) -> None:
+        fmt, pcm = case
+        wav = read_wav(write_wav(fmt, pcm))
+        assert wav.format == fmt
+        assert wav.pcm == pcm
+        assert not wav.repaired
+        assert wav.frames * fmt.block_align == len(pcm)
+
+
+@SPEEDS
+def test_hand_built_files_read_exactly(examples: int) -> None:
+    """Chunk order, extensible fmt and metadata chunks never change the samples read."""
+
+    @run(examples, wav_files())
+    def prop(case: tuple[bytes, AudioFormat, bytes]) -> None:
+        data, fmt, pcm = case
+        wav = read_or_error(data)
+        assert wav is not None
+        assert (wav.format, wav.pcm) == (fmt, pcm)
+
+
+@SPEEDS
+def test_truncation_raises_unless_nothing_is_lost(examples: int) -> None:
+    """Every cut of a valid file (every length 0..len) is an error, except no cut at all."""
+
+    @run(examples, wav_files())
+    def prop(case: tuple[bytes, AudioFormat, bytes]) -> None:
+        data, fmt, pcm = case
+        for length in range(len(data)):
+            with pytest.raises(WavError):
+                read_wav(data[:length])
+        wav = read_wav(data)
+        assert (wav.format, wav.pcm) == (fmt, pcm)
+
+
+@SPEEDS
+def test_truncated_stream_gives_whole_frames_received(examples: int) -> None:
+    """A stream with placeholder sizes, cut anywhere: the frames present, or WavError
+    exactly when the cut splits the header or a frame."""
+
+    @run(examples, audio(max_bytes=256), st.sampled_from([0xFFFFFFFF, 0x7FFFFFFF]))
+    def prop(case: tuple[AudioFormat, bytes], placeholder: int) -> None:
+        fmt, pcm = case
+        data = write_wav(fmt, pcm)[: len(write_wav(fmt, b"")) + len(pcm)]  # no pad: a stream
+        data_body = find_chunk(data, b"data") + 8
+        data = with_u32(with_u32(data, 4, placeholder), data_body - 4, placeholder)
+        for length in range(len(data) + 1):
+            received = length - data_body
+            if received < 0 or received % fmt.block_align:
+                with pytest.raises(WavError):
+                    read_wav(data[:length])
+            else:
+                wav = read_wav(data[:length])
+                assert wav.pcm == pcm[:received]
+                assert wav.repaired
+
+
+@SPEEDS
+def test_corrupted_bytes_raise_wav_error_or_read_consistently(examples: int) -> None:
+    """1–8 bytes overwritten anywhere: a WavError or a self-consistent Wav, nothing else."""
+    corruption = st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), min_size=1, max_size=8)
+
+    @run(examples, wav_files(), corruption)
+    def prop(case: tuple[bytes, AudioFormat, bytes], changes: list[tuple[float, int]]) -> None:
+        data = bytearray(case[0])
+        for where, value in changes:
+            data[int(where * len(data))] = value
+        read_or_error(bytes(data))
+
+
+@SPEEDS
+def test_rewritten_size_fields_raise_wav_error_or_read_consistently(examples: int) -> None:
+    """RIFF, fmt and data sizes set to anything (0, placeholders, huge) are never trusted."""
+    rewrites = st.lists(st.tuples(st.sampled_from(["RIFF", "fmt ", "data"]), u32s), min_size=1, max_size=3)
+
+    @run(examples, wav_files(), rewrites)
+    def prop(case: tuple[bytes, AudioFormat, bytes], changes: list[tuple[str, int]]) -> None:
+        data = case[0]
+        size_at = {"RIFF": 4, "fmt ": find_chunk(data, b"fmt ") + 4, "data": find_chunk(data, b"data") + 4}
+        for field, value in changes:
+            data = with_u32(data, size_at[field], value)
+        wav = read_or_error(data)
+        if wav is not None and all(field == "RIFF" for field, _ in changes):
+            assert wav.pcm == case[2]  # the RIFF size only moves the end, never the data
+
+
+@SPEEDS
+def test_random_bytes_are_rejected(examples: int) -> None:
+    """Noise is never mistaken for audio and never escapes as another exception."""
+
+    @run(examples, st.binary(max_size=600))
+    def prop(data: bytes) -> None:
+        with pytest.raises(WavError) as caught:
+            read_wav(data)
+        read_or_error(data)  # checks the rule and message
+        assert caught.value.source == "<bytes>"
+
+
+@SPEEDS
+def test_random_bytes_after_a_riff_wave_header_are_rejected(examples: int) -> None:
+    """A plausible RIFF/WAVE header followed by noise is still only a WavError."""
+    sizes = st.one_of(st.none(), u32s)
+
+    @run(examples, sizes, st.binary(max_size=600))
+    def prop(size: int | None, tail: bytes) -> None:
+        data = b"RIFF" + u32(len(tail) + 4 if size is None else size) + b"WAVE" + tail
+        with pytest.raises(WavError):
+            read_wav(data)
+        read_or_error(data)
+
+
+FMT_TAGS = st.sampled_from([1, 3, 6, 7, 2, 0x11, 0x55, TAG_EXTENSIBLE]) | st.integers(0, 0xFFFF)
+SMALL = st.sampled_from([0, 1, 2, 3, 4, 8, 16, 24, 32, 64]) | st.integers(0, 0xFFFF)
+
+
+@st.composite
+def fmt_bodies(draw: st.DrawFn) -> bytes:
+    """fmt bodies near the valid ones: real tags and widths, sometimes consistent fields."""
+    tag, channels, bits = draw(FMT_TAGS), draw(SMALL), draw(SMALL)
+    rate = draw(st.sampled_from([0, 1, 8000, 44100]) | st.integers(0, 2**32 - 1))
+    consistent = draw(st.booleans())
+    align = channels * (bits // 8) if consistent else draw(SMALL)
+    byte_rate = rate * align if consistent and rate * align < 2**32 else draw(u32s)
+    if align > 0xFFFF:
+        align = draw(SMALL)
+    body = fmt_body(tag, channels, rate, bits, block_align=align, byte_rate=byte_rate)
+    if tag == TAG_EXTENSIBLE or draw(st.booleans()):
+        sub_tag = draw(FMT_TAGS)
+        extension = (
+            fmt_body(0, 0, 0, 0)[:0]
+            + draw(st.sampled_from([0, 21, 22, 100]) | st.integers(0, 0xFFFF)).to_bytes(2, "little")
+            + draw(SMALL).to_bytes(2, "little")
+            + draw(st.integers(0, 2**32 - 1)).to_bytes(4, "little")
+            + extensible_body(sub_tag, 1, 1, 8)[24:]
+        )
+        body += extension[: draw(st.integers(0, len(extension)))]
+    return body
+
+
+@SPEEDS
+def test_random_chunk_soup_raises_wav_error_or_reads_consistently(examples: int) -> None:
+    """Chunks with real and random ids, near-valid fmt bodies and lying sizes."""
+    ids = st.sampled_from([b"fmt ", b"data", b"LIST", b"fact"]) | st.binary(min_size=4, max_size=4)
+    bodies = st.one_of(fmt_bodies(), st.binary(max_size=64))
+    soup = st.lists(
+        st.builds(chunk, ids, bodies, size=st.none() | u32s, pad=st.booleans()),
+        max_size=5,
+    )
+
+    @run(examples, soup, st.none() | u32s, st.binary(max_size=8))
+    def prop(chunks: list[bytes], size: int | None, trailer: bytes) -> None:
+        read_or_error(riff(*chunks, size=size) + trailer)
+
+
+def test_a_near_valid_fmt_soup_can_still_be_valid() -> None:
+    """Guards the soup above: its fmt generator can produce readable files at all."""
+    body = fmt_body(1, 2, 8000, 16)
+    wav = read_or_error(riff(chunk(b"fmt ", body), data_chunk(b"\x00" * 8)))
+    assert wav is not None
+    assert wav.format.channels == 2
+    assume(True)
