@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         f"manifest: {manifest_path}\n"
         + ("[green]verified: every byte exact[/green]" if report.ok else "[red]NOT exact[/red]")
     )
-    return 0 if report.ok else 2
+    return 0 if report.ok else 3
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import re
 from collections.abc import Callable
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hybrid_audio.contract import BITS, AudioFormat, Encoding
@@ -22,6 +22,7 @@ from tests.wavbuild import (
     find_chunk,
     fmt_body,
     riff,
+    u16,
     u32,
     with_u32,
 )
@@ -87,7 +88,10 @@ def formats(draw: st.DrawFn) -> AudioFormat:
     channels = draw(st.integers(1, 8) | st.integers(1, 0xFFFF // width))
     block_align = channels * width
     common = st.sampled_from([8000, 16000, 22050, 24000, 44100, 48000])
-    rate = draw(common.filter(lambda r: r * block_align <= 0xFFFFFFFF) | st.integers(1, 0xFFFFFFFF // block_align))
+    rate = draw(
+        common.filter(lambda r: r * block_align <= 0xFFFFFFFF)
+        | st.integers(1, 0xFFFFFFFF // block_align)
+    )
     return AudioFormat(encoding=encoding, sample_rate=rate, channels=channels)
 
 
@@ -123,6 +127,14 @@ def wav_files(draw: st.DrawFn) -> tuple[bytes, AudioFormat, bytes]:
     return riff(*draw(st.permutations(chunks))), fmt, pcm
 
 
+def check_wav_error(error: WavError, data: bytes) -> None:
+    """A WavError names a known rule, an offset inside the input, and both in its message."""
+    assert error.rule in KNOWN_RULES, error.rule
+    assert 0 <= error.offset <= len(data)
+    rule, offset = re.escape(error.rule), error.offset
+    assert re.search(rf"\[rule: {rule}; byte offset {offset}\]$", str(error)), str(error)
+
+
 def read_or_error(data: bytes) -> Wav | None:
     """read_wav(data), checking whichever outcome against the promises of the module.
 
@@ -131,9 +143,7 @@ def read_or_error(data: bytes) -> Wav | None:
     try:
         wav = read_wav(data)
     except WavError as error:
-        assert error.rule in KNOWN_RULES, error.rule
-        assert 0 <= error.offset <= len(data)
-        assert re.search(rf"\[rule: {re.escape(error.rule)}; byte offset {error.offset}\]$", str(error))
+        check_wav_error(error, data)
         return None
     assert len(wav.pcm) % wav.format.block_align == 0
     assert wav.data_offset + len(wav.pcm) <= len(data)
@@ -212,7 +222,9 @@ def test_truncated_stream_gives_whole_frames_received(examples: int) -> None:
 @SPEEDS
 def test_corrupted_bytes_raise_wav_error_or_read_consistently(examples: int) -> None:
     """1–8 bytes overwritten anywhere: a WavError or a self-consistent Wav, nothing else."""
-    corruption = st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), min_size=1, max_size=8)
+    corruption = st.lists(
+        st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), min_size=1, max_size=8
+    )
 
     @run(examples, wav_files(), corruption)
     def prop(case: tuple[bytes, AudioFormat, bytes], changes: list[tuple[float, int]]) -> None:
@@ -225,12 +237,18 @@ def test_corrupted_bytes_raise_wav_error_or_read_consistently(examples: int) -> 
 @SPEEDS
 def test_rewritten_size_fields_raise_wav_error_or_read_consistently(examples: int) -> None:
     """RIFF, fmt and data sizes set to anything (0, placeholders, huge) are never trusted."""
-    rewrites = st.lists(st.tuples(st.sampled_from(["RIFF", "fmt ", "data"]), u32s), min_size=1, max_size=3)
+    rewrites = st.lists(
+        st.tuples(st.sampled_from(["RIFF", "fmt ", "data"]), u32s), min_size=1, max_size=3
+    )
 
     @run(examples, wav_files(), rewrites)
     def prop(case: tuple[bytes, AudioFormat, bytes], changes: list[tuple[str, int]]) -> None:
         data = case[0]
-        size_at = {"RIFF": 4, "fmt ": find_chunk(data, b"fmt ") + 4, "data": find_chunk(data, b"data") + 4}
+        size_at = {
+            "RIFF": 4,
+            "fmt ": find_chunk(data, b"fmt ") + 4,
+            "data": find_chunk(data, b"data") + 4,
+        }
         for field, value in changes:
             data = with_u32(data, size_at[field], value)
         wav = read_or_error(data)
@@ -280,14 +298,10 @@ def fmt_bodies(draw: st.DrawFn) -> bytes:
     body = fmt_body(tag, channels, rate, bits, block_align=align, byte_rate=byte_rate)
     if tag == TAG_EXTENSIBLE or draw(st.booleans()):
         sub_tag = draw(FMT_TAGS)
-        extension = (
-            fmt_body(0, 0, 0, 0)[:0]
-            + draw(st.sampled_from([0, 21, 22, 100]) | st.integers(0, 0xFFFF)).to_bytes(2, "little")
-            + draw(SMALL).to_bytes(2, "little")
-            + draw(st.integers(0, 2**32 - 1)).to_bytes(4, "little")
-            + extensible_body(sub_tag, 1, 1, 8)[24:]
-        )
-        body += extension[: draw(st.integers(0, len(extension)))]
+        cb_size = draw(st.sampled_from([0, 21, 22, 100]) | st.integers(0, 0xFFFF))
+        guid = extensible_body(sub_tag, 1, 1, 8)[24:]  # KSDATAFORMAT GUID for sub_tag
+        extension = u16(cb_size) + u16(draw(SMALL)) + u32(draw(u32s)) + guid
+        body += extension[: draw(st.integers(0, len(extension)))]  # possibly cut short
     return body
 
 
@@ -304,12 +318,3 @@ def test_random_chunk_soup_raises_wav_error_or_reads_consistently(examples: int)
     @run(examples, soup, st.none() | u32s, st.binary(max_size=8))
     def prop(chunks: list[bytes], size: int | None, trailer: bytes) -> None:
         read_or_error(riff(*chunks, size=size) + trailer)
-
-
-def test_a_near_valid_fmt_soup_can_still_be_valid() -> None:
-    """Guards the soup above: its fmt generator can produce readable files at all."""
-    body = fmt_body(1, 2, 8000, 16)
-    wav = read_or_error(riff(chunk(b"fmt ", body), data_chunk(b"\x00" * 8)))
-    assert wav is not None
-    assert wav.format.channels == 2
-    assume(True)

@@ -29,7 +29,9 @@ def u32(value: int) -> bytes:
     return struct.pack("<I", value)
 
 
-def chunk(chunk_id: bytes, body: bytes = b"", *, size: int | None = None, pad: bool = True) -> bytes:
+def chunk(
+    chunk_id: bytes, body: bytes = b"", *, size: int | None = None, pad: bool = True
+) -> bytes:
     """A chunk: id, size (the body length unless given), body and, if odd, a pad byte."""
     assert len(chunk_id) == 4, chunk_id
     declared = len(body) if size is None else size
