@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 EXTRAS ?= test,bench
 
-.PHONY: help setup test test-fast run bench lint format clean
+.PHONY: help setup system-deps test test-fast run bench lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -22,7 +22,10 @@ $(STAMP): pyproject.toml scripts/find-python.sh
 
 setup: $(STAMP)  ## create .venv and install the project with its extras
 
-test: setup  ## the whole suite (unit, property, integration)
+system-deps:  ## Debian packages the tests and benchmarks use (sox: an independent WAV writer)
+	scripts/apt-ensure.sh sox sox
+
+test: setup system-deps  ## the whole suite (unit, property, integration)
 	$(PY) -m pytest
 
 test-fast: setup  ## unit tests only, in seconds
@@ -31,8 +34,7 @@ test-fast: setup  ## unit tests only, in seconds
 run: setup  ## start the main job (for now: the merge demo with its byte-diff proof)
 	$(VENV)/bin/hybrid-audio-merge
 
-bench: setup  ## run benchmarks/ and write benchmarks/results/*.json
-	scripts/apt-ensure.sh sox sox
+bench: setup system-deps  ## run benchmarks/ and write benchmarks/results/*.json
 	$(PY) benchmarks/bench_bitmerge.py
 
 lint: setup  ## ruff check + format check

@@ -591,8 +591,8 @@ def main(argv: list[str] | None = None) -> int:
     targets = compute_targets(by_key, long["group"])
 
     note = (
-        f"{TIMING_NOTE}. File cases read stems from the page cache (files just written). "
-        "'cold hash' = fresh Wav objects each repeat (built outside the timer), so the "
+        f"{TIMING_NOTE} File cases read stems from the page cache (files just written). "
+        "'cold hash' = fresh Wav objects for every call (built outside the timer), so the "
         "sha256 of every stem is computed inside it; 'warm hash' = the same Wav objects "
         "reused, sha256 cached. GB/s = output PCM bytes / median seconds."
     )

@@ -1,10 +1,11 @@
 """Shared helpers for the scripts in benchmarks/: timing, machine facts, results files.
 
-`measure(fn, repeats=..., setup=...)` runs `fn` repeatedly with the garbage collector
-disabled and returns a `Timing` (median, min, interquartile range of the wall-clock
-samples, via `time.perf_counter`). `setup`, when given, runs before every sample *outside*
-the timed region and its return value is passed to `fn`, so per-repeat preparation (fresh
-objects, say) is never counted.
+`measure(fn, repeats=..., setup=...)` times `fn` with `time.perf_counter` and returns a
+`Timing`: median, min and interquartile range over `repeats` samples, in seconds per call.
+Fast calls are batched as `timeit` does (each sample is the mean of N back-to-back calls,
+N chosen so a sample lasts ≥ 5 ms). `setup`, when given, runs once per call *outside* the
+timer and its return value is passed to `fn`, so per-call preparation (fresh objects, say)
+is never counted. The garbage collector is disabled inside the timer.
 
 `machine_info()` and `versions()` describe where and with what a run happened;
 `write_results(name, payload)` stores `benchmarks/results/<name>.json` with both added.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import os
 import platform
 import statistics
@@ -34,18 +36,23 @@ import numpy as np
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
 
+#: A sample of a fast call averages enough back-to-back calls to last this long.
+MIN_SAMPLE_S = 0.005
+
 #: Printed (and stored) with every results table so readers know how the clock ran.
 TIMING_NOTE = (
-    "wall clock (time.perf_counter); garbage collector disabled inside each timed call; "
-    "per-repeat setup runs outside the timer; one untimed warm-up call per case"
+    "Wall clock (time.perf_counter); gc disabled inside the timer; one untimed warm-up call "
+    "per case; calls under 5 ms are batched (each sample = mean of N back-to-back calls, as "
+    "timeit does); per-call setup runs outside the timer."
 )
 
 
 @dataclass
 class Timing:
-    """Wall-clock samples of one case, in seconds."""
+    """Wall-clock samples of one case: seconds per call, one value per repeat."""
 
     samples: list[float]
+    number: int = 1  # calls averaged into each sample
     result: Any = field(default=None, repr=False)  # what the last timed call returned
 
     @property
@@ -73,6 +80,7 @@ class Timing:
             "min_s": self.min,
             "iqr_s": self.iqr,
             "repeats": len(self.samples),
+            "calls_per_repeat": self.number,
         }
         if nbytes is not None:
             out["bytes"] = nbytes
@@ -85,38 +93,48 @@ def measure(
     *,
     repeats: int,
     setup: Callable[[], Any] | None = None,
-    warmup: int = 1,
+    number: int | None = None,
+    min_sample_s: float = MIN_SAMPLE_S,
+    max_number: int = 200,
 ) -> Timing:
-    """Time `repeats` calls of `fn` (or `fn(setup())` when `setup` is given).
+    """Time `fn()` (or `fn(setup())` when `setup` is given): `repeats` samples.
 
-    `warmup` untimed calls come first. The garbage collector is disabled only around the
-    timed call itself; it runs a collection between samples so garbage from one sample does
-    not land in the next.
+    Each sample is the mean of `number` back-to-back calls, as `timeit` does. By default
+    `number` is calibrated from one untimed warm-up call so a sample lasts at least
+    `min_sample_s` (at most `max_number` calls); slow calls get `number=1`. Batching
+    matters for sub-millisecond calls: allocator and page-fault effects can make single
+    calls alternate between two speeds, and a median of such samples would pick one at
+    random. `setup` runs once per call, all of a sample's setups before its timer starts.
+    The garbage collector is collected once per case and disabled inside the timer.
     """
     if repeats < 1:
         raise ValueError("repeats must be at least 1")
 
-    def call() -> tuple[float, Any]:
-        args = () if setup is None else (setup(),)
-        gc.collect()
+    def sample(n: int) -> tuple[float, Any]:
+        args = [() if setup is None else (setup(),) for _ in range(n)]
+        value = None
         was_enabled = gc.isenabled()
         gc.disable()
         try:
             start = time.perf_counter()
-            value = fn(*args)
+            for a in args:
+                value = fn(*a)
             elapsed = time.perf_counter() - start
         finally:
             if was_enabled:
                 gc.enable()
-        return elapsed, value
+        del args
+        return elapsed / n, value
 
-    for _ in range(warmup):
-        call()
+    gc.collect()
+    first, _ = sample(1)  # warm-up, and calibration
+    if number is None:
+        number = min(max_number, max(1, math.ceil(min_sample_s / max(first, 1e-9))))
     samples, result = [], None
     for _ in range(repeats):
-        elapsed, result = call()
+        elapsed, result = sample(number)
         samples.append(elapsed)
-    return Timing(samples, result)
+    return Timing(samples, number, result)
 
 
 def _cpu_model() -> str:

@@ -6,10 +6,11 @@ checks the header against itself. Anything malformed or unsupported raises `WavE
 naming the source, the rule broken and the byte offset; no other exception escapes for bad
 bytes, and no size field is trusted before it is checked against the bytes present.
 
-Streaming writers (TTS services, ffmpeg on a pipe) put placeholder sizes 0xFFFFFFFF or
-0x7FFFFFFF in the RIFF and/or data header because they do not know the length yet. When
-such a size points past the bytes received, the real size is taken from what is present
-and the repair is listed in `Wav.repairs`.
+Streaming writers (TTS services, ffmpeg or sox on a pipe) put placeholder sizes
+0xFFFFFFFF or 0x7FFFFFFF (sox: the whole frames in 0x7FFFF000 bytes) in the RIFF
+and/or data header because they do not know the length yet. When such a size points past
+the bytes received, the real size is taken from what is present and the repair is listed
+in `Wav.repairs`. Any other size that points past the end is a truncation.
 
 Deliberate choices: chunks may come in any order; a missing pad byte after the very last
 chunk is tolerated (many writers omit it); bytes after the RIFF chunk are ignored; the
@@ -31,6 +32,16 @@ from hybrid_audio.contract import AudioFormat, encoding_for
 
 #: Sizes streaming writers use as "unknown length".
 STREAMING_SIZES = frozenset({0xFFFFFFFF, 0x7FFFFFFF})
+#: sox on a pipe declares the whole frames that fit in 0x7FFFF000 bytes as its data size,
+#: and a RIFF size consistent with that.
+_SOX_UNKNOWN_LENGTH = 0x7FFFF000
+
+
+def _is_placeholder_data_size(size: int, block_align: int) -> bool:
+    """Does this data size mean "unknown length" rather than a real length?"""
+    if size in STREAMING_SIZES:
+        return True
+    return block_align > 0 and size == _SOX_UNKNOWN_LENGTH // block_align * block_align
 
 WAVE_FORMAT_EXTENSIBLE = 0xFFFE
 #: Bytes 2..16 of every KSDATAFORMAT_SUBTYPE GUID derived from a WAVE format tag.
@@ -212,7 +223,7 @@ class _Walker:
             raise self.fail("RIFF size", 4, f"RIFF size {riff_size} cannot hold the form type")
         present = len(data) - 8
         if riff_size > present:
-            if riff_size in STREAMING_SIZES:
+            if riff_size in STREAMING_SIZES or self._streamed_data_explains(riff_size):
                 self.repairs.append(
                     f"RIFF size 0x{riff_size:08X} is a streaming placeholder; "
                     f"used the {present} bytes present"
@@ -225,10 +236,24 @@ class _Walker:
             )
         return 8 + riff_size
 
+    def _streamed_data_explains(self, riff_size: int) -> bool:
+        """Is an oversized RIFF size just a placeholder data size plus the header?"""
+        data, pos, block_align = self.data, 12, 0
+        while pos + 8 <= len(data):
+            size = _u32(data, pos + 4)
+            if data[pos : pos + 4] == b"fmt " and pos + 22 <= len(data):
+                block_align = _u16(data, pos + 20)
+            if data[pos : pos + 4] == b"data":
+                placeholder = _is_placeholder_data_size(size, block_align)
+                return placeholder and riff_size == pos + size + (size & 1)
+            pos += 8 + size + (size & 1)
+        return False
+
     def _data_size(self, pos: int, body: int, size: int, end: int) -> int:
         """The data chunk's real size: a streaming placeholder becomes the bytes present."""
         available = end - body
-        if size in STREAMING_SIZES and size > available:
+        block_align = self.format.block_align if self.format else 0
+        if size > available and _is_placeholder_data_size(size, block_align):
             self.repairs.append(
                 f"data size 0x{size:08X} at byte {pos + 4} is a streaming placeholder; "
                 f"used the {available} bytes present"
