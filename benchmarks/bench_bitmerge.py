@@ -450,7 +450,7 @@ def compute_ratios(by_key: dict[str, Case]) -> list[dict[str, Any]]:
                             "competitor": competitor,
                             "ours": own,
                             "ratio": ratio,
-                            "text": f"{SHORT[competitor]} / ours {SHORT[own]} = {ratio:.1f}×",
+                            "text": f"{SHORT[competitor]} / ours {SHORT[own]} = {fmt_ratio(ratio)}",
                         }
                     )
     return ratios

@@ -190,7 +190,7 @@ def command_version(argv: list[str]) -> str | None:
         return None
     for line in (proc.stdout + proc.stderr).splitlines():
         if line.strip():
-            return line.strip()
+            return " ".join(line.split())
     return None
 
 
@@ -240,4 +240,7 @@ def fmt_ms(seconds: float) -> str:
 
 
 def fmt_ratio(ratio: float) -> str:
+    """A speed ratio such as 0.14×, 2.3× or 150×."""
+    if ratio < 1:
+        return f"{ratio:.2f}×"
     return f"{ratio:.1f}×" if ratio < 100 else f"{ratio:.0f}×"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 import param
@@ -110,6 +111,11 @@ class AudioFormat(BaseModel):
             raise ValueError(f"sample_rate must be positive, got {self.sample_rate}")
         if not 1 <= self.channels <= 0xFFFF:
             raise ValueError(f"channels must be 1..65535, got {self.channels}")
+        # A WAV header stores these in 16 and 32 bits; a format it cannot describe is invalid.
+        if self.block_align > 0xFFFF:
+            raise ValueError(f"{self.block_align} bytes per frame exceed the WAV limit of 65535")
+        if self.byte_rate > 0xFFFFFFFF:
+            raise ValueError(f"{self.byte_rate} bytes per second exceed the WAV limit of 2³²-1")
         return self
 
     @property
@@ -117,9 +123,9 @@ class AudioFormat(BaseModel):
         """Bytes per sample of one channel."""
         return self.bits_per_sample // 8
 
-    @property
+    @cached_property
     def block_align(self) -> int:
-        """Bytes per frame (one sample of every channel)."""
+        """Bytes per frame (one sample of every channel); cached, it is on every hot path."""
         return self.sample_width * self.channels
 
     @property

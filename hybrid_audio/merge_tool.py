@@ -40,7 +40,9 @@ def _demo_parts(folder: Path) -> list[Part | Silence]:
         t = np.arange(int(seconds * fmt.sample_rate)) / fmt.sample_rate
         envelope = np.sin(np.pi * t / seconds) ** 2
         path = folder / f"stem.{name}.wav"
-        path.write_bytes(write_wav(fmt, encode(0.4 * envelope * np.sin(2 * np.pi * pitch * t), fmt)))
+        path.write_bytes(
+            write_wav(fmt, encode(0.4 * envelope * np.sin(2 * np.pi * pitch * t), fmt))
+        )
         paths[name] = path
     name = Part(paths["name.jose"], "stem.name.jose")
     return [

@@ -13,7 +13,9 @@ the bytes received, the real size is taken from what is present and the repair i
 in `Wav.repairs`. Any other size that points past the end is a truncation.
 
 Deliberate choices: chunks may come in any order; a missing pad byte after the very last
-chunk is tolerated (many writers omit it); bytes after the RIFF chunk are ignored; the
+chunk is tolerated (many writers omit it), whether or not the RIFF size counts it; bytes
+after the RIFF chunk are ignored; a data chunk with a placeholder size runs to the end of
+the bytes (a stream's length is unknowable, so a chunk after it would read as samples); the
 `fact` chunk is informational and not checked (writers disagree on it and it never changes
 how samples are laid out). RIFX (big-endian), RF64/BW64 and compressed codecs (ADPCM, GSM,
 MP3…) are rejected as unsupported. This module never converts samples.
@@ -42,6 +44,7 @@ def _is_placeholder_data_size(size: int, block_align: int) -> bool:
     if size in STREAMING_SIZES:
         return True
     return block_align > 0 and size == _SOX_UNKNOWN_LENGTH // block_align * block_align
+
 
 WAVE_FORMAT_EXTENSIBLE = 0xFFFE
 #: Bytes 2..16 of every KSDATAFORMAT_SUBTYPE GUID derived from a WAVE format tag.
@@ -160,6 +163,7 @@ class _Walker:
         self.chunks: list[Chunk] = []
         self.format: AudioFormat | None = None
         self.data_chunk: tuple[int, int] | None = None  # (body offset, body size)
+        self.missing_final_pad = False  # RIFF size counts a pad byte the file lacks
 
     def fail(self, rule: str, offset: int, detail: str) -> WavError:
         return WavError(rule, offset, detail, self.source)
@@ -182,6 +186,8 @@ class _Walker:
             if chunk_id == b"data":
                 size = self._data_size(pos, body, size, end)
             if size > end - body:
+                if self.missing_final_pad:  # the missing byte was not a pad after all
+                    raise self._truncated(end)
                 raise self.fail(
                     "truncated chunk",
                     pos,
@@ -198,7 +204,16 @@ class _Walker:
             # Odd-sized chunks are followed by a pad byte; a missing one after the last
             # chunk ends the loop (pos == end + 1), which we accept.
             pos = body + size + (size & 1)
+        if self.missing_final_pad and pos != end + 1:
+            raise self._truncated(end)
         return self._finish()
+
+    def _truncated(self, end: int) -> WavError:
+        return self.fail(
+            "truncated file",
+            4,
+            f"RIFF chunk declares {end - 7} bytes but only {end - 8} are present",
+        )
 
     def _riff_end(self) -> int:
         """Offset just past the RIFF chunk, after checking the 12-byte file header."""
@@ -228,6 +243,10 @@ class _Walker:
                     f"RIFF size 0x{riff_size:08X} is a streaming placeholder; "
                     f"used the {present} bytes present"
                 )
+                return len(data)
+            if riff_size == present + 1:
+                # Only the final pad byte may be missing; `walk` checks that it is.
+                self.missing_final_pad = True
                 return len(data)
             raise self.fail(
                 "truncated file",

@@ -211,6 +211,26 @@ def test_wav_header_is_the_prefix_of_write_wav() -> None:
     assert write_wav(fmt, pcm) == wav_header(fmt, len(pcm)) + pcm
 
 
+@pytest.mark.parametrize("fmt", ALL_FORMATS)
+def test_write_wav_layout_is_canonical(fmt: AudioFormat) -> None:
+    """PCM: 16-byte fmt then data. Float and G.711: 18-byte fmt (cbSize 0), a fact chunk
+    with the frame count, then data — as the WAVE spec asks of non-PCM data."""
+    pcm = sample_bytes(fmt, frames=7)
+    args = (fmt.channels, fmt.sample_rate, fmt.bits_per_sample)
+    if fmt.encoding in (Encoding.PCM_F32LE, Encoding.PCM_F64LE):
+        tag = TAG_FLOAT
+    else:
+        tag = {Encoding.PCM_MULAW: TAG_MULAW, Encoding.PCM_ALAW: TAG_ALAW}.get(
+            fmt.encoding, TAG_PCM
+        )
+    if tag == TAG_PCM:
+        expected = riff(fmt_chunk(tag, *args), data_chunk(pcm))
+    else:
+        fmt_ex = chunk(b"fmt ", fmt_body(tag, *args, cb_size=0))
+        expected = riff(fmt_ex, chunk(b"fact", struct.pack("<I", 7)), data_chunk(pcm))
+    assert write_wav(fmt, pcm) == expected
+
+
 @pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
 def test_bytes_like_inputs_are_accepted(kind: type) -> None:
     pcm = pcm16(1, -1, 300)
@@ -241,6 +261,12 @@ def test_error_from_a_path_names_the_file(tmp_path: Path) -> None:
     assert caught.value.rule == "truncated file"
 
 
+def test_neither_bytes_nor_path_is_a_type_error() -> None:
+    """A programming error, not bad audio: it must not look like a WavError."""
+    with pytest.raises(TypeError):
+        read_wav(12345)  # type: ignore[arg-type]
+
+
 def test_wav_error_is_a_value_error() -> None:
     """Callers that catch ValueError for bad input also catch WavError."""
     with pytest.raises(ValueError, match="RIFF header"):
@@ -267,29 +293,19 @@ def test_wav_header_refuses_more_than_4_gib() -> None:
     assert struct.unpack_from("<I", header, 4)[0] == 0xFFFFFFFF - 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=struct.error,
-    reason="wav_header packs block_align (u16) and byte_rate (u32) unchecked: an "
-    "AudioFormat whose frame or byte rate does not fit raises struct.error, not WavError",
-)
 @pytest.mark.parametrize(
-    "fmt",
+    ("fields", "message"),
     [
-        pytest.param(
-            AudioFormat(encoding=Encoding.PCM_F64LE, sample_rate=8000, channels=65535),
-            id="block_align-over-u16",
-        ),
-        pytest.param(
-            AudioFormat(encoding=Encoding.PCM_S16LE, sample_rate=0xFFFFFFFF, channels=1),
-            id="byte_rate-over-u32",
-        ),
+        ({"encoding": Encoding.PCM_F64LE, "channels": 65535}, "bytes per frame"),
+        ({"encoding": Encoding.PCM_S16LE, "sample_rate": 0xFFFFFFFF}, "bytes per second"),
     ],
+    ids=["block_align-over-u16", "byte_rate-over-u32"],
 )
-def test_wav_header_refuses_formats_a_header_cannot_hold(fmt: AudioFormat) -> None:
-    """AudioFormat accepts these; the WAV header has no room for them."""
-    with pytest.raises(WavError):
-        wav_header(fmt, 0)
+def test_formats_a_header_cannot_hold_do_not_exist(fields: dict, message: str) -> None:
+    """A format whose frame or byte rate overflows the header's fields is refused up front,
+    so `wav_header` can never meet one (no struct.error can escape)."""
+    with pytest.raises(ValueError, match=message):
+        AudioFormat(**{"sample_rate": 8000, **fields})
 
 
 # --- files the project did not write ---------------------------------------------------
@@ -343,6 +359,19 @@ def test_libsndfile_files_are_read(container: str, subtype: str, channels: int, 
         np.testing.assert_array_equal(decoded.reshape(-1), expected)
     else:
         assert wav.pcm == raw_samples_via_soundfile(data, subtype)
+
+
+@pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24", "FLOAT"])
+@pytest.mark.parametrize("container", ["WAV", "WAVEX"])
+def test_libsndfile_multichannel_files_are_read(container: str, subtype: str) -> None:
+    """Six channels, plain and extensible (where libsndfile sets a 5.1 channel mask)."""
+    samples = np.random.default_rng(6).uniform(-0.5, 0.5, (20, 6))
+    buf = io.BytesIO()
+    sf.write(buf, samples, 48000, format=container, subtype=subtype)
+    wav = read_wav(buf.getvalue())
+    assert wav.format.channels == 6
+    assert wav.format.encoding == ENCODING_OF_SUBTYPE[subtype]
+    assert wav.pcm == raw_samples_via_soundfile(buf.getvalue(), subtype)
 
 
 @pytest.mark.parametrize("channels", [1, 2])
@@ -483,6 +512,21 @@ def test_extra_chunks_are_skipped(chunks: tuple[bytes, ...]) -> None:
     assert not wav.repaired
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(fmt_body(TAG_PCM, 2, 44100, 16, cb_size=0), id="18-bytes-cbSize-0"),
+        pytest.param(fmt_body(TAG_PCM, 2, 44100, 16, cb_size=2) + b"\x00\x00", id="20-bytes"),
+        pytest.param(fmt_body(TAG_PCM, 2, 44100, 16) + b"\x00", id="17-bytes-odd"),
+    ],
+)
+def test_plain_fmt_with_extra_bytes_is_read(body: bytes) -> None:
+    """Writers differ on the PCM fmt size (16, 18, …); the first 16 bytes decide."""
+    wav = read_wav(riff(chunk(b"fmt ", body), data_chunk(PCM)))
+    assert wav.pcm == PCM
+    assert wav.format == AudioFormat(encoding=Encoding.PCM_S16LE, sample_rate=44100, channels=2)
+
+
 def test_odd_data_before_other_chunks_honours_its_pad_byte() -> None:
     """Without the pad byte the next chunk header would be read one byte off."""
     pcm = b"\x10\x20\x30"
@@ -508,6 +552,20 @@ def test_missing_pad_byte_after_the_last_chunk_is_tolerated(
     data = riff(fmt_chunk(TAG_PCM, 1, 8000, 8), *last_chunks)
     assert len(data) % 2 == 1
     assert read_wav(data).pcm == pcm
+
+
+def test_missing_final_pad_counted_by_the_riff_size_is_tolerated() -> None:
+    """`write_wav` output for odd data, with the pad byte lost: the RIFF size counts it."""
+    fmt = AudioFormat(encoding=Encoding.PCM_U8, sample_rate=8000)
+    full = write_wav(fmt, b"\x01\x02\x03")
+    assert len(full) % 2 == 0
+    assert full[-1] == 0
+    assert read_wav(full[:-1]).pcm == b"\x01\x02\x03"
+
+
+def test_one_missing_byte_that_is_not_a_pad_is_a_truncation() -> None:
+    fmt = AudioFormat(encoding=Encoding.PCM_U8, sample_rate=8000)
+    assert_wav_error(write_wav(fmt, b"\x01\x02\x03\x04")[:-1], "truncated file", 4)
 
 
 @pytest.mark.parametrize(
@@ -778,7 +836,85 @@ def test_genuine_file_is_not_flagged_repaired(data: bytes) -> None:
 
 
 def test_size_next_to_a_placeholder_is_truncation_not_streaming() -> None:
-    """Only the two placeholder values are repaired; 0x7FFFFFFE is an honest, wrong size."""
+    """Only placeholder values are repaired; 0x7FFFFFFE is an honest, wrong size."""
     fmt = AudioFormat(encoding=Encoding.PCM_U8, sample_rate=8000)
     data = streaming_file(None, 0x7FFFFFFE, fmt, b"\x80" * 4)
     assert_wav_error(data, "truncated chunk", DATA_AT)
+
+
+# sox on a pipe: data size = the whole frames in 0x7FFFF000 bytes, RIFF size to match.
+SOX_UNKNOWN = 0x7FFFF000
+
+SOX_FORMATS = [
+    pytest.param(AudioFormat(encoding=e, sample_rate=8000, channels=ch), id=f"{e.value}-{ch}ch")
+    for e, ch in [
+        (Encoding.PCM_S16LE, 1),  # block_align 2: 0x7FFFF000 itself
+        (Encoding.PCM_S24LE, 1),  # 3: odd size 0x7FFFEFFF, RIFF size counts a pad byte
+        (Encoding.PCM_U8, 3),
+        (Encoding.PCM_S16LE, 3),  # 6: 0x7FFFEFFC
+        (Encoding.PCM_F64LE, 2),
+        (Encoding.PCM_MULAW, 1),
+    ]
+]
+
+
+def sox_pipe_file(fmt: AudioFormat, pcm: bytes, *, data_size: int | None = None) -> bytes:
+    """What sox writes to a pipe: write_wav's layout with its 'unknown length' sizes."""
+    data = write_wav(fmt, pcm)[: len(wav_header(fmt, 0)) + len(pcm)]  # a stream has no pad
+    data_at = find_chunk(data, b"data")
+    if data_size is None:
+        data_size = SOX_UNKNOWN // fmt.block_align * fmt.block_align
+    data = with_u32(data, data_at + 4, data_size)
+    return with_u32(data, 4, data_at + data_size + (data_size & 1))
+
+
+@pytest.mark.parametrize("fmt", SOX_FORMATS)
+def test_sox_pipe_sizes_are_repaired(fmt: AudioFormat) -> None:
+    """sox's 'unknown length' depends on the frame size; both its sizes are placeholders."""
+    pcm = sample_bytes(fmt, frames=25)
+    wav = read_wav(sox_pipe_file(fmt, pcm))
+    assert (wav.format, wav.pcm) == (fmt, pcm)
+    assert len(wav.repairs) == 2
+    assert any(r.startswith("RIFF size") for r in wav.repairs)
+    assert any(r.startswith("data size") for r in wav.repairs)
+
+
+@pytest.mark.parametrize("fmt", SOX_FORMATS)
+@pytest.mark.parametrize("shift", [-1, 1], ids=["frame-less", "frame-more"])
+def test_sizes_near_the_sox_placeholder_are_truncation(fmt: AudioFormat, shift: int) -> None:
+    """One frame off sox's value is a real (wrong) size: the file is cut, not streamed."""
+    pcm = sample_bytes(fmt, frames=25)
+    size = (SOX_UNKNOWN // fmt.block_align + shift) * fmt.block_align
+    assert_wav_error(sox_pipe_file(fmt, pcm, data_size=size), "truncated file", 4)
+
+
+def test_0x7ffff000_is_not_a_placeholder_when_frames_do_not_divide_it() -> None:
+    """For 3-byte frames sox writes 0x7FFFEFFF; 0x7FFFF000 would be a partial frame."""
+    fmt = AudioFormat(encoding=Encoding.PCM_S24LE, sample_rate=8000)
+    data = with_u32(write_wav(fmt, b"\x00" * 9), DATA_AT + 4, SOX_UNKNOWN)
+    assert_wav_error(data, "truncated chunk", DATA_AT)
+
+
+def test_sox_data_placeholder_with_genuine_riff_size() -> None:
+    """A RIFF size patched after the fact does not stop the data size being repaired."""
+    fmt = AudioFormat(encoding=Encoding.PCM_S16LE, sample_rate=8000)
+    pcm = pcm16(1, 2, 3)
+    data = with_u32(write_wav(fmt, pcm), DATA_AT + 4, SOX_UNKNOWN)
+    wav = read_wav(data)
+    assert wav.pcm == pcm
+    assert len(wav.repairs) == 1
+
+
+@pytest.mark.parametrize("data_size", [0xFFFFFFFF, SOX_UNKNOWN], ids=["ffmpeg", "sox"])
+def test_placeholder_data_size_does_not_excuse_any_riff_size(data_size: int) -> None:
+    """A RIFF size that is neither a placeholder nor consistent with one is a truncation."""
+    fmt = AudioFormat(encoding=Encoding.PCM_S16LE, sample_rate=8000)
+    data = with_u32(write_wav(fmt, pcm16(1, 2, 3)), DATA_AT + 4, data_size)
+    assert_wav_error(with_u32(data, 4, len(data) - 8 + 10), "truncated file", 4)
+
+
+def test_sox_riff_size_is_excused_only_by_a_placeholder_data_size() -> None:
+    """A RIFF size matching sox's but an honest data size: the file really is cut."""
+    fmt = AudioFormat(encoding=Encoding.PCM_S16LE, sample_rate=8000)
+    data = with_u32(write_wav(fmt, pcm16(1, 2, 3)), 4, DATA_AT + SOX_UNKNOWN)
+    assert_wav_error(data, "truncated file", 4)
