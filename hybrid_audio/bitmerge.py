@@ -21,8 +21,8 @@ import hashlib
 import itertools
 import math
 import os
+import threading
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
@@ -354,7 +354,7 @@ def bitmerge_semantic(
         records = []
         wav = b"".join([header, *pieces, pad])
     if hashing is not None:
-        hashing.result()
+        hashing.join()
     manifest = Manifest(
         format=fmt,
         mode=mode,
@@ -376,20 +376,22 @@ def bitmerge_semantic(
 
 #: Below this many source bytes, hashing in a thread costs more than it saves.
 _CONCURRENT_HASH_BYTES = 4 * 1024 * 1024
-_hash_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bitmerge-sha256")
 
 
-def _hash_sources_concurrently(entries: list[_Entry]) -> Future | None:
+def _hash_sources_concurrently(entries: list[_Entry]) -> threading.Thread | None:
     """Start hashing large sources in a thread so it overlaps the join.
 
     hashlib releases the GIL, and a large join spends its time in page faults, so the two
     overlap almost perfectly: a cold 10-minute merge takes the longer of the two, not the
-    sum. `Wav.sha256` caches the result on each object.
+    sum. `Wav.sha256` caches the result on each object. A fresh thread per merge (not a
+    pool) keeps this safe in processes forked after import.
     """
     wavs = [entry.wav for entry in entries if entry.wav is not None]
     if sum(len(wav.pcm) for wav in wavs) < _CONCURRENT_HASH_BYTES:
         return None
-    return _hash_pool.submit(lambda: [wav.sha256 for wav in wavs])
+    thread = threading.Thread(target=lambda: [wav.sha256 for wav in wavs], daemon=True)
+    thread.start()
+    return thread
 
 
 def _mix_overlaps(
