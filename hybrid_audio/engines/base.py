@@ -1,0 +1,60 @@
+"""The engine protocol and the errors every engine raises.
+
+An engine turns text into a WAV file in the contract's `AudioFormat` — converting from its
+native format at generation time, never later — and says which version of itself made it
+(the version is part of the contract signature). Engines know nothing of the cache.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from hybrid_audio.contract import VoiceContract
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What the Generator needs from a TTS engine."""
+
+    #: Registry name: "piper", "cartesia".
+    name: str
+
+    @property
+    def version(self) -> str:
+        """Everything about the engine that can change the audio (library, model, API)."""
+        ...
+
+    def synthesize(self, text: str, contract: VoiceContract) -> bytes:
+        """A WAV file of `text` spoken under `contract`, in `contract.audio_format`."""
+        ...
+
+    def describe(self) -> dict[str, str]:
+        """Human-readable facts for the dashboard and `/health` (no secrets)."""
+        ...
+
+
+class EngineError(RuntimeError):
+    """Synthesis failed. The message says what happened and what the user can do."""
+
+    #: Whether trying the same request later may succeed.
+    retryable: bool = False
+
+
+class EngineConfigError(EngineError):
+    """The engine is set up wrongly: missing or bad key, unknown voice or model, bad request."""
+
+
+class EngineQuotaError(EngineError):
+    """The account's quota or rate limit is exhausted (and retries did not help)."""
+
+    retryable = True
+
+
+class EngineUnavailableError(EngineError):
+    """The service failed or timed out, even after retries."""
+
+    retryable = True
+
+
+class EngineOutputError(EngineError):
+    """The engine answered, but not with valid audio in the contract's format."""
