@@ -5,7 +5,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-EXTRAS ?= test,bench
+EXTRAS ?= piper,test,bench
 
 .PHONY: help setup system-deps test test-fast run bench lint format clean
 
