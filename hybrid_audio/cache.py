@@ -1,0 +1,357 @@
+"""StemCache: stem files on disk and a SQLite index that knows how each was made.
+
+Files live at `stems/<kind>/stem.<kind>.<slug>.wav` (see `stems.stem_path`). A file is
+written to a temporary name in the same folder, fsynced and renamed into place; only then
+is its index row committed, so a crash leaves at worst an orphan file (which `verify()`
+reports and the next generation replaces), never a row pointing at half a file. The index
+uses WAL, a busy timeout and `BEGIN IMMEDIATE` for writes, so threads and processes can
+share it. A stem made under another voice contract is never reported compatible.
+
+Each id has one current stem: regenerating under a new contract replaces file and row.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import param
+from pydantic import BaseModel
+
+from hybrid_audio.contract import VoiceContract
+from hybrid_audio.stems import KINDS, StemId, stem_path
+from hybrid_audio.wav import Wav, WavError, read_wav, write_wav
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS stems (
+    stem_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    text TEXT NOT NULL,
+    path TEXT NOT NULL,
+    contract_signature TEXT NOT NULL,
+    engine TEXT NOT NULL,
+    engine_version TEXT NOT NULL,
+    model TEXT NOT NULL,
+    voice TEXT NOT NULL,
+    api_version TEXT NOT NULL DEFAULT '',
+    container TEXT NOT NULL DEFAULT 'wav',
+    encoding TEXT NOT NULL,
+    sample_rate INTEGER NOT NULL,
+    channels INTEGER NOT NULL,
+    bits_per_sample INTEGER NOT NULL,
+    frames INTEGER NOT NULL,
+    duration REAL NOT NULL,
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    repairs TEXT NOT NULL DEFAULT '',
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS stems_kind ON stems(kind);
+"""
+_TEMP_SUFFIX = ".tmp"
+
+
+class StemRecord(BaseModel):
+    """One stem as the index knows it. `sha256` is of the sample bytes (the data chunk)."""
+
+    stem_id: str
+    kind: str
+    text: str
+    path: str  # relative to the stems folder
+    contract_signature: str
+    engine: str
+    engine_version: str
+    model: str
+    voice: str
+    api_version: str = ""
+    container: str = "wav"
+    encoding: str
+    sample_rate: int
+    channels: int
+    bits_per_sample: int
+    frames: int
+    duration: float
+    sha256: str
+    size: int
+    repairs: str = ""
+    created_at: str
+    updated_at: str
+    compatible: bool | None = None  # against the cache's active contract, when known
+    cached: bool | None = None  # True when returned from the cache without synthesis
+
+
+#: Index columns: every StemRecord field but the two computed per lookup.
+_COLUMNS = [name for name in StemRecord.model_fields if name not in ("compatible", "cached")]
+
+
+class CacheReport(BaseModel):
+    """What `verify()` found; `ok` when every file and row agree."""
+
+    checked: int
+    orphan_files: list[str] = []  # files with no index row
+    missing_files: list[str] = []  # rows whose file is gone
+    hash_mismatches: list[str] = []  # file samples differ from the recorded sha256
+    unreadable: list[str] = []  # files that are not valid WAV any more
+    temp_files: list[str] = []  # leftovers of interrupted writes
+
+    @property
+    def ok(self) -> bool:
+        return not (
+            self.orphan_files
+            or self.missing_files
+            or self.hash_mismatches
+            or self.unreadable
+            or self.temp_files
+        )
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+class StemCache(param.Parameterized):
+    """Stem files plus their SQLite index, checked against an active voice contract."""
+
+    stems_dir = param.Path(default=None, check_exists=False, doc="Folder of the stem files.")
+    database_path = param.Path(default=None, check_exists=False, doc="SQLite index file.")
+    contract = param.ClassSelector(
+        class_=VoiceContract, doc="Active contract: stems made under another are incompatible."
+    )
+
+    def __init__(self, **params) -> None:
+        super().__init__(**params)
+        if self.stems_dir is None or self.database_path is None:
+            raise ValueError("StemCache needs stems_dir and database_path")
+        if self.contract is None:
+            self.contract = VoiceContract()
+        self._local = threading.local()
+        Path(self.stems_dir).mkdir(parents=True, exist_ok=True)
+        Path(self.database_path).parent.mkdir(parents=True, exist_ok=True)
+        self._connection()  # creates the schema
+
+    # --- SQLite -------------------------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        """One connection per thread and process (sqlite3 connections are neither)."""
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid():
+            db = sqlite3.connect(self.database_path, timeout=30, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA busy_timeout=30000")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(SCHEMA)
+            db.row_factory = sqlite3.Row
+            local.db, local.pid = db, os.getpid()
+        return local.db
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        db = self._connection()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def _record(self, row: sqlite3.Row) -> StemRecord:
+        record = StemRecord(**dict(row))
+        record.compatible = record.contract_signature == self.contract.signature()
+        return record
+
+    # --- reading ------------------------------------------------------------------------
+
+    def path_of(self, stem_id: StemId | str) -> Path:
+        return stem_path(stem_id, self.stems_dir)
+
+    def get(self, stem_id: StemId | str) -> StemRecord | None:
+        """The index row of `stem_id`, with its compatibility, or None."""
+        row = (
+            self._connection()
+            .execute("SELECT * FROM stems WHERE stem_id = ?", (str(StemId.parse(str(stem_id))),))
+            .fetchone()
+        )
+        return self._record(row) if row else None
+
+    def lookup(self, stem_id: StemId | str) -> StemRecord | None:
+        """A usable stem: indexed, compatible with the active contract, file present."""
+        record = self.get(stem_id)
+        if record is None or not record.compatible:
+            return None
+        try:
+            if os.stat(Path(self.stems_dir) / record.path).st_size != record.size:
+                return None
+        except FileNotFoundError:
+            return None
+        return record
+
+    def load(self, stem_id: StemId | str) -> Wav:
+        """The stem's audio, read strictly from disk."""
+        return read_wav(self.path_of(stem_id))
+
+    def list(self, kind: str | None = None, compatible: bool | None = None) -> list[StemRecord]:
+        """Indexed stems, optionally of one kind and/or (in)compatible with the contract."""
+        if kind is not None and kind not in KINDS:
+            raise ValueError(f"unknown stem kind {kind!r}; known kinds: {', '.join(KINDS)}")
+        sql, args = "SELECT * FROM stems", ()
+        if kind is not None:
+            sql, args = sql + " WHERE kind = ?", (kind,)
+        rows = self._connection().execute(sql + " ORDER BY stem_id", args).fetchall()
+        records = [self._record(row) for row in rows]
+        if compatible is not None:
+            records = [r for r in records if r.compatible == compatible]
+        return records
+
+    # --- writing ------------------------------------------------------------------------
+
+    def store(
+        self,
+        stem_id: StemId | str,
+        text: str,
+        wav_bytes: bytes,
+        *,
+        api_version: str = "",
+    ) -> StemRecord:
+        """Validate `wav_bytes` against the contract, write the file atomically, index it.
+
+        The stored file is always canonical (`write_wav`), so repaired streaming headers
+        are fixed on disk and recorded in `repairs`.
+        """
+        sid = StemId.parse(str(stem_id))
+        contract = self.contract
+        wav = read_wav(wav_bytes)
+        if wav.format != contract.audio_format:
+            raise WavError(
+                "contract format",
+                0,
+                f"engine returned {wav.format.describe()}, contract wants "
+                f"{contract.audio_format.describe()}",
+                str(sid),
+            )
+        if wav.frames == 0:
+            raise WavError("non-empty audio", wav.data_offset, "no samples", str(sid))
+        data = write_wav(wav.format, wav.pcm)
+        path = self.path_of(sid)
+        self._atomic_write(path, data)
+        now = _now()
+        fmt = wav.format
+        values = {
+            "stem_id": str(sid),
+            "kind": sid.kind,
+            "text": text,
+            "path": str(path.relative_to(self.stems_dir)),
+            "contract_signature": contract.signature(),
+            "engine": contract.engine,
+            "engine_version": contract.engine_version,
+            "model": contract.model,
+            "voice": contract.voice,
+            "api_version": api_version,
+            "container": "wav",
+            "encoding": fmt.encoding.value,
+            "sample_rate": fmt.sample_rate,
+            "channels": fmt.channels,
+            "bits_per_sample": fmt.bits_per_sample,
+            "frames": wav.frames,
+            "duration": wav.duration,
+            "sha256": wav.sha256,
+            "size": len(data),
+            "repairs": "; ".join(wav.repairs),
+            "created_at": now,
+            "updated_at": now,
+        }
+        placeholders = ", ".join("?" for _ in _COLUMNS)
+        with self._write() as db:
+            db.execute(
+                f"INSERT INTO stems ({', '.join(_COLUMNS)}) VALUES ({placeholders}) "
+                "ON CONFLICT(stem_id) DO UPDATE SET "
+                + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS if c != "created_at"),
+                [values[c] for c in _COLUMNS],
+            )
+        record = self.get(sid)
+        assert record is not None
+        return record
+
+    @staticmethod
+    def _atomic_write(path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # The writer's pid in the name lets a sweep tell leftovers from writes in progress.
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}{_TEMP_SUFFIX}")
+        try:
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)  # make the rename itself durable
+        finally:
+            os.close(directory)
+
+    def invalidate(self, stem_id: StemId | str) -> bool:
+        """Forget a stem: delete its row, then its file. True if there was either."""
+        sid = StemId.parse(str(stem_id))
+        with self._write() as db:
+            deleted = db.execute("DELETE FROM stems WHERE stem_id = ?", (str(sid),)).rowcount
+        path = self.path_of(sid)
+        existed = path.exists()
+        path.unlink(missing_ok=True)
+        return bool(deleted) or existed
+
+    def _leftover_temp_files(self) -> list[Path]:
+        """Temp files whose writing process is gone (killed mid-write)."""
+        leftovers = []
+        for path in Path(self.stems_dir).glob(f"*/.*{_TEMP_SUFFIX}"):
+            try:
+                pid = int(path.name.split(".")[-3])
+                os.kill(pid, 0)
+            except (ValueError, IndexError, ProcessLookupError):
+                leftovers.append(path)
+            except PermissionError:
+                pass  # alive, owned by someone else
+        return leftovers
+
+    def sweep_temp_files(self) -> int:
+        """Delete leftovers of interrupted writes; returns how many."""
+        leftovers = self._leftover_temp_files()
+        for path in leftovers:
+            path.unlink(missing_ok=True)
+        return len(leftovers)
+
+    # --- audit --------------------------------------------------------------------------
+
+    def verify(self) -> CacheReport:
+        """Compare files and index: orphans, missing files, hash mismatches, leftovers."""
+        root = Path(self.stems_dir)
+        rows = {r.path: r for r in self.list()}
+        on_disk = {
+            str(p.relative_to(root))
+            for p in root.glob("*/*.wav")
+            if p.is_file() and not p.name.startswith(".")
+        }
+        report = CacheReport(checked=len(rows))
+        report.temp_files = sorted(str(p.relative_to(root)) for p in self._leftover_temp_files())
+        report.orphan_files = sorted(on_disk - rows.keys())
+        for rel, record in sorted(rows.items()):
+            if rel not in on_disk:
+                report.missing_files.append(record.stem_id)
+                continue
+            try:
+                wav = read_wav(root / rel)
+            except WavError as error:
+                report.unreadable.append(f"{record.stem_id}: {error}")
+                continue
+            if wav.sha256 != record.sha256:
+                report.hash_mismatches.append(record.stem_id)
+        return report
