@@ -36,6 +36,7 @@ run: setup  ## start the main job (for now: the merge demo with its byte-diff pr
 
 bench: setup system-deps  ## run benchmarks/ and write benchmarks/results/*.json
 	$(PY) benchmarks/bench_bitmerge.py
+	$(PY) benchmarks/bench_generation.py
 
 lint: setup  ## ruff check + format check
 	$(VENV)/bin/ruff check .

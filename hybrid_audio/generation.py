@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -197,10 +198,18 @@ class Generator(param.Parameterized):
         if job is not None:
             job.param.update(total=len(items), done=cached)
 
-        def make(item: Item) -> StemRecord:
+        stop = threading.Event()  # set by the first fatal error: queued stems are not tried
+
+        def make(item: Item) -> StemRecord | None:
             if job is not None:
                 job.raise_if_cancelled()
-            return self.generate(item.stem_id.kind, item.text)
+            if stop.is_set():
+                return None
+            try:
+                return self.generate(item.stem_id.kind, item.text)
+            except _FATAL:
+                stop.set()
+                raise
 
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
             futures = [(item, pool.submit(make, item)) for item in pending]
@@ -209,6 +218,8 @@ class Generator(param.Parameterized):
                     record, error = None, None
                     try:
                         record = future.result()
+                        if record is None:
+                            continue  # skipped after a fatal error that is about to surface
                         report.created += not record.cached
                         report.cached += bool(record.cached)
                     except _FATAL:
