@@ -1,8 +1,9 @@
 """`hybrid-audio-merge`: join WAV files bit-exactly from the shell and show the proof.
 
 A thin local front end over `bitmerge_semantic` and `verify` (the HTTP-only `hybrid-audio`
-CLI comes with the API). Without files it runs a demo on generated audio, so `make run`
-shows the whole promise on a fresh machine: merge, write, re-read from disk, byte-diff.
+CLI comes with the API). Without files it runs a demo: two stems synthesized by the
+configured engine (Piper by default) joined as a double-anchor message, so `make run` shows
+the whole promise on a fresh machine: synthesize, cache, merge, write, re-read, byte-diff.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -25,33 +25,24 @@ from hybrid_audio.bitmerge import (
     bitmerge_semantic,
     verify,
 )
-from hybrid_audio.codecs import encode
 from hybrid_audio.config import Settings
-from hybrid_audio.contract import AudioFormat
-from hybrid_audio.wav import WavError, write_wav
+from hybrid_audio.engines import EngineError
+from hybrid_audio.generation import Generator
+from hybrid_audio.wav import WavError
 
 
-def _demo_parts(folder: Path) -> list[Part | Silence]:
-    """Three stand-in stems (tone bursts), written as files, in a double-anchor layout."""
-    fmt = AudioFormat(encoding="pcm_s16le", sample_rate=22050)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for name, pitch, seconds in (("name.jose", 330.0, 0.6), ("developer.hilton", 440.0, 0.9)):
-        t = np.arange(int(seconds * fmt.sample_rate)) / fmt.sample_rate
-        envelope = np.sin(np.pi * t / seconds) ** 2
-        path = folder / f"stem.{name}.wav"
-        path.write_bytes(
-            write_wav(fmt, encode(0.4 * envelope * np.sin(2 * np.pi * pitch * t), fmt))
-        )
-        paths[name] = path
-    name = Part(paths["name.jose"], "stem.name.jose")
-    return [
-        name,
-        Silence(ms=150),
-        Part(paths["developer.hilton"], "stem.developer.hilton"),
-        Silence(ms=150),
-        name,
-    ]
+def _demo_parts(settings: Settings) -> list[Part | Silence]:
+    """A double-anchor message from real stems: José · Brightwater Homes · José.
+
+    The stems come from the configured engine through the Generator (Piper by default),
+    so the first run synthesizes them and later runs take them from the cache.
+    """
+    generator = Generator.from_settings(settings)
+    stems = Path(settings.stems_dir)
+    name, developer = generator.generate_combined("José", "Brightwater Homes")
+    name_part = Part(stems / name.path, name.stem_id)
+    pause = Silence(ms=150)
+    return [name_part, pause, Part(stems / developer.path, developer.stem_id), pause, name_part]
 
 
 def _report_table(report: VerifyReport) -> Table:
@@ -74,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         prog="hybrid-audio-merge",
         description="Join WAV files sample-exactly (no resampling, no re-encoding), write the "
         "result and a JSON manifest, then re-read it from disk and prove every byte.",
-        epilog="Without FILES, runs a demo on generated audio into OUTPUT_DIR/demo.wav.",
+        epilog="Without FILES, synthesizes José and Brightwater Homes with the configured "
+        "engine and writes a double-anchor demo to OUTPUT_DIR/demo.wav.",
     )
     parser.add_argument("files", nargs="*", type=Path, help="WAV files, in order")
     parser.add_argument("-o", "--output", type=Path, help="output WAV (default OUTPUT_DIR/...)")
@@ -84,13 +76,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     console = Console()
     settings = Settings.from_env()
-    parts = list(args.files) or _demo_parts(settings.output_dir / "demo_stems")
     output = args.output or settings.output_dir / ("merged.wav" if args.files else "demo.wav")
     try:
+        parts = list(args.files) or _demo_parts(settings)
         result = bitmerge_semantic(
             parts, gap_ms=args.gap_ms, trim=Trim() if args.trim else None, mode=args.mode
         )
-    except (MergeError, WavError, OSError) as error:
+    except (MergeError, WavError, EngineError, OSError) as error:
         console.print(f"[red]error:[/red] {error}")
         return 1
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -18,26 +18,24 @@ from tests.audio_factory import make_wav
 S16 = AudioFormat(encoding="pcm_s16le", sample_rate=16000)
 
 
-def test_demo_writes_a_verified_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_demo_synthesizes_and_writes_a_verified_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HYBRID_AUDIO_BASE_DIR", str(tmp_path))
     assert main([]) == 0
     output = tmp_path / "output" / "demo.wav"
     manifest = Manifest.model_validate_json((tmp_path / "output" / "demo.json").read_text())
     assert [s.id for s in manifest.segments][::2] == [
         "stem.name.jose",
-        "stem.developer.hilton",
+        "stem.developer.brightwater_homes",
         "stem.name.jose",
     ]
-    stems = tmp_path / "output" / "demo_stems"
-    name = stems / "stem.name.jose.wav"
-    parts_again = [
-        name,
-        Silence(ms=150),
-        stems / "stem.developer.hilton.wav",
-        Silence(ms=150),
-        name,
-    ]
-    assert verify(output, manifest, parts_again).ok
+    stems = tmp_path / "stems"
+    name = stems / "name" / "stem.name.jose.wav"
+    developer = stems / "developer" / "stem.developer.brightwater_homes.wav"
+    parts_again = [name, Silence(ms=150), developer, Silence(ms=150), name]
+    report = verify(output, manifest, parts_again)
+    assert report.ok, report.errors
 
 
 def test_merges_given_files_with_gap(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
