@@ -14,6 +14,7 @@ from hybrid_audio.engines.base import (
     EngineOutputError,
     EngineQuotaError,
     EngineUnavailableError,
+    InvalidTextError,
 )
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "EngineOutputError",
     "EngineQuotaError",
     "EngineUnavailableError",
+    "InvalidTextError",
     "create_engine",
 ]
 

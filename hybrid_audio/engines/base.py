@@ -44,6 +44,11 @@ class EngineConfigError(EngineError):
     """The engine is set up wrongly: missing or bad key, unknown voice or model, bad request."""
 
 
+class InvalidTextError(EngineError, ValueError):
+    """This text cannot be spoken (empty, blank, NUL). A `ValueError` too, so an API maps it
+    to 422; unlike a configuration error it concerns one stem, so a batch goes on."""
+
+
 class EngineQuotaError(EngineError):
     """The account's quota or rate limit is exhausted (and retries did not help)."""
 
