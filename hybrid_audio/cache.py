@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -25,6 +24,7 @@ import param
 from pydantic import BaseModel
 
 from hybrid_audio.contract import VoiceContract
+from hybrid_audio.files import TEMP_SUFFIX, atomic_write, writer_is_gone
 from hybrid_audio.stems import KINDS, StemId, stem_path
 from hybrid_audio.wav import Wav, WavError, read_wav, write_wav
 
@@ -55,7 +55,6 @@ CREATE TABLE IF NOT EXISTS stems (
 );
 CREATE INDEX IF NOT EXISTS stems_kind ON stems(kind);
 """
-_TEMP_SUFFIX = ".tmp"
 
 
 class StemRecord(BaseModel):
@@ -240,7 +239,7 @@ class StemCache(param.Parameterized):
             raise WavError("non-empty audio", wav.data_offset, "no samples", str(sid))
         data = write_wav(wav.format, wav.pcm)
         path = self.path_of(sid)
-        self._atomic_write(path, data)
+        atomic_write(path, data)
         now = _now()
         fmt = wav.format
         values = {
@@ -279,26 +278,6 @@ class StemCache(param.Parameterized):
         assert record is not None
         return record
 
-    @staticmethod
-    def _atomic_write(path: Path, data: bytes) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # The writer's pid in the name lets a sweep tell leftovers from writes in progress.
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}{_TEMP_SUFFIX}")
-        try:
-            with open(tmp, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)  # make the rename itself durable
-        finally:
-            os.close(directory)
-
     def invalidate(self, stem_id: StemId | str) -> bool:
         """Forget a stem: delete its row, then its file. True if there was either."""
         sid = StemId.parse(str(stem_id))
@@ -311,16 +290,8 @@ class StemCache(param.Parameterized):
 
     def _leftover_temp_files(self) -> list[Path]:
         """Temp files whose writing process is gone (killed mid-write)."""
-        leftovers = []
-        for path in Path(self.stems_dir).glob(f"*/.*{_TEMP_SUFFIX}"):
-            try:
-                pid = int(path.name.split(".")[-3])
-                os.kill(pid, 0)
-            except (ValueError, IndexError, ProcessLookupError):
-                leftovers.append(path)
-            except PermissionError:
-                pass  # alive, owned by someone else
-        return leftovers
+        paths = Path(self.stems_dir).glob(f"*/.*{TEMP_SUFFIX}")
+        return [path for path in paths if writer_is_gone(path)]
 
     def sweep_temp_files(self) -> int:
         """Delete leftovers of interrupted writes; returns how many."""

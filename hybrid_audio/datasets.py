@@ -11,12 +11,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from hybrid_audio.config import Settings
+from hybrid_audio.files import atomic_write
 from hybrid_audio.stems import StemId
 
 KINDS = ("name", "developer", "script")
@@ -186,14 +185,4 @@ def _write_dataset(dataset: Dataset, target: Path) -> None:
         target = target if target.suffix == ".json" else target.with_suffix(".json")
     else:
         body = "\n".join(dataset.texts())
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(body + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(target, (body + "\n").encode())
