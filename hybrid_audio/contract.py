@@ -200,6 +200,14 @@ class VoiceContract(param.Parameterized):
         }
 
     def signature(self) -> str:
-        """sha256 (hex) of the canonical JSON (sorted keys, no whitespace)."""
-        text = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()
+        """sha256 (hex) of the canonical JSON (sorted keys, no whitespace).
+
+        Memoized on the parameter values: every cache lookup asks for it.
+        """
+        key = tuple(self.param.values().items())
+        cached = getattr(self, "_signature_memo", None)
+        if cached is None or cached[0] != key:
+            text = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
+            cached = (key, hashlib.sha256(text.encode()).hexdigest())
+            self._signature_memo = cached
+        return cached[1]
