@@ -40,7 +40,8 @@ def _hammer(path: str, worker: int) -> None:
 
 def test_processes_never_interleave_or_lose_lines(tmp_path: Path) -> None:
     path = tmp_path / "p.jsonl"
-    procs = [multiprocessing.Process(target=_hammer, args=(str(path), w)) for w in range(4)]
+    spawn = multiprocessing.get_context("spawn")  # fork in a threaded pytest can deadlock
+    procs = [spawn.Process(target=_hammer, args=(str(path), w)) for w in range(4)]
     for p in procs:
         p.start()
     for p in procs:
