@@ -242,7 +242,7 @@ class Assembler(param.Parameterized):
         self, template: str, inputs: dict[str, str | None], data: bytes
     ) -> tuple[str, Path]:
         """Write the output under a fresh id; never overwrite another output."""
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        stamp = utc_stamp()
         slugs = [_slug(inputs["name"]), _slug(inputs["developer"])]
         base = "_".join([stamp, normalize(template), *slugs])
         self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -298,6 +298,11 @@ class Assembler(param.Parameterized):
         if not path.exists():
             raise KeyError(f"no output {output_id!r}")
         return path
+
+
+def utc_stamp() -> str:
+    """`YYYYmmddTHHMMSSffffffZ`: output ids sort by time."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
 
 
 def _slug(text: str | None) -> str:

@@ -1,0 +1,262 @@
+"""Assembler with real Piper stems: exact bytes (checked by the stdlib), proof, errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hybrid_audio import assembly
+from hybrid_audio.assembly import Assembler, AssemblyError
+from hybrid_audio.config import Settings
+from hybrid_audio.engines import create_engine
+from hybrid_audio.generation import Generator
+from hybrid_audio.templates import TemplateError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def piper():
+    return create_engine(Settings(tts_engine="piper"))
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    shutil.copytree(REPO / "templates", tmp_path / "templates")
+    shutil.copytree(REPO / "data", tmp_path / "data")
+    return Settings(base_dir=tmp_path)
+
+
+@pytest.fixture
+def assembler(settings: Settings, piper) -> Assembler:
+    return Assembler(generator=Generator.from_settings(settings, engine=piper))
+
+
+def _frames_of(path: Path) -> tuple[bytes, int]:
+    """Sample bytes and rate by the stdlib's own WAV reader (independent of ours)."""
+    with wave.open(str(path)) as reader:
+        return reader.readframes(reader.getnframes()), reader.getframerate()
+
+
+def _stem_pcm(assembler: Assembler, stem_id: str) -> bytes:
+    record = assembler.generator.cache.get(stem_id)
+    assert record is not None
+    return _frames_of(Path(assembler.settings.stems_dir) / record.path)[0]
+
+
+def _write_template(settings: Settings, name: str, body: dict | str) -> None:
+    text = body if isinstance(body, str) else json.dumps(body)
+    (Path(settings.templates_dir) / f"{name}.json").write_text(text)
+
+
+def _trimmed(pcm: bytes, rate: int, threshold_dbfs: float, keep_ms: float) -> bytes:
+    """Independent trim: 16-bit mono samples louder than the threshold, ± keep_ms."""
+    x = np.frombuffer(pcm, "<i2").astype(np.float64) / 32768
+    loud = np.flatnonzero(np.abs(x) > 10 ** (threshold_dbfs / 20))
+    keep = round(keep_ms * rate / 1000)
+    start, end = max(0, loud[0] - keep), min(len(x), loud[-1] + 1 + keep)
+    return pcm[start * 2 : end * 2]
+
+
+def test_untrimmed_output_is_the_concatenation(assembler: Assembler, settings: Settings) -> None:
+    _write_template(
+        settings,
+        "plain",
+        {"segments": [{"slot": "name"}, {"silence_ms": 100}, {"slot": "developer"}], "gap_ms": 20},
+    )
+    result = assembler.assemble("plain", name="José", developer="Brightwater Homes")
+    data, rate = _frames_of(Path(result.wav_path))
+    name = _stem_pcm(assembler, "stem.name.jose")
+    developer = _stem_pcm(assembler, "stem.developer.brightwater_homes")
+    gap, pause = bytes(2 * rate * 20 // 1000), bytes(2 * round(rate * 0.1))
+    assert data == name + gap + pause + gap + developer
+    assert result.report.ok
+
+
+def test_double_anchor_is_trimmed_stems_and_says_the_name_twice(assembler: Assembler) -> None:
+    result = assembler.assemble("double_anchor", name="José", developer="Brightwater Homes")
+    data, rate = _frames_of(Path(result.wav_path))
+    tpl = json.loads((Path(assembler.settings.templates_dir) / "double_anchor.json").read_text())
+    trim = tpl["trim"]
+
+    def stem(stem_id: str) -> bytes:
+        return _trimmed(
+            _stem_pcm(assembler, stem_id), rate, trim["threshold_dbfs"], trim["keep_ms"]
+        )
+
+    def silence(ms: float) -> bytes:
+        return bytes(2 * round(rate * ms / 1000))
+
+    name = stem("stem.name.jose")
+    gap = silence(tpl["gap_ms"])
+    expected = gap.join(
+        [
+            stem("stem.script.hello"),
+            name,
+            silence(150),
+            stem("stem.developer.brightwater_homes"),
+            stem("stem.script.offer"),
+            silence(100),
+            name,
+        ]
+    )
+    assert data == expected
+    assert data.count(name) == 2
+    assert result.report.ok
+    assert all(check.exact for check in result.report.segments)
+
+
+def test_outputs_are_named_listed_loaded_and_verified(assembler: Assembler) -> None:
+    result = assembler.assemble("scripted", name="Zoë", developer="Hilton", script="visit")
+    summary = result.summary
+    assert summary.id.endswith("_scripted_zoe_hilton")
+    assert Path(result.wav_path).name == f"{summary.id}.wav"
+    assert summary.verified
+    assert [o.id for o in assembler.list_outputs()] == [summary.id]
+    document = assembler.load_output(summary.id)
+    assert document["inputs"] == {"name": "Zoë", "developer": "Hilton", "script": "visit"}
+    assert document["contract_signature"] == assembler.generator.contract.signature()
+    assert document["verify"]["ok"] is True
+    assert document["output"]["sha256"] == summary.sha256
+    assert assembler.verify_output(summary.id).ok
+
+
+def test_one_tampered_byte_is_named(assembler: Assembler) -> None:
+    result = assembler.assemble("double_anchor", name="Ana", developer="Hilton")
+    path = Path(result.wav_path)
+    data = bytearray(path.read_bytes())
+    offset = len(data) // 2
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+    report = assembler.verify_output(result.summary.id)
+    assert not report.ok
+    assert report.first_diff_offset == offset
+
+
+def test_a_regenerated_stem_is_reported_as_changed(assembler: Assembler) -> None:
+    result = assembler.assemble("double_anchor", name="Ana", developer="Hilton")
+    assembler.generator.contract.speed = 1.2
+    assembler.generator.generate_name("Ana")  # replaces stem.name.ana
+    report = assembler.verify_output(result.summary.id)
+    assert not report.ok
+    assert any("source changed" in s.detail for s in report.segments)
+
+
+def test_same_microsecond_does_not_collide(
+    assembler: Assembler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(assembly, "utc_stamp", lambda: "20260101T000000000000Z")
+    first = assembler.assemble("single_anchor", name="Ana", developer="Hilton")
+    second = assembler.assemble("single_anchor", name="Ana", developer="Hilton")
+    assert first.summary.id == "20260101T000000000000Z_single_anchor_ana_hilton"
+    assert second.summary.id == first.summary.id + "_2"
+    assert assembler.verify_output(first.summary.id).ok
+    assert assembler.verify_output(second.summary.id).ok
+
+
+def test_threads_assembling_at_once(assembler: Assembler) -> None:
+    assembler.assemble("single_anchor", name="Ana", developer="Hilton")  # stems made once
+    results, errors = [], []
+
+    def run() -> None:
+        try:
+            results.append(assembler.assemble("single_anchor", name="Ana", developer="Hilton"))
+        except Exception as error:  # collected and asserted below
+            errors.append(error)
+
+    threads = [threading.Thread(target=run) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert len({r.summary.id for r in results}) == 8
+    assert all(assembler.verify_output(r.summary.id).ok for r in results)
+    assert not list(Path(assembler.settings.output_dir).glob(".*.tmp"))
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"segments": [{"slot": "nmae"}]}, r"bad\.json: segments\[0\]\.slot: unknown slot"),
+        ({"segments": []}, r"bad\.json: segments: List should have at least 1 item"),
+        ({"segments": [{"silence_ms": -5}]}, r"segments\[0\]\.silence_ms: .*greater than 0"),
+        ({"segments": [{"silence_ms": 60000}]}, r"segments\[0\]\.silence_ms: .*10000"),
+        ({"segments": [{"stem": "stem.script.nope"}]}, r"segments\[0\]\.stem: unknown stem"),
+        ({"segments": [{"stem": "../../x"}]}, r"segments\[0\]\.stem: '\.\./\.\./x' is not a stem"),
+        ({"segments": [{"slot": "name", "silence_ms": 5}]}, r"segments\[0\]: a segment has"),
+        ({"segments": [{"slot": "name"}], "gap": 5}, r"bad\.json: gap: unknown field"),
+        ({"segments": [{"slot": "name"}], "join": "blend"}, r"join: Input should be"),
+        ("{not json", r"bad\.json: not valid JSON"),
+    ],
+)
+def test_template_errors_name_file_and_field(
+    assembler: Assembler, settings: Settings, body: dict | str, message: str
+) -> None:
+    _write_template(settings, "bad", body)
+    with pytest.raises(TemplateError, match=message):
+        assembler.assemble("bad", name="Ana", developer="Hilton")
+    assert assembler.list_outputs() == []
+
+
+@pytest.mark.parametrize("name", ["nope", "../templates/double_anchor", "a/b", "", "x" * 100])
+def test_unknown_or_hostile_template_names(assembler: Assembler, name: str) -> None:
+    with pytest.raises(TemplateError, match=r"unknown template|not a template name"):
+        assembler.assemble(name, name="Ana", developer="Hilton")
+
+
+def test_missing_inputs_are_named(assembler: Assembler) -> None:
+    with pytest.raises(AssemblyError, match="needs: developer, script"):
+        assembler.assemble("scripted", name="Ana")
+
+
+def test_hostile_name_is_refused_and_nothing_written(assembler: Assembler) -> None:
+    with pytest.raises(ValueError, match="no letters or digits"):
+        assembler.assemble("double_anchor", name="😀", developer="Hilton")
+    assert assembler.list_outputs() == []
+
+
+def test_without_generate_missing_a_missing_stem_is_an_error(assembler: Assembler) -> None:
+    with pytest.raises(AssemblyError, match="generate_missing"):
+        assembler.assemble("double_anchor", name="Ana", developer="Hilton", generate_missing=False)
+    assert assembler.generator.cache.list() == []
+
+
+def test_a_stem_changed_on_disk_is_refused(assembler: Assembler) -> None:
+    assembler.assemble("single_anchor", name="Ana", developer="Hilton")
+    record = assembler.generator.cache.get("stem.name.ana")
+    path = Path(assembler.settings.stems_dir) / record.path
+    data = bytearray(path.read_bytes())
+    data[-2] ^= 0x7F
+    path.write_bytes(bytes(data))
+    fresh = Assembler(generator=assembler.generator)  # no stems held in memory
+    with pytest.raises(AssemblyError, match="no longer match the index"):
+        fresh.assemble("single_anchor", name="Ana", developer="Hilton")
+
+
+def test_hybrid_mode_reports_only_the_crossfades(assembler: Assembler) -> None:
+    result = assembler.assemble("single_anchor", name="Ana", developer="Hilton", mode="hybrid")
+    assert result.report.ok
+    assert result.report.crossfades
+    document = assembler.load_output(result.summary.id)
+    assert document["merge"]["mode"] == "hybrid"
+
+
+def test_bad_output_ids(assembler: Assembler) -> None:
+    with pytest.raises(AssemblyError, match="not an output id"):
+        assembler.load_output("../../etc/passwd")
+    with pytest.raises(KeyError, match="no output"):
+        assembler.load_output("20260101T000000000000Z_x_y_z")
+
+
+def test_last_result_is_observable(assembler: Assembler) -> None:
+    seen = []
+    assembler.param.watch(lambda event: seen.append(event.new.summary.id), "last_result")
+    result = assembler.assemble("single_anchor", name="Ana", developer="Hilton")
+    assert seen == [result.summary.id]
