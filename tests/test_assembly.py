@@ -16,6 +16,7 @@ from hybrid_audio.assembly import Assembler, AssemblyError
 from hybrid_audio.config import Settings
 from hybrid_audio.engines import create_engine
 from hybrid_audio.generation import Generator
+from hybrid_audio.rotation import RotationEngine
 from hybrid_audio.templates import TemplateError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -260,3 +261,31 @@ def test_last_result_is_observable(assembler: Assembler) -> None:
     assembler.param.watch(lambda event: seen.append(event.new.summary.id), "last_result")
     result = assembler.assemble("single_anchor", name="Ana", developer="Hilton")
     assert seen == [result.summary.id]
+
+
+def test_rotation_generate_pair_makes_each_pair_a_message(assembler: Assembler) -> None:
+    rotation = RotationEngine(
+        settings=assembler.settings,
+        seed=3,
+        names=["Ana", "José"],
+        developers=["Hilton"],
+        script_keys=["visit", "thanks"],
+        assembler=assembler,
+    )
+    first = rotation.generate_pair("scripted")
+    second = rotation.generate_pair("scripted")
+    assert {first.step.name, second.step.name} == {"Ana", "José"}
+    assert {first.script, second.script} == {"visit", "thanks"}
+    for made in (first, second):
+        assert made.result.report.ok
+        assert made.result.summary.name == made.step.name
+        assert made.result.summary.script == made.script
+    with pytest.raises(TemplateError, match="unknown template"):
+        rotation.generate_pair("nope")
+    assert rotation.state()["pair"].position == 0  # 2 of 2 taken: next cycle, and no extra step
+    assert rotation.state()["pair"].cycle == 1
+
+
+def test_generate_pair_needs_an_assembler(settings: Settings) -> None:
+    with pytest.raises(ValueError, match="needs an assembler"):
+        RotationEngine(settings=settings, names=["Ana"], developers=["Hilton"]).generate_pair()

@@ -1,0 +1,147 @@
+"""Message assembly and rotation throughput.
+
+Cases (one run, one machine; medians of repeats):
+- assemble: `Assembler.assemble("double_anchor", ...)` with every stem already cached,
+  including writing the WAV and manifest (fsynced) and verifying the file from disk, on
+  one thread. Target ≥ 300 messages/s.
+- next_pair: `RotationEngine.next_pair()` with its SQLite cursor and JSON-lines log.
+  Target ≥ 5,000/s.
+- memory: Python allocations while stepping through a 10⁶ × 10⁴ pair space compared with a
+  100 × 100 one (the bijection needs O(1) memory, so both should be flat).
+
+Run: `make bench` or `.venv/bin/python benchmarks/bench_assembly.py [--quick]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+from common import versions, write_results
+from rich.console import Console
+from rich.table import Table
+
+from hybrid_audio.assembly import Assembler
+from hybrid_audio.config import Settings
+from hybrid_audio.engines import create_engine
+from hybrid_audio.generation import Generator
+from hybrid_audio.rotation import RotationEngine
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _workspace() -> Settings:
+    base = Path(tempfile.mkdtemp(prefix="bench-asm-"))
+    shutil.copytree(REPO / "templates", base / "templates")
+    shutil.copytree(REPO / "data", base / "data")
+    return Settings(base_dir=base)
+
+
+def _rate(calls: int, fn) -> float:
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return calls / (time.perf_counter() - start)
+
+
+def _step_memory(names: int, developers: int, steps: int) -> tuple[int, int]:
+    """(peak bytes allocated while stepping, bytes still held after) for an N × M space."""
+    settings = _workspace()
+    engine = RotationEngine(
+        settings=settings,
+        seed=7,
+        names=[f"Name{i}" for i in range(names)],
+        developers=[f"Developer{i}" for i in range(developers)],
+    )
+    engine.next_pair()  # build keys and cursors outside the measurement
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for _ in range(steps):
+        engine.next_pair()
+    current, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return peak - before, current - before
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--messages", type=int, default=300, help="assemblies per repeat")
+    parser.add_argument("--pairs", type=int, default=5000, help="next_pair calls per repeat")
+    parser.add_argument("--quick", action="store_true", help="small counts (smoke test)")
+    args = parser.parse_args()
+    if args.quick:
+        args.repeats, args.messages, args.pairs = 2, 30, 500
+    console = Console()
+
+    settings = _workspace()
+    generator = Generator.from_settings(settings, engine=create_engine(settings))
+    assembler = Assembler(generator=generator)
+    first = assembler.assemble("double_anchor", name="José", developer="Brightwater Homes")
+    if not first.report.ok:
+        raise SystemExit("assembly did not verify")
+
+    def assemble() -> None:
+        assembler.assemble("double_anchor", name="José", developer="Brightwater Homes")
+
+    messages = [_rate(args.messages, assemble) for _ in range(args.repeats)]
+    outputs = assembler.list_outputs()
+    if not all(o.verified for o in outputs):
+        raise SystemExit("an assembled message did not verify")
+
+    rotation = RotationEngine(settings=_workspace(), seed=1)
+    pairs = [_rate(args.pairs, rotation.next_pair) for _ in range(args.repeats)]
+
+    steps = min(args.pairs, 2000)
+    small = _step_memory(100, 100, steps)
+    large = _step_memory(10**6, 10**4, steps)
+
+    message_rate, pair_rate = statistics.median(messages), statistics.median(pairs)
+    table = Table(title="assembly and rotation — medians")
+    for column in ("case", "per second", "target", "met"):
+        table.add_column(column)
+    targets = {
+        "assemble double_anchor (cached stems, write + verify)": (message_rate, 300),
+        "next_pair() with SQLite cursor + log": (pair_rate, 5000),
+    }
+    for label, (value, target) in targets.items():
+        table.add_row(label, f"{value:,.0f}", f"≥ {target:,}", "yes" if value >= target else "NO")
+    console.print(table)
+    console.print(
+        f"memory while stepping {steps} pairs: 100×100 peak {small[0] / 1024:.1f} KiB "
+        f"(held {small[1] / 1024:.1f} KiB); 10⁶×10⁴ peak {large[0] / 1024:.1f} KiB "
+        f"(held {large[1] / 1024:.1f} KiB)"
+    )
+    path = write_results(
+        "bench_assembly",
+        {
+            "repeats": args.repeats,
+            "messages_per_repeat": args.messages,
+            "assemble_messages_per_s": messages,
+            "assemble_median_per_s": message_rate,
+            "message_seconds": first.summary.duration,
+            "pairs_per_repeat": args.pairs,
+            "next_pair_per_s": pairs,
+            "next_pair_median_per_s": pair_rate,
+            "step_memory_bytes": {
+                "steps": steps,
+                "100x100": {"peak": small[0], "held": small[1]},
+                "1e6x1e4": {"peak": large[0], "held": large[1]},
+            },
+            "targets": {
+                label: {"value": value, "target": target, "met": value >= target}
+                for label, (value, target) in targets.items()
+            },
+            "versions": versions(["numpy", "pydantic", "param"]),
+        },
+    )
+    console.print(f"results: {path}")
+
+
+if __name__ == "__main__":
+    main()
