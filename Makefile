@@ -37,6 +37,7 @@ run: setup  ## start the main job (for now: the merge demo with its byte-diff pr
 bench: setup system-deps  ## run benchmarks/ and write benchmarks/results/*.json
 	$(PY) benchmarks/bench_bitmerge.py
 	$(PY) benchmarks/bench_generation.py
+	$(PY) benchmarks/bench_assembly.py
 
 lint: setup  ## ruff check + format check
 	$(VENV)/bin/ruff check .

@@ -180,10 +180,33 @@ class VoiceContract(param.Parameterized):
         default=22050, bounds=(8000, 48000), doc="Sample rate (Hz) of every stem."
     )
 
+    @param.depends(
+        "engine",
+        "engine_version",
+        "model",
+        "voice",
+        "language",
+        "speed",
+        "volume",
+        "emotion",
+        "encoding",
+        "sample_rate",
+        watch=True,
+    )
+    def _forget_derived(self) -> None:
+        """Any change invalidates the memoized format and signature (both are on every
+        cache lookup, so they are computed once per contract state, not per call)."""
+        self._memo = {}
+
     @property
     def audio_format(self) -> AudioFormat:
         """The format every stem made under this contract has (mono)."""
-        return AudioFormat(encoding=self.encoding, sample_rate=self.sample_rate, channels=1)
+        memo = self.__dict__.setdefault("_memo", {})
+        if "format" not in memo:
+            memo["format"] = AudioFormat(
+                encoding=self.encoding, sample_rate=self.sample_rate, channels=1
+            )
+        return memo["format"]
 
     def canonical(self) -> dict[str, Any]:
         """Every field that changes the audio bytes, as plain JSON values."""
@@ -200,14 +223,9 @@ class VoiceContract(param.Parameterized):
         }
 
     def signature(self) -> str:
-        """sha256 (hex) of the canonical JSON (sorted keys, no whitespace).
-
-        Memoized on the parameter values: every cache lookup asks for it.
-        """
-        key = tuple(self.param.values().items())
-        cached = getattr(self, "_signature_memo", None)
-        if cached is None or cached[0] != key:
+        """sha256 (hex) of the canonical JSON (sorted keys, no whitespace)."""
+        memo = self.__dict__.setdefault("_memo", {})
+        if "signature" not in memo:
             text = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
-            cached = (key, hashlib.sha256(text.encode()).hexdigest())
-            self._signature_memo = cached
-        return cached[1]
+            memo["signature"] = hashlib.sha256(text.encode()).hexdigest()
+        return memo["signature"]
