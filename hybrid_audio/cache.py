@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,6 +21,7 @@ import param
 from pydantic import BaseModel
 
 from hybrid_audio.contract import VoiceContract
+from hybrid_audio.database import Database
 from hybrid_audio.files import TEMP_SUFFIX, atomic_write, writer_is_gone
 from hybrid_audio.stems import KINDS, StemId, stem_path
 from hybrid_audio.wav import Wav, WavError, read_wav, write_wav
@@ -130,36 +128,9 @@ class StemCache(param.Parameterized):
             raise ValueError("StemCache needs stems_dir and database_path")
         if self.contract is None:
             self.contract = VoiceContract()
-        self._local = threading.local()
         Path(self.stems_dir).mkdir(parents=True, exist_ok=True)
-        Path(self.database_path).parent.mkdir(parents=True, exist_ok=True)
-        self._connection()  # creates the schema
-
-    # --- SQLite -------------------------------------------------------------------------
-
-    def _connection(self) -> sqlite3.Connection:
-        """One connection per thread and process (sqlite3 connections are neither)."""
-        local = self._local
-        if getattr(local, "pid", None) != os.getpid():
-            db = sqlite3.connect(self.database_path, timeout=30, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA busy_timeout=30000")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(SCHEMA)
-            db.row_factory = sqlite3.Row
-            local.db, local.pid = db, os.getpid()
-        return local.db
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        db = self._connection()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+        self._db = Database(self.database_path, SCHEMA, rows_as_dicts=True)
+        self._db.connection()  # creates the schema, fails early on a bad path
 
     def _record(self, row: sqlite3.Row) -> StemRecord:
         record = StemRecord(**dict(row))
@@ -174,7 +145,7 @@ class StemCache(param.Parameterized):
     def get(self, stem_id: StemId | str) -> StemRecord | None:
         """The index row of `stem_id`, with its compatibility, or None."""
         row = (
-            self._connection()
+            self._db.connection()
             .execute("SELECT * FROM stems WHERE stem_id = ?", (str(StemId.parse(str(stem_id))),))
             .fetchone()
         )
@@ -203,7 +174,7 @@ class StemCache(param.Parameterized):
         sql, args = "SELECT * FROM stems", ()
         if kind is not None:
             sql, args = sql + " WHERE kind = ?", (kind,)
-        rows = self._connection().execute(sql + " ORDER BY stem_id", args).fetchall()
+        rows = self._db.connection().execute(sql + " ORDER BY stem_id", args).fetchall()
         records = [self._record(row) for row in rows]
         if compatible is not None:
             records = [r for r in records if r.compatible == compatible]
@@ -267,7 +238,7 @@ class StemCache(param.Parameterized):
             "updated_at": now,
         }
         placeholders = ", ".join("?" for _ in _COLUMNS)
-        with self._write() as db:
+        with self._db.write() as db:
             db.execute(
                 f"INSERT INTO stems ({', '.join(_COLUMNS)}) VALUES ({placeholders}) "
                 "ON CONFLICT(stem_id) DO UPDATE SET "
@@ -281,7 +252,7 @@ class StemCache(param.Parameterized):
     def invalidate(self, stem_id: StemId | str) -> bool:
         """Forget a stem: delete its row, then its file. True if there was either."""
         sid = StemId.parse(str(stem_id))
-        with self._write() as db:
+        with self._db.write() as db:
             deleted = db.execute("DELETE FROM stems WHERE stem_id = ?", (str(sid),)).rowcount
         path = self.path_of(sid)
         existed = path.exists()

@@ -43,6 +43,7 @@ from pydantic import BaseModel, computed_field
 
 from hybrid_audio.assembly import Assembler, AssemblyResult
 from hybrid_audio.config import Settings
+from hybrid_audio.database import Database
 from hybrid_audio.datasets import dataset_path, load_dataset
 from hybrid_audio.logs import JsonlLog
 
@@ -461,7 +462,7 @@ class RotationEngine(param.Parameterized):
         super().__init__(**params)
         if self.settings is None:
             self.settings = Settings.from_env()
-        self._local = threading.local()
+        self._database: Database | None = None
         self._publish_lock = threading.Lock()
         self._log_cache: tuple[Settings, JsonlLog] | None = None
         # stream → (signature of its source, data, object kept alive for the signature)
@@ -470,26 +471,20 @@ class RotationEngine(param.Parameterized):
 
     # --- SQLite ---------------------------------------------------------------------------
 
-    def _connection(self) -> sqlite3.Connection:
-        """One connection per thread and process (sqlite3 connections are neither)."""
-        local = self._local
+    def _db(self) -> Database:
+        """The database the current settings name."""
         path = Path(self.settings.database_path)
-        if getattr(local, "pid", None) != os.getpid() or getattr(local, "path", None) != path:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(path, timeout=30, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA busy_timeout=30000")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(SCHEMA)
-            local.db, local.pid, local.path = db, os.getpid(), path
-        return local.db
+        if self._database is None or self._database.path != path:
+            self._database = Database(path, SCHEMA)
+        return self._database
+
+    def _connection(self) -> sqlite3.Connection:
+        return self._db().connection()
 
     def close(self) -> None:
         """Close this thread's database connection (a later call opens a new one)."""
-        db = getattr(self._local, "db", None)
-        if db is not None and self._local.pid == os.getpid():
-            db.close()
-        self._local.__dict__.clear()
+        if self._database is not None:
+            self._database.close()
 
     def _log(self) -> JsonlLog:
         settings, cached = self.settings, self._log_cache
@@ -596,10 +591,8 @@ class RotationEngine(param.Parameterized):
         file just before another process switched the cursor to a newer version follows
         that version instead of switching it back.
         """
-        db = self._connection()
         now = _now()
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._db().write() as db:
             row = db.execute(
                 "SELECT cycle, position, size, fingerprint FROM rotation_cursors "
                 "WHERE stream = ? AND seed = ?",
@@ -616,10 +609,6 @@ class RotationEngine(param.Parameterized):
                 " fingerprint = excluded.fingerprint, updated_at = excluded.updated_at",
                 (stream, seed, cycle, position, data.size, data.fingerprint, now, now),
             )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         if changed:  # logged whatever log_steps says: it explains a jump in the sequence
             assert row is not None
             self._log().write(
@@ -856,18 +845,12 @@ class RotationEngine(param.Parameterized):
     def reset(self, stream: str) -> StreamState:
         """Start `stream` again at cycle 0, position 0 (with whatever data is current)."""
         _check_stream(stream)
-        db = self._connection()
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._db().write() as db:
             row = db.execute(
                 "DELETE FROM rotation_cursors WHERE stream = ? AND seed = ? "
                 "RETURNING cycle, position",
                 (stream, self.seed),
             ).fetchone()
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         if self.log_steps:
             self._log().write(
                 "rotation_reset",
