@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 EXTRAS ?= piper,test,bench
 
-.PHONY: help setup system-deps test test-fast run bench lint format clean
+.PHONY: help setup system-deps demo test test-fast run bench lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -31,7 +31,13 @@ test: setup system-deps  ## the whole suite (unit, property, integration)
 test-fast: setup  ## unit tests only, in seconds
 	$(PY) -m pytest -m "not slow"
 
-run: setup  ## start the main job (for now: the merge demo with its byte-diff proof)
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+run: setup  ## start the API on http://$(HOST):$(PORT) (docs at /docs); Piper, local files, SQLite
+	$(VENV)/bin/hybrid-audio-server --host $(HOST) --port $(PORT) --log-level info
+
+demo: setup  ## synthesize two stems, assemble a message and print its byte-diff proof
 	$(VENV)/bin/hybrid-audio-merge
 
 bench: setup system-deps  ## run benchmarks/ and write benchmarks/results/*.json

@@ -65,6 +65,9 @@ class Settings:
     cartesia_base_url: str = ""
     cartesia_max_concurrency: int = 2
 
+    rotation_seed: int = 0
+    max_body_bytes: int = 8 * 1024 * 1024
+
     gcs_bucket: str = ""
     storage_emulator_host: str = ""
     internal_api_key: str = field(default="", repr=False)
@@ -120,6 +123,8 @@ class Settings:
             "cartesia_model_id": get("CARTESIA_MODEL_ID") or DEFAULT_CARTESIA_MODEL,
             "cartesia_base_url": get("CARTESIA_BASE_URL") or "",
             "cartesia_max_concurrency": get_int("CARTESIA_MAX_CONCURRENCY", 2),
+            "rotation_seed": get_int("ROTATION_SEED", 0),
+            "max_body_bytes": get_int("MAX_BODY_BYTES", 8 * 1024 * 1024),
             "gcs_bucket": get("GCS_BUCKET") or "",
             "storage_emulator_host": get("STORAGE_EMULATOR_HOST") or "",
             "internal_api_key": get("INTERNAL_API_KEY") or "",

@@ -1,0 +1,68 @@
+"""`create_app(settings)`: the FastAPI application over one set of core objects.
+
+Routers are mounted with the key check as a dependency (all but `/health`); errors use one
+envelope (`errors.py`); bodies are size-limited and every request is logged as one JSON
+line (`middleware.py`). The core objects are built when the app starts and shared by all
+requests; sync routes run in the threadpool, and the core is thread- and process-safe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import Depends, FastAPI
+
+from hybrid_audio.api import errors
+from hybrid_audio.api.auth import require_key
+from hybrid_audio.api.middleware import BodyLimit, RequestLog
+from hybrid_audio.api.models import ErrorResponse
+from hybrid_audio.api.routers import assemble, cache, external, generate, health, jobs, rotation
+from hybrid_audio.api.services import Services, package_version
+from hybrid_audio.config import Settings
+from hybrid_audio.engines import Engine
+from hybrid_audio.logs import JsonlLog
+
+_ERRORS = {
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in {
+        401: "Missing or wrong X-Internal-API-Key",
+        404: "Not found",
+        409: "Conflicts with stored state",
+        413: "Body too large",
+        422: "Invalid input",
+        429: "Engine quota or rate limit",
+        500: "Internal error (no details are disclosed)",
+        503: "Engine unavailable or misconfigured",
+    }.items()
+}
+
+
+def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
+    """The API for `settings` (environment by default); `engine` overrides the configured one."""
+    settings = settings or Settings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.services = Services.build(settings, engine)
+        try:
+            yield
+        finally:
+            app.state.services.close()
+
+    app = FastAPI(
+        title="Hybrid Audio",
+        version=package_version(),
+        description="Personalized spoken messages from cached TTS stems, joined bit-exactly.",
+        lifespan=lifespan,
+        responses=_ERRORS,
+    )
+    errors.install(app)
+    app.include_router(health.router)
+    protected = [Depends(require_key)]
+    for module in (generate, assemble, rotation, cache, external, jobs):
+        app.include_router(module.router, dependencies=protected)
+    app.add_middleware(RequestLog, log=JsonlLog(Path(settings.logs_dir) / "api.jsonl"))
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,34 @@
+"""`X-Internal-API-Key`: required on every route but `/health` when INTERNAL_API_KEY is set.
+
+The comparison is `hmac.compare_digest` on bytes, whose time does not depend on where the
+first differing byte is, so the key cannot be guessed byte by byte from response times.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends
+from fastapi.security import APIKeyHeader
+
+from hybrid_audio.api.errors import ApiError
+from hybrid_audio.api.services import Shared
+
+HEADER = "X-Internal-API-Key"
+_scheme = APIKeyHeader(
+    name=HEADER, auto_error=False, description="Required when the server has a key."
+)
+
+
+def keys_match(given: str | None, expected: str) -> bool:
+    """Constant-time comparison of a presented key with the configured one."""
+    return hmac.compare_digest((given or "").encode(), expected.encode())
+
+
+def require_key(given: Annotated[str | None, Depends(_scheme)], shared: Shared) -> None:
+    """Dependency of every protected router."""
+    expected = shared.settings.internal_api_key
+    if expected and not keys_match(given, expected):
+        reason = "missing" if not given else "wrong"
+        raise ApiError(401, f"{reason} {HEADER} header", "unauthorized")

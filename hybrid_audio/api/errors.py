@@ -1,0 +1,126 @@
+"""One error envelope for every failure: `{"error": {"code", "message", "details"?}}`.
+
+Core exceptions are mapped to statuses here, once, so routes just call the core. Anything
+unexpected becomes a 500 with a generic message and an id that points at the server log;
+no stack trace ever reaches a client.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from hybrid_audio.assembly import AssemblyError
+from hybrid_audio.datasets import DatasetError
+from hybrid_audio.engines import (
+    EngineConfigError,
+    EngineError,
+    EngineQuotaError,
+    InvalidTextError,
+)
+from hybrid_audio.jobs import JobCancelledError
+from hybrid_audio.templates import TemplateError
+from hybrid_audio.wav import WavError
+
+log = logging.getLogger("hybrid_audio.api")
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    416: "range_not_satisfiable",
+    422: "validation_error",
+    429: "rate_limited",
+    503: "unavailable",
+}
+
+
+class ApiError(Exception):
+    """An error a route raises on purpose, with its status and code."""
+
+    def __init__(self, status: int, message: str, code: str | None = None, details: Any = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code or _HTTP_CODES.get(status, "error")
+        self.message = message
+        self.details = details
+
+
+def not_found(what: str) -> ApiError:
+    return ApiError(404, f"{what} not found")
+
+
+def envelope(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        body["details"] = details
+    return JSONResponse({"error": body}, status_code=status)
+
+
+def _status_for(error: Exception) -> tuple[int, str]:
+    """Status and code of a core exception (order matters: subclasses first)."""
+    if isinstance(error, TemplateError):
+        return (
+            (404, "not_found")
+            if str(error).startswith("unknown template")
+            else (422, "invalid_template")
+        )
+    if isinstance(error, InvalidTextError | AssemblyError | DatasetError):
+        return 422, "validation_error"
+    if isinstance(error, EngineQuotaError):
+        return 429, "rate_limited"
+    if isinstance(error, EngineConfigError):
+        return 503, "engine_misconfigured"
+    if isinstance(error, EngineError):
+        return 503, "engine_unavailable"
+    if isinstance(error, WavError):
+        return 409, "corrupt_audio"
+    if isinstance(error, JobCancelledError):
+        return 409, "cancelled"
+    return 422, "validation_error"  # any other ValueError: the input was not acceptable
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that turn every failure into the envelope."""
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, error: ApiError) -> JSONResponse:
+        return envelope(error.status, error.code, error.message, error.details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(error.status_code, "error")
+        return envelope(error.status_code, code, str(error.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        problems = [
+            {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
+            for e in error.errors()
+        ]
+        first = problems[0] if problems else {"field": "", "message": "invalid request"}
+        return envelope(422, "validation_error", f"{first['field']}: {first['message']}", problems)
+
+    async def _core_error(request: Request, error: Exception) -> JSONResponse:
+        status, code = _status_for(error)
+        return envelope(status, code, str(error))
+
+    # Core exceptions are expected outcomes (bad input, engine down): no traceback logged.
+    for kind in (ValueError, EngineError, JobCancelledError):
+        app.add_exception_handler(kind, _core_error)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+        incident = uuid.uuid4().hex[:12]
+        log.error("unhandled error %s on %s %s", incident, request.method, request.url.path)
+        return envelope(500, "internal_error", f"internal error (incident {incident})")

@@ -1,0 +1,77 @@
+"""`/assemble`: messages from templates, their manifests, audio and proof."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import FileResponse
+
+from hybrid_audio.api.errors import not_found
+from hybrid_audio.api.models import AssembleRequest, AssembleResponse
+from hybrid_audio.api.services import Services, Shared
+from hybrid_audio.assembly import OutputSummary
+from hybrid_audio.bitmerge import VerifyReport
+
+router = APIRouter(prefix="/assemble", tags=["assemble"])
+
+
+def _known(shared: Services, output_id: str) -> str:
+    try:
+        shared.assembler.load_output(output_id)
+    except KeyError:
+        raise not_found(f"output {output_id!r}") from None
+    return output_id
+
+
+@router.post("/template", response_model=AssembleResponse, summary="Assemble one message")
+def assemble_template(body: AssembleRequest, shared: Shared) -> AssembleResponse:
+    result = shared.assembler.assemble(
+        body.template,
+        name=body.name,
+        developer=body.developer,
+        script=body.script,
+        generate_missing=body.generate_missing,
+        mode=body.mode,
+    )
+    summary = result.summary
+    return AssembleResponse(
+        id=summary.id,
+        duration=summary.duration,
+        sha256=summary.sha256,
+        verified=result.report.ok,
+        summary=summary,
+        report=result.report,
+        audio_url=f"/assemble/outputs/{summary.id}/audio",
+    )
+
+
+@router.get("/outputs", response_model=list[OutputSummary], summary="Assembled messages")
+def list_outputs(shared: Shared) -> list[OutputSummary]:
+    return shared.assembler.list_outputs()
+
+
+@router.get("/outputs/{output_id}", response_model=dict[str, Any], summary="A manifest")
+def get_output(output_id: str, shared: Shared) -> dict[str, Any]:
+    try:
+        return shared.assembler.load_output(output_id)
+    except KeyError:
+        raise not_found(f"output {output_id!r}") from None
+
+
+@router.get(
+    "/outputs/{output_id}/audio",
+    response_class=FileResponse,
+    responses={200: {"content": {"audio/wav": {}}}, 206: {"content": {"audio/wav": {}}}},
+    summary="The WAV file (Range requests supported)",
+)
+def get_output_audio(output_id: str, shared: Shared) -> FileResponse:
+    path = shared.assembler.output_path(_known(shared, output_id))
+    return FileResponse(path, media_type="audio/wav", filename=path.name)
+
+
+@router.get(
+    "/outputs/{output_id}/verify", response_model=VerifyReport, summary="Re-verify from disk"
+)
+def verify_output(output_id: str, shared: Shared) -> VerifyReport:
+    return shared.assembler.verify_output(_known(shared, output_id))

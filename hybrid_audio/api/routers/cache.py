@@ -1,0 +1,93 @@
+"""`/cache`: the stems the server holds, their audio, invalidation and the audit.
+
+Storage routes (`check_in_bucket`, `bucket_list`) join this router with the GCS issue.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import FileResponse
+
+from hybrid_audio.api.errors import ApiError, not_found
+from hybrid_audio.api.jobs_support import start_bulk_job
+from hybrid_audio.api.models import (
+    BulkRequest,
+    InvalidateRequest,
+    InvalidateResponse,
+    StemSummary,
+)
+from hybrid_audio.api.services import Shared
+from hybrid_audio.cache import CacheReport, StemRecord
+from hybrid_audio.jobs import JobInfo
+from hybrid_audio.stems import StemId
+
+router = APIRouter(prefix="/cache", tags=["cache"])
+
+
+@router.get(
+    "/list",
+    response_model=list[StemRecord] | list[StemSummary],
+    summary="Stems, with compatibility against the active contract",
+)
+def list_stems(
+    shared: Shared,
+    kind: Annotated[Literal["name", "developer", "script"] | None, Query()] = None,
+    compatible: bool | None = None,
+    extended: bool = False,
+) -> list[StemRecord] | list[StemSummary]:
+    records = shared.generator.cache.list(kind=kind, compatible=compatible)
+    if extended:
+        return records
+    return [
+        StemSummary(
+            stem_id=r.stem_id,
+            kind=r.kind,
+            text=r.text,
+            duration=r.duration,
+            compatible=r.compatible,
+        )
+        for r in records
+    ]
+
+
+@router.post("/invalidate", response_model=InvalidateResponse, summary="Forget a stem")
+def invalidate(body: InvalidateRequest, shared: Shared) -> InvalidateResponse:
+    stem_id = str(StemId.parse(body.stem_id))
+    return InvalidateResponse(
+        stem_id=stem_id, invalidated=shared.generator.cache.invalidate(stem_id)
+    )
+
+
+@router.post("/bulk_generate", response_model=JobInfo, status_code=202, summary="Bulk job")
+def bulk_generate(body: BulkRequest, shared: Shared) -> JobInfo:
+    return start_bulk_job(shared, body)
+
+
+@router.get(
+    "/stems/{stem_id}/audio",
+    response_class=FileResponse,
+    responses={200: {"content": {"audio/wav": {}}}},
+    summary="A stem's WAV file",
+)
+def stem_audio(stem_id: str, shared: Shared) -> FileResponse:
+    try:
+        sid = StemId.parse(stem_id)
+    except ValueError as error:
+        raise ApiError(422, str(error)) from None
+    record = shared.generator.cache.get(sid)
+    if record is None:
+        raise not_found(f"stem {stem_id!r}")
+    path = Path(shared.settings.stems_dir) / record.path
+    if not path.is_file():
+        raise not_found(f"file of stem {stem_id!r}")
+    return FileResponse(path, media_type="audio/wav", filename=path.name)
+
+
+@router.get("/verify", response_model=CacheReport, summary="Files against the index")
+def verify(shared: Shared) -> CacheReport:
+    report = shared.generator.cache.verify()
+    shared.jobs_log.write("cache_audit", ok=report.ok, **report.model_dump())
+    return report

@@ -1,0 +1,82 @@
+"""`/external`: the datasets (names, developers, scripts), shown and replaced by upload."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+from fastapi import APIRouter, UploadFile
+
+from hybrid_audio.api.errors import ApiError
+from hybrid_audio.api.models import DatasetContent, DatasetInfo, DatasetItemOut
+from hybrid_audio.api.services import Shared
+from hybrid_audio.config import Settings
+from hybrid_audio.datasets import (
+    KINDS,
+    MAX_IMPORT_BYTES,
+    Dataset,
+    DatasetError,
+    dataset_path,
+    import_dataset,
+    load_dataset,
+)
+
+router = APIRouter(prefix="/external", tags=["external"])
+Kind = Literal["name", "developer", "script"]
+_SUFFIXES = (".txt", ".csv", ".json")
+
+
+def _info(dataset: Dataset, settings: Settings) -> DatasetInfo:
+    return DatasetInfo(
+        kind=dataset.kind,
+        count=len(dataset),
+        path=str(dataset_path(dataset.kind, settings)),
+        collisions=[f"{kept} / {dropped} → {sid}" for kept, dropped, sid in dataset.collisions],
+        rejected=[f"line {line}: {text!r}: {why}" for line, text, why in dataset.rejected],
+    )
+
+
+@router.get("/datasets", response_model=list[DatasetInfo], summary="The three datasets")
+def datasets(shared: Shared) -> list[DatasetInfo]:
+    infos = []
+    for kind in KINDS:
+        try:
+            infos.append(_info(load_dataset(kind, shared.settings), shared.settings))
+        except DatasetError as error:
+            path = str(dataset_path(kind, shared.settings))
+            infos.append(
+                DatasetInfo(kind=kind, count=0, path=path, collisions=[], rejected=[str(error)])
+            )
+    return infos
+
+
+@router.get("/datasets/{kind}", response_model=DatasetContent, summary="One dataset's entries")
+def dataset(kind: Kind, shared: Shared) -> DatasetContent:
+    data = load_dataset(kind, shared.settings)
+    items = [DatasetItemOut(text=i.text, stem_id=str(i.stem_id), key=i.key) for i in data.items]
+    return DatasetContent(**_info(data, shared.settings).model_dump(), items=items)
+
+
+@router.post(
+    "/datasets/{kind}",
+    response_model=DatasetInfo,
+    summary="Replace a dataset with an uploaded txt, csv or json file",
+)
+def upload_dataset(kind: Kind, file: UploadFile, shared: Shared) -> DatasetInfo:
+    suffix = Path(file.filename or "").suffix.lower()
+    if suffix not in _SUFFIXES:
+        raise ApiError(422, f"upload a .txt, .csv or .json file, not {file.filename!r}")
+    data = file.file.read(MAX_IMPORT_BYTES + 1)
+    if len(data) > MAX_IMPORT_BYTES:
+        raise ApiError(413, f"datasets are limited to {MAX_IMPORT_BYTES} bytes")
+    with tempfile.TemporaryDirectory() as folder:
+        upload = Path(folder) / f"upload{suffix}"
+        upload.write_bytes(data)
+        try:
+            imported = import_dataset(kind, upload, shared.settings)
+        except DatasetError as error:
+            raise ApiError(
+                422, str(error).replace(str(upload), file.filename or "upload")
+            ) from None
+    return _info(imported, shared.settings)
