@@ -55,3 +55,19 @@ format: setup  ## apply ruff format and safe fixes
 
 clean:  ## remove the venv and generated files
 	rm -rf $(VENV) output logs stems .pytest_cache .ruff_cache .hypothesis
+
+# CLI shortcuts: the `hybrid-audio` client against a running server (`make run`; the URL
+# comes from HYBRID_AUDIO_API_URL, default http://127.0.0.1:8000).
+.PHONY: cli-generate cli-assemble cli-cache cli-rotation
+
+cli-generate: setup  ## hybrid-audio generate $(ARGS), e.g. make cli-generate ARGS="name Jose --extended"
+	$(VENV)/bin/hybrid-audio generate $(ARGS)
+
+cli-assemble: setup  ## hybrid-audio assemble $(ARGS), e.g. ARGS="template Jose Hilton --template double_anchor"
+	$(VENV)/bin/hybrid-audio assemble $(ARGS)
+
+cli-cache: setup  ## hybrid-audio cache $(ARGS), e.g. make cli-cache ARGS="list --extended"
+	$(VENV)/bin/hybrid-audio cache $(ARGS)
+
+cli-rotation: setup  ## hybrid-audio rotation $(ARGS), e.g. make cli-rotation ARGS="pairs-stream --count 5"
+	$(VENV)/bin/hybrid-audio rotation $(ARGS)

@@ -22,13 +22,19 @@ MAX_SLUG = 64
 MAX_TEXT = 256
 
 _SLUG_RUN = re.compile(r"[^a-z0-9]+")
+#: Latin letters that NFKD does not decompose into an ASCII base letter; without this table
+#: "Søren" would become "sren" and "Łukasz" "ukasz". Applied after casefolding.
+_LATIN_EXTRA = str.maketrans(
+    {"ø": "o", "æ": "ae", "œ": "oe", "ł": "l", "đ": "d", "ð": "d", "þ": "th", "ħ": "h", "ı": "i"}
+)
 _STEM_ID = re.compile(r"stem\.([a-z]+)\.([a-z0-9]+(?:_[a-z0-9]+)*)")
 
 
 def normalize(text: str) -> str:
     """The slug of `text`: casefold, NFKD to ASCII, runs of other characters → `_`.
 
-    "José María" → "jose_maria", "O'Brien" → "o_brien", "Straße" → "strasse". Raises
+    "José María" → "jose_maria", "O'Brien" → "o_brien", "Straße" → "strasse", "Søren" →
+    "soren" (a few Latin letters NFKD leaves alone are mapped by hand). Raises
     `ValueError` when nothing usable is left (empty, only emoji or symbols, a script with
     no Latin letters) or when the text is longer than `MAX_TEXT` characters.
     """
@@ -36,7 +42,7 @@ def normalize(text: str) -> str:
         raise TypeError(f"expected text, got {type(text).__name__}")
     if len(text) > MAX_TEXT:
         raise ValueError(f"text is {len(text)} characters long; at most {MAX_TEXT} allowed")
-    folded = unicodedata.normalize("NFKD", text.casefold())
+    folded = unicodedata.normalize("NFKD", text.casefold().translate(_LATIN_EXTRA))
     ascii_text = folded.encode("ascii", "ignore").decode("ascii")
     slug = _SLUG_RUN.sub("_", ascii_text).strip("_")[:MAX_SLUG].rstrip("_")
     if not slug:

@@ -32,6 +32,10 @@ SLUG = re.compile(r"[a-z0-9]+(_[a-z0-9]+)*")
         ("a\\b", "a_b"),
         ("a\x00b", "a_b"),
         ("Ünal 😀", "unal"),
+        ("Søren", "soren"),
+        ("Łukasz", "lukasz"),
+        ("Æsa Œuvre", "aesa_oeuvre"),
+        ("Þór Guðmundsson", "thor_gudmundsson"),
     ],
 )
 def test_normalize_examples(text: str, slug: str) -> None:

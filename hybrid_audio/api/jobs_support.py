@@ -10,11 +10,17 @@ from hybrid_audio.jobs import Job, JobInfo
 def start_bulk_job(shared: Services, body: BulkRequest) -> JobInfo:
     """Run `generate_rotational_stems` in the background; the job reports its progress."""
 
+    # Both lists omitted → the datasets; one given → only that one (an omitted list is empty),
+    # so "these five names" never silently becomes "these names and every developer".
+    names, developers = body.names, body.developers
+    if (names is None) != (developers is None):
+        names, developers = names or [], developers or []
+
     def work(job: Job) -> dict:
         shared.jobs_log.write("job_started", job=job.id, kind=job.kind)
         try:
             report = shared.generator.generate_rotational_stems(
-                names=body.names, developers=body.developers, job=job
+                names=names, developers=developers, job=job
             )
         except BaseException as error:
             shared.jobs_log.write("job_failed", job=job.id, error=str(error))

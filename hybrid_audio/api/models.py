@@ -72,7 +72,7 @@ class CombinedResponse(BaseModel):
 
 
 class BulkRequest(BaseModel):
-    """Texts to make stems of; omitted lists mean the datasets."""
+    """Texts to make stems of. Both omitted: the datasets; one omitted: none of that kind."""
 
     names: list[str] | None = Field(default=None, max_length=MAX_BATCH)
     developers: list[str] | None = Field(default=None, max_length=MAX_BATCH)
