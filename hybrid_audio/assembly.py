@@ -190,7 +190,10 @@ class Assembler(param.Parameterized):
             stem_id = StemId.parse(segment.stem)
             record = generator.cache.lookup(stem_id)
             if record is None and stem_id.kind == "script" and generate_missing:
-                return generator.generate_script(stem_id.slug)
+                try:
+                    return generator.generate_script(stem_id.slug)
+                except KeyError as error:
+                    raise AssemblyError(f"template {template!r}: {error.args[0]}") from None
             if record is None:
                 raise AssemblyError(
                     f"template {template!r} segments[{index}]: stem {stem_id} is not in the "
@@ -202,7 +205,10 @@ class Assembler(param.Parameterized):
         if segment.slot == "script":
             if not generate_missing:
                 return self._cached(StemId.for_text("script", value), template, index)
-            return generator.generate_script(value)
+            try:
+                return generator.generate_script(value)
+            except KeyError as error:
+                raise AssemblyError(f"template {template!r}: {error.args[0]}") from None
         if not generate_missing:
             return self._cached(StemId.for_text(segment.slot, value), template, index)
         return generator.generate(segment.slot, value)

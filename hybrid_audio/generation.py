@@ -78,7 +78,9 @@ class Generator(param.Parameterized):
     contract = param.ClassSelector(class_=VoiceContract, doc="Active voice contract.")
     cache = param.ClassSelector(class_=StemCache, doc="Where stems are kept.")
     workers = param.Integer(default=1, bounds=(1, 32), doc="Parallel syntheses in a batch.")
-    done = param.Integer(default=0, constant=True, doc="Stems finished in the current batch.")
+    done = param.Integer(
+        default=0, constant=True, doc="Stems finished in the latest batch to report."
+    )
     total = param.Integer(default=0, constant=True, doc="Stems in the current batch.")
     progress = param.Number(default=0.0, bounds=(0, 1), constant=True, doc="done / total.")
     status = param.String(default="", constant=True, doc="Latest status line.")
@@ -194,7 +196,8 @@ class Generator(param.Parameterized):
             ],
             rejected=[text for _, text, _ in (*name_set.rejected, *developer_set.rejected)],
         )
-        self._set_progress(cached, len(items), f"{len(pending)} stems to make")
+        done = cached  # this batch's own count: concurrent batches must not add up
+        self._set_progress(done, len(items), f"{len(pending)} stems to make")
         if job is not None:
             job.param.update(total=len(items), done=cached)
 
@@ -227,11 +230,12 @@ class Generator(param.Parameterized):
                     except (EngineError, ValueError) as exc:
                         error = f"{item.stem_id}: {exc}"
                         report.failed.append(error)
-                    self._set_progress(self.done + 1, len(items), f"{item.stem_id}")
+                    done += 1
+                    self._set_progress(done, len(items), f"{item.stem_id}")
                     if job is not None:
                         job.advance(error=error, message=str(item.stem_id))
                     if on_progress is not None:
-                        on_progress(self.done, len(items), record)
+                        on_progress(done, len(items), record)
             finally:
                 for _, future in futures:
                     future.cancel()

@@ -16,7 +16,7 @@ from fastapi import Depends, FastAPI
 
 from hybrid_audio.api import errors
 from hybrid_audio.api.auth import require_key
-from hybrid_audio.api.middleware import BodyLimit, RequestLog
+from hybrid_audio.api.middleware import BodyLimit, EnvelopeErrors, RequestLog
 from hybrid_audio.api.models import ErrorResponse
 from hybrid_audio.api.routers import assemble, cache, external, generate, health, jobs, rotation
 from hybrid_audio.api.services import Services, package_version
@@ -27,10 +27,12 @@ from hybrid_audio.logs import JsonlLog
 _ERRORS = {
     status: {"model": ErrorResponse, "description": description}
     for status, description in {
+        400: "A body that cannot be parsed, or a malformed Range header",
         401: "Missing or wrong X-Internal-API-Key",
         404: "Not found",
         409: "Conflicts with stored state",
         413: "Body too large",
+        416: "Range not satisfiable",
         422: "Invalid input",
         429: "Engine quota or rate limit",
         500: "Internal error (no details are disclosed)",
@@ -63,6 +65,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     protected = [Depends(require_key)]
     for module in (generate, assemble, rotation, cache, external, jobs):
         app.include_router(module.router, dependencies=protected)
-    app.add_middleware(RequestLog, log=JsonlLog(Path(settings.logs_dir) / "api.jsonl"))
+    # Added last = outermost: the log sees every request and its final status.
+    app.add_middleware(EnvelopeErrors)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestLog, log=JsonlLog(Path(settings.logs_dir) / "api.jsonl"))
     return app

@@ -7,8 +7,6 @@ no stack trace ever reaches a client.
 
 from __future__ import annotations
 
-import logging
-import uuid
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -28,10 +26,9 @@ from hybrid_audio.jobs import JobCancelledError
 from hybrid_audio.templates import TemplateError
 from hybrid_audio.wav import WavError
 
-log = logging.getLogger("hybrid_audio.api")
-
 _HTTP_CODES = {
     400: "bad_request",
+    500: "internal_error",
     401: "unauthorized",
     403: "forbidden",
     404: "not_found",
@@ -60,11 +57,19 @@ def not_found(what: str) -> ApiError:
     return ApiError(404, f"{what} not found")
 
 
-def envelope(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
+def envelope_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     body: dict[str, Any] = {"code": code, "message": message}
     if details is not None:
         body["details"] = details
-    return JSONResponse({"error": body}, status_code=status)
+    return {"error": body}
+
+
+def envelope(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
+    return JSONResponse(envelope_body(code, message, details), status_code=status)
+
+
+def code_for(status: int) -> str:
+    return _HTTP_CODES.get(status, "internal_error" if status >= 500 else "error")
 
 
 def _status_for(error: Exception) -> tuple[int, str]:
@@ -100,7 +105,9 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(error.status_code, "error")
-        return envelope(error.status_code, code, str(error.detail))
+        response = envelope(error.status_code, code, str(error.detail))
+        response.headers.update(error.headers or {})  # e.g. Allow on a 405
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -119,8 +126,6 @@ def install(app: FastAPI) -> None:
     for kind in (ValueError, EngineError, JobCancelledError):
         app.add_exception_handler(kind, _core_error)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, error: Exception) -> JSONResponse:
-        incident = uuid.uuid4().hex[:12]
-        log.error("unhandled error %s on %s %s", incident, request.method, request.url.path)
-        return envelope(500, "internal_error", f"internal error (incident {incident})")
+    # Unexpected exceptions are answered by `middleware.CatchAll`, not by a handler for
+    # Exception: Starlette would re-raise after such a handler, and uvicorn would then drop
+    # the keep-alive connection under the client.

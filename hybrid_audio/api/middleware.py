@@ -8,23 +8,50 @@ status and milliseconds — never headers, so no key can reach it.
 from __future__ import annotations
 
 import json
+import logging
 import time
+import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from hybrid_audio.api.errors import code_for, envelope_body
 from hybrid_audio.logs import JsonlLog
 
+log = logging.getLogger("hybrid_audio.api")
 
-class _BodyTooLargeError(Exception):
-    pass
+
+async def _send_json(send: Send, status: int, document: dict, headers: list | None = None) -> None:
+    body = json.dumps(document, ensure_ascii=False).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 class BodyLimit:
-    """Answer 413 (in the error envelope) to bodies larger than `max_bytes`."""
+    """Answer 413 (in the error envelope) to bodies larger than `max_bytes`.
+
+    A declared Content-Length over the limit is refused before reading. A chunked body is
+    counted as it arrives; at the limit the app is told the body ended, and whatever it
+    answers (a parse error, typically) is replaced by the 413.
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
+
+    def _refusal(self) -> dict:
+        return envelope_body(
+            "payload_too_large", f"request body larger than {self.max_bytes} bytes"
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -32,48 +59,85 @@ class BodyLimit:
             return
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(send)
+            await _send_json(send, 413, self._refusal())
             return
-        received = 0
-        started = False
+        received, too_large = 0, False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, too_large
+            if too_large:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise _BodyTooLargeError
+                    too_large = True
+                    return {"type": "http.request", "body": b"", "more_body": False}
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
+        async def replacing_send(message: Message) -> None:
+            if not too_large:
+                await send(message)
+            elif message["type"] == "http.response.start":
+                await _send_json(send, 413, self._refusal())
+
+        await self.app(scope, counting_receive, replacing_send)
+
+
+class EnvelopeErrors:
+    """Give every error response the envelope, and never let an exception escape.
+
+    Some errors are answered below FastAPI's handlers (Starlette's FileResponse answers a
+    bad Range with text/plain 400/416); their bodies are rewritten here. An unexpected
+    exception becomes a 500 with an incident id — the traceback goes to the server log,
+    never to the client — and, unlike Starlette's own last-resort handler, nothing is
+    re-raised, so the keep-alive connection survives.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+        held: Message | None = None  # a non-JSON error's start, until its body arrives
+
+        async def enveloping_send(message: Message) -> None:
+            nonlocal started, held
+            if message["type"] == "http.response.start":
+                started = True
+                headers = dict(message.get("headers", []))
+                is_json = headers.get(b"content-type", b"").startswith(b"application/json")
+                if message["status"] >= 400 and not is_json:
+                    held = message
+                    return
+                await send(message)
+            elif held is not None:
+                if message.get("more_body"):
+                    return  # drop the original body; ours replaces it
+                status = held["status"]
+                text = message.get("body", b"").decode(errors="replace").strip()
+                keep = [(k, v) for k, v in held.get("headers", []) if k == b"content-range"]
+                await _send_json(
+                    send, status, envelope_body(code_for(status), text or "error"), keep
+                )
+                held = None
+            else:
+                await send(message)
 
         try:
-            await self.app(scope, counting_receive, tracking_send)
-        except _BodyTooLargeError:
+            await self.app(scope, receive, enveloping_send)
+        except Exception:
+            incident = uuid.uuid4().hex[:12]
+            log.exception("unhandled error %s on %s %s", incident, scope["method"], scope["path"])
             if not started:
-                await self._refuse(send)
-
-    async def _refuse(self, send: Send) -> None:
-        body = json.dumps(
-            {
-                "error": {
-                    "code": "payload_too_large",
-                    "message": f"request body larger than {self.max_bytes} bytes",
-                }
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [(b"content-type", b"application/json")],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+                await _send_json(
+                    send,
+                    500,
+                    envelope_body("internal_error", f"internal error (incident {incident})"),
+                )
 
 
 class RequestLog:
