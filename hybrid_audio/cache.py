@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import param
-from pydantic import BaseModel
+from pydantic import BaseModel, computed_field
 
 from hybrid_audio.contract import VoiceContract
 from hybrid_audio.database import Database
@@ -98,6 +98,7 @@ class CacheReport(BaseModel):
     unreadable: list[str] = []  # files that are not valid WAV any more
     temp_files: list[str] = []  # leftovers of interrupted writes
 
+    @computed_field  # part of the JSON too, so API clients need not recompute it
     @property
     def ok(self) -> bool:
         return not (

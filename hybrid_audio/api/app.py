@@ -68,5 +68,6 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     # Added last = outermost: the log sees every request and its final status.
     app.add_middleware(EnvelopeErrors)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestLog, log=JsonlLog(Path(settings.logs_dir) / "api.jsonl"))
+    api_log = JsonlLog(Path(settings.logs_dir) / "api.jsonl", settings.log_max_bytes)
+    app.add_middleware(RequestLog, log=api_log)
     return app

@@ -22,8 +22,20 @@ _scheme = APIKeyHeader(
 
 
 def keys_match(given: str | None, expected: str) -> bool:
-    """Constant-time comparison of a presented key with the configured one."""
-    return hmac.compare_digest((given or "").encode(), expected.encode())
+    """Constant-time comparison of a presented key with the configured one.
+
+    HTTP header values arrive decoded as latin-1, so the bytes a UTF-8 client sent are
+    `given.encode("latin-1")`; text passed in directly is compared as UTF-8. Both
+    comparisons always run (`|`, not `or`), so the time does not depend on which matched.
+    """
+    wanted = expected.encode()
+    text = given or ""
+    as_text = hmac.compare_digest(text.encode(), wanted)
+    try:
+        as_header = hmac.compare_digest(text.encode("latin-1"), wanted)
+    except UnicodeEncodeError:
+        as_header = False
+    return as_text | as_header
 
 
 def require_key(given: Annotated[str | None, Depends(_scheme)], shared: Shared) -> None:

@@ -39,9 +39,10 @@ async def _send_json(send: Send, status: int, document: dict, headers: list | No
 class BodyLimit:
     """Answer 413 (in the error envelope) to bodies larger than `max_bytes`.
 
-    A declared Content-Length over the limit is refused before reading. A chunked body is
-    counted as it arrives; at the limit the app is told the body ended, and whatever it
-    answers (a parse error, typically) is replaced by the 413.
+    A declared Content-Length over the limit is refused before reading; a declared body
+    is also counted as it arrives, in case the declaration lies. A body without a length
+    (chunked) is read completely — at most `max_bytes` — before the app sees any of it,
+    so an oversized request never runs, not even on the part that arrived.
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
@@ -58,9 +59,35 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await _send_json(send, 413, self._refusal())
+        if declared is not None and declared.isdigit():
+            if int(declared) > self.max_bytes:
+                await _send_json(send, 413, self._refusal())
+                return
+            await self._counted(scope, receive, send)
             return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.max_bytes:
+                await _send_json(send, 413, self._refusal())
+                return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _counted(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A declared body: pass it through, stopping it at the limit if it lies."""
         received, too_large = 0, False
 
         async def counting_receive() -> Message:

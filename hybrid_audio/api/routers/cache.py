@@ -89,5 +89,5 @@ def stem_audio(stem_id: str, shared: Shared) -> FileResponse:
 @router.get("/verify", response_model=CacheReport, summary="Files against the index")
 def verify(shared: Shared) -> CacheReport:
     report = shared.generator.cache.verify()
-    shared.jobs_log.write("cache_audit", ok=report.ok, **report.model_dump())
+    shared.jobs_log.write("cache_audit", **report.model_dump())
     return report
