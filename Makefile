@@ -44,6 +44,7 @@ bench: setup system-deps  ## run benchmarks/ and write benchmarks/results/*.json
 	$(PY) benchmarks/bench_bitmerge.py
 	$(PY) benchmarks/bench_generation.py
 	$(PY) benchmarks/bench_assembly.py
+	$(PY) benchmarks/bench_api.py
 
 lint: setup  ## ruff check + format check
 	$(VENV)/bin/ruff check .
