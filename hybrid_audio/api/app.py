@@ -19,10 +19,11 @@ from hybrid_audio.api.auth import require_key
 from hybrid_audio.api.middleware import BodyLimit, EnvelopeErrors, RequestLog
 from hybrid_audio.api.models import ErrorResponse
 from hybrid_audio.api.routers import assemble, cache, external, generate, health, jobs, rotation
-from hybrid_audio.api.services import Services, package_version
+from hybrid_audio.api.services import package_version
 from hybrid_audio.config import Settings
 from hybrid_audio.engines import Engine
 from hybrid_audio.logs import JsonlLog
+from hybrid_audio.workspace import Workspace, set_current
 
 _ERRORS = {
     status: {"model": ErrorResponse, "description": description}
@@ -47,11 +48,14 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.services = Services.build(settings, engine)
+        workspace = Workspace.build(settings, engine)
+        app.state.services = workspace
+        set_current(workspace)  # the dashboard, mounted in this process, shares it
         try:
             yield
         finally:
-            app.state.services.close()
+            set_current(None)
+            workspace.close()
 
     app = FastAPI(
         title="Hybrid Audio",

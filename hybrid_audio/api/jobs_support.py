@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from hybrid_audio.api.models import BulkRequest
-from hybrid_audio.api.services import Services
 from hybrid_audio.jobs import Job, JobInfo
+from hybrid_audio.workspace import Workspace
 
 
-def start_bulk_job(shared: Services, body: BulkRequest) -> JobInfo:
+def start_bulk_job(shared: Workspace, body: BulkRequest) -> JobInfo:
     """Run `generate_rotational_stems` in the background; the job reports its progress."""
 
     # Both lists omitted → the datasets; one given → only that one (an omitted list is empty),

@@ -9,14 +9,15 @@ from fastapi.responses import FileResponse
 
 from hybrid_audio.api.errors import not_found
 from hybrid_audio.api.models import AssembleRequest, AssembleResponse
-from hybrid_audio.api.services import Services, Shared
+from hybrid_audio.api.services import Shared
 from hybrid_audio.assembly import OutputSummary
 from hybrid_audio.bitmerge import VerifyReport
+from hybrid_audio.workspace import Workspace
 
 router = APIRouter(prefix="/assemble", tags=["assemble"])
 
 
-def _known(shared: Services, output_id: str) -> str:
+def _known(shared: Workspace, output_id: str) -> str:
     try:
         shared.assembler.load_output(output_id)
     except KeyError:

@@ -5,13 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from hybrid_audio.api.errors import not_found
-from hybrid_audio.api.services import Services, Shared
+from hybrid_audio.api.services import Shared
 from hybrid_audio.jobs import Job, JobInfo
+from hybrid_audio.workspace import Workspace
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 
-def _job(shared: Services, job_id: str) -> Job:
+def _job(shared: Workspace, job_id: str) -> Job:
     try:
         return shared.jobs.get(job_id)
     except KeyError:
