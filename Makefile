@@ -22,8 +22,9 @@ $(STAMP): pyproject.toml scripts/find-python.sh
 
 setup: $(STAMP)  ## create .venv and install the project with its extras
 
-system-deps:  ## Debian packages the tests and benchmarks use (sox: an independent WAV writer)
+system-deps:  ## Debian packages the tests and benchmarks use (sox: an independent WAV writer; chromium: the dashboard's browser tests)
 	scripts/apt-ensure.sh sox sox
+	scripts/apt-ensure.sh chromium chromium
 
 test: setup system-deps  ## the whole suite (unit, property, integration)
 	$(PY) -m pytest

@@ -16,6 +16,7 @@ from fastapi import Depends, FastAPI
 
 from hybrid_audio.api import errors
 from hybrid_audio.api.auth import require_key
+from hybrid_audio.api.dashboard_gate import DashboardGate
 from hybrid_audio.api.middleware import BodyLimit, EnvelopeErrors, RequestLog
 from hybrid_audio.api.models import ErrorResponse
 from hybrid_audio.api.routers import assemble, cache, external, generate, health, jobs, rotation
@@ -69,9 +70,28 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     protected = [Depends(require_key)]
     for module in (generate, assemble, rotation, cache, external, jobs):
         app.include_router(module.router, dependencies=protected)
+    _mount_dashboard(app, settings)
     # Added last = outermost: the log sees every request and its final status.
     app.add_middleware(EnvelopeErrors)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     api_log = JsonlLog(Path(settings.logs_dir) / "api.jsonl", settings.log_max_bytes)
     app.add_middleware(RequestLog, log=api_log)
     return app
+
+
+#: The Panel app; it lives in the repository's app/ folder, beside this package.
+DASHBOARD = Path(__file__).resolve().parents[2] / "app" / "dashboard.py"
+
+
+def _mount_dashboard(app: FastAPI, settings: Settings) -> None:
+    """Serve app/dashboard.py at /dashboard in this process (Panel ≥ 1.10, native ASGI).
+
+    The dashboard then shares this process's Workspace (`workspace.current()`), so its jobs
+    show in `/jobs`. Behind INTERNAL_API_KEY it needs a session from `/dashboard/login`.
+    """
+    if not DASHBOARD.is_file():
+        return
+    from panel.io.fastapi import add_applications
+
+    add_applications({"/dashboard": str(DASHBOARD)}, app=app, title="Hybrid Audio")
+    app.add_middleware(DashboardGate, key=settings.internal_api_key)
