@@ -70,9 +70,12 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     protected = [Depends(require_key)]
     for module in (generate, assemble, rotation, cache, external, jobs):
         app.include_router(module.router, dependencies=protected)
-    _mount_dashboard(app, settings)
-    # Added last = outermost: the log sees every request and its final status.
+    dashboard = _mount_dashboard(app)
+    # Added last = outermost: the log sees every request and its final status; the
+    # dashboard's login gate answers HTML, so it sits outside the JSON error envelope.
     app.add_middleware(EnvelopeErrors)
+    if dashboard:
+        app.add_middleware(DashboardGate, key=settings.internal_api_key)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     api_log = JsonlLog(Path(settings.logs_dir) / "api.jsonl", settings.log_max_bytes)
     app.add_middleware(RequestLog, log=api_log)
@@ -83,15 +86,15 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 DASHBOARD = Path(__file__).resolve().parents[2] / "app" / "dashboard.py"
 
 
-def _mount_dashboard(app: FastAPI, settings: Settings) -> None:
+def _mount_dashboard(app: FastAPI) -> bool:
     """Serve app/dashboard.py at /dashboard in this process (Panel ≥ 1.10, native ASGI).
 
     The dashboard then shares this process's Workspace (`workspace.current()`), so its jobs
     show in `/jobs`. Behind INTERNAL_API_KEY it needs a session from `/dashboard/login`.
     """
     if not DASHBOARD.is_file():
-        return
+        return False
     from panel.io.fastapi import add_applications
 
     add_applications({"/dashboard": str(DASHBOARD)}, app=app, title="Hybrid Audio")
-    app.add_middleware(DashboardGate, key=settings.internal_api_key)
+    return True

@@ -1,0 +1,100 @@
+"""The Hybrid Audio dashboard: Generate, Assemble, Cache, Rotation and Storage pages.
+
+Run it alone with `panel serve app/dashboard.py`, or mounted at `/dashboard` by the API
+server (`panel.io.fastapi.add_applications`), where it shares the API's workspace (a job
+started here shows in `/jobs`) and gives the audio players the API's audio URLs. Views
+are thin `pn.viewable.Viewer`s over the core objects of `hybrid_audio.workspace`; this
+module only wires them into tabs. It never computes anything itself.
+
+Hooks for browser tests (stable names and CSS classes):
+
+- Tabs (`.dashboard-tabs`): "Generate", "Assemble", "Cache", "Rotation", "Storage".
+- Generate: buttons named "Generate name" / "Generate developer" / "Generate script"
+  (`.generate-name`, `.generate-developer`, `.generate-script`); text inputs named "Name",
+  "Developer"; contract widgets in `.contract`; summary `.contract-summary`; result text
+  `.generate-result` (contains "(new)" or "(cached)" and the sha256); waveform
+  `.waveform.stem-waveform`; player `.audio-player`.
+- Assemble: select "Template", preview `.template-preview`; inputs "Name", "Developer",
+  "Script"; buttons "Next name", "Next developer", "Next script", "Next pair",
+  "Assemble" (`.assemble`), "Re-verify from disk" (`.reverify`); result Markdown
+  `.assemble-result` (contains "verified" when every byte checks, "NOT verified" else);
+  waveform `.waveform` (Bokeh: shaded segment spans with labels); player `.audio-player`
+  (an `<audio>` whose src is `/assemble/outputs/{id}/audio` under the API); byte-diff
+  Tabulator `.byte-diff` (columns index, stem, kind, byte range, source sha256, verdict =
+  "✓ exact" | "✗ first differing offset N"); past outputs Tabulator `.outputs-table`
+  (click a row to load it).
+- Cache: totals `.cache-totals`; stems Tabulator `.stems-table` (checkbox selection);
+  buttons "Refresh" (`.refresh-cache`), "Invalidate" (`.invalidate`), "Bulk generate"
+  (`.bulk-generate`), "Cancel job" (`.cancel-job`), "Verify cache" (`.verify-cache`);
+  text areas "Names", "Developers"; progress bar `.bulk-progress`; job status
+  `.bulk-status` (state, done/total, ETA); audit text `.cache-audit`.
+- Rotation: `.rotation-state` with one `.rotation-progress-<stream>` bar per stream
+  (name, developer, script, pair); buttons "Next name" … "Next pair"
+  (`.rotation-next-<stream>`), "Refresh" (`.rotation-refresh`); last step
+  `.rotation-last`; upcoming pairs Tabulator `.upcoming-pairs`.
+- Storage: `.storage-status` ("GCS mode is not configured").
+- Errors appear as Panel notifications (`.notyf__toast--error`), never as tracebacks.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_ROOT = str(Path(__file__).resolve().parent.parent)
+if _ROOT not in sys.path:  # Panel runs this file as a script: make `app` importable
+    sys.path.insert(0, _ROOT)
+
+import panel as pn  # noqa: E402
+
+from app.views.assemble import AssembleView  # noqa: E402
+from app.views.cache import CacheView  # noqa: E402
+from app.views.generate import GenerateView  # noqa: E402
+from app.views.rotation import RotationView  # noqa: E402
+from app.views.storage import StorageView  # noqa: E402
+from hybrid_audio import workspace as workspace_module  # noqa: E402
+from hybrid_audio.workspace import Workspace  # noqa: E402
+
+# Resources are served by the Panel/Bokeh server itself (never a CDN: machines are offline).
+pn.extension("tabulator", notifications=True, inline=False)
+pn.config.notifications = True
+
+
+def _api_workspace() -> Workspace | None:
+    """The workspace the API server installed, if this process runs the API."""
+    return workspace_module._current
+
+
+def create_dashboard(
+    workspace: Workspace | None = None, audio_urls: bool | None = None
+) -> pn.viewable.Viewable:
+    """All pages over `workspace` (the process's shared one by default).
+
+    `audio_urls`: give players the API's audio URLs (default: when the API's workspace is
+    used and it needs no API key, which a browser's `<audio>` cannot send); otherwise the
+    player gets the file itself.
+    """
+    if workspace is None:
+        api = _api_workspace()
+        workspace = api or workspace_module.current()
+        if audio_urls is None:
+            audio_urls = api is not None and not workspace.settings.internal_api_key
+    audio_urls = bool(audio_urls)
+    pages = [
+        ("Generate", GenerateView(workspace=workspace, audio_urls=audio_urls)),
+        ("Assemble", AssembleView(workspace=workspace, audio_urls=audio_urls)),
+        ("Cache", CacheView(workspace=workspace)),
+        ("Rotation", RotationView(workspace=workspace)),
+        ("Storage", StorageView(workspace=workspace)),
+    ]
+    tabs = pn.Tabs(*pages, dynamic=True, css_classes=["dashboard-tabs"])
+    header = pn.pane.Markdown(
+        f"## Hybrid Audio · engine `{workspace.generator.engine.name}` · "
+        f"`{workspace.settings.base_dir}`",
+        css_classes=["dashboard-header"],
+    )
+    return pn.Column(header, tabs, sizing_mode="stretch_width", css_classes=["dashboard"])
+
+
+if __name__.startswith("bokeh"):
+    create_dashboard().servable(title="Hybrid Audio")

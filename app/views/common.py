@@ -1,0 +1,109 @@
+"""Pieces every page uses: friendly errors, the waveform figure, the audio player.
+
+Views call the core and show its errors as notifications (never a traceback); the waveform
+is always decimated by `hybrid_audio.waveform` before it reaches the browser, and audio is
+given to the player by URL when the API serves it (files are the stand-alone fallback).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import panel as pn
+import param
+from bokeh.models import BoxAnnotation, Label
+from bokeh.plotting import figure
+
+from hybrid_audio.wav import read_wav
+from hybrid_audio.waveform import envelope
+
+log = logging.getLogger("hybrid_audio.dashboard")
+
+#: Shading per segment kind (audio segments alternate two tones so neighbours stand apart).
+_SHADES = {"silence": "#dddddd", "gap": "#eeeeee"}
+_AUDIO_SHADES = ("#cfe3f7", "#f7e3cf")
+
+
+class PageState(param.Parameterized):
+    """What every page shares: the last error shown to the user (tests read it)."""
+
+    last_error = param.String(default="", doc="Message of the latest error notified.")
+
+
+def notify_error(owner: PageState, error: BaseException) -> None:
+    """Show `error` as a notification (and remember it); never re-raise."""
+    message = str(error) or type(error).__name__
+    if isinstance(error, KeyError) and error.args:
+        message = str(error.args[0])
+    owner.last_error = message
+    log.info("dashboard error: %s", message)
+    area = pn.state.notifications
+    if area is not None:
+        area.error(message, duration=8000)
+
+
+def friendly(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate a view callback: core exceptions become notifications."""
+
+    @functools.wraps(method)
+    def wrapper(self: PageState, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as error:  # every core error is shown, none crashes the session
+            notify_error(self, error)
+            return None
+
+    return wrapper
+
+
+def waveform_figure(
+    wav_path: str | Path | None,
+    spans: Sequence[tuple[float, float, str, str]] = (),
+    boundaries: Sequence[int] = (),
+    width: int = 1200,
+    height: int = 220,
+):
+    """A Bokeh figure of the file's envelope with each segment's span shaded and labelled."""
+    fig = figure(
+        height=height,
+        sizing_mode="stretch_width",
+        x_axis_label="seconds",
+        y_range=(-1.05, 1.05),
+        tools="xpan,xwheel_zoom,reset",
+        toolbar_location="right",
+    )
+    if wav_path is None:
+        fig.line([], [])  # an empty plot still needs a renderer (Bokeh warns otherwise)
+        return fig
+    wav = read_wav(wav_path)
+    env = envelope(wav, width, boundaries=boundaries)
+    audio_count = 0
+    for start, end, label, kind in spans:
+        if kind == "audio":
+            color = _AUDIO_SHADES[audio_count % 2]
+            audio_count += 1
+        else:
+            color = _SHADES.get(kind, "#eeeeee")
+        fig.add_layout(BoxAnnotation(left=start, right=end, fill_color=color, fill_alpha=0.6))
+        if kind == "audio":
+            text = label.split(".", 2)[-1]
+            fig.add_layout(Label(x=start, y=0.85, text=text, text_font_size="9pt", x_offset=2))
+    fig.quad(left=env.x, right=env.x_end, bottom=env.ymin, top=env.ymax, color="#1f4e79")
+    return fig
+
+
+def audio_player(url: str | None, path: str | Path | None) -> pn.viewable.Viewable:
+    """An audio player: by URL when the API serves the file, else from the file itself."""
+    if url:
+        return pn.pane.HTML(
+            f'<audio controls preload="none" src="{url}" style="width:100%"></audio>',
+            css_classes=["audio-player"],
+            sizing_mode="stretch_width",
+        )
+    if path and Path(path).is_file():
+        return pn.pane.Audio(str(path), css_classes=["audio-player"], name="Audio")
+    return pn.pane.Markdown("", css_classes=["audio-player"])

@@ -1,0 +1,165 @@
+"""Generate page: one stem from a name, a developer or a script key, under the contract.
+
+The contract widgets are made from `generator.contract.param`, so editing them edits the
+active contract (and with it which cached stems are compatible).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import panel as pn
+import param
+
+from app.views.common import PageState, audio_player, friendly, waveform_figure
+from hybrid_audio.cache import StemRecord
+from hybrid_audio.datasets import load_dataset
+from hybrid_audio.workspace import Workspace
+
+#: Contract parameters a user may edit here.
+CONTRACT_FIELDS = ["engine", "voice", "language", "speed", "encoding", "sample_rate"]
+
+
+class GenerateView(PageState, pn.viewable.Viewer):
+    """Inputs → `Generator.generate_*` → a result card with audio, waveform and hash."""
+
+    workspace = param.ClassSelector(class_=Workspace, doc="The core objects.")
+    audio_urls = param.Boolean(default=False, doc="Give the player API URLs, not files.")
+    name_text = param.String(default="", label="Name", doc="A person's name to speak.")
+    developer_text = param.String(default="", label="Developer", doc="A developer's name.")
+    script_key = param.Selector(default=None, objects=[], label="Script", doc="Script key.")
+    record = param.ClassSelector(
+        class_=StemRecord, allow_None=True, doc="The stem made or found by the last click."
+    )
+
+    def __init__(self, **params) -> None:
+        super().__init__(**params)
+        try:
+            keys = [i.key for i in load_dataset("script", self.workspace.settings).items]
+        except ValueError:
+            keys = []
+        self.param.script_key.objects = keys
+        if keys:
+            self.script_key = keys[0]
+        self.generate_name_button = pn.widgets.Button(
+            label="Generate name", color="primary", css_classes=["generate-name"]
+        )
+        self.generate_developer_button = pn.widgets.Button(
+            label="Generate developer", color="primary", css_classes=["generate-developer"]
+        )
+        self.generate_script_button = pn.widgets.Button(
+            label="Generate script", color="primary", css_classes=["generate-script"]
+        )
+        contract = self.workspace.generator.contract.param
+        #: Widgets made from the contract's parameters: editing one edits the contract.
+        self.contract_widgets = {
+            "engine": pn.widgets.Select.from_param(contract.engine),
+            "voice": pn.widgets.TextInput.from_param(contract.voice),
+            "language": pn.widgets.TextInput.from_param(contract.language),
+            "speed": pn.widgets.FloatSlider.from_param(contract.speed, step=0.05),
+            "encoding": pn.widgets.Select.from_param(contract.encoding),
+            "sample_rate": pn.widgets.IntInput.from_param(contract.sample_rate, step=50),
+        }
+        self._init_callbacks()
+
+    def _init_callbacks(self) -> None:
+        self.generate_name_button.on_click(lambda _: self.generate_name())
+        self.generate_developer_button.on_click(lambda _: self.generate_developer())
+        self.generate_script_button.on_click(lambda _: self.generate_script())
+
+    # --- actions ------------------------------------------------------------------------
+
+    @friendly
+    def generate_name(self) -> StemRecord:
+        self.record = self.workspace.generator.generate_name(self.name_text)
+        return self.record
+
+    @friendly
+    def generate_developer(self) -> StemRecord:
+        self.record = self.workspace.generator.generate_developer(self.developer_text)
+        return self.record
+
+    @friendly
+    def generate_script(self) -> StemRecord:
+        if not self.script_key:
+            raise ValueError("no script key chosen (is data/scripts.json there?)")
+        self.record = self.workspace.generator.generate_script(self.script_key)
+        return self.record
+
+    # --- derived panes ------------------------------------------------------------------
+
+    def _contract_summary(self, *_: object) -> str:
+        contract = self.workspace.generator.contract
+        fmt = contract.audio_format
+        return (
+            f"**Engine** `{self.workspace.generator.engine.name}` · **contract** "
+            f"`{contract.signature()[:16]}…` · {fmt.describe()}"
+        )
+
+    def _result_text(self, record: StemRecord | None) -> str:
+        if record is None:
+            return "No stem yet: enter a text and press a Generate button."
+        state = "cached" if record.cached else "new"
+        return (
+            f"### `{record.stem_id}` ({state})\n\n"
+            f"*{record.text}* — {record.duration:.2f} s, {record.encoding} "
+            f"{record.sample_rate} Hz\n\nsha256 `{record.sha256}`"
+        )
+
+    def _stem_path(self, record: StemRecord | None) -> Path | None:
+        if record is None:
+            return None
+        return Path(self.workspace.settings.stems_dir) / record.path
+
+    def _player(self, record: StemRecord | None) -> pn.viewable.Viewable:
+        if record is None:
+            return pn.pane.Markdown("")
+        url = f"/cache/stems/{record.stem_id}/audio" if self.audio_urls else None
+        return audio_player(url, self._stem_path(record))
+
+    def _waveform(self, record: StemRecord | None):
+        return waveform_figure(self._stem_path(record), height=140, width=600)
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        contract = self.workspace.generator.contract
+        contract_widgets = pn.Column(*self.contract_widgets.values(), css_classes=["contract"])
+        inputs = pn.Column(
+            pn.Row(
+                pn.widgets.TextInput.from_param(
+                    self.param.name_text, placeholder="e.g. José María", label="Name"
+                ),
+                self.generate_name_button,
+            ),
+            pn.Row(
+                pn.widgets.TextInput.from_param(
+                    self.param.developer_text, placeholder="e.g. Acme Homes", label="Developer"
+                ),
+                self.generate_developer_button,
+            ),
+            pn.Row(
+                pn.widgets.Select.from_param(self.param.script_key), self.generate_script_button
+            ),
+        )
+        summary = pn.pane.Markdown(
+            pn.bind(self._contract_summary, *[contract.param[f] for f in CONTRACT_FIELDS]),
+            css_classes=["contract-summary"],
+        )
+        result = pn.Card(
+            pn.pane.Markdown(
+                pn.bind(self._result_text, self.param.record), css_classes=["generate-result"]
+            ),
+            pn.panel(pn.bind(self._player, self.param.record)),
+            pn.pane.Bokeh(
+                pn.bind(self._waveform, self.param.record),
+                css_classes=["waveform", "stem-waveform"],
+                sizing_mode="stretch_width",
+            ),
+            title="Result",
+            collapsible=False,
+            sizing_mode="stretch_width",
+        )
+        return pn.Row(
+            pn.Column(inputs, result, sizing_mode="stretch_width"),
+            pn.Column("### Voice contract", summary, contract_widgets, width=340),
+            sizing_mode="stretch_width",
+        )

@@ -1,0 +1,231 @@
+"""Dashboard views bound to the core objects, driven without a browser.
+
+Each test builds the views over a fresh workspace (copies of the templates and datasets,
+the real Piper engine), presses buttons by calling their callbacks or setting parameters,
+and checks the model and the panes. Browser tests are a separate layer.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import panel as pn
+import pytest
+
+from app.dashboard import create_dashboard
+from app.views.assemble import AssembleView
+from app.views.cache import CacheView
+from app.views.generate import GenerateView
+from app.views.rotation import RotationView
+from hybrid_audio.config import Settings
+from hybrid_audio.engines import create_engine
+from hybrid_audio.jobs import JobState
+from hybrid_audio.workspace import Workspace
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def piper():
+    return create_engine(Settings(tts_engine="piper"))
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, piper):
+    shutil.copytree(REPO / "templates", tmp_path / "templates")
+    shutil.copytree(REPO / "data", tmp_path / "data")
+    workspace = Workspace.build(Settings(base_dir=tmp_path), engine=piper)
+    yield workspace
+    workspace.close()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_notifications():
+    area = pn.state.notifications
+    if area is not None:
+        area.clear()
+
+
+def _error_messages() -> list[str]:
+    area = pn.state.notifications
+    if area is None:
+        return []
+    return [n.message for n in area.notifications if n.notification_type == "error"]
+
+
+def test_dashboard_builds_every_page(workspace: Workspace) -> None:
+    dashboard = create_dashboard(workspace)
+    tabs = dashboard.objects[1]
+    assert isinstance(tabs, pn.Tabs)
+    assert [tabs._names[i] for i in range(len(tabs))] == [
+        "Generate",
+        "Assemble",
+        "Cache",
+        "Rotation",
+        "Storage",
+    ]
+    for page in tabs.objects:
+        pn.panel(page).get_root()  # every page renders to Bokeh models
+
+
+def test_generate_name_shows_the_stem(workspace: Workspace) -> None:
+    view = GenerateView(workspace=workspace)
+    view.name_text = "José María"
+    view.generate_name_button.clicks += 1
+    assert view.record is not None
+    assert view.record.stem_id == "stem.name.jose_maria"
+    assert view.record.cached is False
+    assert "(new)" in view._result_text(view.record)
+    assert view.record.sha256 in view._result_text(view.record)
+    view.generate_name()
+    assert view.record.cached is True
+    assert "(cached)" in view._result_text(view.record)
+    view.generate_script()
+    assert view.record.kind == "script"
+
+
+def test_contract_widget_edits_the_generator_contract(workspace: Workspace) -> None:
+    view = GenerateView(workspace=workspace)
+    view.__panel__()
+    contract = workspace.generator.contract
+    rate = view.contract_widgets["sample_rate"]
+    rate.value = 16000
+    assert contract.sample_rate == 16000
+    assert contract.audio_format.sample_rate == 16000
+    contract.sample_rate = 22050
+    assert rate.value == 22050
+
+
+def test_errors_become_notifications(workspace: Workspace) -> None:
+    view = GenerateView(workspace=workspace)
+    view.name_text = "!!!"  # no slug: the core raises ValueError
+    view.generate_name_button.clicks += 1
+    assert view.record is None
+    assert "slug" in view.last_error or view.last_error
+    assert view.last_error in _error_messages()
+
+    assemble = AssembleView(workspace=workspace)
+    assemble.name_text = ""
+    assemble.assemble()  # the template needs a name: shown, not raised
+    assert "needs" in assemble.last_error
+    assemble.reverify()  # nothing shown yet
+    assert "no output shown" in assemble.last_error
+
+
+def test_assemble_shows_proof_waveform_and_outputs(workspace: Workspace) -> None:
+    view = AssembleView(workspace=workspace, audio_urls=True)
+    assert view.template == "double_anchor"
+    assert "slot **name**" in view._template_preview("double_anchor")
+    view.next_pair()
+    assert view.name_text
+    assert view.developer_text
+    view.assemble_button.clicks += 1
+    assert view.last_error == ""
+    report = view.report
+    assert report is not None
+    assert report.ok
+    table = view.diff_table.value
+    assert len(table) == len(report.segments) == len(view.document["merge"]["segments"])
+    assert (table["verdict"] == "✓ exact").all()
+    audio_rows = table[table["kind"] == "audio"]
+    assert audio_rows["source sha256"].str.len().eq(64).all()
+    assert "verified" in view._result_text(view.document, view.report)
+    assert "NOT" not in view._result_text(view.document, view.report)
+    figure = view._waveform(view.document)
+    quads = figure.renderers[0].data_source.data
+    assert len(quads["left"]) <= 1200 + len(report.segments) + 1
+    player = view._player(view.document)
+    assert f"/assemble/outputs/{view.document['id']}/audio" in player.object
+
+    output_id = view.document["id"]
+    assert list(view.outputs_table.value["id"]) == [output_id]
+    view.report = None
+    view.reverify_button.clicks += 1
+    assert view.report.ok
+    view.load_output(output_id)
+    assert view.document["id"] == output_id
+    assert len(view.diff_table.value) == len(report.segments)
+
+
+def test_reverify_reports_a_changed_byte(workspace: Workspace) -> None:
+    view = AssembleView(workspace=workspace)
+    view.param.update(name_text="Ann", developer_text="Acme Homes")
+    view.assemble()
+    path = Path(workspace.settings.output_dir) / view.document["output"]["path"]
+    data = bytearray(path.read_bytes())
+    segment = next(s for s in view.document["merge"]["segments"] if s["kind"] == "audio")
+    data[segment["byte_offset"] + 3] ^= 0xFF
+    path.write_bytes(bytes(data))
+    view.reverify()
+    assert not view.report.ok
+    verdicts = list(view.diff_table.value["verdict"])
+    assert any(v.startswith("✗ first differing offset") for v in verdicts)
+    assert "NOT verified" in view._result_text(view.document, view.report)
+
+
+def test_cache_page_filters_invalidates_and_bulk_generates(workspace: Workspace) -> None:
+    generator = workspace.generator
+    generator.generate_name("Ann")
+    generator.generate_developer("Acme Homes")
+    view = CacheView(workspace=workspace)
+    assert "Bob" not in view.names_text or view.names_text  # defaults to the dataset
+    assert len(view.table.value) == 2
+    view.kind = "name"
+    assert list(view.table.value["stem_id"]) == ["stem.name.ann"]
+    view.kind = "all"
+    view.compatibility = "incompatible"
+    assert len(view.table.value) == 0
+    view.compatibility = "all"
+
+    view.invalidate_selected()  # nothing selected: a notification
+    assert "select" in view.last_error
+    view.table.selection = [0]
+    assert view.invalidate_selected() == ["stem.developer.acme_homes"]
+    assert generator.cache.get("stem.developer.acme_homes") is None
+    assert list(view.table.value["stem_id"]) == ["stem.name.ann"]
+
+    view.param.update(names_text="Ann\nBea\nCal", developers_text="Acme Homes")
+    view.bulk_button.clicks += 1
+    job = view.job
+    assert job is not None
+    workspace.jobs.wait(job.id, timeout=15)
+    view.poll_job()
+    assert job.state == JobState.DONE
+    assert (view.job_done, view.job_total) == (4, 4)
+    assert "done" in view.job_status
+    assert len(view.table.value) == 4
+    assert "4 stems" in view._totals(view.version)
+
+    view.verify()
+    assert view.audit is not None
+    assert view.audit.ok
+    assert "consistent" in view._audit_text(view.audit)
+
+
+def test_rotation_page_steps_and_previews(workspace: Workspace) -> None:
+    view = RotationView(workspace=workspace)
+    upcoming = view.preview_table.value
+    assert len(upcoming) == 20
+    first = upcoming.iloc[0]
+    step = view.step("pair")
+    assert (step.name, step.developer) == (first["name"], first["developer"])
+    assert workspace.rotation.state()["pair"].position == 1
+    assert view.preview_table.value.iloc[0]["name"] == upcoming.iloc[1]["name"]
+    view.next_buttons["name"].clicks += 1
+    assert view.last_step.stream == "name"
+    panel = view._state_panel(view.version)
+    bars = list(panel.select(pn.indicators.Progress))
+    assert len(bars) == 4
+    assert {b.value for b in bars} == {0, 1}
+
+
+def test_bulk_progress_bar_follows_any_jump(workspace: Workspace) -> None:
+    view = CacheView(workspace=workspace)
+    layout = view.__panel__()
+    view.param.update(job_done=5, job_total=5)  # from 0/1 straight to 5/5
+    bars = [b for b in layout.select(pn.indicators.Progress) if "bulk-progress" in b.css_classes]
+    assert [(b.value, b.max) for b in bars] == [(5, 5)]
+    view.param.update(job_done=0, job_total=3)  # a new, smaller job
+    bars = [b for b in layout.select(pn.indicators.Progress) if "bulk-progress" in b.css_classes]
+    assert [(b.value, b.max) for b in bars] == [(0, 3)]
