@@ -46,6 +46,7 @@ bench: setup system-deps  ## run benchmarks/ and write benchmarks/results/*.json
 	$(PY) benchmarks/bench_generation.py
 	$(PY) benchmarks/bench_assembly.py
 	$(PY) benchmarks/bench_api.py
+	$(PY) benchmarks/bench_dashboard.py
 
 lint: setup  ## ruff check + format check
 	$(VENV)/bin/ruff check .
