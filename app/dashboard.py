@@ -62,7 +62,7 @@ pn.config.notifications = True
 
 def _api_workspace() -> Workspace | None:
     """The workspace the API server installed, if this process runs the API."""
-    return workspace_module._current
+    return workspace_module.installed()
 
 
 def create_dashboard(
@@ -70,15 +70,15 @@ def create_dashboard(
 ) -> pn.viewable.Viewable:
     """All pages over `workspace` (the process's shared one by default).
 
-    `audio_urls`: give players the API's audio URLs (default: when the API's workspace is
-    used and it needs no API key, which a browser's `<audio>` cannot send); otherwise the
-    player gets the file itself.
+    `audio_urls`: give players the API's audio URLs (default: when the API serves this
+    process; behind INTERNAL_API_KEY the dashboard's session cookie opens them, since a
+    browser's `<audio>` cannot send the key header); otherwise the player gets the file.
     """
     if workspace is None:
         api = _api_workspace()
         workspace = api or workspace_module.current()
         if audio_urls is None:
-            audio_urls = api is not None and not workspace.settings.internal_api_key
+            audio_urls = api is not None  # behind a key, the session cookie opens them
     audio_urls = bool(audio_urls)
     pages = [
         ("Generate", GenerateView(workspace=workspace, audio_urls=audio_urls)),

@@ -58,6 +58,11 @@ def set_current(workspace: Workspace | None) -> None:
         _current = workspace
 
 
+def installed() -> Workspace | None:
+    """The workspace a server installed with `set_current`, if any (never builds one)."""
+    return _current
+
+
 def current(settings: Settings | None = None) -> Workspace:
     """The process's workspace: the server's, or one built from `settings` (environment)."""
     global _current

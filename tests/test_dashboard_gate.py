@@ -9,7 +9,8 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from hybrid_audio.api.dashboard_gate import COOKIE, DashboardGate, session_token
+from hybrid_audio.api.dashboard_gate import DashboardGate
+from hybrid_audio.api.session import COOKIE, session_token
 
 
 async def _page(request) -> PlainTextResponse:
@@ -81,3 +82,17 @@ def test_other_paths_are_not_the_gates_business() -> None:
     c = client("s3cret")
     assert c.get("/static/x.js").text == "inside /static/x.js"
     assert c.get("/health").status_code == 200
+
+
+def test_the_session_cookie_also_opens_the_api(tmp_path) -> None:
+    """So the dashboard's <audio> players can load /…/audio by URL behind a key."""
+    from hybrid_audio.api.app import create_app
+    from hybrid_audio.config import Settings
+
+    app = create_app(Settings(base_dir=tmp_path, internal_api_key="k"))
+    with TestClient(app) as c:
+        assert c.get("/jobs").status_code == 401
+        c.cookies.set(COOKIE, session_token("wrong"))
+        assert c.get("/jobs").status_code == 401
+        c.cookies.set(COOKIE, session_token("k"))
+        assert c.get("/jobs").status_code == 200

@@ -9,11 +9,12 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader
 
 from hybrid_audio.api.errors import ApiError
 from hybrid_audio.api.services import Shared
+from hybrid_audio.api.session import COOKIE, session_token
 
 HEADER = "X-Internal-API-Key"
 _scheme = APIKeyHeader(
@@ -38,9 +39,18 @@ def keys_match(given: str | None, expected: str) -> bool:
     return as_text | as_header
 
 
-def require_key(given: Annotated[str | None, Depends(_scheme)], shared: Shared) -> None:
-    """Dependency of every protected router."""
+def require_key(
+    request: Request, given: Annotated[str | None, Depends(_scheme)], shared: Shared
+) -> None:
+    """Dependency of every protected router: the header, or the dashboard's session cookie
+    (so the dashboard's audio players can load `/…/audio` by URL behind a key)."""
     expected = shared.settings.internal_api_key
-    if expected and not keys_match(given, expected):
-        reason = "missing" if not given else "wrong"
-        raise ApiError(401, f"{reason} {HEADER} header", "unauthorized")
+    if not expected or keys_match(given, expected):
+        return
+    session = request.cookies.get(COOKIE)
+    if session is not None and hmac.compare_digest(
+        session.encode(), session_token(expected).encode()
+    ):
+        return
+    reason = "missing" if not given else "wrong"
+    raise ApiError(401, f"{reason} {HEADER} header", "unauthorized")

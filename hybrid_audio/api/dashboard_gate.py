@@ -10,7 +10,6 @@ loopback).
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import html
 from urllib.parse import parse_qs
@@ -18,10 +17,10 @@ from urllib.parse import parse_qs
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hybrid_audio.api.auth import keys_match
+from hybrid_audio.api.session import COOKIE, session_token
 
 PREFIX = "/dashboard"
 LOGIN = "/dashboard/login"
-COOKIE = "hybrid_audio_session"
 
 _PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>Hybrid Audio — sign in</title>
 <style>body{{font-family:sans-serif;max-width:24rem;margin:6rem auto}}
@@ -31,11 +30,6 @@ input,button{{font-size:1rem;padding:.4rem}} .error{{color:#b00020}}</style>
 <form method="post" action="{action}">
 <label>Key <input type="password" name="key" autofocus></label>
 <button type="submit">Sign in</button></form></body></html>"""
-
-
-def session_token(key: str) -> str:
-    """What the cookie holds: an HMAC of a fixed label under the key."""
-    return hmac.new(key.encode(), b"hybrid-audio dashboard session", hashlib.sha256).hexdigest()
 
 
 class DashboardGate:
