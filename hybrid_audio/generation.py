@@ -101,6 +101,34 @@ class Generator(param.Parameterized):
             settings=settings, engine=engine, contract=contract, cache=cache, workers=workers
         )
 
+    def __init__(self, **params) -> None:
+        super().__init__(**params)
+        if self.contract is not None:
+            self.contract.param.watch(self._switch_engine, "engine")
+
+    def _switch_engine(self, event: param.parameterized.Event) -> None:
+        """The contract names another engine: build it, or put the contract back and say why.
+
+        A side effect (the engine object and the contract's engine identity change), hence a
+        watcher rather than a dependency.
+        """
+        if self.engine is not None and event.new == self.engine.name:
+            return
+        try:
+            engine = create_engine(self.settings, event.new)
+        except EngineError:
+            with param.parameterized.discard_events(self.contract):
+                self.contract.engine = event.old
+            raise
+        facts = engine.describe()
+        self.engine = engine
+        self.contract.param.update(
+            engine_version=engine.version,
+            model=facts.get("model", ""),
+            voice=facts.get("voice", ""),
+        )
+        self.workers = self.settings.cartesia_max_concurrency if engine.name == "cartesia" else 1
+
     # --- one stem -----------------------------------------------------------------------
 
     def generate_name(self, name: str) -> StemRecord:

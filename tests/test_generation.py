@@ -292,3 +292,28 @@ def test_combined_makes_both(generator: Generator, engine: CountingEngine) -> No
     assert (name.stem_id, developer.stem_id) == ("stem.name.jose", "stem.developer.hilton")
     generator.generate_combined("Jose", "Hilton")
     assert engine.calls == ["José", "Hilton"]
+
+
+def test_switching_the_contract_engine_switches_the_engine(settings: Settings, piper) -> None:
+    generator = Generator.from_settings(settings, engine=piper)
+    with pytest.raises(EngineConfigError, match="CARTESIA_API_KEY"):
+        generator.contract.engine = "cartesia"  # no key configured
+    assert generator.contract.engine == "piper"
+    assert generator.engine is piper
+
+
+def test_switching_to_a_configured_cartesia(tmp_path: Path, piper) -> None:
+    settings = Settings(
+        base_dir=tmp_path,
+        cartesia_api_key="sk-test",
+        cartesia_voice_id="voice-1",
+        cartesia_base_url="http://127.0.0.1:9",
+    )
+    generator = Generator.from_settings(settings, engine=piper)
+    before = generator.contract.signature()
+    generator.contract.engine = "cartesia"
+    assert generator.engine.name == "cartesia"
+    assert generator.contract.model == settings.cartesia_model_id
+    assert generator.contract.voice == "voice-1"
+    assert generator.contract.signature() != before
+    assert generator.workers == settings.cartesia_max_concurrency
