@@ -7,6 +7,7 @@ output and re-verifying from disk all just set those two parameters.
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 from typing import Any
 
@@ -152,7 +153,9 @@ class AssembleView(PageState, pn.viewable.Viewer):
         if not template:
             return "No templates found."
         tpl = self.workspace.assembler.load_template(template)
-        lines = [f"**{tpl.name}** — {tpl.description or 'no description'}", ""]
+        # Escaped: descriptions say "<name>", which Markdown would take for an HTML tag.
+        description = html.escape(tpl.description or "no description")
+        lines = [f"**{tpl.name}** — {description}", ""]
         for index, segment in enumerate(tpl.segments):
             if isinstance(segment, StemSegment):
                 text = f"stem `{segment.stem}`"
