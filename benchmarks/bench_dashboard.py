@@ -58,15 +58,6 @@ COLUMNS = 1200  # the dashboard's figure width
 WAVEFORM_TARGET_MS = 150.0
 FORMAT = AudioFormat(encoding="pcm_s16le", sample_rate=SAMPLE_RATE)
 NAME, DEVELOPER = "José", "Hilton Ridge Developments"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 TIMEOUT_MS = 30_000
 
 
@@ -206,7 +197,7 @@ def bench_browser(clicks: int) -> dict[str, Any]:
     """Median time from a click on Assemble to the rendered, fully ✓ byte-diff proof."""
     from playwright.sync_api import sync_playwright
 
-    from tests.api_server import make_base_dir, start_server
+    from tests.api_server import CHROMIUM_ARGS, make_base_dir, start_server
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:

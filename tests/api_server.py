@@ -250,3 +250,16 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., ApiServer]]:
     yield start
     for server in servers:
         server.stop()
+
+
+#: How Debian's chromium must start here (no sandbox as root, no background traffic on a
+#: closed network); shared by the browser tests and the dashboard benchmark.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]

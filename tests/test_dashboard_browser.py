@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.api_server import REPO, ApiServer, make_base_dir, start_server
+from tests.api_server import CHROMIUM_ARGS, REPO, ApiServer, make_base_dir, start_server
 
 sync_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -38,15 +38,6 @@ pytestmark = [
 
 ARTIFACTS = REPO / "tests" / "artifacts"
 DOCS_SCREENSHOT = REPO / "docs" / "assemble.png"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 #: Every DOM wait; Panel's first render (bokeh.js + websocket) takes a second or two.
 TIMEOUT_MS = 20_000
 #: Names for the bulk job typed into the Cache page.
