@@ -43,6 +43,7 @@ from hybrid_audio.templates import (
     StemSegment,
     Template,
     load_template,
+    template_path,
 )
 from hybrid_audio.wav import Wav, read_wav
 
@@ -90,6 +91,7 @@ class Assembler(param.Parameterized):
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         self._stems: OrderedDict[tuple[str, str], Wav] = OrderedDict()
+        self._templates: dict[str, tuple[tuple, Template]] = {}  # name → (file stamps, it)
 
     @property
     def settings(self):
@@ -102,8 +104,21 @@ class Assembler(param.Parameterized):
     # --- assembling ---------------------------------------------------------------------
 
     def load_template(self, template: str) -> Template:
+        """The validated template, re-read only when it or the scripts file changed on disk
+        (every assembly asks for it; parsing both files each time was a tenth of the cost)."""
+        files = (template_path(template, self.settings), Path(self.settings.scripts_file))
+        try:
+            stamp = tuple((st.st_mtime_ns, st.st_size) for st in map(os.stat, files))
+        except OSError:
+            stamp = None  # let the loaders below raise their clear errors
+        seen = self._templates.get(template)
+        if stamp is not None and seen is not None and seen[0] == stamp:
+            return seen[1]
         scripts = load_dataset("script", self.settings)
-        return load_template(template, self.settings, {i.stem_id.slug for i in scripts.items})
+        loaded = load_template(template, self.settings, {i.stem_id.slug for i in scripts.items})
+        if stamp is not None:
+            self._templates[template] = (stamp, loaded)
+        return loaded
 
     def assemble(
         self,
@@ -190,10 +205,7 @@ class Assembler(param.Parameterized):
             stem_id = StemId.parse(segment.stem)
             record = generator.cache.lookup(stem_id)
             if record is None and stem_id.kind == "script" and generate_missing:
-                try:
-                    return generator.generate_script(stem_id.slug)
-                except KeyError as error:
-                    raise AssemblyError(f"template {template!r}: {error.args[0]}") from None
+                return self._script(stem_id.slug, template)
             if record is None:
                 raise AssemblyError(
                     f"template {template!r} segments[{index}]: stem {stem_id} is not in the "
@@ -205,13 +217,17 @@ class Assembler(param.Parameterized):
         if segment.slot == "script":
             if not generate_missing:
                 return self._cached(StemId.for_text("script", value), template, index)
-            try:
-                return generator.generate_script(value)
-            except KeyError as error:
-                raise AssemblyError(f"template {template!r}: {error.args[0]}") from None
+            return self._script(value, template)
         if not generate_missing:
             return self._cached(StemId.for_text(segment.slot, value), template, index)
         return generator.generate(segment.slot, value)
+
+    def _script(self, key: str, template: str) -> StemRecord:
+        """The script stem of `key`; an unknown key is this request's error, not a crash."""
+        try:
+            return self.generator.generate_script(key)
+        except KeyError as error:
+            raise AssemblyError(f"template {template!r}: {error.args[0]}") from None
 
     def _cached(self, stem_id: StemId, template: str, index: int) -> StemRecord:
         record = self.generator.cache.lookup(stem_id)

@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-ENGINES = ("piper", "cartesia")
+from hybrid_audio.contract import ENGINES
+
 DEFAULT_CARTESIA_MODEL = "sonic-3-2025-10-27"
 
 #: Path settings: (field, environment variable, default relative to base_dir).

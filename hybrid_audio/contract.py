@@ -64,6 +64,9 @@ SILENCE_BYTE: dict[Encoding, int] = {
     Encoding.PCM_ALAW: 0xD5,
 }
 
+#: TTS engines a contract can name.
+ENGINES = ("piper", "cartesia")
+
 #: Encodings an engine may be asked to produce (what Cartesia offers; Piper is converted).
 CONTRACT_ENCODINGS = (
     Encoding.PCM_S16LE,
@@ -159,7 +162,7 @@ class VoiceContract(param.Parameterized):
     new engine release may speak the same text differently.
     """
 
-    engine = param.Selector(default="piper", objects=["piper", "cartesia"], doc="TTS engine.")
+    engine = param.Selector(default="piper", objects=list(ENGINES), doc="TTS engine.")
     engine_version = param.String(
         default="", doc="Version of the engine that produced the audio (part of the signature)."
     )

@@ -11,14 +11,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from hybrid_audio.config import Settings
 from hybrid_audio.files import atomic_write
-from hybrid_audio.stems import StemId
+from hybrid_audio.stems import KINDS, StemId
 
-KINDS = ("name", "developer", "script")
 #: Uploads bigger than this are refused before parsing.
 MAX_IMPORT_BYTES = 5 * 1024 * 1024
 
@@ -118,11 +118,27 @@ def _entries_from_json(raw: str, kind: str, source: str) -> list[tuple[int, str,
 
 def parse_dataset(raw: str, kind: str, suffix: str, source: str = "<upload>") -> Dataset:
     """Parse dataset text; malformed structure raises, unusable entries are listed."""
+    _check_kind(kind)
+    return _dedup(kind, _entries_from_text(raw, suffix.lower(), kind, source))
+
+
+def dataset_from_texts(kind: str, texts: Sequence[str]) -> Dataset:
+    """A dataset of texts given directly (an API request, a notebook list): no file syntax,
+    so a name starting with "#" or holding a comma is just a name."""
+    _check_kind(kind)
+    return _dedup(kind, [(n, t.strip(), t.strip()) for n, t in enumerate(texts, 1) if t.strip()])
+
+
+def _check_kind(kind: str) -> None:
     if kind not in KINDS:
         raise DatasetError(f"unknown dataset kind {kind!r}; known: {', '.join(KINDS)}")
+
+
+def _dedup(kind: str, entries: list[tuple[int, str, str]]) -> Dataset:
+    """One item per stem id (the first wins; the rest are collisions), unusable ones listed."""
     dataset = Dataset(kind)
     seen: dict[StemId, str] = {}
-    for line, key, text in _entries_from_text(raw, suffix.lower(), kind, source):
+    for line, key, text in entries:
         try:
             stem_id = StemId.for_text(kind, key)
         except ValueError as error:
@@ -143,8 +159,7 @@ def dataset_path(kind: str, settings: Settings) -> Path:
         "developer": settings.developer_names_file,
         "script": settings.scripts_file,
     }
-    if kind not in paths:
-        raise DatasetError(f"unknown dataset kind {kind!r}; known: {', '.join(KINDS)}")
+    _check_kind(kind)
     return paths[kind]
 
 

@@ -28,7 +28,7 @@ from pydantic import BaseModel
 from hybrid_audio.cache import StemCache, StemRecord
 from hybrid_audio.config import Settings
 from hybrid_audio.contract import Encoding, VoiceContract
-from hybrid_audio.datasets import Dataset, Item, load_dataset, parse_dataset
+from hybrid_audio.datasets import Dataset, Item, dataset_from_texts, load_dataset
 from hybrid_audio.engines import (
     Engine,
     EngineConfigError,
@@ -191,7 +191,7 @@ class Generator(param.Parameterized):
         def dataset(kind: str, texts: Sequence[str] | None) -> Dataset:
             if texts is None:
                 return load_dataset(kind, self.settings)
-            return parse_dataset("\n".join(t.replace("\n", " ") for t in texts), kind, ".txt")
+            return dataset_from_texts(kind, texts)
 
         name_set, developer_set = dataset("name", names), dataset("developer", developers)
         return [*name_set.items, *developer_set.items], name_set, developer_set

@@ -8,6 +8,7 @@ here knows about HTTP or Panel.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from hybrid_audio.assembly import Assembler
 from hybrid_audio.config import Settings
 from hybrid_audio.engines import Engine
 from hybrid_audio.generation import Generator
-from hybrid_audio.jobs import JobRunner
+from hybrid_audio.jobs import Job, JobRunner
 from hybrid_audio.logs import JsonlLog
 from hybrid_audio.rotation import RotationEngine
 
@@ -46,6 +47,41 @@ class Workspace:
             jobs=JobRunner(max_workers=2),
             jobs_log=JsonlLog(Path(settings.logs_dir) / "jobs.jsonl", settings.log_max_bytes),
         )
+
+    def start_bulk_generation(
+        self,
+        names: Sequence[str] | None = None,
+        developers: Sequence[str] | None = None,
+        *,
+        source: str = "api",
+    ) -> Job:
+        """`generate_rotational_stems` as a background job, logged to jobs.jsonl.
+
+        Both lists omitted → the datasets; one given → only that one (the omitted list is
+        empty), so "these five names" never silently becomes "these names and every
+        developer". Used by the API and the dashboard alike.
+        """
+        if (names is None) != (developers is None):
+            names, developers = names or [], developers or []
+
+        def work(job: Job) -> dict:
+            self.jobs_log.write("job_started", job=job.id, kind=job.kind, source=source)
+            try:
+                report = self.generator.generate_rotational_stems(names, developers, job=job)
+            except BaseException as error:
+                self.jobs_log.write("job_failed", job=job.id, error=str(error))
+                raise
+            self.jobs_log.write(
+                "job_done",
+                job=job.id,
+                created=report.created,
+                cached=report.cached,
+                failed=len(report.failed),
+            )
+            return report.model_dump()
+
+        estimate = len(names or ()) + len(developers or ())  # the job corrects it once deduped
+        return self.jobs.submit("bulk_generate", work, total=estimate)
 
     def close(self) -> None:
         self.jobs.shutdown()

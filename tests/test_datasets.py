@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from hybrid_audio.config import Settings
-from hybrid_audio.datasets import DatasetError, import_dataset, load_dataset, parse_dataset
+from hybrid_audio.datasets import (
+    DatasetError,
+    dataset_from_texts,
+    import_dataset,
+    load_dataset,
+    parse_dataset,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -109,3 +115,9 @@ def test_a_bad_import_leaves_the_old_dataset(settings: Settings, tmp_path: Path)
 def test_missing_dataset_file_is_a_clear_error(settings: Settings) -> None:
     with pytest.raises(DatasetError, match="dataset file not found"):
         load_dataset("developer", settings)
+
+
+def test_texts_given_directly_have_no_file_syntax() -> None:
+    dataset = dataset_from_texts("developer", ["#1 Homes", "Smith, Jones & Co", " ", "#1 homes"])
+    assert dataset.texts() == ["#1 Homes", "Smith, Jones & Co"]
+    assert dataset.collisions == [("#1 Homes", "#1 homes", "stem.developer.1_homes")]

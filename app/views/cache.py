@@ -145,18 +145,7 @@ class CacheView(PageState, pn.viewable.Viewer):
         developers = [line.strip() for line in self.developers_text.splitlines() if line.strip()]
         if not names and not developers:
             raise ValueError("give at least one name or developer")
-        workspace = self.workspace
-
-        def work(job: Job) -> dict:
-            workspace.jobs_log.write("job_started", job=job.id, kind=job.kind, source="dashboard")
-            report = workspace.generator.generate_rotational_stems(names, developers, job=job)
-            workspace.jobs_log.write(
-                "job_done", job=job.id, created=report.created, cached=report.cached
-            )
-            return report.model_dump()
-
-        # The job's own count replaces this estimate once it has de-duplicated the lists.
-        self.job = workspace.jobs.submit("bulk_generate", work, total=len(names) + len(developers))
+        self.job = self.workspace.start_bulk_generation(names, developers, source="dashboard")
         self.poll_job()
         self._start_polling()
         return self.job

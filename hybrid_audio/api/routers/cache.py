@@ -12,7 +12,6 @@ from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse
 
 from hybrid_audio.api.errors import ApiError, not_found
-from hybrid_audio.api.jobs_support import start_bulk_job
 from hybrid_audio.api.models import (
     BulkRequest,
     InvalidateRequest,
@@ -63,7 +62,7 @@ def invalidate(body: InvalidateRequest, shared: Shared) -> InvalidateResponse:
 
 @router.post("/bulk_generate", response_model=JobInfo, status_code=202, summary="Bulk job")
 def bulk_generate(body: BulkRequest, shared: Shared) -> JobInfo:
-    return start_bulk_job(shared, body)
+    return shared.start_bulk_generation(body.names, body.developers).info()
 
 
 @router.get(

@@ -5,7 +5,6 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from hybrid_audio.api.errors import ApiError
-from hybrid_audio.api.jobs_support import start_bulk_job
 from hybrid_audio.api.models import (
     BulkRequest,
     CombinedRequest,
@@ -60,4 +59,4 @@ def generate_combined(body: CombinedRequest, shared: Shared) -> CombinedResponse
     summary="Every name and developer stem (datasets by default) as a job",
 )
 def generate_rotational(body: BulkRequest, shared: Shared) -> JobInfo:
-    return start_bulk_job(shared, body)
+    return shared.start_bulk_generation(body.names, body.developers).info()
