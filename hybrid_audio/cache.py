@@ -26,34 +26,6 @@ from hybrid_audio.files import TEMP_SUFFIX, atomic_write, writer_is_gone
 from hybrid_audio.stems import KINDS, StemId, stem_path
 from hybrid_audio.wav import Wav, WavError, read_wav, write_wav
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS stems (
-    stem_id TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    text TEXT NOT NULL,
-    path TEXT NOT NULL,
-    contract_signature TEXT NOT NULL,
-    engine TEXT NOT NULL,
-    engine_version TEXT NOT NULL,
-    model TEXT NOT NULL,
-    voice TEXT NOT NULL,
-    api_version TEXT NOT NULL DEFAULT '',
-    container TEXT NOT NULL DEFAULT 'wav',
-    encoding TEXT NOT NULL,
-    sample_rate INTEGER NOT NULL,
-    channels INTEGER NOT NULL,
-    bits_per_sample INTEGER NOT NULL,
-    frames INTEGER NOT NULL,
-    duration REAL NOT NULL,
-    sha256 TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    repairs TEXT NOT NULL DEFAULT '',
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS stems_kind ON stems(kind);
-"""
-
 
 class StemRecord(BaseModel):
     """One stem as the index knows it. `sha256` is of the sample bytes (the data chunk)."""
@@ -130,7 +102,7 @@ class StemCache(param.Parameterized):
         if self.contract is None:
             self.contract = VoiceContract()
         Path(self.stems_dir).mkdir(parents=True, exist_ok=True)
-        self._db = Database(self.database_path, SCHEMA, rows_as_dicts=True)
+        self._db = Database(self.database_path, rows_as_dicts=True)
         self._db.connection()  # creates the schema, fails early on a bad path
 
     def _record(self, row: sqlite3.Row) -> StemRecord:

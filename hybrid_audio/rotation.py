@@ -66,20 +66,6 @@ _C2 = 0x94D049BB133111EB
 _U_C1, _U_C2 = np.uint64(_C1), np.uint64(_C2)
 _U30, _U27, _U31 = np.uint64(30), np.uint64(27), np.uint64(31)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS rotation_cursors (
-    stream TEXT NOT NULL,
-    seed INTEGER NOT NULL,
-    cycle INTEGER NOT NULL,
-    position INTEGER NOT NULL,
-    size INTEGER NOT NULL,
-    fingerprint TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
-    PRIMARY KEY (stream, seed)
-) WITHOUT ROWID;
-"""
-
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
@@ -475,7 +461,7 @@ class RotationEngine(param.Parameterized):
         """The database the current settings name."""
         path = Path(self.settings.database_path)
         if self._database is None or self._database.path != path:
-            self._database = Database(path, SCHEMA)
+            self._database = Database(path)
         return self._database
 
     def _connection(self) -> sqlite3.Connection:

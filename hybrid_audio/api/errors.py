@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hybrid_audio.assembly import AssemblyError
+from hybrid_audio.database import StateDatabaseError
 from hybrid_audio.datasets import DatasetError
 from hybrid_audio.engines import (
     EngineConfigError,
@@ -92,6 +93,8 @@ def _status_for(error: Exception) -> tuple[int, str]:
         return 409, "corrupt_audio"
     if isinstance(error, JobCancelledError):
         return 409, "cancelled"
+    if isinstance(error, StateDatabaseError):
+        return 503, "state_unavailable"
     return 422, "validation_error"  # any other ValueError: the input was not acceptable
 
 
@@ -123,7 +126,7 @@ def install(app: FastAPI) -> None:
         return envelope(status, code, str(error))
 
     # Core exceptions are expected outcomes (bad input, engine down): no traceback logged.
-    for kind in (ValueError, EngineError, JobCancelledError):
+    for kind in (ValueError, EngineError, JobCancelledError, StateDatabaseError):
         app.add_exception_handler(kind, _core_error)
 
     # Unexpected exceptions are answered by `middleware.CatchAll`, not by a handler for

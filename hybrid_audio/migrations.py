@@ -1,0 +1,74 @@
+"""The state database's schema, as an ordered list of migrations.
+
+`PRAGMA user_version` is the number of migrations a database has run; `Database` runs the
+rest at first use, in order, inside one write transaction. Append new migrations at the
+end and never edit one that has shipped: a database made by wave 1 has version 0 and
+tables created with `IF NOT EXISTS`, which is why migration 1 tolerates them.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One step of the schema: SQL statements, or a function for data changes."""
+
+    description: str
+    sql: str = ""
+    function: Callable[[sqlite3.Connection], None] | None = None
+
+    def apply(self, db: sqlite3.Connection) -> None:
+        # Statement by statement: executescript() would COMMIT the caller's transaction.
+        for statement in filter(str.strip, self.sql.split(";")):
+            db.execute(statement)
+        if self.function is not None:
+            self.function(db)
+
+
+STEMS_AND_CURSORS = """
+CREATE TABLE IF NOT EXISTS stems (
+    stem_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    text TEXT NOT NULL,
+    path TEXT NOT NULL,
+    contract_signature TEXT NOT NULL,
+    engine TEXT NOT NULL,
+    engine_version TEXT NOT NULL,
+    model TEXT NOT NULL,
+    voice TEXT NOT NULL,
+    api_version TEXT NOT NULL DEFAULT '',
+    container TEXT NOT NULL DEFAULT 'wav',
+    encoding TEXT NOT NULL,
+    sample_rate INTEGER NOT NULL,
+    channels INTEGER NOT NULL,
+    bits_per_sample INTEGER NOT NULL,
+    frames INTEGER NOT NULL,
+    duration REAL NOT NULL,
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    repairs TEXT NOT NULL DEFAULT '',
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS stems_kind ON stems(kind);
+CREATE TABLE IF NOT EXISTS rotation_cursors (
+    stream TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    cycle INTEGER NOT NULL,
+    position INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    fingerprint TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (stream, seed)
+) WITHOUT ROWID
+"""
+
+#: Append only. The position (1-based) is the schema version a database reaches.
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration("stem index and rotation cursors (wave 1)", sql=STEMS_AND_CURSORS),
+)
