@@ -34,6 +34,8 @@ Hooks for browser tests (stable names and CSS classes):
   `.rotation-last`; upcoming pairs Tabulator `.upcoming-pairs`.
 - Storage: `.storage-status` ("GCS mode is not configured").
 - Errors appear as Panel notifications (`.notyf__toast--error`), never as tracebacks.
+- Data (names, texts, ids, error messages) is shown as text, never as HTML or Markdown
+  (`app.views.common.md`, escaped notifications).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ import panel as pn  # noqa: E402
 
 from app.views.assemble import AssembleView  # noqa: E402
 from app.views.cache import CacheView  # noqa: E402
+from app.views.common import md  # noqa: E402
 from app.views.generate import GenerateView  # noqa: E402
 from app.views.rotation import RotationView  # noqa: E402
 from app.views.storage import StorageView  # noqa: E402
@@ -89,8 +92,8 @@ def create_dashboard(
     ]
     tabs = pn.Tabs(*pages, dynamic=True, css_classes=["dashboard-tabs"])
     header = pn.pane.Markdown(
-        f"## Hybrid Audio · engine `{workspace.generator.engine.name}` · "
-        f"`{workspace.settings.base_dir}`",
+        f"## Hybrid Audio · engine {md(workspace.generator.engine.name)} · "
+        f"{md(workspace.settings.base_dir)}",
         css_classes=["dashboard-header"],
     )
     return pn.Column(header, tabs, sizing_mode="stretch_width", css_classes=["dashboard"])

@@ -7,6 +7,7 @@ and checks the model and the panes. Browser tests are a separate layer.
 
 from __future__ import annotations
 
+import html
 import shutil
 from pathlib import Path
 
@@ -103,7 +104,7 @@ def test_errors_become_notifications(workspace: Workspace) -> None:
     view.generate_name_button.clicks += 1
     assert view.record is None
     assert "slug" in view.last_error or view.last_error
-    assert view.last_error in _error_messages()
+    assert html.escape(view.last_error) in _error_messages()  # shown as text
 
     assemble = AssembleView(workspace=workspace)
     assemble.name_text = ""

@@ -7,7 +7,6 @@ output and re-verifying from disk all just set those two parameters.
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import pandas as pd
 import panel as pn
 import param
 
-from app.views.common import PageState, audio_player, friendly, waveform_figure
+from app.views.common import PageState, audio_player, friendly, md, waveform_figure
 from hybrid_audio.bitmerge import VerifyReport
 from hybrid_audio.datasets import load_dataset
 from hybrid_audio.templates import SilenceSegment, SlotSegment, StemSegment, list_templates
@@ -154,20 +153,21 @@ class AssembleView(PageState, pn.viewable.Viewer):
             return "No templates found."
         tpl = self.workspace.assembler.load_template(template)
         # Escaped: descriptions say "<name>", which Markdown would take for an HTML tag.
-        description = html.escape(tpl.description or "no description")
-        lines = [f"**{tpl.name}** — {description}", ""]
+        description = md(tpl.description or "no description")
+        lines = [f"**{md(tpl.name)}** — {description}", ""]
         for index, segment in enumerate(tpl.segments):
             if isinstance(segment, StemSegment):
-                text = f"stem `{segment.stem}`"
+                text = f"stem {md(segment.stem)}"
             elif isinstance(segment, SlotSegment):
-                text = f"slot **{segment.slot}**"
+                text = f"slot **{md(segment.slot)}**"
             elif isinstance(segment, SilenceSegment):
                 text = f"silence {segment.silence_ms} ms"
             else:
-                text = str(segment)
+                text = md(segment)
             lines.append(f"{index + 1}. {text}")
         lines.append("")
-        lines.append(f"join `{tpl.join}`, gap {tpl.gap_ms} ms, slots: {sorted(tpl.slots)}")
+        slots = md(", ".join(sorted(tpl.slots)))
+        lines.append(f"join {md(tpl.join)}, gap {tpl.gap_ms} ms, slots: {slots}")
         return "\n".join(lines)
 
     def _result_text(self, document: dict | None, report: VerifyReport | None) -> str:
@@ -180,11 +180,11 @@ class AssembleView(PageState, pn.viewable.Viewer):
             first = report.first_diff_offset
             verdict = f"✗ NOT verified — first differing byte at offset {first}"
             if report.errors:
-                verdict += "; " + "; ".join(report.errors)
+                verdict += "; " + md("; ".join(report.errors))
         out = document["output"]
         return (
-            f"### `{document['id']}`\n\n{verdict}\n\n"
-            f"{out['duration']:.2f} s · {out['bytes']} bytes · sha256 `{out['sha256']}`"
+            f"### {md(document['id'])}\n\n{verdict}\n\n"
+            f"{out['duration']:.2f} s · {out['bytes']} bytes · sha256 {md(out['sha256'])}"
         )
 
     def _diff_frame(self, report: VerifyReport | None, document: dict | None) -> pd.DataFrame:

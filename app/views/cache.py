@@ -12,7 +12,7 @@ import panel as pn
 import param
 from panel.io.state import set_curdoc
 
-from app.views.common import PageState, friendly
+from app.views.common import PageState, friendly, md, notify_info
 from hybrid_audio.cache import CacheReport
 from hybrid_audio.datasets import load_dataset
 from hybrid_audio.jobs import Job, JobState
@@ -133,8 +133,7 @@ class CacheView(PageState, pn.viewable.Viewer):
             self.workspace.generator.cache.invalidate(stem_id)
         self.table.selection = []
         self.refresh()
-        if pn.state.notifications is not None:
-            pn.state.notifications.info(f"invalidated {len(chosen)} stem(s)")
+        notify_info(f"invalidated {len(chosen)} stem(s)")
         return chosen
 
     @friendly
@@ -172,11 +171,11 @@ class CacheView(PageState, pn.viewable.Viewer):
         if job is None:
             return
         eta = job.eta_seconds
-        status = f"job `{job.id}`: **{job.state}** — {job.done}/{job.total}"
+        status = f"job {md(job.id)}: **{md(job.state)}** — {job.done}/{job.total}"
         if eta is not None and job.state == JobState.RUNNING:
             status += f", ETA {eta:.0f} s"
         if job.errors:
-            status += f" — {len(job.errors)} error(s): " + "; ".join(job.errors[-3:])
+            status += f" — {len(job.errors)} error(s): " + md("; ".join(job.errors[-3:]))
         if job.state == JobState.DONE and isinstance(job.result, dict):
             r = job.result
             status += f" — created {r['created']}, cached {r['cached']}"
@@ -205,7 +204,7 @@ class CacheView(PageState, pn.viewable.Viewer):
         by_kind = {}
         for record in records:
             by_kind[record.kind] = by_kind.get(record.kind, 0) + 1
-        kinds = ", ".join(f"{k} {n}" for k, n in sorted(by_kind.items())) or "none"
+        kinds = md(", ".join(f"{k} {n}" for k, n in sorted(by_kind.items())) or "none")
         size = sum(r.size for r in records) / 1e6
         seconds = sum(r.duration for r in records)
         return (
@@ -239,7 +238,7 @@ class CacheView(PageState, pn.viewable.Viewer):
         ):
             values = getattr(audit, label)
             if values:
-                parts.append(f"- {label.replace('_', ' ')}: {', '.join(values[:20])}")
+                parts.append(f"- {label.replace('_', ' ')}: {md(', '.join(values[:20]))}")
         return "\n".join(parts)
 
     def __panel__(self) -> pn.viewable.Viewable:

@@ -1,17 +1,24 @@
-"""Pieces every page uses: friendly errors, the waveform figure, the audio player.
+"""Pieces every page uses: data as text, friendly errors, the waveform, the audio player.
 
-Views call the core and show its errors as notifications (never a traceback); the waveform
-is always decimated by `hybrid_audio.waveform` before it reaches the browser, and audio is
-given to the player by URL when the API serves it (files are the stand-alone fallback).
+Data (names, developers, scripts, stem ids, file names, error messages quoting them) is
+uploaded by API clients, so it never reaches the browser as HTML or Markdown: views put it
+in Markdown only through `md()`, notifications through `notify_error`/`notify_info` (which
+escape), tables through Tabulator's text formatters, plot labels on the canvas. Views call
+the core and show its errors as notifications (never a traceback); the waveform is always
+decimated by `hybrid_audio.waveform` before it reaches the browser, and audio is given to
+the player by URL when the API serves it (files are the stand-alone fallback).
 """
 
 from __future__ import annotations
 
 import functools
+import html
 import logging
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import panel as pn
 import param
@@ -26,6 +33,18 @@ log = logging.getLogger("hybrid_audio.dashboard")
 #: Shading per segment kind (audio segments alternate two tones so neighbours stand apart).
 _SHADES = {"silence": "#dddddd", "gap": "#eeeeee"}
 _AUDIO_SHADES = ("#cfe3f7", "#f7e3cf")
+#: Characters with a meaning in (GFM) Markdown that `html.escape` leaves alone.
+_MARKDOWN_SYNTAX = re.compile(r"([\\`*_{}\[\]()#+\-.!|~:=])")
+
+
+def md(value: object) -> str:
+    """`value` as literal text inside Markdown: every Markdown and HTML character escaped.
+
+    Markdown syntax is backslash-escaped first, then HTML's five characters become entities
+    (`<` → `&lt;`, which Markdown shows as `<`), so neither a tag nor a link, image, code
+    span or emphasis can come out of data.
+    """
+    return html.escape(_MARKDOWN_SYNTAX.sub(r"\\\1", str(value)))
 
 
 class PageState(param.Parameterized):
@@ -35,7 +54,11 @@ class PageState(param.Parameterized):
 
 
 def notify_error(owner: PageState, error: BaseException) -> None:
-    """Show `error` as a notification (and remember it); never re-raise."""
+    """Show `error` as a notification (and remember it); never re-raise.
+
+    Messages quote data ("unknown name '<img …>'"), and notifications render HTML, so the
+    text is escaped.
+    """
     message = str(error) or type(error).__name__
     if isinstance(error, KeyError) and error.args:
         message = str(error.args[0])
@@ -43,7 +66,14 @@ def notify_error(owner: PageState, error: BaseException) -> None:
     log.info("dashboard error: %s", message)
     area = pn.state.notifications
     if area is not None:
-        area.error(message, duration=8000)
+        area.error(html.escape(message), duration=8000)
+
+
+def notify_info(message: str) -> None:
+    """Show `message` as an information notification, as text."""
+    area = pn.state.notifications
+    if area is not None:
+        area.info(html.escape(message))
 
 
 def friendly(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -99,8 +129,9 @@ def waveform_figure(
 def audio_player(url: str | None, path: str | Path | None) -> pn.viewable.Viewable:
     """An audio player: by URL when the API serves the file, else from the file itself."""
     if url:
+        src = html.escape(quote(url, safe="/"), quote=True)
         return pn.pane.HTML(
-            f'<audio controls preload="none" src="{url}" style="width:100%"></audio>',
+            f'<audio controls preload="none" src="{src}" style="width:100%"></audio>',
             css_classes=["audio-player"],
             sizing_mode="stretch_width",
         )

@@ -11,7 +11,7 @@ from pathlib import Path
 import panel as pn
 import param
 
-from app.views.common import PageState, audio_player, friendly, waveform_figure
+from app.views.common import PageState, audio_player, friendly, md, waveform_figure
 from hybrid_audio.cache import StemRecord
 from hybrid_audio.datasets import load_dataset
 from hybrid_audio.workspace import Workspace
@@ -101,9 +101,9 @@ class GenerateView(PageState, pn.viewable.Viewer):
             return "No stem yet: enter a text and press a Generate button."
         state = "cached" if record.cached else "new"
         return (
-            f"### `{record.stem_id}` ({state})\n\n"
-            f"*{record.text}* — {record.duration:.2f} s, {record.encoding} "
-            f"{record.sample_rate} Hz\n\nsha256 `{record.sha256}`"
+            f"### {md(record.stem_id)} ({state})\n\n"
+            f"*{md(record.text)}* — {record.duration:.2f} s, {md(record.encoding)} "
+            f"{record.sample_rate} Hz\n\nsha256 {md(record.sha256)}"
         )
 
     def _stem_path(self, record: StemRecord | None) -> Path | None:

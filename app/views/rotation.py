@@ -9,7 +9,7 @@ import pandas as pd
 import panel as pn
 import param
 
-from app.views.common import PageState, friendly
+from app.views.common import PageState, friendly, md
 from hybrid_audio.rotation import RotationStep, StreamState
 from hybrid_audio.workspace import Workspace
 
@@ -95,7 +95,10 @@ class RotationView(PageState, pn.viewable.Viewer):
         if step is None:
             return ""
         what = f"{step.name} × {step.developer}" if step.stream == "pair" else step.text
-        return f"Last: **{step.stream}** cycle {step.cycle} position {step.position} → *{what}*"
+        return (
+            f"Last: **{md(step.stream)}** cycle {step.cycle} position {step.position} → "
+            f"*{md(what)}*"
+        )
 
     @friendly
     def _preview_frame(self, _version: int, count: int) -> pd.DataFrame:

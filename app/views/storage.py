@@ -5,6 +5,7 @@ from __future__ import annotations
 import panel as pn
 import param
 
+from app.views.common import md
 from hybrid_audio.workspace import Workspace
 
 
@@ -18,9 +19,9 @@ class StorageView(pn.viewable.Viewer):
         return pn.Card(
             pn.pane.Markdown(
                 "**GCS mode is not configured.** Stems and outputs are local files:\n\n"
-                f"- stems: `{settings.stems_dir}`\n"
-                f"- outputs: `{settings.output_dir}`\n"
-                f"- index: `{settings.database_path}`",
+                f"- stems: {md(settings.stems_dir)}\n"
+                f"- outputs: {md(settings.output_dir)}\n"
+                f"- index: {md(settings.database_path)}",
                 css_classes=["storage-status"],
             ),
             title="Storage",
