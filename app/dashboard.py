@@ -11,7 +11,10 @@ Hooks for browser tests (stable names and CSS classes):
 - Tabs (`.dashboard-tabs`): "Generate", "Assemble", "Cache", "Rotation", "Storage".
 - Generate: buttons named "Generate name" / "Generate developer" / "Generate script"
   (`.generate-name`, `.generate-developer`, `.generate-script`); text inputs named "Name",
-  "Developer"; contract widgets in `.contract`; summary `.contract-summary`; result text
+  "Developer"; contract widgets in `.contract` (they edit a draft), button "Apply contract"
+  (`.apply-contract`) → confirmation `.contract-confirm` ("makes N cached stems
+  incompatible") with "Confirm change" / "Cancel change"; active contract
+  `.contract-summary`; result text
   `.generate-result` (contains "(new)" or "(cached)" and the sha256); waveform
   `.waveform.stem-waveform`; player `.audio-player`.
 - Assemble: select "Template", preview `.template-preview`; inputs "Name", "Developer",

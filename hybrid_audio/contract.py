@@ -183,33 +183,38 @@ class VoiceContract(param.Parameterized):
         default=22050, bounds=(8000, 48000), doc="Sample rate (Hz) of every stem."
     )
 
-    @param.depends(
-        "engine",
-        "engine_version",
-        "model",
-        "voice",
-        "language",
-        "speed",
-        "volume",
-        "emotion",
-        "encoding",
-        "sample_rate",
-        watch=True,
-    )
-    def _forget_derived(self) -> None:
-        """Any change invalidates the memoized format and signature (both are on every
-        cache lookup, so they are computed once per contract state, not per call)."""
-        self._memo = {}
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Every assignment of a parameter drops the memoized format and signature.
+
+        Done here rather than in a watcher: a value set with events discarded (or restored
+        after a failed change) can never leave a stale signature behind, so a stem is always
+        stamped with the contract it was made under.
+        """
+        if name in CONTRACT_PARAMETERS:
+            self.__dict__.pop("_memo", None)
+        super().__setattr__(name, value)
+
+    def _derived(self) -> dict[str, Any]:
+        """Memo of the format and signature (both are on every cache lookup)."""
+        return self.__dict__.setdefault("_memo", {})
 
     @property
     def audio_format(self) -> AudioFormat:
         """The format every stem made under this contract has (mono)."""
-        memo = self.__dict__.setdefault("_memo", {})
+        memo = self._derived()
         if "format" not in memo:
             memo["format"] = AudioFormat(
                 encoding=self.encoding, sample_rate=self.sample_rate, channels=1
             )
         return memo["format"]
+
+    def values(self) -> dict[str, Any]:
+        """The contract's parameters (without param's `name`), e.g. to copy it."""
+        return {name: getattr(self, name) for name in CONTRACT_PARAMETERS}
+
+    def copy(self, **changes: Any) -> VoiceContract:
+        """A new contract with `changes` applied; raises ValueError on an invalid value."""
+        return VoiceContract(**{**self.values(), **changes})
 
     def canonical(self) -> dict[str, Any]:
         """Every field that changes the audio bytes, as plain JSON values."""
@@ -227,8 +232,23 @@ class VoiceContract(param.Parameterized):
 
     def signature(self) -> str:
         """sha256 (hex) of the canonical JSON (sorted keys, no whitespace)."""
-        memo = self.__dict__.setdefault("_memo", {})
+        memo = self._derived()
         if "signature" not in memo:
             text = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
             memo["signature"] = hashlib.sha256(text.encode()).hexdigest()
         return memo["signature"]
+
+
+#: The parameters of a contract, in a fixed order (all of them change the audio).
+CONTRACT_PARAMETERS = (
+    "engine",
+    "engine_version",
+    "model",
+    "voice",
+    "language",
+    "speed",
+    "volume",
+    "emotion",
+    "encoding",
+    "sample_rate",
+)

@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import param
@@ -27,7 +28,7 @@ from pydantic import BaseModel
 
 from hybrid_audio.cache import StemCache, StemRecord
 from hybrid_audio.config import Settings
-from hybrid_audio.contract import Encoding, VoiceContract
+from hybrid_audio.contract import CONTRACT_PARAMETERS, Encoding, VoiceContract
 from hybrid_audio.datasets import Dataset, Item, dataset_from_texts, load_dataset
 from hybrid_audio.engines import (
     Engine,
@@ -38,7 +39,7 @@ from hybrid_audio.engines import (
     create_engine,
 )
 from hybrid_audio.jobs import Job
-from hybrid_audio.stems import StemId
+from hybrid_audio.stems import StemId, same_identity, spoken_text
 from hybrid_audio.wav import WavError
 
 ProgressCallback = Callable[[int, int, StemRecord | None], None]
@@ -55,6 +56,29 @@ class BatchReport(BaseModel):
     failed: list[str]  # "stem id: error"
     collisions: list[str]  # "kept / dropped → stem id"
     rejected: list[str]  # texts that make no stem id
+
+
+@dataclass(frozen=True)
+class ContractChange:
+    """A checked contract change, ready to apply: the new contract, its engine, its cost."""
+
+    contract: VoiceContract
+    engine: Engine
+    signature: str
+    incompatible: int  # cached stems of the active contract that would stop matching
+    compatible: int  # cached stems already made under the new contract
+
+    def describe(self) -> str:
+        """One sentence for the operator who must confirm the change."""
+        if self.incompatible == 0:
+            return (
+                "This change keeps every cached stem compatible "
+                f"({self.compatible} stems match the new contract)."
+            )
+        return (
+            f"This change makes {self.incompatible} cached stems incompatible; "
+            f"{self.compatible} stems match the new contract."
+        )
 
 
 def contract_for(settings: Settings, engine: Engine) -> VoiceContract:
@@ -103,31 +127,60 @@ class Generator(param.Parameterized):
 
     def __init__(self, **params) -> None:
         super().__init__(**params)
-        if self.contract is not None:
-            self.contract.param.watch(self._switch_engine, "engine")
+        self._contract_lock = threading.Lock()
 
-    def _switch_engine(self, event: param.parameterized.Event) -> None:
-        """The contract names another engine: build it, or put the contract back and say why.
+    # --- the contract -------------------------------------------------------------------
 
-        A side effect (the engine object and the contract's engine identity change), hence a
-        watcher rather than a dependency.
+    def plan_contract_change(self, **changes: object) -> ContractChange:
+        """The contract `changes` would make, with its engine, checked but not applied.
+
+        Naming another engine builds that engine now, so a missing key or voice is an error
+        here and nothing changes; the engine's identity (version, model, voice) is stamped
+        on the new contract. `incompatible` counts the cached stems that match the active
+        contract and would not match the new one.
         """
-        if self.engine is not None and event.new == self.engine.name:
-            return
-        try:
-            engine = create_engine(self.settings, event.new)
-        except EngineError:
-            with param.parameterized.discard_events(self.contract):
-                self.contract.engine = event.old
-            raise
-        facts = engine.describe()
-        self.engine = engine
-        self.contract.param.update(
-            engine_version=engine.version,
-            model=facts.get("model", ""),
-            voice=facts.get("voice", ""),
+        unknown = set(changes) - set(CONTRACT_PARAMETERS)
+        if unknown:
+            raise ValueError(f"not contract parameters: {', '.join(sorted(unknown))}")
+        contract = self.contract.copy(**changes)
+        engine = self.engine
+        if self.engine is None or contract.engine != self.engine.name:
+            engine = create_engine(self.settings, contract.engine)  # EngineError: no change
+            facts = engine.describe()
+            contract.param.update(
+                engine_version=engine.version,
+                model=facts.get("model", ""),
+                voice=changes.get("voice") or facts.get("voice", ""),
+            )
+        before, after = self.contract.signature(), contract.signature()
+        counts: dict[str, int] = {}
+        for record in self.cache.list():
+            counts[record.contract_signature] = counts.get(record.contract_signature, 0) + 1
+        return ContractChange(
+            contract=contract,
+            engine=engine,
+            signature=after,
+            incompatible=0 if before == after else counts.get(before, 0),
+            compatible=counts.get(after, 0),
         )
-        self.workers = self.settings.cartesia_max_concurrency if engine.name == "cartesia" else 1
+
+    def apply_contract_change(self, change: ContractChange) -> None:
+        """Make a planned contract (and its engine) the active one, all parameters at once.
+
+        The contract object is updated in place (the cache and the views hold it), in one
+        `param.update`, under a lock so two operators' changes cannot interleave.
+        """
+        with self._contract_lock:
+            self.engine = change.engine
+            self.contract.param.update(**change.contract.values())
+            cartesia = change.engine.name == "cartesia"
+            self.workers = self.settings.cartesia_max_concurrency if cartesia else 1
+
+    def change_contract(self, **changes: object) -> ContractChange:
+        """Plan and apply `changes` in one call: the whole change, or (on error) none of it."""
+        change = self.plan_contract_change(**changes)
+        self.apply_contract_change(change)
+        return change
 
     # --- one stem -----------------------------------------------------------------------
 
@@ -151,15 +204,19 @@ class Generator(param.Parameterized):
         return self.generate_name(name), self.generate_developer(developer)
 
     def generate(self, kind: str, text: str, *, slug_source: str | None = None) -> StemRecord:
-        """The stem of `text` as a `kind`: from the cache, or synthesized once and stored."""
+        """The stem of `text` as a `kind`: from the cache, or synthesized once and stored.
+
+        A cached stem counts only if it speaks the same text: a script key whose phrase
+        was edited keeps its id, and its stem is made again (see `stems` for the rule).
+        """
         stem_id = StemId.for_text(kind, slug_source or text)
-        spoken = text.strip()
+        spoken = spoken_text(text)
         hit = self.cache.lookup(stem_id)
-        if hit is not None:
+        if hit is not None and same_identity(hit.text, spoken):
             return hit.model_copy(update={"cached": True})
         with self._stem_lock(stem_id):
             hit = self.cache.lookup(stem_id)  # another thread or process may have made it
-            if hit is not None:
+            if hit is not None and same_identity(hit.text, spoken):
                 return hit.model_copy(update={"cached": True})
             audio = self.engine.synthesize(spoken, self.contract)
             try:

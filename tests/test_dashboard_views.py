@@ -86,16 +86,41 @@ def test_generate_name_shows_the_stem(workspace: Workspace) -> None:
     assert view.record.kind == "script"
 
 
-def test_contract_widget_edits_the_generator_contract(workspace: Workspace) -> None:
+def test_contract_widgets_edit_a_draft_applied_only_when_confirmed(workspace: Workspace) -> None:
     view = GenerateView(workspace=workspace)
     view.__panel__()
     contract = workspace.generator.contract
-    rate = view.contract_widgets["sample_rate"]
-    rate.value = 16000
+    workspace.generator.generate_name("Ann")
+    active = contract.signature()
+    view.contract_widgets["sample_rate"].value = 16000
+    assert contract.sample_rate == 22050  # the draft only
+    view.apply_contract_button.clicks += 1
+    assert view.pending is not None
+    assert view.pending.incompatible == 1
+    assert contract.signature() == active  # still waiting for confirmation
+    view.cancel_contract_button.clicks += 1
+    assert view.pending is None
+    assert view.draft.sample_rate == 22050
+    view.contract_widgets["sample_rate"].value = 16000
+    view.apply_contract_button.clicks += 1
+    view.confirm_contract_button.clicks += 1
     assert contract.sample_rate == 16000
     assert contract.audio_format.sample_rate == 16000
-    contract.sample_rate = 22050
-    assert rate.value == 22050
+    assert view.pending is None
+
+
+def test_a_contract_change_that_fails_is_shown_and_changes_nothing(workspace: Workspace) -> None:
+    view = GenerateView(workspace=workspace)
+    view.__panel__()
+    contract = workspace.generator.contract
+    active = contract.signature()
+    view.contract_widgets["engine"].value = "cartesia"  # no CARTESIA_API_KEY
+    view.apply_contract_button.clicks += 1
+    assert "CARTESIA_API_KEY" in view.last_error
+    assert html.escape(view.last_error) in _error_messages()
+    assert view.pending is None
+    assert (contract.engine, contract.signature()) == ("piper", active)
+    assert workspace.generator.engine.name == "piper"
 
 
 def test_errors_become_notifications(workspace: Workspace) -> None:

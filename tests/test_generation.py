@@ -297,7 +297,7 @@ def test_combined_makes_both(generator: Generator, engine: CountingEngine) -> No
 def test_switching_the_contract_engine_switches_the_engine(settings: Settings, piper) -> None:
     generator = Generator.from_settings(settings, engine=piper)
     with pytest.raises(EngineConfigError, match="CARTESIA_API_KEY"):
-        generator.contract.engine = "cartesia"  # no key configured
+        generator.change_contract(engine="cartesia")  # no key configured
     assert generator.contract.engine == "piper"
     assert generator.engine is piper
 
@@ -311,7 +311,7 @@ def test_switching_to_a_configured_cartesia(tmp_path: Path, piper) -> None:
     )
     generator = Generator.from_settings(settings, engine=piper)
     before = generator.contract.signature()
-    generator.contract.engine = "cartesia"
+    generator.change_contract(engine="cartesia")
     assert generator.engine.name == "cartesia"
     assert generator.contract.model == settings.cartesia_model_id
     assert generator.contract.voice == "voice-1"

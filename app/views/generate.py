@@ -1,7 +1,10 @@
 """Generate page: one stem from a name, a developer or a script key, under the contract.
 
-The contract widgets are made from `generator.contract.param`, so editing them edits the
-active contract (and with it which cached stems are compatible).
+The active contract is the server's, shared by every user and deciding which cached stems
+are compatible, so the contract widgets edit a draft (a copy). "Apply contract" plans the
+change in the core (building the engine it names: a missing key is an error there and
+nothing changes) and asks for confirmation, saying how many cached stems the change makes
+incompatible; only "Confirm change" applies it, whole.
 """
 
 from __future__ import annotations
@@ -11,9 +14,11 @@ from pathlib import Path
 import panel as pn
 import param
 
-from app.views.common import PageState, audio_player, friendly, md, waveform_figure
+from app.views.common import PageState, audio_player, friendly, md, notify_info, waveform_figure
 from hybrid_audio.cache import StemRecord
+from hybrid_audio.contract import VoiceContract
 from hybrid_audio.datasets import load_dataset
+from hybrid_audio.generation import ContractChange
 from hybrid_audio.workspace import Workspace
 
 #: Contract parameters a user may edit here.
@@ -30,6 +35,12 @@ class GenerateView(PageState, pn.viewable.Viewer):
     script_key = param.Selector(default=None, objects=[], label="Script", doc="Script key.")
     record = param.ClassSelector(
         class_=StemRecord, allow_None=True, doc="The stem made or found by the last click."
+    )
+    draft = param.ClassSelector(
+        class_=VoiceContract, doc="The contract being edited (not yet the active one)."
+    )
+    pending = param.ClassSelector(
+        class_=ContractChange, allow_None=True, doc="A planned change awaiting confirmation."
     )
 
     def __init__(self, **params) -> None:
@@ -50,22 +61,35 @@ class GenerateView(PageState, pn.viewable.Viewer):
         self.generate_script_button = pn.widgets.Button(
             label="Generate script", color="primary", css_classes=["generate-script"]
         )
-        contract = self.workspace.generator.contract.param
-        #: Widgets made from the contract's parameters: editing one edits the contract.
+        self.draft = self.workspace.generator.contract.copy()
+        draft = self.draft.param
+        #: Widgets made from the draft's parameters: editing one edits the draft only.
         self.contract_widgets = {
-            "engine": pn.widgets.Select.from_param(contract.engine),
-            "voice": pn.widgets.TextInput.from_param(contract.voice),
-            "language": pn.widgets.TextInput.from_param(contract.language),
-            "speed": pn.widgets.FloatSlider.from_param(contract.speed, step=0.05),
-            "encoding": pn.widgets.Select.from_param(contract.encoding),
-            "sample_rate": pn.widgets.IntInput.from_param(contract.sample_rate, step=50),
+            "engine": pn.widgets.Select.from_param(draft.engine),
+            "voice": pn.widgets.TextInput.from_param(draft.voice),
+            "language": pn.widgets.TextInput.from_param(draft.language),
+            "speed": pn.widgets.FloatSlider.from_param(draft.speed, step=0.05),
+            "encoding": pn.widgets.Select.from_param(draft.encoding),
+            "sample_rate": pn.widgets.IntInput.from_param(draft.sample_rate, step=50),
         }
+        self.apply_contract_button = pn.widgets.Button(
+            label="Apply contract", css_classes=["apply-contract"]
+        )
+        self.confirm_contract_button = pn.widgets.Button(
+            label="Confirm change", color="danger", css_classes=["confirm-contract"]
+        )
+        self.cancel_contract_button = pn.widgets.Button(
+            label="Cancel change", css_classes=["cancel-contract"]
+        )
         self._init_callbacks()
 
     def _init_callbacks(self) -> None:
         self.generate_name_button.on_click(lambda _: self.generate_name())
         self.generate_developer_button.on_click(lambda _: self.generate_developer())
         self.generate_script_button.on_click(lambda _: self.generate_script())
+        self.apply_contract_button.on_click(lambda _: self.plan_contract())
+        self.confirm_contract_button.on_click(lambda _: self.confirm_contract())
+        self.cancel_contract_button.on_click(lambda _: self.cancel_contract())
 
     # --- actions ------------------------------------------------------------------------
 
@@ -86,14 +110,56 @@ class GenerateView(PageState, pn.viewable.Viewer):
         self.record = self.workspace.generator.generate_script(self.script_key)
         return self.record
 
+    @friendly
+    def plan_contract(self) -> ContractChange:
+        """Check the draft in the core and ask for confirmation (nothing is applied yet)."""
+        active = self.workspace.generator.contract
+        changes = {
+            field: getattr(self.draft, field)
+            for field in CONTRACT_FIELDS
+            if getattr(self.draft, field) != getattr(active, field)
+        }
+        self.pending = None
+        if not changes:
+            raise ValueError("the draft is the active contract: nothing to apply")
+        self.pending = self.workspace.generator.plan_contract_change(**changes)
+        return self.pending
+
+    @friendly
+    def confirm_contract(self) -> None:
+        """Apply the confirmed change (for every user of this server)."""
+        if self.pending is None:
+            raise ValueError("no contract change to confirm: press Apply contract first")
+        change, self.pending = self.pending, None
+        self.workspace.generator.apply_contract_change(change)
+        self.draft.param.update(**self.workspace.generator.contract.values())
+        notify_info(f"contract applied: {change.contract.engine}, {change.signature[:16]}…")
+
+    def cancel_contract(self) -> None:
+        """Forget the planned change and put the draft back to the active contract."""
+        self.pending = None
+        self.draft.param.update(**self.workspace.generator.contract.values())
+
     # --- derived panes ------------------------------------------------------------------
 
     def _contract_summary(self, *_: object) -> str:
         contract = self.workspace.generator.contract
         fmt = contract.audio_format
         return (
-            f"**Engine** `{self.workspace.generator.engine.name}` · **contract** "
-            f"`{contract.signature()[:16]}…` · {fmt.describe()}"
+            f"**Active:** engine **{md(self.workspace.generator.engine.name)}** · contract "
+            f"{md(contract.signature()[:16])}… · {md(fmt.describe())}"
+        )
+
+    def _confirmation(self, change: ContractChange | None) -> pn.viewable.Viewable:
+        if change is None:
+            return pn.Column()
+        text = (
+            f"**Apply to every user?** Engine {md(change.contract.engine)}, contract "
+            f"{md(change.signature[:16])}…\n\n{md(change.describe())}"
+        )
+        return pn.Column(
+            pn.pane.Markdown(text, css_classes=["contract-confirm"]),
+            pn.Row(self.confirm_contract_button, self.cancel_contract_button),
         )
 
     def _result_text(self, record: StemRecord | None) -> str:
@@ -144,6 +210,7 @@ class GenerateView(PageState, pn.viewable.Viewer):
             pn.bind(self._contract_summary, *[contract.param[f] for f in CONTRACT_FIELDS]),
             css_classes=["contract-summary"],
         )
+        confirmation = pn.panel(pn.bind(self._confirmation, self.param.pending))
         result = pn.Card(
             pn.pane.Markdown(
                 pn.bind(self._result_text, self.param.record), css_classes=["generate-result"]
@@ -160,6 +227,13 @@ class GenerateView(PageState, pn.viewable.Viewer):
         )
         return pn.Row(
             pn.Column(inputs, result, sizing_mode="stretch_width"),
-            pn.Column("### Voice contract", summary, contract_widgets, width=340),
+            pn.Column(
+                "### Voice contract",
+                summary,
+                contract_widgets,
+                self.apply_contract_button,
+                confirmation,
+                width=340,
+            ),
             sizing_mode="stretch_width",
         )
