@@ -29,7 +29,8 @@ system-deps:  ## Debian packages the tests and benchmarks use (sox: an independe
 test: setup system-deps  ## the whole suite (unit, property, integration)
 	$(PY) -m pytest
 
-test-fast: setup  ## unit tests only, in seconds
+test-fast: setup  ## unit tests only, in seconds (installs sox: its tests fail, not skip, without it)
+	scripts/apt-ensure.sh sox sox
 	$(PY) -m pytest -m "not slow"
 
 HOST ?= 127.0.0.1
@@ -47,6 +48,7 @@ bench: setup system-deps  ## run benchmarks/ and write benchmarks/results/*.json
 	$(PY) benchmarks/bench_assembly.py
 	$(PY) benchmarks/bench_api.py
 	$(PY) benchmarks/bench_dashboard.py
+	$(PY) benchmarks/bench_auth_timing.py
 
 lint: setup  ## ruff check + format check
 	$(VENV)/bin/ruff check .

@@ -1,13 +1,13 @@
 """The HTTP API, proved against the real `hybrid-audio-server` over loopback.
 
 Every claim of the issue gets a test here: each route works; the key rules (401 envelope,
-`/health` open, constant-time compare measured, not just read); the error envelope and
-its statuses; no stack trace reaches a client; body and upload limits (chunked bodies
-too); NDJSON that streams; Range requests; upload validation; job progress and cancel;
-and the refusal to bind a public address without a key. Servers come from
-`tests/api_server.py` (subprocesses with their own base directories). Tests of bugs this
-suite found stay as regression tests; a bug still open is a strict xfail whose reason says
-what is wrong.
+`/health` open; the constant-time compare is pinned in tests/security/test_promises.py and
+measured in benchmarks/bench_auth_timing.py); the error envelope and its statuses; no
+stack trace reaches a client; body and upload limits (chunked bodies too); NDJSON that
+streams; Range requests; upload validation; job progress and cancel; and the refusal to
+bind a public address without a key. Servers come from `tests/api_server.py` (subprocesses
+with their own base directories). Tests of bugs this suite found stay as regression tests;
+a bug still open is a strict xfail whose reason says what is wrong.
 """
 
 # The server fixtures are imported from tests/api_server.py (not a conftest), so pytest sees
@@ -16,12 +16,10 @@ what is wrong.
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import json
 import re
 import socket
-import statistics
 import subprocess
 import tempfile
 import time
@@ -258,7 +256,7 @@ def test_request_log_records_requests_and_never_the_key(
         assert api_server.key not in path.read_text(errors="replace"), path
 
 
-# --- keys_match: behaviour, implementation and timing --------------------------------------
+# --- keys_match: right and wrong keys ---------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -278,74 +276,6 @@ def test_request_log_records_requests_and_never_the_key(
 )
 def test_keys_match(given: str | None, expected: str, result: bool) -> None:
     assert auth.keys_match(given, expected) is result
-
-
-def test_keys_match_goes_through_hmac_compare_digest(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The comparison is delegated to `hmac.compare_digest`, on bytes: once as UTF-8 text,
-    once as the raw header bytes (latin-1), both always."""
-    calls: list[tuple[object, object]] = []
-    real = auth.hmac.compare_digest
-
-    def spy(a: bytes, b: bytes) -> bool:
-        calls.append((a, b))
-        return real(a, b)
-
-    monkeypatch.setattr(auth.hmac, "compare_digest", spy)
-    assert auth.keys_match("clé", "clé") is True
-    assert auth.keys_match(None, "clé") is False
-    assert calls == [
-        ("clé".encode(), "clé".encode()),
-        ("clé".encode("latin-1"), "clé".encode()),
-        (b"", "clé".encode()),
-        (b"", "clé".encode()),
-    ]
-
-
-def first_vs_last_ratio(
-    compare: Callable[[str | None, str], bool], key_length: int = 64 * 1024, pairs: int = 151
-) -> float:
-    """Median time with the last byte wrong ÷ median time with the first byte wrong.
-
-    Measured in-process, where a leak would be largest: over HTTP the nanoseconds an
-    early exit saves on a real key vanish in network jitter. A long key makes an early-exit
-    comparison visible (its cost grows with the common prefix); samples alternate between
-    the two cases so drift hits both alike, and medians ignore scheduler outliers.
-    """
-    expected = "k" * key_length
-    first_wrong = "x" + expected[1:]
-    last_wrong = expected[:-1] + "x"
-    inner = 10
-    samples: dict[str, list[int]] = {"first": [], "last": []}
-
-    def sample(which: str, given: str) -> None:
-        start = time.perf_counter_ns()
-        for _ in range(inner):
-            compare(given, expected)
-        samples[which].append(time.perf_counter_ns() - start)
-
-    gc.disable()
-    try:
-        for i in range(pairs):
-            order = [("first", first_wrong), ("last", last_wrong)]
-            for which, given in order if i % 2 else order[::-1]:
-                sample(which, given)
-    finally:
-        gc.enable()
-    return statistics.median(samples["last"]) / statistics.median(samples["first"])
-
-
-def test_wrong_key_timing_does_not_depend_on_where_it_differs() -> None:
-    """First-byte and last-byte mismatches take the same time (within 10 %)."""
-    assert first_vs_last_ratio(auth.keys_match) == pytest.approx(1.0, abs=0.1)
-
-
-def test_timing_measurement_would_catch_an_early_exit_compare() -> None:
-    """Control: the same measurement on `==` (early exit) sees the difference (≈ 1.5×)."""
-
-    def naive(given: str | None, expected: str) -> bool:
-        return (given or "").encode() == expected.encode()
-
-    assert first_vs_last_ratio(naive) > 1.2
 
 
 # --- every route works ---------------------------------------------------------------------

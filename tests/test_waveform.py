@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -79,17 +77,14 @@ def test_manifest_spans_and_boundaries() -> None:
     assert {150, 200} <= set(env.edges.tolist())
 
 
-def test_ten_minutes_is_bounded_and_fast() -> None:
+def test_ten_minutes_is_bounded() -> None:
+    """The size stays bounded; the time (< 150 ms) is measured in benchmarks/bench_dashboard.py."""
     rng = np.random.default_rng(3)
     frames = 10 * 60 * RATE
     wav = _wav(rng.integers(-32768, 32768, frames, dtype=np.int16))
     boundaries = list(range(0, frames, frames // 40))
-    envelope(wav, 1500, boundaries=boundaries)  # warm up
-    began = time.perf_counter()
     env = envelope(wav, 1500, boundaries=boundaries)
-    elapsed = time.perf_counter() - began
     assert 2 * len(env) <= 2 * (1500 + len(boundaries) + 1)
-    assert elapsed < 0.15
 
 
 def test_empty_and_short_inputs() -> None:
