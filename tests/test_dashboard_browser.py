@@ -31,9 +31,6 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium not installed"),
-    pytest.mark.skipif(
-        not (REPO / "app" / "dashboard.py").is_file(), reason="app/dashboard.py not written"
-    ),
 ]
 
 ARTIFACTS = REPO / "tests" / "artifacts"
