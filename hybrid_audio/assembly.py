@@ -205,7 +205,7 @@ class Assembler(param.Parameterized):
             stem_id = StemId.parse(segment.stem)
             record = generator.cache.lookup(stem_id)
             if record is None and stem_id.kind == "script" and generate_missing:
-                return self._script(stem_id.slug, template)
+                return self._script(str(stem_id), template)
             if record is None:
                 raise AssemblyError(
                     f"template {template!r} segments[{index}]: stem {stem_id} is not in the "

@@ -104,6 +104,23 @@ class StemCache(param.Parameterized):
         Path(self.stems_dir).mkdir(parents=True, exist_ok=True)
         self._db = Database(self.database_path, rows_as_dicts=True)
         self._db.connection()  # creates the schema, fails early on a bad path
+        self._finish_file_moves()
+
+    def _finish_file_moves(self) -> None:
+        """Move the files of stems a migration re-keyed (`migrations.rekey_stems_by_text`).
+
+        Under the write lock, so no other process generates meanwhile: the file first
+        (renamed, or deleted when its row was dropped or the new file already exists), then
+        the record of the move; an interrupted run is finished by the next.
+        """
+        with self._db.write() as db:
+            for row in db.execute("SELECT old_id, new_id FROM stem_file_moves").fetchall():
+                old = self.path_of(row["old_id"])
+                if row["new_id"] and old.exists() and not self.path_of(row["new_id"]).exists():
+                    os.replace(old, self.path_of(row["new_id"]))
+                else:
+                    old.unlink(missing_ok=True)
+                db.execute("DELETE FROM stem_file_moves WHERE old_id = ?", (row["old_id"],))
 
     def _record(self, row: sqlite3.Row) -> StemRecord:
         record = StemRecord(**dict(row))

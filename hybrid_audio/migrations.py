@@ -12,6 +12,8 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from hybrid_audio.stems import StemId
+
 
 @dataclass(frozen=True)
 class Migration:
@@ -68,7 +70,47 @@ CREATE TABLE IF NOT EXISTS rotation_cursors (
 ) WITHOUT ROWID
 """
 
+STEM_FILE_MOVES = """
+CREATE TABLE IF NOT EXISTS stem_file_moves (
+    old_id TEXT PRIMARY KEY,
+    new_id TEXT NOT NULL
+)
+"""
+
+
+def rekey_stems_by_text(db: sqlite3.Connection) -> None:
+    """Give every name and developer stem the id of the text it speaks (issue 9).
+
+    Ids used to be the slug alone, so "Lucía" sat at `stem.name.lucia`; now that id belongs
+    to "Lucia" and "Lucía" has `stem.name.lucia__<hash>`. Rows whose id is unchanged are
+    left alone. A row whose text has a new id is re-keyed and its file's move is recorded
+    in `stem_file_moves` (the stems folder is not known here); `StemCache` makes the moves
+    when it opens, file first, then the record, so an interrupted run is finished by the
+    next. A row whose text no longer makes an id (a control character) is dropped and its
+    file recorded for deletion (empty `new_id`). Script rows are left: their id comes
+    from the script key, which the index does not store. New ids cannot collide: the
+    readable part of a new id is the old slug, and old slugs were unique.
+    """
+    db.execute(STEM_FILE_MOVES)
+    rows = db.execute("SELECT stem_id, kind, text FROM stems WHERE kind != 'script'")
+    for stem_id, kind, text in rows.fetchall():
+        try:
+            new = StemId.for_text(kind, text)
+        except ValueError:
+            db.execute("DELETE FROM stems WHERE stem_id = ?", (stem_id,))
+            db.execute("INSERT OR REPLACE INTO stem_file_moves VALUES (?, '')", (stem_id,))
+            continue
+        if str(new) == stem_id:
+            continue
+        db.execute(
+            "UPDATE stems SET stem_id = ?, path = ? WHERE stem_id = ?",
+            (str(new), f"{new.kind}/{new.filename}", stem_id),
+        )
+        db.execute("INSERT OR REPLACE INTO stem_file_moves VALUES (?, ?)", (stem_id, str(new)))
+
+
 #: Append only. The position (1-based) is the schema version a database reaches.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("stem index and rotation cursors (wave 1)", sql=STEMS_AND_CURSORS),
+    Migration("stem ids from the exact text spoken (issue 9)", function=rekey_stems_by_text),
 )

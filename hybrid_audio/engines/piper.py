@@ -21,6 +21,14 @@ Determinism — the same text, contract and voice file give the same bytes, in a
 - Text is NFC-normalized first: espeak reads a decomposed "José" (e + U+0301) as English
   "Joe's", so the same visible name must reach Piper in one spelling.
 
+Scripts: a voice speaks its language's script (Latin for en_US-joe-medium, see
+`VOICE_SCRIPTS`) plus characters common to all scripts (digits, punctuation, combining
+marks). Anything else — "李" in "李Wei", Cyrillic, Arabic — is refused with
+`InvalidTextError` naming the characters, instead of letting espeak read it as "Chinese
+letter" or drop it, so a stem never holds something other than its text. Invisible format
+characters (bidi overrides, soft hyphens) and private-use or unassigned code points are
+refused for the same reason.
+
 Format: Piper's int16 samples at the voice's native rate (22050 Hz for joe) are the reference
 signal. Native rate + pcm_s16le returns those bytes unchanged. Anything else is that signal as
 floats (int16 / 32768, the convention of `hybrid_audio.codecs`), resampled with soxr 'VHQ'
@@ -46,6 +54,7 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 
 import numpy as np
+import regex
 import soxr
 from piper import PiperVoice, SynthesisConfig
 from piper.config import PhonemeType
@@ -56,7 +65,14 @@ from hybrid_audio.contract import AudioFormat, Encoding, VoiceContract
 from hybrid_audio.engines.base import EngineConfigError, EngineOutputError, InvalidTextError
 from hybrid_audio.wav import write_wav
 
-__all__ = ["RESAMPLE_QUALITY", "InvalidTextError", "LoadedVoice", "PiperEngine", "load_voice"]
+__all__ = [
+    "RESAMPLE_QUALITY",
+    "VOICE_SCRIPTS",
+    "InvalidTextError",
+    "LoadedVoice",
+    "PiperEngine",
+    "load_voice",
+]
 
 #: soxr quality used for every rate conversion (part of how the bytes are made).
 RESAMPLE_QUALITY = "VHQ"
@@ -72,6 +88,37 @@ def _version_of(distribution: str) -> str:
 
 PIPER_VERSION = _version_of("piper-tts")
 
+#: Unicode scripts (besides Common and Inherited) a voice speaks, by the primary subtag of
+#: its espeak language; languages not listed are written in Latin.
+VOICE_SCRIPTS: dict[str, tuple[str, ...]] = {
+    "ar": ("Arabic",),
+    "fa": ("Arabic",),
+    "ur": ("Arabic",),
+    "ru": ("Cyrillic",),
+    "uk": ("Cyrillic",),
+    "bg": ("Cyrillic",),
+    "kk": ("Cyrillic",),
+    "mk": ("Cyrillic",),
+    "sr": ("Cyrillic", "Latin"),
+    "el": ("Greek",),
+    "he": ("Hebrew",),
+    "ka": ("Georgian",),
+    "hy": ("Armenian",),
+    "hi": ("Devanagari",),
+    "ne": ("Devanagari",),
+    "mr": ("Devanagari",),
+    "bn": ("Bengali",),
+    "ml": ("Malayalam",),
+    "te": ("Telugu",),
+    "ta": ("Tamil",),
+    "th": ("Thai",),
+    "zh": ("Han",),
+    "cmn": ("Han",),
+    "yue": ("Han",),
+    "ja": ("Han", "Hiragana", "Katakana"),
+    "ko": ("Hangul",),
+}
+
 
 @dataclass(frozen=True, eq=False)
 class LoadedVoice:
@@ -83,6 +130,16 @@ class LoadedVoice:
     sha256: str
     #: Serializes synthesis for voices whose phonemizer is not thread-safe; else a no-op.
     lock: AbstractContextManager[object] = field(repr=False)
+    #: Matches one character this voice cannot speak (see `VOICE_SCRIPTS`).
+    unspeakable: regex.Pattern[str] = field(repr=False)
+
+    @property
+    def language(self) -> str:
+        return self.voice.config.espeak_voice
+
+    @property
+    def scripts(self) -> tuple[str, ...]:
+        return _voice_scripts(self.language)
 
     @property
     def name(self) -> str:
@@ -159,20 +216,44 @@ def load_voice(path: Path | str) -> LoadedVoice:
                 voice=voice,
                 sha256=_file_sha256(key[0]),
                 lock=nullcontext() if thread_safe else threading.Lock(),
+                unspeakable=_unspeakable_pattern(config.espeak_voice),
             )
             _VOICES[key] = loaded
     return loaded
 
 
-def _check_text(text: str) -> str:
-    """The text as Piper should see it (NFC), or a clear error if it cannot be spoken."""
+def _voice_scripts(language: str) -> tuple[str, ...]:
+    return VOICE_SCRIPTS.get(language.split("-")[0].lower(), ("Latin",))
+
+
+def _unspeakable_pattern(language: str) -> regex.Pattern[str]:
+    """One character outside the scripts of `language` (unassigned and private-use code
+    points have script Unknown), or an invisible format character such as a bidi override."""
+    scripts = (*_voice_scripts(language), "Common", "Inherited")
+    allowed = "".join(rf"\p{{Script={name}}}" for name in scripts)
+    return regex.compile(rf"[^{allowed}\s]|[\p{{Script=Common}}&&\p{{Cf}}]", regex.V1)
+
+
+def _check_text(text: str, voice: LoadedVoice) -> str:
+    """The text as Piper should see it (NFC), or a clear error if `voice` cannot speak it."""
     if not isinstance(text, str):
         raise InvalidTextError(f"text must be a string, not {type(text).__name__}")
     if not text.strip():
         raise InvalidTextError(f"the text is empty or only whitespace ({text!r}); nothing to say")
     if "\x00" in text:
         raise InvalidTextError(f"the text contains a NUL character ({text!r})")
-    return unicodedata.normalize("NFC", text)
+    spoken = unicodedata.normalize("NFC", text)
+    refused = list(dict.fromkeys(voice.unspeakable.findall(spoken)))
+    if refused:
+        shown = ", ".join(
+            f"{c!r} (U+{ord(c):04X} {unicodedata.name(c, 'unnamed')})" for c in refused[:8]
+        )
+        raise InvalidTextError(
+            f"the Piper voice {voice.name} ({voice.language}, {'/'.join(voice.scripts)} "
+            f"script) cannot speak {len(refused)} character(s) of {text!r}: {shown}; remove "
+            "them, or use a voice (or the cartesia engine) for that language"
+        )
+    return spoken
 
 
 class PiperEngine:
@@ -246,9 +327,9 @@ class PiperEngine:
 
     def native_samples(self, text: str, contract: VoiceContract) -> np.ndarray:
         """Piper's own int16 output for `text` at the voice's native rate (sentences joined)."""
-        spoken = _check_text(text)
-        self._check_contract(contract)
         voice = self._voice
+        spoken = _check_text(text, voice)
+        self._check_contract(contract)
         config = SynthesisConfig(
             noise_scale=0.0,
             noise_w_scale=0.0,
