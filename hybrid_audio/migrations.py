@@ -109,8 +109,27 @@ def rekey_stems_by_text(db: sqlite3.Connection) -> None:
         db.execute("INSERT OR REPLACE INTO stem_file_moves VALUES (?, ?)", (stem_id, str(new)))
 
 
+#: Dashboard sessions (sha256 of the random token, never the token) and failed key checks
+#: per client, shared by every server process on this state folder (hybrid_audio.sessions).
+SESSIONS_AND_AUTH_FAILURES = """
+CREATE TABLE IF NOT EXISTS dashboard_sessions (
+    token_sha256 TEXT PRIMARY KEY,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS dashboard_sessions_expiry ON dashboard_sessions(expires_at);
+CREATE TABLE IF NOT EXISTS auth_failures (
+    client TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS auth_failures_client ON auth_failures(client, at)
+"""
+
 #: Append only. The position (1-based) is the schema version a database reaches.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("stem index and rotation cursors (wave 1)", sql=STEMS_AND_CURSORS),
     Migration("stem ids from the exact text spoken (issue 9)", function=rekey_stems_by_text),
+    Migration(
+        "dashboard sessions and failed key checks (issue 9)", sql=SESSIONS_AND_AUTH_FAILURES
+    ),
 )
