@@ -119,8 +119,17 @@ def test_api_never_answers_5xx(case: Any, tiny_server: ApiServer) -> None:
 
 
 def test_jobs_started_by_generated_requests_did_not_crash(tiny_server: ApiServer) -> None:
-    """Bulk routes answer 202 at once; their jobs must end done (or cancelled), not failed."""
+    """Bulk routes answer 202 at once; their jobs must end done (or cancelled), not failed.
+
+    Two bulk jobs of its own, started together, make sure there is something to check when
+    this test runs alone (then no generated request has started a job).
+    """
     client = tiny_server.client()
+    own = [
+        client.post("/cache/bulk_generate", json={}),
+        client.post("/generate/rotational", json={"names": ["Schema Check"]}),
+    ]
+    assert [r.status_code for r in own] == [202, 202], [r.text for r in own]
     deadline = time.monotonic() + 30
     while True:
         jobs = client.get("/jobs").json()
@@ -131,3 +140,5 @@ def test_jobs_started_by_generated_requests_did_not_crash(tiny_server: ApiServer
     # Overlapping jobs used to fail each other here (see test_api.py's
     # test_two_bulk_jobs_at_once_both_finish).
     assert [job for job in jobs if job["state"] == "failed"] == []
+    states = {job["id"]: (job["state"], job["done"], job["total"]) for job in jobs}
+    assert [states.get(r.json()["id"]) for r in own] == [("done", 5, 5), ("done", 1, 1)]
