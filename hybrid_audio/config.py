@@ -73,6 +73,9 @@ class Settings:
     storage_emulator_host: str = ""
     internal_api_key: str = field(default="", repr=False)
     log_max_bytes: int = 10 * 1024 * 1024
+    dashboard_session_seconds: int = 12 * 3600
+    auth_failure_limit: int = 10  # wrong keys/logins per client per window; 0 = no limit
+    auth_failure_window: int = 60
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: fill derived defaults once, here
@@ -130,6 +133,9 @@ class Settings:
             "storage_emulator_host": get("STORAGE_EMULATOR_HOST") or "",
             "internal_api_key": get("INTERNAL_API_KEY") or "",
             "log_max_bytes": get_int("LOG_MAX_BYTES", 10 * 1024 * 1024),
+            "dashboard_session_seconds": get_int("DASHBOARD_SESSION_SECONDS", 12 * 3600),
+            "auth_failure_limit": get_int("AUTH_FAILURE_LIMIT", 10),
+            "auth_failure_window": get_int("AUTH_FAILURE_WINDOW", 60),
         }
         if base := get("HYBRID_AUDIO_BASE_DIR"):
             kwargs["base_dir"] = Path(base)
