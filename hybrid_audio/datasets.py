@@ -1,8 +1,8 @@
 """Names, developers and scripts: loading, deduplication by stem id, and import.
 
-A dataset is a list of texts to speak. Two texts that normalize to the same stem id
-("José" and "Jose") are one stem: the first one wins and the collision is reported, never
-silently merged. Imports accept txt, csv and json, reject malformed files with the line
+A dataset is a list of texts to speak. Two texts with the same stem id ("John" and
+"john", or a name listed twice; see `stems` for the rule) are one stem: the first one wins
+and the collision is reported, never silently merged. Imports accept txt, csv and json, reject malformed files with the line
 number, and replace the dataset file atomically. This module never synthesizes.
 """
 

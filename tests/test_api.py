@@ -88,7 +88,7 @@ PROTECTED = sorted(ROUTES - {("GET", "/health")})
 #: Path parameters that pass validation, so only the key decides the answer.
 PATH_VALUES = {
     "{output_id}": "20250101T000000000000Z_none",
-    "{stem_id}": "stem.name.jose",
+    "{stem_id}": "stem.name.jose__d994e1d001",
     "{job_id}": "0123456789ab",
     "{kind}": "name",
 }
@@ -285,19 +285,21 @@ def test_generate_name_normalizes_and_caches(api: httpx.Client) -> None:
     first = api.post("/generate/name", json={"name": "Renée Zoë"})
     assert first.status_code == 200, first.text
     body = first.json()
-    assert body["normalized"] == "Renée Zoë → stem.name.renee_zoe"
+    assert body["normalized"] == "Renée Zoë → stem.name.renee_zoe__800708eb95"
     stem = body["stem"]
     assert (stem["stem_id"], stem["kind"], stem["text"]) == (
-        "stem.name.renee_zoe",
+        "stem.name.renee_zoe__800708eb95",
         "name",
         "Renée Zoë",
     )
     assert stem["cached"] is False
     assert stem["compatible"] is True
-    again = api.post("/generate/name", json={"name": "Renee Zoe"}).json()["stem"]
-    assert again["cached"] is True
+    again = api.post("/generate/name", json={"name": " renée  Zoë "}).json()["stem"]
+    assert again["cached"] is True  # spacing and a capital initial are the same text
     assert again["sha256"] == stem["sha256"]
     assert again["text"] == "Renée Zoë"  # the first spelling is what was spoken
+    folded = api.post("/generate/name", json={"name": "Renee Zoe"}).json()["stem"]
+    assert (folded["stem_id"], folded["cached"]) == ("stem.name.renee_zoe", False)
 
 
 def test_generate_developer_script_and_combined(api: httpx.Client) -> None:
@@ -356,10 +358,10 @@ def test_outputs_manifest_audio_and_verify(
     assert manifest["inputs"]["name"] == "José"
     assert [s.get("stem_id") for s in manifest["sources"] if s["kind"] == "stem"] == [
         "stem.script.hello",
-        "stem.name.jose",
+        "stem.name.jose__d994e1d001",
         "stem.developer.hilton_ridge_developments",
         "stem.script.offer",
-        "stem.name.jose",
+        "stem.name.jose__d994e1d001",
     ]
     audio = api.get(message["audio_url"])
     assert audio.status_code == 200
@@ -449,18 +451,18 @@ def test_cache_list_filters_and_stem_audio(
     api: httpx.Client, api_server: ApiServer, message: dict[str, Any]
 ) -> None:
     summaries = api.get("/cache/list").json()
-    assert "stem.name.jose" in {s["stem_id"] for s in summaries}
+    assert "stem.name.jose__d994e1d001" in {s["stem_id"] for s in summaries}
     assert set(summaries[0]) == {"stem_id", "kind", "text", "duration", "compatible"}
     names = api.get("/cache/list", params={"kind": "name", "extended": True}).json()
     assert names
     assert {s["kind"] for s in names} == {"name"}
     assert {"sha256", "path", "contract_signature", "sample_rate"} <= set(names[0])
     assert api.get("/cache/list", params={"compatible": False}).json() == []
-    jose = next(s for s in names if s["stem_id"] == "stem.name.jose")
-    audio = api.get("/cache/stems/stem.name.jose/audio")
+    jose = next(s for s in names if s["stem_id"] == "stem.name.jose__d994e1d001")
+    audio = api.get("/cache/stems/stem.name.jose__d994e1d001/audio")
     assert audio.status_code == 200
     assert audio.content == (api_server.base_dir / "stems" / jose["path"]).read_bytes()
-    part = api.get("/cache/stems/stem.name.jose/audio", headers={"Range": "bytes=0-11"})
+    part = api.get("/cache/stems/stem.name.jose__d994e1d001/audio", headers={"Range": "bytes=0-11"})
     assert part.status_code == 206
     assert part.content == audio.content[:12]
 
@@ -494,7 +496,7 @@ def test_external_datasets_are_listed_and_shown(api: httpx.Client) -> None:
     assert pair_size == infos["name"]["count"] * infos["developer"]["count"]
     names = api.get("/external/datasets/name").json()
     assert names["count"] == len(names["items"]) == infos["name"]["count"]
-    assert {"text": "José", "stem_id": "stem.name.jose", "key": None} in names["items"]
+    assert {"text": "José", "stem_id": "stem.name.jose__d994e1d001", "key": None} in names["items"]
     scripts = api.get("/external/datasets/script").json()
     assert {"text": "Hi", "stem_id": "stem.script.hello", "key": "hello"} in scripts["items"]
 
@@ -906,11 +908,11 @@ def test_413_for_an_upload_over_the_body_limit(limited_server: ApiServer) -> Non
 
 
 def test_upload_txt_replaces_the_dataset_and_reports_collisions(scratch: httpx.Client) -> None:
-    response = upload(scratch, "name", "names.txt", "# a comment\nZoë\nZoe\n\nMarek\n")
+    response = upload(scratch, "name", "names.txt", "# a comment\nZoë\nzoë\n\nMarek\n")
     assert response.status_code == 200, response.text
     info = response.json()
     assert info["count"] == 2
-    assert info["collisions"] == ["Zoë / Zoe → stem.name.zoe"]
+    assert info["collisions"] == ["Zoë / zoë → stem.name.zoe__2752b88686"]
     assert info["path"].endswith("common_names.txt")
     items = scratch.get("/external/datasets/name").json()["items"]
     assert [i["text"] for i in items] == ["Zoë", "Marek"]

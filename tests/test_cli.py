@@ -143,22 +143,23 @@ def test_health_through_the_console_script(server: ApiServer, workdir: Path) -> 
 def test_generate_name_shows_normalization_new_then_cached(
     server: ApiServer, workdir: Path
 ) -> None:
-    httpx.post(f"{server.base_url}/cache/invalidate", json={"stem_id": "stem.name.jose"})
+    jose = "stem.name.jose__d994e1d001"
+    httpx.post(f"{server.base_url}/cache/invalidate", json={"stem_id": jose})
     first = ok(run(workdir, server.base_url, "generate", "name", "José"))
-    assert "José → stem.name.jose" in first
+    assert "José → stem.name.jose__d994e1d001" in first
     assert "(new" in first
     second = ok(run(workdir, server.base_url, "generate", "name", "José", "--extended"))
-    assert "José → stem.name.jose" in second
+    assert "José → stem.name.jose__d994e1d001" in second
     assert "(cached" in second
     assert "contract_signature" in second  # --extended shows the whole record
     data = json.loads(ok(run(workdir, server.base_url, "--json", "generate", "name", "José")))
-    assert data["stem"]["stem_id"] == "stem.name.jose"
+    assert data["stem"]["stem_id"] == "stem.name.jose__d994e1d001"
     assert data["stem"]["cached"] is True
 
 
 def test_generate_combined_shows_both_stems(server: ApiServer, workdir: Path) -> None:
     stdout = ok(run(workdir, server.base_url, "generate", "combined", "José", "Hilton"))
-    assert "José → stem.name.jose" in stdout
+    assert "José → stem.name.jose__d994e1d001" in stdout
     assert "Hilton → stem.developer.hilton" in stdout
 
 
@@ -180,7 +181,7 @@ def test_assemble_downloads_a_verified_wav_and_lists_shows_verifies_it(
     assert output_id in ok(run(workdir, server.base_url, "assemble", "outputs"))
 
     shown = ok(run(workdir, server.base_url, "assemble", "show", output_id))
-    assert "stem.name.jose" in shown
+    assert "stem.name.jose__d994e1d001" in shown
     assert "stem.developer.hilton" in shown
     manifest = json.loads(
         ok(run(workdir, server.base_url, "--json", "assemble", "show", output_id))

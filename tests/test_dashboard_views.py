@@ -75,7 +75,7 @@ def test_generate_name_shows_the_stem(workspace: Workspace) -> None:
     view.name_text = "José María"
     view.generate_name_button.clicks += 1
     assert view.record is not None
-    assert view.record.stem_id == "stem.name.jose_maria"
+    assert view.record.stem_id == "stem.name.jose_maria__27151c8967"
     assert view.record.cached is False
     assert "(new)" in view._result_text(view.record)
     assert view.record.sha256 in view._result_text(view.record)

@@ -38,18 +38,15 @@ def test_shipped_datasets_load() -> None:
 
 
 def test_collisions_keep_the_first_and_are_reported() -> None:
-    dataset = parse_dataset("José\nJose\nZoë\nZoé\nAna\n", "name", ".txt")
-    assert dataset.texts() == ["José", "Zoë", "Ana"]
-    assert dataset.collisions == [
-        ("José", "Jose", "stem.name.jose"),
-        ("Zoë", "Zoé", "stem.name.zoe"),
-    ]
+    dataset = parse_dataset("José\nJose\nZoë\nZoé\nJohn\njohn\nAna\n", "name", ".txt")
+    assert dataset.texts() == ["José", "Jose", "Zoë", "Zoé", "John", "Ana"]
+    assert dataset.collisions == [("John", "john", "stem.name.john")]
 
 
 def test_unusable_entries_are_rejected_with_their_line() -> None:
     dataset = parse_dataset("Ana\n😀\n\n# comment\nمحمد\nBob", "name", ".txt")
-    assert dataset.texts() == ["Ana", "Bob"]
-    assert [(line, text) for line, text, _ in dataset.rejected] == [(2, "😀"), (5, "محمد")]
+    assert dataset.texts() == ["Ana", "محمد", "Bob"]  # the engine decides if it can speak it
+    assert [(line, text) for line, text, _ in dataset.rejected] == [(2, "😀")]
 
 
 def test_csv_and_json_forms() -> None:
@@ -84,8 +81,8 @@ def test_import_replaces_the_dataset_atomically(settings: Settings, tmp_path: Pa
     upload = tmp_path / "names.csv"
     upload.write_text("name\nÁlvaro\nAlvaro\nInês\n", encoding="utf-8")
     dataset = import_dataset("name", upload, settings)
-    assert dataset.texts() == ["Álvaro", "Inês"]
-    assert load_dataset("name", settings).texts() == ["Álvaro", "Inês"]
+    assert dataset.texts() == ["Álvaro", "Alvaro", "Inês"]  # two names, two stems
+    assert load_dataset("name", settings).texts() == ["Álvaro", "Alvaro", "Inês"]
 
 
 def test_import_scripts_from_json(settings: Settings, tmp_path: Path) -> None:
@@ -120,4 +117,4 @@ def test_missing_dataset_file_is_a_clear_error(settings: Settings) -> None:
 def test_texts_given_directly_have_no_file_syntax() -> None:
     dataset = dataset_from_texts("developer", ["#1 Homes", "Smith, Jones & Co", " ", "#1 homes"])
     assert dataset.texts() == ["#1 Homes", "Smith, Jones & Co"]
-    assert dataset.collisions == [("#1 Homes", "#1 homes", "stem.developer.1_homes")]
+    assert dataset.collisions == [("#1 Homes", "#1 homes", "stem.developer.1_homes__4d797f32c8")]
