@@ -2,24 +2,44 @@
 
 The comparison is `hmac.compare_digest` on bytes, whose time does not depend on where the
 first differing byte is, so the key cannot be guessed byte by byte from response times.
+A client that sends wrong keys too often is refused for a while (429 with Retry-After; the
+count is in the state database, shared by every server process, see
+`hybrid_audio.sessions.FailureLimiter`) — even with the right key, or the refusal itself
+would tell a guesser when it found the key.
+
+Browsers use the dashboard's session cookie instead (an `<audio>` cannot send a header).
+A state-changing request authorised by that cookie must show that it comes from this
+server's own page (`origin.from_own_page`): a page on another port of the same host gets
+the SameSite=Strict cookie too, and must not be able to change anything with it.
 """
 
 from __future__ import annotations
 
 import hmac
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Request
 from fastapi.security import APIKeyHeader
 
 from hybrid_audio.api.errors import ApiError
+from hybrid_audio.api.origin import SAFE_METHODS, from_own_page
 from hybrid_audio.api.services import Shared
-from hybrid_audio.api.session import COOKIE, session_token
+from hybrid_audio.api.session import session_token
+from hybrid_audio.sessions import FailureLimiter, SessionStore
 
 HEADER = "X-Internal-API-Key"
 _scheme = APIKeyHeader(
     name=HEADER, auto_error=False, description="Required when the server has a key."
 )
+
+
+@dataclass(frozen=True)
+class Access:
+    """The shared session store and failure counter (`app.state.access`)."""
+
+    sessions: SessionStore
+    limiter: FailureLimiter
 
 
 def keys_match(given: str | None, expected: str) -> bool:
@@ -39,18 +59,39 @@ def keys_match(given: str | None, expected: str) -> bool:
     return as_text | as_header
 
 
+def too_many_failures(wait: int) -> HTTPException:
+    """The 429 a client gets after too many wrong keys."""
+    return HTTPException(
+        429,
+        f"too many wrong {HEADER} values from this address; try again in {wait} s",
+        headers={"Retry-After": str(wait)},
+    )
+
+
 def require_key(
     request: Request, given: Annotated[str | None, Depends(_scheme)], shared: Shared
 ) -> None:
-    """Dependency of every protected router: the header, or the dashboard's session cookie
-    (so the dashboard's audio players can load `/…/audio` by URL behind a key)."""
+    """Dependency of every protected router: the header, or a dashboard session."""
     expected = shared.settings.internal_api_key
-    if not expected or keys_match(given, expected):
+    if not expected:
         return
-    session = request.cookies.get(COOKIE)
-    if session is not None and hmac.compare_digest(
-        session.encode(), session_token(expected).encode()
-    ):
+    access: Access = request.app.state.access
+    if given:
+        client = request.client.host if request.client else ""
+        if wait := access.limiter.retry_after(client):
+            raise too_many_failures(wait)
+        if keys_match(given, expected):
+            return
+        if wait := access.limiter.record(client):
+            raise too_many_failures(wait)
+        raise ApiError(401, f"wrong {HEADER} header", "unauthorized")
+    if access.sessions.valid(session_token(request.scope)):
+        if request.method not in SAFE_METHODS and not from_own_page(request.scope):
+            raise ApiError(
+                403,
+                "a change authorised by the dashboard session must come from this server's "
+                f"own pages; other clients send {HEADER}",
+                "cross_origin_refused",
+            )
         return
-    reason = "missing" if not given else "wrong"
-    raise ApiError(401, f"{reason} {HEADER} header", "unauthorized")
+    raise ApiError(401, f"missing {HEADER} header", "unauthorized")

@@ -7,6 +7,7 @@ status and milliseconds — never headers, so no key can reach it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -20,7 +21,7 @@ from hybrid_audio.logs import JsonlLog
 log = logging.getLogger("hybrid_audio.api")
 
 
-async def _send_json(send: Send, status: int, document: dict, headers: list | None = None) -> None:
+async def send_json(send: Send, status: int, document: dict, headers: list | None = None) -> None:
     body = json.dumps(document, ensure_ascii=False).encode()
     await send(
         {
@@ -61,7 +62,7 @@ class BodyLimit:
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and declared.isdigit():
             if int(declared) > self.max_bytes:
-                await _send_json(send, 413, self._refusal())
+                await send_json(send, 413, self._refusal())
                 return
             await self._counted(scope, receive, send)
             return
@@ -73,7 +74,7 @@ class BodyLimit:
             body += message.get("body", b"")
             more = message.get("more_body", False)
             if len(body) > self.max_bytes:
-                await _send_json(send, 413, self._refusal())
+                await send_json(send, 413, self._refusal())
                 return
         replayed = False
 
@@ -106,9 +107,62 @@ class BodyLimit:
             if not too_large:
                 await send(message)
             elif message["type"] == "http.response.start":
-                await _send_json(send, 413, self._refusal())
+                await send_json(send, 413, self._refusal())
 
         await self.app(scope, counting_receive, replacing_send)
+
+
+class ReadTimeout:
+    """Answer 408 to a request whose body stops arriving for `seconds`.
+
+    uvicorn bounds idle connections and slow headers (see `server.py`), but once the headers
+    are in, the app waits for the body as long as the client likes; a client trickling a
+    body (or sending none after declaring one) would hold a worker thread forever. Each
+    wait for the next body part is bounded; after the last part (`more_body` false) reads
+    pass through untouched, so a streamed response can still wait for the disconnect.
+    """
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        body_done, started, timed_out = False, False, False
+
+        async def bounded_receive() -> Message:
+            nonlocal body_done, started, timed_out
+            if body_done:
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.seconds)
+            except TimeoutError:
+                timed_out = True
+                if not started:
+                    started = True
+                    text = f"the request body did not arrive within {self.seconds:g} s"
+                    await send_json(
+                        send,
+                        408,
+                        envelope_body("request_timeout", text),
+                        [(b"connection", b"close")],
+                    )
+                return {"type": "http.disconnect"}  # the app stops as if the client left
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_done = True
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if timed_out:
+                return  # answered with 408 already
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        await self.app(scope, bounded_receive, tracking_send)
 
 
 class EnvelopeErrors:
@@ -147,7 +201,7 @@ class EnvelopeErrors:
                 status = held["status"]
                 text = message.get("body", b"").decode(errors="replace").strip()
                 keep = [(k, v) for k, v in held.get("headers", []) if k == b"content-range"]
-                await _send_json(
+                await send_json(
                     send, status, envelope_body(code_for(status), text or "error"), keep
                 )
                 held = None
@@ -160,7 +214,7 @@ class EnvelopeErrors:
             incident = uuid.uuid4().hex[:12]
             log.exception("unhandled error %s on %s %s", incident, scope["method"], scope["path"])
             if not started:
-                await _send_json(
+                await send_json(
                     send,
                     500,
                     envelope_body("internal_error", f"internal error (incident {incident})"),

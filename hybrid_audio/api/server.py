@@ -1,19 +1,83 @@
-"""`hybrid-audio-server`: run the API with uvicorn, refusing unsafe binds.
+"""`hybrid-audio-server`: run the API with uvicorn, refusing unsafe binds and slow clients.
 
 Without INTERNAL_API_KEY the server only binds a loopback address; anything else needs a
 key or an explicit `--insecure`.
+
+Slow clients cannot hold connections: an idle keep-alive connection is closed after
+`--keep-alive` seconds (uvicorn), a request's headers must be complete within
+`--header-timeout` seconds of their first byte (or of connecting) whatever the client
+trickles in meanwhile (`BoundedHeadersProtocol`; uvicorn has no such bound), headers are
+limited to 16 KiB, and each part of a body must arrive within `--body-timeout` seconds
+(`middleware.ReadTimeout`, 408).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import ipaddress
+import socket
 import sys
+from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
-from hybrid_audio.api.app import create_app
+from hybrid_audio.api.app import BODY_READ_TIMEOUT, create_app
 from hybrid_audio.config import Settings, SettingsError
+
+#: Seconds a client may take to send a request's headers.
+HEADER_TIMEOUT = 10.0
+
+
+class BoundedHeadersProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
+    """uvicorn's HTTP protocol with a deadline for each request's headers.
+
+    uvicorn cancels its keep-alive timer on any byte received and sets no other timer
+    until the headers are complete, so a client sending a header byte now and then
+    (slowloris) would keep the connection forever. Here a deadline starts when the
+    connection opens, or when the first byte of a next request arrives, and is not moved
+    by further bytes; when the headers are complete (uvicorn then starts a request cycle)
+    it is cancelled. A connection whose headers miss it is closed.
+    """
+
+    header_timeout: float = HEADER_TIMEOUT
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_deadline: asyncio.TimerHandle | None = None
+
+    def _in_request(self) -> bool:
+        return self.cycle is not None and not self.cycle.response_complete
+
+    def _arm_header_deadline(self) -> None:
+        if self._header_deadline is None:
+            self._header_deadline = self.loop.call_later(self.header_timeout, self._headers_late)
+
+    def _cancel_header_deadline(self) -> None:
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
+            self._header_deadline = None
+
+    def _headers_late(self) -> None:
+        self._header_deadline = None
+        if not self._in_request() and not self.transport.is_closing():
+            self.transport.close()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_header_deadline()
+
+    def data_received(self, data: bytes) -> None:
+        if not self._in_request():
+            self._arm_header_deadline()
+        super().data_received(data)
+        if self._in_request():
+            self._cancel_header_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_header_deadline()
+        super().connection_lost(exc)
 
 
 def is_loopback(host: str) -> bool:
@@ -39,6 +103,25 @@ def main(argv: list[str] | None = None) -> int:
         help="allow a non-loopback bind without INTERNAL_API_KEY (not recommended)",
     )
     parser.add_argument("--log-level", default="warning", help="uvicorn log level")
+    parser.add_argument(
+        "--header-timeout",
+        type=float,
+        default=HEADER_TIMEOUT,
+        help=f"seconds a client may take to send its headers (default {HEADER_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--body-timeout",
+        type=float,
+        default=BODY_READ_TIMEOUT,
+        help="seconds to wait for each part of a request body before answering 408 "
+        f"(default {BODY_READ_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--keep-alive",
+        type=float,
+        default=5.0,
+        help="seconds an idle keep-alive connection stays open (default 5)",
+    )
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -52,14 +135,34 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    uvicorn.run(
-        create_app(settings),
+    config = uvicorn.Config(
+        create_app(settings, body_timeout=args.body_timeout),
         host=args.host,
         port=args.port,
         log_level=args.log_level,
+        http=type("Bounded", (BoundedHeadersProtocol,), {"header_timeout": args.header_timeout}),
+        timeout_keep_alive=args.keep_alive,
+        h11_max_incomplete_event_size=16 * 1024,
         timeout_graceful_shutdown=5,
     )
+    uvicorn.Server(config).run(sockets=[listening_socket(config)])
     return 0
+
+
+#: Unsent bytes the kernel keeps per connection (TCP_NOTSENT_LOWAT). Without it the send
+#: buffer grows to megabytes for a reader that stopped reading, and an NDJSON stream would
+#: run thousands of rotation positions ahead of its reader; bulk downloads are not slowed
+#: (bytes in flight are not counted).
+SEND_LOWAT_BYTES = 16 * 1024
+
+
+def listening_socket(config: uvicorn.Config) -> socket.socket:
+    """uvicorn's socket for `config`, with `SEND_LOWAT_BYTES` (accepted connections inherit it)."""
+    listener = config.bind_socket()
+    lowat = getattr(socket, "TCP_NOTSENT_LOWAT", None)  # Linux and macOS
+    if lowat is not None:
+        listener.setsockopt(socket.IPPROTO_TCP, lowat, SEND_LOWAT_BYTES)
+    return listener
 
 
 if __name__ == "__main__":
