@@ -36,6 +36,7 @@ Hooks for browser tests (stable names and CSS classes):
   (`.rotation-next-<stream>`), "Refresh" (`.rotation-refresh`); last step
   `.rotation-last`; upcoming pairs Tabulator `.upcoming-pairs`.
 - Storage: `.storage-status` ("GCS mode is not configured").
+- Behind INTERNAL_API_KEY: a "Sign out" button (`.sign-out`) posts to /dashboard/logout.
 - Errors appear as Panel notifications (`.notyf__toast--error`), never as tracebacks.
 - Data (names, texts, ids, error messages) is shown as text, never as HTML or Markdown
   (`app.views.common.md`, escaped notifications).
@@ -64,6 +65,13 @@ from hybrid_audio.workspace import Workspace  # noqa: E402
 # Resources are served by the Panel/Bokeh server itself (never a CDN: machines are offline).
 pn.extension("tabulator", notifications=True, inline=False)
 pn.config.notifications = True
+
+
+#: Ends the session (`POST /dashboard/logout`, from this page: the gate checks the origin).
+_SIGN_OUT = (
+    '<form method="post" action="/dashboard/logout">'
+    '<button type="submit" class="logout">Sign out</button></form>'
+)
 
 
 def _api_workspace() -> Workspace | None:
@@ -99,7 +107,15 @@ def create_dashboard(
         f"{md(workspace.settings.base_dir)}",
         css_classes=["dashboard-header"],
     )
-    return pn.Column(header, tabs, sizing_mode="stretch_width", css_classes=["dashboard"])
+    top = [header]
+    if audio_urls and workspace.settings.internal_api_key:  # behind the API's login gate
+        top.append(pn.pane.HTML(_SIGN_OUT, css_classes=["sign-out"], width=120))
+    return pn.Column(
+        pn.Row(*top, sizing_mode="stretch_width"),
+        tabs,
+        sizing_mode="stretch_width",
+        css_classes=["dashboard"],
+    )
 
 
 if __name__.startswith("bokeh"):

@@ -65,7 +65,13 @@ SERVER_VARS = (
     "STORAGE_EMULATOR_HOST",
     "INTERNAL_API_KEY",
     "LOG_MAX_BYTES",
+    "DASHBOARD_SESSION_SECONDS",
+    "AUTH_FAILURE_LIMIT",
+    "AUTH_FAILURE_WINDOW",
 )
+#: The shared servers' key tests send dozens of wrong keys from one address on purpose;
+#: the failure limit has its own tests (tests/security/test_api_access.py).
+NO_FAILURE_LIMIT = {"AUTH_FAILURE_LIMIT": "0"}
 #: Dataset files small enough that "the whole dataset" is a handful of stems.
 TINY_DATASETS = {
     "common_names.txt": "Ann\nBob\nCid\n",
@@ -202,7 +208,9 @@ def _module_server(
 @pytest.fixture(scope="module")
 def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     """The server with the repository's datasets and a key."""
-    yield from _module_server(tmp_path_factory, "api", key=secrets.token_urlsafe(24))
+    yield from _module_server(
+        tmp_path_factory, "api", key=secrets.token_urlsafe(24), env=NO_FAILURE_LIMIT
+    )
 
 
 @pytest.fixture(scope="module")
