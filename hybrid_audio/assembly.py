@@ -8,13 +8,29 @@ beside it, then re-reads the written file and verifies it byte by byte against t
 the verdict goes into the manifest. Files are written to a temporary name, fsynced and
 hard-linked into place, which fails rather than overwrites: two assemblies in the same
 microsecond get `_2`, `_3`… suffixes instead of clobbering each other.
+
+Nothing is trusted that the disk no longer says. A parsed stem is kept in memory only
+while its file's identity (device, inode, size, mtime_ns, ctime_ns) is unchanged, so a
+stem rewritten in place or replaced is read again — and refused (`CorruptStemError`, a
+409) when its samples no longer match the index; the proof re-reads every stem the same
+way after the output is written, so `verified` means "matches the files as they are".
+An output WAV exists only with its manifest: on any failure before the manifest is written
+the WAV is removed, and `recover_outputs()` (run when an Assembler starts) removes what a
+crash left: temp files of dead writers, and WAVs without a manifest. Such a WAV is removed,
+not completed — its merge record (segment offsets, source hashes) died with the process,
+and assembling the message again is exact and cheap.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import re
+import stat
+import threading
+import time
 from collections import OrderedDict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +42,7 @@ from pydantic import BaseModel
 from hybrid_audio.bitmerge import (
     Manifest,
     MergeError,
+    MergeResult,
     Part,
     Silence,
     VerifyReport,
@@ -34,7 +51,16 @@ from hybrid_audio.bitmerge import (
 )
 from hybrid_audio.cache import StemRecord
 from hybrid_audio.datasets import load_dataset
-from hybrid_audio.files import atomic_write, write_temp
+from hybrid_audio.files import (
+    TEMP_SUFFIX,
+    StorageError,
+    atomic_write,
+    discard,
+    read_inside,
+    storage_errors,
+    write_temp,
+    writer_is_gone,
+)
 from hybrid_audio.generation import Generator
 from hybrid_audio.stems import StemId, normalize
 from hybrid_audio.templates import (
@@ -45,15 +71,23 @@ from hybrid_audio.templates import (
     load_template,
     template_path,
 )
-from hybrid_audio.wav import Wav, read_wav
+from hybrid_audio.wav import Wav
 
 _OUTPUT_ID = re.compile(r"\d{8}T\d{12}Z_[a-z0-9_]+")
 #: Stems kept parsed in memory (with their sha256): a campaign reuses the same few stems.
 _STEM_MEMORY = 512
+#: A file changed less than this long ago may change again within the same timestamp tick
+#: (file systems stamp with a coarse clock), so its parsed copy is not kept ("racy git").
+_SETTLED_NS = 2_000_000_000
+log = logging.getLogger(__name__)
 
 
 class AssemblyError(ValueError):
     """The message cannot be assembled as asked (missing input, unknown stem…)."""
+
+
+class CorruptOutputError(ValueError):
+    """An output's WAV no longer holds the bytes its manifest recorded."""
 
 
 class OutputSummary(BaseModel):
@@ -90,8 +124,11 @@ class Assembler(param.Parameterized):
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        self._stems: OrderedDict[tuple[str, str], Wav] = OrderedDict()
+        # (stem id, index sha256) → (file identity when read, parsed audio)
+        self._stems: OrderedDict[tuple[str, str], tuple[tuple[int, ...], Wav]] = OrderedDict()
+        self._stems_lock = threading.Lock()
         self._templates: dict[str, tuple[tuple, Template]] = {}  # name → (file stamps, it)
+        self.recover_outputs()
 
     @property
     def settings(self):
@@ -136,16 +173,19 @@ class Assembler(param.Parameterized):
         missing = sorted(slot for slot in tpl.slots if not (inputs[slot] or "").strip())
         if missing:
             raise AssemblyError(f"template {tpl.name!r} needs: {', '.join(missing)}")
-        parts, sources = [], []
+        parts: list[Part | Silence] = []
+        sources: list[dict[str, Any]] = []
+        records: list[StemRecord | None] = []  # per part: the stem, or None for silence
         for index, segment in enumerate(tpl.segments):
             if isinstance(segment, SilenceSegment):
                 parts.append(Silence(ms=segment.silence_ms))
                 sources.append({"kind": "silence", "ms": segment.silence_ms})
+                records.append(None)
                 continue
             record = self._stem_for(segment, inputs, generate_missing, tpl.name, index)
-            wav = self._checked_wav(record)
-            parts.append(Part(wav, record.stem_id))
+            parts.append(Part(self._checked_wav(record), record.stem_id))
             sources.append({"kind": "stem", "stem_id": record.stem_id, "path": record.path})
+            records.append(record)
         join = mode or tpl.join
         try:
             merged = bitmerge_semantic(
@@ -158,8 +198,36 @@ class Assembler(param.Parameterized):
             )
         except MergeError as error:
             raise AssemblyError(f"template {tpl.name!r}: {error}") from None
-        output_id, wav_path = self._write_new(tpl.name, inputs, merged.wav)
-        report = verify(wav_path, merged.manifest, parts)  # from disk, as a reader would
+        base = "_".join([utc_stamp(), normalize(tpl.name), _slug(name), _slug(developer)])
+        tmp = write_temp(self.output_dir / f"{base}.wav", merged.wav)
+        try:  # the temp name stays linked until the manifest exists (see recover_outputs)
+            output_id, wav_path = self._link_new(base, tmp)
+            try:
+                # The proof uses the stems as they are on disk now, not the copies merged.
+                on_disk = [
+                    Part(self._checked_wav(r), r.stem_id) if r is not None else part
+                    for part, r in zip(parts, records, strict=True)
+                ]
+                return self._finish(tpl, inputs, output_id, wav_path, merged, sources, on_disk)
+            except BaseException:
+                discard(wav_path)  # no output without its manifest
+                raise
+        finally:
+            discard(tmp)
+
+    def _finish(
+        self,
+        tpl: Template,
+        inputs: dict[str, str | None],
+        output_id: str,
+        wav_path: Path,
+        merged: MergeResult,
+        sources: list[dict[str, Any]],
+        on_disk: list[Part | Silence],
+    ) -> AssemblyResult:
+        """Prove the written output against the stems as read from disk; write the manifest."""
+        written, _ = read_inside(self.output_dir, wav_path.name)
+        report = verify(written, merged.manifest, on_disk)
         created = datetime.now(UTC).isoformat(timespec="microseconds")
         document = {
             "id": output_id,
@@ -239,20 +307,34 @@ class Assembler(param.Parameterized):
         return record
 
     def _checked_wav(self, record: StemRecord) -> Wav:
-        """The stem's audio, parsed strictly, in the contract's format, unchanged on disk."""
+        """The stem's audio as its file holds it now, proven against the index row.
+
+        The parsed copy kept in memory is used only while the file's identity is the one
+        it was read with; otherwise the file is read again (through `StemCache.read`, which
+        refuses links and raises `CorruptStemError` when the samples differ).
+        """
         key = (record.stem_id, record.sha256)
-        wav = self._stems.get(key)
-        if wav is None:
-            wav = read_wav(Path(self.settings.stems_dir) / record.path)
-            if wav.sha256 != record.sha256:
-                raise AssemblyError(
-                    f"{record.stem_id}: the file's samples no longer match the index "
-                    "(sha256 differs); run cache verify and regenerate it"
-                )
-            self._stems[key] = wav
-            if len(self._stems) > _STEM_MEMORY:
-                self._stems.popitem(last=False)
-        self._stems.move_to_end(key)
+        path = Path(self.settings.stems_dir) / record.path
+        with self._stems_lock:
+            kept = self._stems.get(key)
+        try:
+            unchanged = kept is not None and _identity(os.lstat(path)) == kept[0]
+        except FileNotFoundError:
+            unchanged = False
+        if unchanged:
+            assert kept is not None
+            wav = kept[1]
+        else:
+            started = time.time_ns()
+            stored = self.generator.cache.read(record)
+            wav = stored.wav
+            settled = max(stored.stat.st_mtime_ns, stored.stat.st_ctime_ns) + _SETTLED_NS
+            with self._stems_lock:
+                self._stems.pop(key, None)
+                if settled < started:
+                    self._stems[key] = (_identity(stored.stat), wav)
+                    if len(self._stems) > _STEM_MEMORY:
+                        self._stems.popitem(last=False)
         if wav.format != self.generator.contract.audio_format:
             raise AssemblyError(
                 f"{record.stem_id} is {wav.format.describe()}, the contract wants "
@@ -260,16 +342,9 @@ class Assembler(param.Parameterized):
             )
         return wav
 
-    def _write_new(
-        self, template: str, inputs: dict[str, str | None], data: bytes
-    ) -> tuple[str, Path]:
-        """Write the output under a fresh id; never overwrite another output."""
-        stamp = utc_stamp()
-        slugs = [_slug(inputs["name"]), _slug(inputs["developer"])]
-        base = "_".join([stamp, normalize(template), *slugs])
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        tmp = write_temp(self.output_dir / f"{base}.wav", data)
-        try:
+    def _link_new(self, base: str, tmp: Path) -> tuple[str, Path]:
+        """Link the written temp file under a fresh id; never overwrite another output."""
+        with storage_errors(self.output_dir):
             for attempt in range(1, 1000):
                 output_id = base if attempt == 1 else f"{base}_{attempt}"
                 path = self.output_dir / f"{output_id}.wav"
@@ -278,9 +353,37 @@ class Assembler(param.Parameterized):
                 except FileExistsError:
                     continue
                 return output_id, path
-            raise AssemblyError(f"could not find a free output name for {base}")
-        finally:
-            tmp.unlink(missing_ok=True)
+        raise AssemblyError(f"could not find a free output name for {base}")
+
+    def recover_outputs(self) -> int:
+        """Remove what a crash left in the output folder; returns how many files.
+
+        Temp files whose writer is gone are deleted; so is an output WAV without its
+        manifest once no temp name links to it any more (while an assembly runs, its temp
+        file keeps a second link, `st_nlink` 2, so a live writer's output is left alone).
+        Removed rather than completed: see the module docstring. A folder that cannot be
+        written is left as it is (logged).
+        """
+        folder = self.output_dir
+        if not folder.is_dir():
+            return 0
+        leftovers = [p for p in folder.glob(f".*{TEMP_SUFFIX}") if writer_is_gone(p)]
+        removed = 0
+        try:
+            with storage_errors(folder):
+                for path in leftovers:
+                    path.unlink(missing_ok=True)
+                    removed += 1
+                for wav in folder.glob("*.wav"):
+                    if not _OUTPUT_ID.fullmatch(wav.stem) or wav.with_suffix(".json").exists():
+                        continue
+                    info = os.lstat(wav)
+                    if stat.S_ISREG(info.st_mode) and info.st_nlink == 1:
+                        wav.unlink(missing_ok=True)
+                        removed += 1
+        except (StorageError, FileNotFoundError) as error:
+            log.warning("output folder not fully recovered: %s", error)
+        return removed
 
     # --- reading back -------------------------------------------------------------------
 
@@ -291,35 +394,71 @@ class Assembler(param.Parameterized):
             if not _OUTPUT_ID.fullmatch(path.stem):
                 continue
             try:
-                summaries.append(_summary(json.loads(path.read_bytes())))
-            except (ValueError, KeyError):
-                continue  # a foreign or broken file is not an output
+                summaries.append(_summary(json.loads(read_inside(self.output_dir, path.name)[0])))
+            except (ValueError, KeyError, OSError):
+                continue  # a foreign, broken or linked file is not an output
         return summaries
 
     def load_output(self, output_id: str) -> dict[str, Any]:
-        """The manifest document of one output."""
-        return json.loads(self._manifest_path(output_id).read_bytes())
+        """The manifest document of one output (a symbolic link is refused, not followed)."""
+        try:
+            data, _ = read_inside(self.output_dir, self._manifest_path(output_id).name)
+        except FileNotFoundError:
+            raise KeyError(f"no output {output_id!r}") from None
+        return json.loads(data)
 
-    def output_path(self, output_id: str) -> Path:
-        return self._manifest_path(output_id).with_suffix(".wav")
+    def read_output(self, output_id: str) -> tuple[bytes, os.stat_result]:
+        """The output's WAV bytes, proven to be what its manifest recorded.
+
+        Read through one descriptor that refuses links (`files.read_inside`); bytes that
+        differ from the manifest's sha256 raise `CorruptOutputError`.
+        """
+        document = self.load_output(output_id)
+        try:
+            data, info = read_inside(self.output_dir, f"{output_id}.wav")
+        except FileNotFoundError:
+            raise KeyError(f"output {output_id!r} has no audio file") from None
+        if hashlib.sha256(data).hexdigest() != document["output"]["sha256"]:
+            raise CorruptOutputError(
+                f"output {output_id}: the WAV file differs from the sha256 its manifest "
+                "recorded (it was changed on disk); assemble the message again"
+            )
+        return data, info
 
     def verify_output(self, output_id: str) -> VerifyReport:
-        """Re-verify an output from disk against the stems it was made from."""
+        """Re-verify an output from disk against the stems it was made from.
+
+        Files are read through `files.read_inside` (a symbolic link is refused); a missing
+        stem file is reported in the proof, not raised.
+        """
         document = self.load_output(output_id)
         stems = Path(self.settings.stems_dir)
         parts: list[Part | Silence] = [
-            Part(stems / s["path"], s["stem_id"]) if s["kind"] == "stem" else Silence(ms=s["ms"])
+            Part(_bytes_or_path(stems, s["path"]), s["stem_id"])
+            if s["kind"] == "stem"
+            else Silence(ms=s["ms"])
             for s in document["sources"]
         ]
-        return verify(self.output_path(output_id), Manifest(**document["merge"]), parts)
+        written = _bytes_or_path(self.output_dir, f"{output_id}.wav")
+        return verify(written, Manifest(**document["merge"]), parts)
 
     def _manifest_path(self, output_id: str) -> Path:
         if not isinstance(output_id, str) or not _OUTPUT_ID.fullmatch(output_id):
             raise AssemblyError(f"{output_id!r} is not an output id")
-        path = self.output_dir / f"{output_id}.json"
-        if not path.exists():
-            raise KeyError(f"no output {output_id!r}")
-        return path
+        return self.output_dir / f"{output_id}.json"
+
+
+def _identity(info: os.stat_result) -> tuple[int, ...]:
+    """What changes when a file is replaced or rewritten, even at the same size."""
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
+def _bytes_or_path(folder: Path, relative: str) -> bytes | Path:
+    """The file's bytes (links refused); its path when missing, for `verify` to report."""
+    try:
+        return read_inside(folder, relative)[0]
+    except FileNotFoundError:
+        return folder / relative
 
 
 def utc_stamp() -> str:

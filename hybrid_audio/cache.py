@@ -12,8 +12,12 @@ Each id has one current stem: regenerating under a new contract replaces file an
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
+import stat
+import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,9 +26,29 @@ from pydantic import BaseModel, computed_field
 
 from hybrid_audio.contract import VoiceContract
 from hybrid_audio.database import Database
-from hybrid_audio.files import TEMP_SUFFIX, atomic_write, writer_is_gone
+from hybrid_audio.files import (
+    TEMP_SUFFIX,
+    StorageError,
+    atomic_write,
+    discard,
+    read_inside,
+    storage_errors,
+    writer_is_gone,
+)
 from hybrid_audio.stems import KINDS, StemId, stem_path
 from hybrid_audio.wav import Wav, WavError, read_wav, write_wav
+
+log = logging.getLogger(__name__)
+#: Suffix of a stem file moved aside by `invalidate()` until its row is gone.
+ASIDE_SUFFIX = ".aside"
+
+
+class CorruptStemError(ValueError):
+    """A stem's file is missing or no longer holds the samples its index row recorded."""
+
+    def __init__(self, message: str, *, samples_differ: bool = False) -> None:
+        super().__init__(message)
+        self.samples_differ = samples_differ  # parses, but other samples than recorded
 
 
 class StemRecord(BaseModel):
@@ -82,6 +106,16 @@ class CacheReport(BaseModel):
         )
 
 
+@dataclass(frozen=True)
+class StoredStem:
+    """A stem's file as read from disk, proven to hold the samples its row recorded."""
+
+    record: StemRecord
+    data: bytes  # the whole file
+    wav: Wav
+    stat: os.stat_result  # of the descriptor the bytes came through
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
@@ -105,6 +139,7 @@ class StemCache(param.Parameterized):
         self._db = Database(self.database_path, rows_as_dicts=True)
         self._db.connection()  # creates the schema, fails early on a bad path
         self._finish_file_moves()
+        self.sweep_temp_files()  # leftovers of a crash, before anything trusts the folder
 
     def _finish_file_moves(self) -> None:
         """Move the files of stems a migration re-keyed (`migrations.rekey_stems_by_text`).
@@ -142,20 +177,52 @@ class StemCache(param.Parameterized):
         return self._record(row) if row else None
 
     def lookup(self, stem_id: StemId | str) -> StemRecord | None:
-        """A usable stem: indexed, compatible with the active contract, file present."""
+        """A usable stem: indexed, compatible with the active contract, and its file a
+        regular file (never a symbolic link) of the recorded size. This is the cheap check;
+        the samples themselves are proven whenever the stem is read (`read`)."""
         record = self.get(stem_id)
         if record is None or not record.compatible:
             return None
         try:
-            if os.stat(Path(self.stems_dir) / record.path).st_size != record.size:
-                return None
+            info = os.lstat(Path(self.stems_dir) / record.path)
         except FileNotFoundError:
+            return None
+        if not stat.S_ISREG(info.st_mode) or info.st_size != record.size:
             return None
         return record
 
+    def read(self, record: StemRecord) -> StoredStem:
+        """The stem's file as it is on disk now, proven against its index row.
+
+        Raises `CorruptStemError` when the file is missing, no longer parses, or holds
+        other samples than the recorded sha256, and `files.UnsafeFileError` when it is a
+        symbolic link or not a regular file of the stems folder.
+        """
+        fix = "invalidate the stem and generate it again (cache verify lists all such stems)"
+        try:
+            data, info = read_inside(Path(self.stems_dir), record.path)
+        except FileNotFoundError:
+            raise CorruptStemError(f"{record.stem_id}: its file is missing; {fix}") from None
+        try:
+            wav = read_wav(data)
+        except WavError as error:
+            raise CorruptStemError(
+                f"{record.stem_id}: its file is not valid WAV any more ({error.detail}); {fix}"
+            ) from None
+        if wav.sha256 != record.sha256:
+            raise CorruptStemError(
+                f"{record.stem_id}: the file's samples differ from the sha256 the index "
+                f"recorded (it was changed on disk); {fix}",
+                samples_differ=True,
+            )
+        return StoredStem(record, data, wav, info)
+
     def load(self, stem_id: StemId | str) -> Wav:
-        """The stem's audio, read strictly from disk."""
-        return read_wav(self.path_of(stem_id))
+        """The stem's audio, read strictly from disk and proven against the index."""
+        record = self.get(stem_id)
+        if record is None:
+            raise KeyError(f"{stem_id} is not in the cache")
+        return self.read(record).wav
 
     def list(self, kind: str | None = None, compatible: bool | None = None) -> list[StemRecord]:
         """Indexed stems, optionally of one kind and/or (in)compatible with the contract."""
@@ -240,26 +307,67 @@ class StemCache(param.Parameterized):
         return record
 
     def invalidate(self, stem_id: StemId | str) -> bool:
-        """Forget a stem: delete its row, then its file. True if there was either."""
-        sid = StemId.parse(str(stem_id))
-        with self._db.write() as db:
-            deleted = db.execute("DELETE FROM stems WHERE stem_id = ?", (str(sid),)).rowcount
-        path = self.path_of(sid)
-        existed = path.exists()
-        path.unlink(missing_ok=True)
-        return bool(deleted) or existed
+        """Forget a stem: its row and its file go together, or neither does.
 
-    def _leftover_temp_files(self) -> list[Path]:
-        """Temp files whose writing process is gone (killed mid-write)."""
-        paths = Path(self.stems_dir).glob(f"*/.*{TEMP_SUFFIX}")
+        Inside the row's delete transaction the file is renamed aside; only if the commit
+        succeeds is the aside file removed, otherwise it is renamed back. A folder that
+        refuses the rename (read-only, say) raises `StorageError` with the row untouched;
+        a crash between rename and commit leaves an aside file that `sweep_temp_files`
+        puts back. True if there was a row or a file.
+        """
+        sid = StemId.parse(str(stem_id))
+        path = self.path_of(sid)
+        aside = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}{ASIDE_SUFFIX}")
+        moved = False
+        try:
+            with self._db.write() as db:
+                deleted = db.execute("DELETE FROM stems WHERE stem_id = ?", (str(sid),)).rowcount
+                with storage_errors(path.parent):
+                    try:
+                        os.rename(path, aside)
+                        moved = True
+                    except FileNotFoundError:
+                        pass
+        except BaseException:
+            if moved:
+                os.rename(aside, path)
+            raise
+        discard(aside)
+        return bool(deleted) or moved
+
+    def _leftovers(self, suffix: str) -> list[Path]:
+        """Files with `suffix` whose writing process is gone (killed mid-write)."""
+        paths = Path(self.stems_dir).glob(f"*/.*{suffix}")
         return [path for path in paths if writer_is_gone(path)]
 
+    def _leftover_temp_files(self) -> list[Path]:
+        return self._leftovers(TEMP_SUFFIX) + self._leftovers(ASIDE_SUFFIX)
+
     def sweep_temp_files(self) -> int:
-        """Delete leftovers of interrupted writes; returns how many."""
+        """Clean up after interrupted writes and invalidations; returns how many files.
+
+        Temp files are deleted. A file an interrupted `invalidate()` moved aside goes back
+        into place if its row survived (the delete was not committed), else it is deleted.
+        A folder that cannot be written is left as it is (logged).
+        """
         leftovers = self._leftover_temp_files()
         for path in leftovers:
-            path.unlink(missing_ok=True)
+            target = path.with_name(path.name[1:].rsplit(".", 3)[0])  # drop pid.hex.suffix
+            try:
+                with storage_errors(path.parent):
+                    if path.name.endswith(ASIDE_SUFFIX) and self._row_survived(target):
+                        os.rename(path, target)
+                    else:
+                        path.unlink(missing_ok=True)
+            except StorageError as error:
+                log.warning("leftover %s not swept: %s", path, error)
         return len(leftovers)
+
+    def _row_survived(self, target: Path) -> bool:
+        """Is `target` (a stem file moved aside) still indexed and not made again since?"""
+        rel = str(target.relative_to(self.stems_dir))
+        row = self._db.connection().execute("SELECT 1 FROM stems WHERE path = ?", (rel,))
+        return row.fetchone() is not None and not os.path.lexists(target)
 
     # --- audit --------------------------------------------------------------------------
 
@@ -270,7 +378,7 @@ class StemCache(param.Parameterized):
         on_disk = {
             str(p.relative_to(root))
             for p in root.glob("*/*.wav")
-            if p.is_file() and not p.name.startswith(".")
+            if not p.name.startswith(".") and (p.is_file() or p.is_symlink())
         }
         report = CacheReport(checked=len(rows))
         report.temp_files = sorted(str(p.relative_to(root)) for p in self._leftover_temp_files())
@@ -280,10 +388,12 @@ class StemCache(param.Parameterized):
                 report.missing_files.append(record.stem_id)
                 continue
             try:
-                wav = read_wav(root / rel)
-            except WavError as error:
+                self.read(record)
+            except OSError as error:  # a symbolic link, or not a regular file
                 report.unreadable.append(f"{record.stem_id}: {error}")
-                continue
-            if wav.sha256 != record.sha256:
-                report.hash_mismatches.append(record.stem_id)
+            except CorruptStemError as error:
+                if error.samples_differ:
+                    report.hash_mismatches.append(record.stem_id)
+                else:
+                    report.unreadable.append(str(error))
         return report

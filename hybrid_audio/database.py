@@ -83,8 +83,7 @@ class Database:
         self.check_identity()
         local = self._local
         if getattr(local, "pid", None) != os.getpid():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            db = self._open()
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA busy_timeout=30000")
             db.execute("PRAGMA synchronous=NORMAL")
@@ -97,6 +96,19 @@ class Database:
             self._migrate(db)
             local.db, local.pid = db, os.getpid()
         return local.db
+
+    def _open(self) -> sqlite3.Connection:
+        """A new connection. Once the file is known, it must exist: a thread connecting
+        after the file was deleted must not create a fresh, empty database in its place."""
+        if self._identity is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            return sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        uri = f"{self.path.absolute().as_uri()}?mode=rw"
+        try:
+            return sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
+        except sqlite3.OperationalError:
+            self.check_identity()  # gone since the check above: say so
+            raise
 
     def _migrate(self, db: sqlite3.Connection) -> None:
         latest = len(self.migrations)

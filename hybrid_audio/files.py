@@ -1,30 +1,99 @@
-"""Crash-safe file writes: temp file in the same folder, fsync, then rename or link.
+"""The one file boundary: crash-safe writes, and reads that stay inside their folder.
 
+Writes go to a temp file in the same folder, are fsynced, then renamed or linked into place.
 Temp names carry the writer's pid (`.<name>.<pid>.<random>.tmp`) so a sweep can tell the
-leftovers of a killed writer from a write in progress.
+leftovers of a killed writer from a write in progress. A write the disk refuses (read-only,
+full, over quota, not permitted) raises `StorageError`, which names the folder, and leaves
+no temp file behind when the disk lets it be removed.
+
+Reads of stored files (`read_inside`) never follow a symbolic link below their folder and
+refuse anything that is not a regular file, so a link planted in `stems/` or `output/`
+cannot make the server hand out another file.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import uuid
-from pathlib import Path
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path, PurePosixPath
 
 TEMP_SUFFIX = ".tmp"
+
+#: Why a disk refuses a write, in words an operator acts on.
+_REASONS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+}
+#: The refusals that mean "no space" (507) rather than "not writable" (503).
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+class StorageError(OSError):
+    """A folder cannot take a write: full, over quota, read-only or not permitted."""
+
+    def __init__(self, folder: Path, cause: OSError) -> None:
+        super().__init__(cause.errno, _REASONS[cause.errno], str(folder))
+        self.folder = Path(folder)
+
+    @property
+    def no_space(self) -> bool:
+        return self.errno in NO_SPACE
+
+    def describe(self, base: Path | None = None) -> str:
+        """The message, with the folder shown relative to `base` when it is inside it."""
+        folder = self.folder
+        if base is not None and folder.is_relative_to(base):
+            folder = folder.relative_to(base)
+        return f"cannot write to the folder {folder}/: {self.strerror}; nothing was stored"
+
+    def __str__(self) -> str:
+        return self.describe()
+
+
+class UnsafeFileError(OSError):
+    """A stored file is a symbolic link, not a regular file, or reached through a link."""
+
+
+@contextmanager
+def storage_errors(folder: Path) -> Iterator[None]:
+    """Turn the disk's refusals inside the block into `StorageError` naming `folder`."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except OSError as error:
+        if error.errno not in _REASONS:
+            raise
+        raise StorageError(folder, error) from error
+
+
+def discard(path: Path) -> None:
+    """Remove `path` if the disk lets us; a leftover temp file is swept later."""
+    with suppress(OSError):
+        path.unlink(missing_ok=True)
 
 
 def write_temp(target: Path, data: bytes) -> Path:
     """`data` in a fsynced temp file beside `target` (same folder, so rename is atomic)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+    folder = target.parent
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}{TEMP_SUFFIX}")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with storage_errors(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except BaseException:
+            discard(tmp)
+            raise
     return tmp
 
 
@@ -40,12 +109,13 @@ def fsync_folder(folder: Path) -> None:
 def atomic_write(path: Path, data: bytes) -> None:
     """Replace `path` with `data`: readers see the old file or the new one, never half."""
     tmp = write_temp(path, data)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_folder(path.parent)
+    with storage_errors(path.parent):
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            discard(tmp)
+            raise
+        fsync_folder(path.parent)
 
 
 def writer_is_gone(temp: Path) -> bool:
@@ -58,3 +128,42 @@ def writer_is_gone(temp: Path) -> bool:
     except PermissionError:
         return False  # alive, owned by someone else
     return False
+
+
+def read_inside(folder: Path, relative: str | os.PathLike[str]) -> tuple[bytes, os.stat_result]:
+    """The bytes of `folder/relative` and its stat, read through one descriptor.
+
+    Each component below `folder` is opened with `O_NOFOLLOW` relative to its parent, so a
+    symbolic link anywhere below the folder (the file itself or a subfolder), a `..`, or
+    anything but a regular file raises `UnsafeFileError`; a missing file raises
+    `FileNotFoundError`. `folder` itself is the operator's setting and may be a link.
+    """
+    parts = PurePosixPath(relative).parts
+    if not parts or parts[0] == "/" or ".." in parts:
+        raise UnsafeFileError(f"{relative} is not a path inside {folder.name}/")
+    refused = (
+        f"{relative} in {folder.name}/ is not a regular file of that folder (a symbolic "
+        "link, or reached through one); refusing to read it"
+    )
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    fds = [os.open(folder, os.O_RDONLY | os.O_DIRECTORY)]
+    try:
+        for index, part in enumerate(parts):
+            last = index == len(parts) - 1
+            try:
+                # O_NONBLOCK: a planted FIFO must not hang the read (no effect on files)
+                kind = os.O_NONBLOCK if last else os.O_DIRECTORY
+                fds.append(os.open(part, flags | kind, dir_fd=fds[-1]))
+            except OSError as error:
+                if error.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise UnsafeFileError(refused) from None
+                raise
+        info = os.fstat(fds[-1])
+        if not stat.S_ISREG(info.st_mode):
+            raise UnsafeFileError(refused)
+        with os.fdopen(os.dup(fds[-1]), "rb") as handle:
+            data = handle.read()
+    finally:
+        for fd in fds:
+            os.close(fd)
+    return data, info

@@ -2,19 +2,25 @@
 
 Core exceptions are mapped to statuses here, once, so routes just call the core. Anything
 unexpected becomes a 500 with a generic message and an id that points at the server log;
-no stack trace ever reaches a client.
+no stack trace ever reaches a client. Stored state that cannot be trusted is a 409 (a stem
+or output changed on disk: `corrupt_audio`; a stored file that is a symbolic link:
+`unsafe_file`); a disk that refuses a write is a 507 when full and a 503 when read-only,
+with a message naming the folder.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from hybrid_audio.assembly import AssemblyError
+from hybrid_audio.assembly import AssemblyError, CorruptOutputError
+from hybrid_audio.cache import CorruptStemError
 from hybrid_audio.database import StateDatabaseError
 from hybrid_audio.datasets import DatasetError
 from hybrid_audio.engines import (
@@ -23,6 +29,7 @@ from hybrid_audio.engines import (
     EngineQuotaError,
     InvalidTextError,
 )
+from hybrid_audio.files import StorageError, UnsafeFileError
 from hybrid_audio.jobs import JobCancelledError
 from hybrid_audio.templates import TemplateError
 from hybrid_audio.wav import WavError
@@ -40,7 +47,10 @@ _HTTP_CODES = {
     422: "validation_error",
     429: "rate_limited",
     503: "unavailable",
+    507: "insufficient_storage",
 }
+#: Exceptions that are expected outcomes (bad input, engine down, state gone), not bugs.
+CORE_ERRORS = (ValueError, EngineError, JobCancelledError, StateDatabaseError)
 
 
 class ApiError(Exception):
@@ -81,6 +91,8 @@ def _status_for(error: Exception) -> tuple[int, str]:
             if str(error).startswith("unknown template")
             else (422, "invalid_template")
         )
+    if isinstance(error, CorruptStemError | CorruptOutputError):
+        return 409, "corrupt_audio"
     if isinstance(error, InvalidTextError | AssemblyError | DatasetError):
         return 422, "validation_error"
     if isinstance(error, EngineQuotaError):
@@ -96,6 +108,34 @@ def _status_for(error: Exception) -> tuple[int, str]:
     if isinstance(error, StateDatabaseError):
         return 503, "state_unavailable"
     return 422, "validation_error"  # any other ValueError: the input was not acceptable
+
+
+def _storage_status(error: StorageError) -> tuple[int, str]:
+    return (507, "insufficient_storage") if error.no_space else (503, "storage_read_only")
+
+
+def ndjson_response(lines: Iterable[str]) -> StreamingResponse:
+    """NDJSON whose first line is made before the status is sent.
+
+    An error before the first line is an ordinary error response (a 503 when the state is
+    gone, say). Once streaming the status is out, so a core error becomes a last line
+    `{"error": {"code", "message"}}` and the stream ends cleanly: a client never has to
+    guess why a body stopped.
+    """
+    iterator = iter(lines)
+    first = next(iterator, None)
+
+    def stream() -> Iterator[str]:
+        if first is None:
+            return
+        yield first
+        try:
+            yield from iterator
+        except CORE_ERRORS as error:
+            _, code = _status_for(error)
+            yield json.dumps(envelope_body(code, str(error)), ensure_ascii=False) + "\n"
+
+    return StreamingResponse(stream(), media_type="application/x-ndjson")
 
 
 def install(app: FastAPI) -> None:
@@ -126,8 +166,18 @@ def install(app: FastAPI) -> None:
         return envelope(status, code, str(error))
 
     # Core exceptions are expected outcomes (bad input, engine down): no traceback logged.
-    for kind in (ValueError, EngineError, JobCancelledError, StateDatabaseError):
+    for kind in CORE_ERRORS:
         app.add_exception_handler(kind, _core_error)
+
+    @app.exception_handler(UnsafeFileError)
+    async def _unsafe_file(request: Request, error: UnsafeFileError) -> JSONResponse:
+        return envelope(409, "unsafe_file", str(error))
+
+    @app.exception_handler(StorageError)
+    async def _storage(request: Request, error: StorageError) -> JSONResponse:
+        status, code = _storage_status(error)
+        base = request.app.state.services.settings.base_dir
+        return envelope(status, code, error.describe(base))
 
     # Unexpected exceptions are answered by `middleware.CatchAll`, not by a handler for
     # Exception: Starlette would re-raise after such a handler, and uvicorn would then drop

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
+from hybrid_audio.api.audio import VerifiedAudio
 from hybrid_audio.api.errors import not_found
 from hybrid_audio.api.models import AssembleRequest, AssembleResponse
 from hybrid_audio.api.services import Shared
@@ -67,8 +68,12 @@ def get_output(output_id: str, shared: Shared) -> dict[str, Any]:
     summary="The WAV file (Range requests supported)",
 )
 def get_output_audio(output_id: str, shared: Shared) -> FileResponse:
-    path = shared.assembler.output_path(_known(shared, output_id))
-    return FileResponse(path, media_type="audio/wav", filename=path.name)
+    """The bytes the manifest recorded: 409 if the file changed or is a symbolic link."""
+    try:
+        data, info = shared.assembler.read_output(output_id)
+    except KeyError:
+        raise not_found(f"output {output_id!r}") from None
+    return VerifiedAudio(data, info, f"{output_id}.wav")
 
 
 @router.get(

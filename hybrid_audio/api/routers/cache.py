@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse
 
+from hybrid_audio.api.audio import VerifiedAudio
 from hybrid_audio.api.errors import ApiError, not_found
 from hybrid_audio.api.models import (
     BulkRequest,
@@ -69,20 +70,19 @@ def bulk_generate(body: BulkRequest, shared: Shared) -> JobInfo:
     "/stems/{stem_id}/audio",
     response_class=FileResponse,
     responses={200: {"content": {"audio/wav": {}}}},
-    summary="A stem's WAV file",
+    summary="A stem's WAV file, proven against its index row (409 if changed on disk)",
 )
 def stem_audio(stem_id: str, shared: Shared) -> FileResponse:
     try:
         sid = StemId.parse(stem_id)
     except ValueError as error:
         raise ApiError(422, str(error)) from None
-    record = shared.generator.cache.get(sid)
+    cache = shared.generator.cache
+    record = cache.get(sid)
     if record is None:
         raise not_found(f"stem {stem_id!r}")
-    path = Path(shared.settings.stems_dir) / record.path
-    if not path.is_file():
-        raise not_found(f"file of stem {stem_id!r}")
-    return FileResponse(path, media_type="audio/wav", filename=path.name)
+    stored = cache.read(record)  # 409 if changed on disk, a link, or gone
+    return VerifiedAudio(stored.data, stored.stat, Path(record.path).name)
 
 
 @router.get("/verify", response_model=CacheReport, summary="Files against the index")

@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
+from hybrid_audio.api.errors import ndjson_response
 from hybrid_audio.api.models import GeneratePairRequest, ResetRequest
 from hybrid_audio.api.services import Shared
 from hybrid_audio.rotation import PairMessage, RotationStep, StreamState
@@ -47,8 +48,7 @@ def generate_pair(body: GeneratePairRequest, shared: Shared) -> PairMessage:
 
 
 def _ndjson(steps: Iterator[RotationStep]) -> StreamingResponse:
-    lines = (step.model_dump_json() + "\n" for step in steps)
-    return StreamingResponse(lines, media_type="application/x-ndjson")
+    return ndjson_response(step.model_dump_json() + "\n" for step in steps)
 
 
 @router.get("/pairs_stream", response_class=StreamingResponse, responses=_NDJSON)

@@ -1,0 +1,365 @@
+"""Nothing stored is lost or lied about: deleted state, corrupt stems, disk faults, symlinks.
+
+Each test acts as a careless operator or an attacker with write access to the server's
+folders would, against the real `hybrid-audio-server` (tests/api_server.py). Disk faults
+use real mounts (a read-only bind mount, a small tmpfs); where the sandbox forbids mounts
+those tests skip and say so.
+"""
+
+# ruff: noqa: F811  (server fixtures are imported by name)
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from hybrid_audio.assembly import _SETTLED_NS
+from tests.api_server import (  # noqa: F401  (fixtures are used by name)
+    ApiServer,
+    make_base_dir,
+    server_factory,
+    start_server,
+)
+
+pytestmark = pytest.mark.slow
+
+#: What a client may get from the rotation while `state/` disappears: a step or this.
+GONE_CODE = "state_unavailable"
+
+
+def _error(response: httpx.Response, status: int, code: str) -> str:
+    """The envelope's message, after checking status, media type and code."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json"), response.headers
+    error = response.json()["error"]
+    assert error["code"] == code, error
+    return error["message"]
+
+
+# --- 4. the state folder deleted or replaced under a running server ------------------------
+
+
+class RotationClients:
+    """Clients hammering `/rotation/next_pair` and `/rotation/pairs_stream` in threads.
+
+    Every step received is kept, every refusal too; anything else (a 500, a torn stream
+    without an error line, a step that does not parse) is recorded as a failure.
+    """
+
+    def __init__(self, server: ApiServer, pollers: int = 6, streamers: int = 2) -> None:
+        self.server = server
+        self.steps: list[dict[str, Any]] = []
+        self.refusals: list[str] = []
+        self.failures: list[str] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._poll, daemon=True) for _ in range(pollers)
+        ] + [threading.Thread(target=self._stream, daemon=True) for _ in range(streamers)]
+
+    def __enter__(self) -> RotationClients:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=60)
+
+    def wait_for(self, condition: Callable[[], bool]) -> None:
+        """Block until `condition()` holds (the clients keep running meanwhile)."""
+        while not condition():
+            if self._stop.wait(0.01):
+                return
+
+    def _keep(self, step: dict[str, Any]) -> None:
+        with self._lock:
+            self.steps.append(step)
+
+    def _refused(self, response: httpx.Response | None, line: dict | None = None) -> None:
+        error = line["error"] if line else response.json()["error"]  # type: ignore[union-attr]
+        with self._lock:
+            if error["code"] == GONE_CODE:
+                self.refusals.append(error["message"])
+            else:
+                self.failures.append(repr(error))
+
+    def _poll(self) -> None:
+        with self.server.client() as client:
+            while not self._stop.is_set():
+                response = client.get("/rotation/next_pair")
+                if response.status_code == 200:
+                    self._keep(response.json())
+                elif response.status_code == 503:
+                    self._refused(response)
+                else:
+                    with self._lock:
+                        self.failures.append(f"{response.status_code} {response.text}")
+
+    def _stream(self) -> None:
+        with self.server.client() as client:
+            while not self._stop.is_set():
+                try:
+                    self._read_stream(client)
+                except httpx.HTTPError as error:
+                    with self._lock:
+                        self.failures.append(f"torn stream: {error!r}")
+
+    def _read_stream(self, client: httpx.Client) -> None:
+        import json
+
+        with client.stream("GET", "/rotation/pairs_stream", params={"count": 50}) as response:
+            if response.status_code != 200:
+                response.read()
+                if response.status_code == 503:
+                    self._refused(response)
+                else:
+                    with self._lock:
+                        self.failures.append(f"{response.status_code} {response.text}")
+                return
+            for text in response.iter_lines():
+                line = json.loads(text)
+                if "error" in line:
+                    self._refused(None, line)
+                    return
+                self._keep(line)
+
+
+def _assert_no_position_twice(steps: list[dict[str, Any]]) -> None:
+    positions = [(s["cycle"], s["position"]) for s in steps]
+    assert len(positions) == len(set(positions)), "a rotation position was handed out twice"
+
+
+def _assert_gone_message(message: str) -> None:
+    assert "deleted or replaced" in message, message
+    assert "Restart the server" in message, message
+    assert "state" in message, message
+
+
+@pytest.mark.parametrize("how", ["rm -rf state", "mv state state.bak && mkdir state"])
+def test_state_folder_removed_under_load_never_hands_out_a_position_twice(
+    server_factory: Callable[..., ApiServer], how: str
+) -> None:
+    """Deleting or replacing state/ mid-run gives 503s, never a duplicate position."""
+    server = server_factory(key="k" * 32)
+    state = server.base_dir / "state"
+    with RotationClients(server) as clients:
+        clients.wait_for(lambda: len(clients.steps) >= 300)
+        if how.startswith("rm"):
+            shutil.rmtree(state)
+        else:
+            state.rename(server.base_dir / "state.bak")
+            state.mkdir()
+        clients.wait_for(lambda: len(clients.refusals) >= 40)
+    assert clients.failures == []
+    _assert_no_position_twice(clients.steps)
+    for message in clients.refusals:
+        _assert_gone_message(message)
+    with server.client() as client:  # still refused, for every route that needs the state
+        _assert_gone_message(_error(client.get("/rotation/next_pair"), 503, GONE_CODE))
+        _assert_gone_message(_error(client.get("/cache/list"), 503, GONE_CODE))
+        streamed = client.get("/rotation/pairs_stream", params={"count": 3})
+        _assert_gone_message(_error(streamed, 503, GONE_CODE))
+        made = client.post("/generate/name", json={"name": "Nobody Yet"})
+        _assert_gone_message(_error(made, 503, GONE_CODE))
+    # The server made no fresh database behind the operator's back.
+    assert not state.exists() or list(state.iterdir()) == []
+
+
+def test_replaced_state_restored_after_restart_continues_without_repeats(
+    server_factory: Callable[..., ApiServer],
+) -> None:
+    """Every position handed out before a `mv state` is in the moved file: restoring it resumes."""
+    server = server_factory(key="k" * 32)
+    state = server.base_dir / "state"
+    with RotationClients(server) as clients:
+        clients.wait_for(lambda: len(clients.steps) >= 300)
+        state.rename(server.base_dir / "state.bak")
+        clients.wait_for(lambda: len(clients.refusals) >= 20)
+    assert clients.failures == []
+    server.stop()
+    (server.base_dir / "state.bak").rename(state)  # the operator puts it back
+    again = start_server(server.base_dir, key=server.key)
+    try:
+        with again.client() as client:
+            more = [client.get("/rotation/next_pair").json() for _ in range(50)]
+    finally:
+        again.stop()
+    _assert_no_position_twice(clients.steps + more)
+
+
+# --- 5. stems changed on disk -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    """One server for the file tests: its stems and outputs get damaged on purpose."""
+    base = make_base_dir(tmp_path_factory.mktemp("integrity"))
+    running = start_server(base, key="i" * 32)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server: ApiServer) -> httpx.Client:
+    return server.client()
+
+
+def _message(client: httpx.Client, name: str) -> dict[str, Any]:
+    """Assemble `name` × Acme; return the manifest (which names each stem and its file)."""
+    body = {"template": "single_anchor", "name": name, "developer": "Acme"}
+    response = client.post("/assemble/template", json=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["verified"] is True
+    return client.get(f"/assemble/outputs/{response.json()['id']}").json()
+
+
+def _name_stem(manifest: dict[str, Any]) -> tuple[str, str]:
+    """(stem id, path under stems/) of the message's name stem."""
+    stem = next(s for s in manifest["sources"] if s.get("stem_id", "").startswith("stem.name."))
+    return stem["stem_id"], stem["path"]
+
+
+def _outputs(server: ApiServer) -> list[str]:
+    return sorted(p.name for p in (server.base_dir / "output").iterdir())
+
+
+def _flip_samples(data: bytes) -> bytes:
+    """The same WAV, same size, with the last 64 sample bytes inverted."""
+    return data[:-64] + bytes(b ^ 0xFF for b in data[-64:])
+
+
+def _rewrite_in_place(path: Path) -> None:
+    """Overwrite the samples through the same inode, and put the old mtime back."""
+    before = path.stat()
+    with path.open("r+b") as handle:
+        changed = _flip_samples(handle.read())
+        handle.seek(0)
+        handle.write(changed)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+def _replace(path: Path) -> None:
+    """Swap in a same-size file with other samples (a new inode), with the old mtime."""
+    before = path.stat()
+    other = path.with_name("replacement.wav")
+    other.write_bytes(_flip_samples(path.read_bytes()))
+    os.utime(other, ns=(before.st_atime_ns, before.st_mtime_ns))
+    os.replace(other, path)
+
+
+@pytest.mark.parametrize(
+    ("tamper", "name"), [(_rewrite_in_place, "Warm Inplace"), (_replace, "Warm Replaced")]
+)
+def test_a_stem_changed_on_disk_is_refused_by_a_warm_server(
+    server: ApiServer, client: httpx.Client, tamper: Callable[[Path], None], name: str
+) -> None:
+    """A stem whose samples changed on disk is 409 everywhere, never a verified message."""
+    stem_id, rel = _name_stem(_message(client, name))
+    time.sleep(_SETTLED_NS / 1e9 + 0.2)  # old enough that the server keeps it in memory
+    _message(client, name)  # warm: the parsed stem is now held by the server
+    tamper(server.base_dir / "stems" / rel)
+    before = _outputs(server)
+    body = {"template": "single_anchor", "name": name, "developer": "Acme"}
+    message = _error(client.post("/assemble/template", json=body), 409, "corrupt_audio")
+    assert stem_id in message
+    assert "changed on disk" in message
+    assert _outputs(server) == before  # no output, so no manifest that could say verified
+    audio = client.get(f"/cache/stems/{stem_id}/audio")
+    assert stem_id in _error(audio, 409, "corrupt_audio")
+    assert stem_id in client.get("/cache/verify").json()["hash_mismatches"]
+    # The remedy the message names works: invalidate, and the next message is proven again.
+    assert client.post("/cache/invalidate", json={"stem_id": stem_id}).json()["invalidated"]
+    _message(client, name)
+
+
+def test_an_output_changed_on_disk_is_not_served(server: ApiServer, client: httpx.Client) -> None:
+    """An output WAV rewritten after its manifest was written is 409, not served."""
+    manifest = _message(client, "Tampered Output")
+    _rewrite_in_place(server.base_dir / "output" / manifest["output"]["path"])
+    audio = client.get(f"/assemble/outputs/{manifest['id']}/audio")
+    assert "changed on disk" in _error(audio, 409, "corrupt_audio")
+    ranged = client.get(f"/assemble/outputs/{manifest['id']}/audio", headers={"Range": "bytes=0-9"})
+    _error(ranged, 409, "corrupt_audio")
+    assert client.get(f"/assemble/outputs/{manifest['id']}/verify").json()["ok"] is False
+
+
+# --- 9. files replaced by symbolic links ---------------------------------------------------
+
+SECRET = Path("/etc/passwd")
+
+
+def _assert_refused(response: httpx.Response, leaked: bytes) -> None:
+    assert response.status_code in (404, 409), response.text
+    assert response.headers["content-type"].startswith("application/json")
+    assert leaked[:32] not in response.content
+
+
+@pytest.mark.parametrize("target", ["secret", "other stem"])
+def test_a_stem_replaced_by_a_symlink_is_never_served(
+    server: ApiServer, client: httpx.Client, target: str
+) -> None:
+    """A stem file swapped for a link (to /etc/passwd or to another stem) is refused."""
+    stem_id, rel = _name_stem(_message(client, f"Linked {target.title()}"))
+    _, other_rel = _name_stem(_message(client, "Link Target"))
+    stems = server.base_dir / "stems"
+    pointed = SECRET if target == "secret" else stems / other_rel
+    path = stems / rel
+    path.unlink()
+    path.symlink_to(pointed)
+    leaked = pointed.read_bytes()
+    for headers in ({}, {"Range": "bytes=0-99"}):
+        _assert_refused(client.get(f"/cache/stems/{stem_id}/audio", headers=headers), leaked)
+    report = client.get("/cache/verify").json()
+    assert any(stem_id in line and "symbolic link" in line for line in report["unreadable"])
+
+
+def test_a_stem_folder_replaced_by_a_symlink_is_never_served(
+    server: ApiServer, client: httpx.Client, tmp_path: Path
+) -> None:
+    """A link anywhere below stems/ (here the kind folder) is refused, not followed."""
+    stem_id, rel = _name_stem(_message(client, "Folder Link"))
+    stems = server.base_dir / "stems"
+    kind_folder = stems / Path(rel).parent
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(kind_folder, elsewhere)
+    shutil.rmtree(kind_folder)
+    kind_folder.symlink_to(elsewhere)
+    try:
+        leaked = (elsewhere / Path(rel).name).read_bytes()
+        _assert_refused(client.get(f"/cache/stems/{stem_id}/audio"), leaked)
+    finally:
+        kind_folder.unlink()
+        shutil.copytree(elsewhere, kind_folder)
+
+
+@pytest.mark.parametrize("target", ["secret", "other output"])
+def test_an_output_replaced_by_a_symlink_is_never_served(
+    server: ApiServer, client: httpx.Client, target: str
+) -> None:
+    """An output WAV or manifest swapped for a link is refused on every output route."""
+    manifest = _message(client, f"Output Link {target.title()}")
+    other = _message(client, "Output Link Target")
+    output = server.base_dir / "output"
+    for suffix, routes in ((".wav", ("/audio", "/verify")), (".json", ("", "/audio", "/verify"))):
+        pointed = SECRET if target == "secret" else output / f"{other['id']}{suffix}"
+        path = output / f"{manifest['id']}{suffix}"
+        path.unlink()
+        path.symlink_to(pointed)
+        leaked = pointed.read_bytes()
+        for route in routes:
+            _assert_refused(client.get(f"/assemble/outputs/{manifest['id']}{route}"), leaked)
+        listed = client.get("/assemble/outputs")
+        assert listed.status_code == 200
+        assert leaked[:32] not in listed.content
