@@ -10,11 +10,14 @@ those tests skip and say so.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -363,3 +366,144 @@ def test_an_output_replaced_by_a_symlink_is_never_served(
         listed = client.get("/assemble/outputs")
         assert listed.status_code == 200
         assert leaked[:32] not in listed.content
+
+
+# --- 6. disk faults: read-only folders, full disks, crashes ----------------------------------
+
+
+@contextmanager
+def _mount(folder: Path, *args: str) -> Iterator[None]:
+    """`mount <args> … folder` for the block; skips the test where mounts are not allowed."""
+    done = subprocess.run(["mount", *args, str(folder)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"this sandbox does not allow mounts: {done.stderr.strip()}")
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+@contextmanager
+def read_only(folder: Path) -> Iterator[None]:
+    """`folder` on a read-only bind mount of itself (chmod means nothing to root)."""
+    with _mount(folder, "--bind", str(folder)):
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(folder)], check=True)
+        yield
+
+
+@contextmanager
+def full_disk(folder: Path) -> Iterator[None]:
+    """`folder` on a small tmpfs filled to the last byte."""
+    with _mount(folder, "-t", "tmpfs", "-o", "size=256k", "tmpfs"):
+        with (folder / "filler").open("wb", buffering=0) as filler, contextlib.suppress(OSError):
+            while True:
+                filler.write(b"\0" * 4096)
+        yield
+
+
+def _stem_ids(client: httpx.Client) -> set[str]:
+    return {s["stem_id"] for s in client.get("/cache/list").json()}
+
+
+def _storage_refusal(response: httpx.Response, folder: str, full: bool) -> None:
+    status, code = (507, "insufficient_storage") if full else (503, "storage_read_only")
+    message = _error(response, status, code)
+    assert f"folder {folder}/" in message, message
+    assert ("full" if full else "read-only") in message, message
+
+
+@pytest.mark.parametrize("full", [False, True], ids=["read-only", "full"])
+def test_a_stems_folder_that_refuses_writes_stores_nothing(
+    server: ApiServer, client: httpx.Client, full: bool
+) -> None:
+    """A read-only or full stems/ answers 503/507 naming it; no row without its file."""
+    name = f"Refused {'Full' if full else 'Readonly'}"
+    stems = server.base_dir / "stems"
+    with full_disk(stems) if full else read_only(stems):
+        made = client.post("/generate/name", json={"name": name})
+        _storage_refusal(made, "stems/name", full)
+        assert not any(name.lower().replace(" ", "_") in s for s in _stem_ids(client))
+    assert not [p for p in stems.rglob(".*") if p.is_file()]  # no temp file left
+    assert client.post("/generate/name", json={"name": name}).status_code == 200  # disk back
+
+
+def test_invalidate_on_a_read_only_stems_folder_keeps_row_and_file(
+    server: ApiServer, client: httpx.Client
+) -> None:
+    """Invalidation removes the file and the index row together, or neither."""
+    stem_id, rel = _name_stem(_message(client, "Keep Me"))
+    path = server.base_dir / "stems" / rel
+    with read_only(server.base_dir / "stems"):
+        refused = client.post("/cache/invalidate", json={"stem_id": stem_id})
+        _storage_refusal(refused, "stems/name", full=False)
+        assert stem_id in _stem_ids(client)
+        assert path.is_file()
+        assert client.get(f"/cache/stems/{stem_id}/audio").status_code == 200
+    assert client.post("/cache/invalidate", json={"stem_id": stem_id}).json()["invalidated"]
+    assert stem_id not in _stem_ids(client)
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("full", [False, True], ids=["read-only", "full"])
+def test_an_output_folder_that_refuses_writes_leaves_no_half_message(
+    server: ApiServer, client: httpx.Client, full: bool
+) -> None:
+    """A read-only or full output/ answers 503/507 naming it; no WAV without manifest."""
+    _message(client, "Before The Fault")  # every stem exists: only output/ is written
+    output = server.base_dir / "output"
+    before = _outputs(server)
+    with full_disk(output) if full else read_only(output):
+        inside = sorted(p.name for p in output.iterdir())
+        body = {"template": "single_anchor", "name": "Before The Fault", "developer": "Acme"}
+        _storage_refusal(client.post("/assemble/template", json=body), "output", full)
+        assert sorted(p.name for p in output.iterdir()) == inside
+    assert _outputs(server) == before
+    assert client.get("/assemble/outputs").status_code == 200
+
+
+def test_a_restart_clears_what_a_crash_left_and_keeps_live_work(
+    server_factory: Callable[..., ApiServer],
+) -> None:
+    """Crash leftovers are swept at start: temp files, WAVs without manifest, moved-aside stems."""
+    server = server_factory(key="c" * 32)
+    with server.client() as client:
+        good = _message(client, "Survivor")
+        stem_id, rel = _name_stem(good)
+    server.stop()
+    output, stems = server.base_dir / "output", server.base_dir / "stems"
+    audio = (output / good["output"]["path"]).read_bytes()
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # its pid names a writer that is gone
+    stamp = good["id"].split("_")[0]
+
+    def leftover(folder: Path, name: str, pid: int, suffix: str = ".tmp") -> Path:
+        path = folder / f".{name}.{pid}.{'0' * 32}{suffix}"
+        path.write_bytes(audio)
+        return path
+
+    gone = [
+        leftover(output, f"{stamp}_x_killed_mid_write.wav", dead.pid),
+        output / f"{stamp}_x_orphan_without_manifest.wav",
+        output / f"{stamp}_x_killed_before_manifest.wav",
+        leftover(stems / "name", "stem.name.half_written.wav", dead.pid),
+    ]
+    gone[1].write_bytes(audio)
+    os.link(leftover(output, gone[2].name, dead.pid), gone[2])
+    gone.append(next(output.glob(f".{gone[2].name}.*")))
+    live = output / f"{stamp}_x_still_being_written.wav"
+    os.link(leftover(output, live.name, os.getpid()), live)  # this test is the live writer
+    # A crash inside invalidate: the file was moved aside, the row's delete never committed.
+    aside = stems / rel
+    aside.rename(stems / Path(rel).parent / f".{aside.name}.{dead.pid}.{'0' * 32}.aside")
+
+    again = start_server(server.base_dir, key=server.key)
+    try:
+        with again.client() as client:
+            assert [o["id"] for o in client.get("/assemble/outputs").json()] == [good["id"]]
+            assert client.get(f"/cache/stems/{stem_id}/audio").status_code == 200
+            assert client.get("/cache/verify").json()["ok"] is True
+    finally:
+        again.stop()
+    assert [p.name for p in gone if p.exists()] == []
+    assert live.exists()
+    assert aside.is_file()
