@@ -45,8 +45,10 @@ class EngineConfigError(EngineError):
 
 
 class InvalidTextError(EngineError, ValueError):
-    """This text cannot be spoken (empty, blank, NUL). A `ValueError` too, so an API maps it
-    to 422; unlike a configuration error it concerns one stem, so a batch goes on."""
+    """This text cannot be spoken (empty, blank, NUL, characters outside the voice's
+    script). A `ValueError` too, so an API maps it to 422; unlike a configuration error it
+    concerns one stem, so a batch goes on. Engines refuse rather than drop what they cannot
+    say, so a stem never holds less than its text."""
 
 
 class EngineQuotaError(EngineError):
