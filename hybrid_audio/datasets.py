@@ -2,8 +2,21 @@
 
 A dataset is a list of texts to speak. Two texts with the same stem id ("John" and
 "john", or a name listed twice; see `stems` for the rule) are one stem: the first one wins
-and the collision is reported, never silently merged. Imports accept txt, csv and json, reject malformed files with the line
-number, and replace the dataset file atomically. This module never synthesizes.
+and the collision is reported, never silently merged. Imports accept txt, csv and json,
+reject malformed files with the line number, and replace the dataset file atomically. This
+module never synthesizes.
+
+What no dataset may hold, whatever its source (upload, file on disk, API list): more than
+`MAX_IMPORT_BYTES` bytes or `MAX_IMPORT_ENTRIES` lines/items, an entry longer than
+`MAX_ENTRY_CHARS` characters, or an invisible character (`REFUSED_CATEGORIES`: controls
+such as NUL, ESC and tab; format characters such as the bidi overrides U+202A–U+202E and
+U+2066–U+2069, zero-width joiners and an inner BOM; lone surrogates; line and paragraph
+separators). Such a file is refused as a whole, naming every offending line (JSON: item),
+because it is corrupt or hostile rather than a list with a few unusable names: a name that
+renders differently from what is spoken, or that a terminal or browser interprets, has no
+place in a dataset. Ordinary spaces (including no-break spaces) are text and stay. Nesting
+in JSON is refused without recursing (a `[[[[…` bomb is a clear error, not a crash).
+Messages name files relative to the base directory, never by their absolute server path.
 """
 
 from __future__ import annotations
@@ -11,6 +24,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import reprlib
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,10 +36,29 @@ from hybrid_audio.stems import KINDS, StemId
 
 #: Uploads bigger than this are refused before parsing.
 MAX_IMPORT_BYTES = 5 * 1024 * 1024
+#: Most lines (txt, csv) or items (json) a dataset may have; the API's bulk lists allow as
+#: many texts.
+MAX_IMPORT_ENTRIES = 100_000
+#: Longest entry, in characters (the API's single-text limit).
+MAX_ENTRY_CHARS = 256
+#: Unicode categories refused anywhere in an entry (see the module docstring).
+REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+#: Offending entries an error message quotes; `DatasetError.problems` lists them all.
+_QUOTED_PROBLEMS = 5
+_UNNAMED = {"Cc": "control character", "Cs": "lone surrogate"}
+_short = reprlib.Repr(maxstring=40, maxother=40, maxlevel=2, maxlist=3).repr
 
 
 class DatasetError(ValueError):
-    """A dataset file is malformed; the message names the file and line."""
+    """A dataset file is malformed; the message names the file and line.
+
+    `problems` lists each refused entry as `{"line": n, "reason": ...}` (`"item"` for JSON and
+    for texts given directly) so a client can point at every one, not just the first.
+    """
+
+    def __init__(self, message: str, problems: Sequence[dict[str, object]] = ()) -> None:
+        super().__init__(message)
+        self.problems = list(problems)
 
 
 @dataclass(frozen=True)
@@ -52,8 +86,14 @@ class Dataset:
         return len(self.items)
 
 
+def _blank(text: str) -> bool:
+    """Only spaces and tabs: a blank line or cell. Other whitespace (\x1c, U+2028…) is an
+    entry, so that the check refuses it instead of the strip hiding it."""
+    return not text.strip(" \t")
+
+
 def _entries_from_text(raw: str, suffix: str, kind: str, source: str) -> list[tuple[int, str, str]]:
-    """(line, key, text) triples; key == text except for scripts."""
+    """(line, key, text) triples, unstripped; key == text except for scripts."""
     if suffix == ".json":
         return _entries_from_json(raw, kind, source)
     if suffix == ".csv":
@@ -61,10 +101,13 @@ def _entries_from_text(raw: str, suffix: str, kind: str, source: str) -> list[tu
     if suffix in (".txt", ""):
         if kind == "script":
             raise DatasetError(f"{source}: scripts need key and phrase: use .csv or .json")
+        # Split on "\n" only: str.splitlines() would also split on \x0b, \x1c, U+2028…,
+        # hiding those characters from the check and shifting every later line number.
+        lines = (line.removesuffix("\r") for line in raw.split("\n"))
         return [
-            (n, line.strip(), line.strip())
-            for n, line in enumerate(raw.splitlines(), 1)
-            if line.strip() and not line.lstrip().startswith("#")
+            (n, line, line)
+            for n, line in enumerate(lines, 1)
+            if not _blank(line) and not line.lstrip().startswith("#")
         ]
     raise DatasetError(f"{source}: unsupported file type {suffix!r}; use .txt, .csv or .json")
 
@@ -76,20 +119,22 @@ def _entries_from_csv(raw: str, kind: str, source: str) -> list[tuple[int, str, 
         for row in reader:
             line = reader.line_num
             cells = [c.strip() for c in row]
-            if not any(cells) or cells[0].startswith("#"):
+            if all(_blank(c) for c in row) or cells[0].startswith("#"):
                 continue
             if kind == "script":
-                if len(cells) != 2 or not all(cells):
-                    raise DatasetError(f"{source}:{line}: expected 'key,phrase', got {row!r}")
+                if len(row) != 2 or any(_blank(c) for c in row):
+                    got = _short(row)
+                    raise DatasetError(f"{source}:{line}: expected 'key,phrase', got {got}")
                 if line == 1 and cells == ["key", "phrase"]:
                     continue
-                entries.append((line, cells[0], cells[1]))
+                entries.append((line, row[0], row[1]))
             else:
-                if len(cells) != 1 or not cells[0]:
-                    raise DatasetError(f"{source}:{line}: expected one {kind} per row, got {row!r}")
+                if len(row) != 1:
+                    got = _short(row)
+                    raise DatasetError(f"{source}:{line}: expected one {kind} per row, got {got}")
                 if line == 1 and cells[0].lower() == kind:
                     continue  # header row
-                entries.append((line, cells[0], cells[0]))
+                entries.append((line, row[0], row[0]))
     except csv.Error as error:
         raise DatasetError(f"{source}:{reader.line_num}: {error}") from None
     return entries
@@ -100,33 +145,81 @@ def _entries_from_json(raw: str, kind: str, source: str) -> list[tuple[int, str,
         data = json.loads(raw)
     except json.JSONDecodeError as error:
         raise DatasetError(f"{source}:{error.lineno}: invalid JSON: {error.msg}") from None
+    except RecursionError:  # the C decoder stops cleanly at the interpreter's depth limit
+        raise DatasetError(f"{source}: JSON nested too deeply; expected a flat list") from None
+    if isinstance(data, list | dict) and len(data) > MAX_IMPORT_ENTRIES:
+        raise DatasetError(
+            f"{source}: {len(data)} items; a dataset may have at most {MAX_IMPORT_ENTRIES}"
+        )
     if kind == "script":
         if not isinstance(data, dict) or not all(
             isinstance(k, str) and isinstance(v, str) and v.strip() for k, v in data.items()
         ):
             raise DatasetError(f'{source}: scripts must be a JSON object {{"key": "phrase"}}')
-        return [(n, k, v.strip()) for n, (k, v) in enumerate(data.items(), 1)]
+        return [(n, k, v) for n, (k, v) in enumerate(data.items(), 1)]
     if not isinstance(data, list):
         raise DatasetError(f"{source}: expected a JSON list of {kind}s")
     entries = []
     for n, value in enumerate(data, 1):
         if not isinstance(value, str) or not value.strip():
-            raise DatasetError(f"{source}: item {n} is {value!r}, not a non-empty string")
-        entries.append((n, value.strip(), value.strip()))
+            raise DatasetError(f"{source}: item {n} is {_short(value)}, not a non-empty string")
+        entries.append((n, value, value))
     return entries
 
 
 def parse_dataset(raw: str, kind: str, suffix: str, source: str = "<upload>") -> Dataset:
     """Parse dataset text; malformed structure raises, unusable entries are listed."""
     _check_kind(kind)
-    return _dedup(kind, _entries_from_text(raw, suffix.lower(), kind, source))
+    suffix = suffix.lower()
+    if suffix != ".json":
+        lines = raw.count("\n") + (not raw.endswith("\n"))
+        if lines > MAX_IMPORT_ENTRIES:
+            raise DatasetError(
+                f"{source}: {lines} lines; a dataset may have at most {MAX_IMPORT_ENTRIES}"
+            )
+    entries = _entries_from_text(raw, suffix, kind, source)
+    return _dedup(kind, _checked(entries, source, "item" if suffix == ".json" else "line"))
 
 
 def dataset_from_texts(kind: str, texts: Sequence[str]) -> Dataset:
     """A dataset of texts given directly (an API request, a notebook list): no file syntax,
     so a name starting with "#" or holding a comma is just a name."""
     _check_kind(kind)
-    return _dedup(kind, [(n, t.strip(), t.strip()) for n, t in enumerate(texts, 1) if t.strip()])
+    entries = [(n, t, t) for n, t in enumerate(texts, 1) if not _blank(t)]
+    return _dedup(kind, _checked(entries, f"{kind} list", "item"))
+
+
+def entry_problem(text: str) -> str | None:
+    """Why `text` may not be a dataset entry (too long, an invisible character), or None."""
+    if len(text) > MAX_ENTRY_CHARS:
+        return f"{len(text)} characters; at most {MAX_ENTRY_CHARS}"
+    for char in text:
+        if unicodedata.category(char) in REFUSED_CATEGORIES:
+            name = unicodedata.name(char, "") or _UNNAMED.get(unicodedata.category(char), "")
+            return f"invisible character U+{ord(char):04X} ({name}) is not allowed"
+    return None
+
+
+def _checked(
+    entries: Sequence[tuple[int, str, str]], source: str, unit: str
+) -> list[tuple[int, str, str]]:
+    """The entries, stripped, once none is refused by `entry_problem` (checked before the
+    strip, so no invisible character is let through by trimming it off an edge)."""
+    problems: list[dict[str, object]] = []
+    for number, key, text in entries:
+        reason = entry_problem(key) or entry_problem(text)
+        if reason:
+            problems.append({unit: number, "reason": reason})
+    if problems:
+        quoted = "; ".join(f"{unit} {p[unit]}: {p['reason']}" for p in problems[:_QUOTED_PROBLEMS])
+        more = (
+            f" (and {len(problems) - _QUOTED_PROBLEMS} more)"
+            if len(problems) > _QUOTED_PROBLEMS
+            else ""
+        )
+        count = f"{len(problems)} entries" if len(problems) > 1 else "1 entry"
+        raise DatasetError(f"{source}: {count} refused: {quoted}{more}", problems)
+    return [(number, key.strip(), text.strip()) for number, key, text in entries]
 
 
 def _check_kind(kind: str) -> None:
@@ -163,16 +256,25 @@ def dataset_path(kind: str, settings: Settings) -> Path:
     return paths[kind]
 
 
+def display_path(path: Path, settings: Settings) -> str:
+    """`path` as a client may see it: relative to the base directory, else its file name."""
+    try:
+        return path.relative_to(settings.base_dir).as_posix()
+    except ValueError:
+        return path.name
+
+
 def load_dataset(kind: str, settings: Settings) -> Dataset:
     """The current dataset of `kind` from its file."""
     path = dataset_path(kind, settings)
+    source = display_path(path, settings)
     try:
         raw = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise DatasetError(f"{path}: dataset file not found") from None
+        raise DatasetError(f"{source}: dataset file not found") from None
     except UnicodeDecodeError as error:
-        raise DatasetError(f"{path}: not UTF-8 text ({error.reason})") from None
-    return parse_dataset(raw, kind, path.suffix, str(path))
+        raise DatasetError(f"{source}: not UTF-8 text ({error.reason})") from None
+    return parse_dataset(raw, kind, path.suffix, source)
 
 
 def import_dataset(kind: str, file: Path | str, settings: Settings) -> Dataset:
@@ -182,7 +284,7 @@ def import_dataset(kind: str, file: Path | str, settings: Settings) -> Dataset:
     """
     source = Path(file)
     if source.stat().st_size > MAX_IMPORT_BYTES:
-        raise DatasetError(f"{source}: larger than {MAX_IMPORT_BYTES // (1024 * 1024)} MiB")
+        raise DatasetError(f"{source}: larger than the limit of {MAX_IMPORT_BYTES} bytes")
     try:
         raw = source.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as error:

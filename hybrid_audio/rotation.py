@@ -53,6 +53,9 @@ _LIST_PARAM = {"name": "names", "developer": "developers", "script": "script_key
 #: Feistel rounds. Four make a pseudo-random permutation in theory (Luby–Rackoff); six give
 #: margin for the tiny half-widths of small lists at no measurable cost.
 ROUNDS = 6
+#: Positions a stream reserves at a time (`RotationEngine.chunks`): the most a reader that
+#: hangs up can leave taken but never handed to its connection.
+STREAM_CHUNK = 16
 #: Largest stream: indices and cursors stay well inside SQLite's signed 64-bit integers.
 MAX_SIZE = 1 << 62
 #: Streams up to this size alternate permutation parity between cycles (see
@@ -702,6 +705,24 @@ class RotationEngine(param.Parameterized):
         _check_stream(stream)
         _check_count(count)
         return (self.step(stream) for _ in range(count))
+
+    def chunks(
+        self, stream: str, count: int, size: int = STREAM_CHUNK
+    ) -> Iterator[list[RotationStep]]:
+        """`count` steps in lists of at most `size`, each list taken (one transaction) only
+        when the consumer asks for it.
+
+        For consumers that write to a connection: the next list is reserved only after the
+        previous one was handed over, so a consumer that stops early has taken at most one
+        list it did not pass on (`STREAM_CHUNK` positions), at a cost per step close to
+        `take()`'s.
+        """
+        _check_stream(stream)
+        _check_count(count)
+        if size < 1:
+            raise ValueError(f"chunk size must be at least 1, not {size}")
+        for start in range(0, count, size):
+            yield self.take(stream, min(size, count - start))
 
     def next_name(self) -> str:
         """The next name text."""

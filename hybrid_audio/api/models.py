@@ -133,7 +133,7 @@ class DatasetItemOut(BaseModel):
 class DatasetInfo(BaseModel):
     kind: str
     count: int
-    path: str
+    path: str = Field(description="The dataset file, relative to the server's base directory.")
     collisions: list[str]
     rejected: list[str]
 

@@ -66,6 +66,7 @@ class BoundedHeadersProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        transport.set_write_buffer_limits(high=WRITE_BUFFER_BYTES)  # see SEND_LOWAT_BYTES
         self._arm_header_deadline()
 
     def data_received(self, data: bytes) -> None:
@@ -149,11 +150,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-#: Unsent bytes the kernel keeps per connection (TCP_NOTSENT_LOWAT). Without it the send
-#: buffer grows to megabytes for a reader that stopped reading, and an NDJSON stream would
-#: run thousands of rotation positions ahead of its reader; bulk downloads are not slowed
-#: (bytes in flight are not counted).
+#: Unsent bytes the kernel keeps per connection (TCP_NOTSENT_LOWAT), and the bytes
+#: uvicorn buffers before it makes the app wait (asyncio's default is 64 KiB). Without them
+#: the send buffer grows to megabytes for a reader that stopped reading, and an NDJSON
+#: stream would run ~14,000 rotation positions ahead of its reader; with them the server
+#: holds at most ~60 KiB a reader has not taken. Bulk downloads are not slowed (bytes in
+#: flight are not counted).
 SEND_LOWAT_BYTES = 16 * 1024
+WRITE_BUFFER_BYTES = 16 * 1024
 
 
 def listening_socket(config: uvicorn.Config) -> socket.socket:

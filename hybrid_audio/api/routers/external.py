@@ -1,4 +1,10 @@
-"""`/external`: the datasets (names, developers, scripts), shown and replaced by upload."""
+"""`/external`: the datasets (names, developers, scripts), shown and replaced by upload.
+
+Uploads are limited to `MAX_IMPORT_BYTES` (413) and `MAX_IMPORT_ENTRIES` lines or items;
+a file holding a refused entry (an invisible character, an over-long line) is a 422 whose
+`details` list every offending line. Paths are shown relative to the base directory: a
+client never learns where the server keeps its files.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ from hybrid_audio.datasets import (
     Dataset,
     DatasetError,
     dataset_path,
+    display_path,
     import_dataset,
     load_dataset,
 )
@@ -31,7 +38,7 @@ def _info(dataset: Dataset, settings: Settings) -> DatasetInfo:
     return DatasetInfo(
         kind=dataset.kind,
         count=len(dataset),
-        path=str(dataset_path(dataset.kind, settings)),
+        path=display_path(dataset_path(dataset.kind, settings), settings),
         collisions=[f"{kept} / {dropped} → {sid}" for kept, dropped, sid in dataset.collisions],
         rejected=[f"line {line}: {text!r}: {why}" for line, text, why in dataset.rejected],
     )
@@ -44,7 +51,7 @@ def datasets(shared: Shared) -> list[DatasetInfo]:
         try:
             infos.append(_info(load_dataset(kind, shared.settings), shared.settings))
         except DatasetError as error:
-            path = str(dataset_path(kind, shared.settings))
+            path = display_path(dataset_path(kind, shared.settings), shared.settings)
             infos.append(
                 DatasetInfo(kind=kind, count=0, path=path, collisions=[], rejected=[str(error)])
             )
@@ -69,14 +76,13 @@ def upload_dataset(kind: Kind, file: UploadFile, shared: Shared) -> DatasetInfo:
         raise ApiError(422, f"upload a .txt, .csv or .json file, not {file.filename!r}")
     data = file.file.read(MAX_IMPORT_BYTES + 1)
     if len(data) > MAX_IMPORT_BYTES:
-        raise ApiError(413, f"datasets are limited to {MAX_IMPORT_BYTES} bytes")
+        raise ApiError(413, f"datasets are limited to {MAX_IMPORT_BYTES} bytes (MAX_IMPORT_BYTES)")
     with tempfile.TemporaryDirectory() as folder:
         upload = Path(folder) / f"upload{suffix}"
         upload.write_bytes(data)
         try:
             imported = import_dataset(kind, upload, shared.settings)
         except DatasetError as error:
-            raise ApiError(
-                422, str(error).replace(str(upload), file.filename or "upload")
-            ) from None
+            message = str(error).replace(str(upload), file.filename or "upload")
+            raise ApiError(422, message, details=error.problems or None) from None
     return _info(imported, shared.settings)

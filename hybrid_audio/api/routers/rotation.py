@@ -1,7 +1,11 @@
 """`/rotation`: the deterministic walk over names, developers, scripts and pairs.
 
 `next_*` are GETs because clients read them like a feed; each call advances a cursor.
-Streams are NDJSON, one step per line, written as each step is taken.
+Streams are NDJSON, one step per line. They follow the reader (backpressure): a chunk of
+`STREAM_CHUNK` positions is reserved only once the previous chunk has been handed to the
+connection, and the server's socket keeps little unsent (`server.SEND_LOWAT_BYTES`), so a
+reader that takes 10 of 100,000 lines and hangs up costs the rotation at most
+`STREAM_LOSS_BOUND` positions, not the whole count.
 """
 
 from __future__ import annotations
@@ -15,9 +19,16 @@ from fastapi.responses import StreamingResponse
 from hybrid_audio.api.errors import ndjson_response
 from hybrid_audio.api.models import GeneratePairRequest, ResetRequest
 from hybrid_audio.api.services import Shared
-from hybrid_audio.rotation import PairMessage, RotationStep, StreamState
+from hybrid_audio.rotation import STREAM_CHUNK, PairMessage, RotationStep, StreamState
 
 router = APIRouter(prefix="/rotation", tags=["rotation"])
+#: Most positions a reader that stalls and hangs up can cost the rotation beyond the lines it
+#: read, not counting what its own receive buffers held: one chunk reserved but not yet
+#: written (`STREAM_CHUNK`) plus the lines the server's buffers hold (`server.py`: at most
+#: WRITE_BUFFER_BYTES in uvicorn and SEND_LOWAT_BYTES unsent in the kernel, each plus one
+#: write). Measured on Linux loopback: ~260 (a default httpx reader adds ~450 of its own);
+#: without those limits it was ~14,000.
+STREAM_LOSS_BOUND = 512
 Count = Annotated[int, Query(ge=1, le=100_000, description="How many steps to stream.")]
 _NDJSON = {200: {"content": {"application/x-ndjson": {}}, "description": "One step per line."}}
 
@@ -47,20 +58,22 @@ def generate_pair(body: GeneratePairRequest, shared: Shared) -> PairMessage:
     return shared.rotation.generate_pair(body.template)
 
 
-def _ndjson(steps: Iterator[RotationStep]) -> StreamingResponse:
-    return ndjson_response(step.model_dump_json() + "\n" for step in steps)
+def _ndjson(chunks: Iterator[list[RotationStep]]) -> StreamingResponse:
+    """One body message per chunk: the generator is resumed (and the next chunk reserved)
+    only after the previous message was accepted by the connection."""
+    return ndjson_response("".join(s.model_dump_json() + "\n" for s in chunk) for chunk in chunks)
 
 
 @router.get("/pairs_stream", response_class=StreamingResponse, responses=_NDJSON)
 def pairs_stream(count: Count, shared: Shared) -> StreamingResponse:
-    """`count` pairs, each taken and sent as it is produced."""
-    return _ndjson(shared.rotation.steps("pair", count))
+    """`count` pairs, taken `STREAM_CHUNK` at a time as the reader consumes them."""
+    return _ndjson(shared.rotation.chunks("pair", count, STREAM_CHUNK))
 
 
 @router.get("/scripts_stream", response_class=StreamingResponse, responses=_NDJSON)
 def scripts_stream(count: Count, shared: Shared) -> StreamingResponse:
-    """`count` script keys, each taken and sent as it is produced."""
-    return _ndjson(shared.rotation.steps("script", count))
+    """`count` script keys, taken `STREAM_CHUNK` at a time as the reader consumes them."""
+    return _ndjson(shared.rotation.chunks("script", count, STREAM_CHUNK))
 
 
 @router.get("/state", response_model=dict[str, StreamState], summary="Every stream's cursor")
