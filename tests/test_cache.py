@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -174,3 +175,25 @@ def test_two_cache_objects_share_one_index(cache: StemCache) -> None:
     )
     cache.store("stem.name.ana", "Ana", make_wav(FMT, 100))
     assert other.lookup("stem.name.ana") is not None
+
+
+@pytest.mark.parametrize("committed", [False, True])
+def test_an_interrupted_invalidate_is_finished_at_start(
+    cache: StemCache, tmp_path: Path, committed: bool
+) -> None:
+    """A file moved aside by a killed invalidate goes back if its row survived, else goes."""
+    record = cache.store("stem.name.ana", "Ana", make_wav(FMT, 100))
+    path = Path(cache.stems_dir) / record.path
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    aside = path.with_name(f".{path.name}.{dead.pid}.{'0' * 32}.aside")
+    path.rename(aside)  # the crash came after the rename...
+    if committed:  # ...and after the row's delete was committed
+        sqlite3.connect(cache.database_path).execute("DELETE FROM stems").connection.commit()
+    reopened = StemCache(
+        stems_dir=cache.stems_dir, database_path=cache.database_path, contract=cache.contract
+    )
+    assert not aside.exists()
+    assert path.exists() is not committed
+    assert (reopened.lookup("stem.name.ana") is None) is committed
+    assert reopened.verify().ok
