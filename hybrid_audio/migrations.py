@@ -125,6 +125,33 @@ CREATE TABLE IF NOT EXISTS auth_failures (
 CREATE INDEX IF NOT EXISTS auth_failures_client ON auth_failures(client, at)
 """
 
+#: The one job store (hybrid_audio.jobs): every long-running job of every process, its
+#: progress, the first errors, a small JSON of parameters (never the inputs), the owner
+#: process (pid and start time, to tell a crash from a running job) and timestamps.
+JOBS = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    done INTEGER NOT NULL DEFAULT 0,
+    total INTEGER NOT NULL DEFAULT 0,
+    errors TEXT NOT NULL DEFAULT '[]',
+    error_count INTEGER NOT NULL DEFAULT 0,
+    message TEXT NOT NULL DEFAULT '',
+    params TEXT NOT NULL DEFAULT '{}',
+    result TEXT,
+    owner_pid INTEGER NOT NULL,
+    owner_start TEXT NOT NULL DEFAULT '',
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    updated_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created_at);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, finished_at)
+"""
+
 #: Append only. The position (1-based) is the schema version a database reaches.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("stem index and rotation cursors (wave 1)", sql=STEMS_AND_CURSORS),
@@ -132,4 +159,5 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         "dashboard sessions and failed key checks (issue 9)", sql=SESSIONS_AND_AUTH_FAILURES
     ),
+    Migration("the persisted job store (issue 9)", sql=JOBS),
 )
