@@ -1,0 +1,344 @@
+"""Who may reach what over HTTP: the gate, sessions, rate limits, origins, Host, slow clients.
+
+Each test acts as an attacker (or a careless operator) would, against the real
+`hybrid-audio-server` (tests/api_server.py): anonymous requests to every route the mounted
+dashboard answers, wrong keys in a loop, a session cookie replayed after logout, requests
+naming a rebound host, connections that send half a request. The browser-side attacks
+(script injection, a page on another port) are in test_browser.py.
+"""
+
+# ruff: noqa: F811  (server fixtures are imported by name)
+
+from __future__ import annotations
+
+import secrets
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from hybrid_audio.api.app import create_app
+from hybrid_audio.api.dashboard_gate import AccessGate
+from hybrid_audio.api.session import COOKIE
+from hybrid_audio.config import Settings
+from tests.api_server import (  # noqa: F401  (fixtures are used by name)
+    HEADER,
+    ApiServer,
+    make_base_dir,
+    server_factory,
+    start_server,
+)
+
+pytestmark = pytest.mark.slow
+
+#: A bound on how long the server may keep a stalled connection: generous, never a timing claim.
+CLOSE_BOUND_S = 30.0
+#: Paths an attacker would try on the dashboard's mount; the test keeps those the mounted
+#: Panel app itself says it answers (so a route Panel adds later is checked too).
+PANEL_CANDIDATES = (
+    "/dashboard",
+    "/dashboard/",
+    "/dashboard/ws",
+    "/dashboard/metadata",
+    "/dashboard/autoload.js",
+    "/dashboard/static/js/bokeh.min.js",
+    "/static/js/bokeh.min.js",
+    "/static/extensions/panel/panel.min.js",
+    "/components/panel.models/Tabulator/__javascript__/x.js",
+    "/favicon.ico",
+    "/session_info",
+    "/liveness",
+    "/panel-preview/render",
+)
+#: /components/ probes: an installed module, a missing one, and a traversal.
+COMPONENT_PROBES = (
+    "/components/os/path/__javascript__/x",
+    "/components/no_such_module_xyz/Thing/__css__/x",
+    "/components/%2e%2e/%2e%2e/etc/passwd",
+    "/components/panel/Column/__javascript__/x",
+)
+
+
+def port_of(server: ApiServer) -> int:
+    return int(urlsplit(server.base_url).port or 0)
+
+
+def login(server: ApiServer, key: str | None = None) -> httpx.Client:
+    """A client holding a dashboard session, signed in as the login page would."""
+    client = httpx.Client(
+        base_url=server.base_url, headers={"origin": server.base_url}, follow_redirects=False
+    )
+    answer = client.post("/dashboard/login", data={"key": key or server.key})
+    assert answer.status_code == 303, answer.text
+    assert COOKIE in client.cookies
+    return client
+
+
+@pytest.fixture(scope="module")
+def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    """A server with a key and a failure limit too high to matter for these tests."""
+    base = make_base_dir(tmp_path_factory.mktemp("access"))
+    server = start_server(
+        base,
+        key=secrets.token_urlsafe(24),
+        env={"AUTH_FAILURE_LIMIT": "0"},
+        args=["--header-timeout", "2", "--body-timeout", "2", "--keep-alive", "2"],
+    )
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def keyless(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    """A server without a key (loopback only)."""
+    server = start_server(make_base_dir(tmp_path_factory.mktemp("access-keyless")))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def mounted_dashboard_paths(tmp_path: Path) -> list[str]:
+    """The candidates the dashboard mounted in a keyed app says it answers."""
+    app = create_app(Settings(base_dir=tmp_path, internal_api_key="k"))
+    gate = next(m for m in app.user_middleware if m.cls is AccessGate)
+    panel = gate.kwargs["dashboard"]
+    assert panel is not None, "the dashboard is not mounted"
+    return [
+        path
+        for path in PANEL_CANDIDATES
+        if panel.handles({"type": "http", "path": path, "root_path": "", "method": "GET"})
+    ]
+
+
+# --- the dashboard's routes and the docs need the key ------------------------------------
+
+
+def test_every_route_the_dashboard_mounts_needs_a_session(keyed: ApiServer, tmp_path) -> None:
+    """No route the Panel app answers (page, websocket, static, components…) is open."""
+    paths = mounted_dashboard_paths(tmp_path)
+    assert {"/dashboard", "/dashboard/ws", "/static/js/bokeh.min.js"} <= set(paths)
+    anonymous = keyed.client(key="")
+    for path in paths:
+        answer = anonymous.get(path, follow_redirects=False)
+        assert answer.status_code in (303, 404), (path, answer.status_code)
+        if answer.status_code == 303:
+            assert answer.headers["location"] == "/dashboard/login", path
+        assert b"bokeh" not in answer.content.lower(), path
+    # With a session the same resources load.
+    session = login(keyed)
+    assert session.get("/static/js/bokeh.min.js").status_code == 200
+    assert session.get("/dashboard/").status_code == 200
+
+
+@pytest.mark.parametrize("probe", COMPONENT_PROBES)
+def test_component_routes_answer_one_404_and_import_nothing(
+    keyed: ApiServer, keyless: ApiServer, probe: str
+) -> None:
+    """/components/<module>/… never imports a module nor tells present from missing."""
+    answers = [
+        keyed.client(key="").get(probe),
+        login(keyed).get(probe),
+        keyless.client(key="").get(probe),
+    ]
+    assert [a.status_code for a in answers] == [404, 404, 404], probe
+    assert len({a.content for a in answers}) == 1  # the same body whoever asks
+
+
+@pytest.mark.parametrize("path", ["/docs", "/redoc", "/openapi.json"])
+def test_docs_need_the_key_or_a_session(keyed: ApiServer, path: str) -> None:
+    """The API description is not handed to anonymous clients when a key is set."""
+    assert keyed.client(key="").get(path).status_code == 401
+    assert keyed.client(key="wrong").get(path).status_code == 401
+    assert keyed.client().get(path).status_code == 200
+    assert login(keyed).get(path).status_code == 200
+
+
+# --- sessions ---------------------------------------------------------------------------
+
+
+def test_a_session_is_random_per_login_and_logout_ends_it(keyed: ApiServer) -> None:
+    """A stolen cookie stops working at logout; two logins never share an id."""
+    first, second = login(keyed), login(keyed)
+    token = first.cookies[COOKIE]
+    assert token != second.cookies[COOKIE]
+    assert keyed.key not in token
+    assert first.get("/jobs").status_code == 200
+    answer = first.post("/dashboard/logout")
+    assert answer.status_code == 303
+    assert "Max-Age=0" in answer.headers["set-cookie"]
+    thief = keyed.client(key="")
+    thief.cookies.set(COOKIE, token)
+    assert thief.get("/jobs").status_code == 401
+    assert thief.get("/dashboard", follow_redirects=False).status_code == 303
+    assert second.get("/jobs").status_code == 200  # other sessions live on
+
+
+def test_sessions_and_failures_are_shared_by_server_processes(tmp_path: Path) -> None:
+    """Two processes on one state folder: one login, one logout, one failure count."""
+    base = make_base_dir(tmp_path / "shared")
+    key = secrets.token_urlsafe(24)
+    env = {"AUTH_FAILURE_LIMIT": "3", "AUTH_FAILURE_WINDOW": "600"}
+    one = start_server(base, key=key, env=env)
+    two = start_server(base, key=key, env=env)
+    try:
+        session = login(one)
+        on_two = two.client(key="")
+        on_two.cookies.set(COOKIE, session.cookies[COOKIE])
+        assert on_two.get("/jobs").status_code == 200
+        logout = on_two.post("/dashboard/logout", headers={"origin": two.base_url})
+        assert logout.status_code == 303
+        assert session.get("/jobs").status_code == 401  # logged out everywhere
+        # Wrong keys sent to one process count in the other.
+        assert [one.client(key="bad").get("/jobs").status_code for _ in range(2)] == [401, 401]
+        refused = two.client(key="bad").get("/jobs")
+        assert refused.status_code == 429
+        assert two.client().get("/jobs").status_code == 429  # the right key too: no oracle
+    finally:
+        one.stop()
+        two.stop()
+
+
+# --- rate limits ------------------------------------------------------------------------
+
+
+def test_wrong_keys_are_rate_limited(server_factory: Callable[..., ApiServer]) -> None:
+    """A key guesser gets 429 with Retry-After after a few tries, even when it guesses right."""
+    server = server_factory(key=secrets.token_urlsafe(24), env={"AUTH_FAILURE_LIMIT": "3"})
+    guesser = server.client(key="guess")
+    statuses = [guesser.get("/jobs").status_code for _ in range(4)]
+    assert statuses == [401, 401, 429, 429]
+    answer = server.client().get("/jobs")
+    assert answer.status_code == 429
+    assert answer.json()["error"]["code"] == "rate_limited"
+    assert 1 <= int(answer.headers["retry-after"]) <= 60
+    assert server.client(key="").get("/health").status_code == 200
+
+
+def test_wrong_logins_are_rate_limited(server_factory: Callable[..., ApiServer]) -> None:
+    """The login form is not a faster way to guess the key."""
+    server = server_factory(key=secrets.token_urlsafe(24), env={"AUTH_FAILURE_LIMIT": "3"})
+    form = httpx.Client(base_url=server.base_url, headers={"origin": server.base_url})
+    statuses = [form.post("/dashboard/login", data={"key": "guess"}).status_code for _ in range(3)]
+    assert statuses == [401, 401, 429]
+    answer = form.post("/dashboard/login", data={"key": server.key}, follow_redirects=False)
+    assert answer.status_code == 429
+    assert int(answer.headers["retry-after"]) >= 1
+    assert COOKIE not in form.cookies
+
+
+# --- origins and hosts ------------------------------------------------------------------
+
+
+def test_cookie_changes_need_evidence_of_the_own_origin(keyed: ApiServer) -> None:
+    """A change riding on the session cookie must come from the server's own page."""
+    session = login(keyed)
+    body = {"name": "Ann"}
+    del session.headers["origin"]
+    bare = session.post("/generate/name", json=body)
+    assert bare.status_code == 403
+    assert bare.json()["error"]["code"] == "cross_origin_refused"
+    other = session.post("/generate/name", json=body, headers={"origin": "http://127.0.0.1:1"})
+    assert other.status_code == 403
+    same_site = session.post("/generate/name", json=body, headers={"sec-fetch-site": "same-site"})
+    assert same_site.status_code == 403
+    own = session.post("/generate/name", json=body, headers={"origin": keyed.base_url})
+    assert own.status_code == 200, own.text
+    # Scripts and the CLI send the key header and no Origin: unaffected.
+    assert keyed.client().post("/generate/name", json=body).status_code == 200
+
+
+def test_a_page_of_another_origin_cannot_replace_a_dataset_without_a_key(
+    keyless: ApiServer,
+) -> None:
+    """Without a key, a browser page on another port still cannot change anything."""
+    api = keyless.client(key="")
+    before = api.get("/external/datasets/developer").json()["items"]
+    answer = api.post(
+        "/external/datasets/developer",
+        files={"file": ("developers.txt", b"Evil Corp\n", "text/plain")},
+        headers={"origin": "http://127.0.0.1:9", "sec-fetch-site": "same-site"},
+    )
+    assert answer.status_code == 403
+    assert api.get("/external/datasets/developer").json()["items"] == before
+
+
+@pytest.mark.parametrize("host", ["rebound.example", "rebound.example:80", "10.0.0.1", "[::2]"])
+def test_a_rebound_host_name_is_refused_without_a_key(keyless: ApiServer, host: str) -> None:
+    """DNS rebinding: a hostile name pointed at 127.0.0.1 reaches no route."""
+    answer = keyless.client(key="").get("/health", headers={"host": host})
+    assert answer.status_code == 421
+    assert "DNS rebinding" in answer.json()["error"]["message"]
+
+
+def test_loopback_host_names_are_answered(keyless: ApiServer) -> None:
+    """The names a local user types keep working."""
+    port = port_of(keyless)
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", "localhost", f"[::1]:{port}"):
+        assert keyless.client(key="").get("/health", headers={"host": host}).status_code == 200
+
+
+# --- slow clients -----------------------------------------------------------------------
+
+
+def closed_within_bound(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (fails if it never does)."""
+    sock.settimeout(CLOSE_BOUND_S)
+    received = b""
+    while chunk := sock.recv(4096):
+        received += chunk
+    return received
+
+
+def trickle_until_closed(sock: socket.socket, deadline: float) -> bool:
+    """Send a byte every quarter second until the server closes (True) or the deadline."""
+    while time.monotonic() < deadline:
+        try:
+            sock.sendall(b"X")
+        except (BrokenPipeError, ConnectionResetError):
+            return True
+        time.sleep(0.25)  # the trickle itself
+    return False
+
+
+def test_half_sent_headers_are_dropped(keyed: ApiServer) -> None:
+    """A client that stops in the middle of its headers does not keep the connection."""
+    with socket.create_connection(("127.0.0.1", port_of(keyed))) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        assert closed_within_bound(sock) == b""
+
+
+def test_trickled_headers_are_dropped(keyed: ApiServer) -> None:
+    """Slowloris: a header byte now and then does not extend the deadline."""
+    with socket.create_connection(("127.0.0.1", port_of(keyed))) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        deadline = time.monotonic() + CLOSE_BOUND_S
+        assert trickle_until_closed(sock, deadline)
+
+
+def test_a_silent_connection_is_dropped(keyed: ApiServer) -> None:
+    """A client that connects and sends nothing is not kept."""
+    with socket.create_connection(("127.0.0.1", port_of(keyed))) as sock:
+        assert closed_within_bound(sock) == b""
+
+
+def test_a_half_sent_body_gets_408_and_is_dropped(keyed: ApiServer) -> None:
+    """A declared body that stops arriving is answered 408 and the connection closed."""
+    with socket.create_connection(("127.0.0.1", port_of(keyed))) as sock:
+        sock.sendall(
+            b"POST /generate/name HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            + f"{HEADER}: {keyed.key}\r\n".encode()
+            + b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+            + b'{"name": "An'
+        )
+        answer = closed_within_bound(sock)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b"request_timeout" in answer
+    # The server still serves others.
+    assert keyed.client().get("/jobs").status_code == 200
