@@ -18,6 +18,7 @@ differs the database refuses all work (`StateDatabaseGoneError`, a 503) until a 
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 import threading
@@ -25,7 +26,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from hybrid_audio.files import StorageError
 from hybrid_audio.migrations import MIGRATIONS, Migration
+
+#: SQLite result codes that mean the disk refused the write, as the errno files.py reports.
+_DISK_REFUSALS = {sqlite3.SQLITE_FULL: errno.ENOSPC, sqlite3.SQLITE_READONLY: errno.EROFS}
 
 
 class StateDatabaseError(RuntimeError):
@@ -140,17 +145,31 @@ class Database:
         """A `BEGIN IMMEDIATE` transaction: committed on success, rolled back on error.
 
         The file's identity is checked again under the write lock, just before COMMIT, so
-        a write racing the deletion of the file is rolled back rather than lost.
+        a write racing the deletion of the file is rolled back rather than lost. A disk that
+        refuses the write (full, read-only) raises `files.StorageError` naming the folder.
         """
         db = self.connection()
-        db.execute("BEGIN IMMEDIATE")
+        with self._disk_refusals():
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+                self.check_identity()
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:  # SQLite may have rolled back itself (a full disk)
+                    db.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def _disk_refusals(self) -> Iterator[None]:
+        """SQLite's "disk is full" / "readonly database" as the `StorageError` files raise."""
         try:
-            yield db
-            self.check_identity()
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+            yield
+        except sqlite3.OperationalError as error:
+            refusal = _DISK_REFUSALS.get(error.sqlite_errorcode & 0xFF)
+            if refusal is None:
+                raise
+            raise StorageError(self.path.parent, OSError(refusal, str(error))) from error
 
     def close(self) -> None:
         """Close this thread's connection, if any."""
