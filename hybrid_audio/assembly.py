@@ -387,17 +387,24 @@ class Assembler(param.Parameterized):
 
     # --- reading back -------------------------------------------------------------------
 
-    def list_outputs(self) -> list[OutputSummary]:
-        """Every assembled message with a manifest, newest first."""
+    def list_outputs(self, offset: int = 0, limit: int | None = None) -> list[OutputSummary]:
+        """Assembled messages with a manifest, newest first: `limit` (default all) of
+        `output_ids()` from `offset`. Only the page's manifests are read."""
         summaries = []
-        for path in sorted(self.output_dir.glob("*.json"), reverse=True):
-            if not _OUTPUT_ID.fullmatch(path.stem):
-                continue
+        page = self.output_ids()[offset : None if limit is None else offset + limit]
+        for output_id in page:
             try:
-                summaries.append(_summary(json.loads(read_inside(self.output_dir, path.name)[0])))
+                document = read_inside(self.output_dir, f"{output_id}.json")[0]
+                summaries.append(_summary(json.loads(document)))
             except (ValueError, KeyError, OSError):
                 continue  # a foreign, broken or linked file is not an output
         return summaries
+
+    def output_ids(self) -> list[str]:
+        """Ids of the manifests in the output folder, newest first (ids start with a UTC
+        timestamp); a page of `list_outputs` may hold fewer if some do not read as outputs."""
+        ids = (path.stem for path in self.output_dir.glob("*.json"))
+        return sorted((i for i in ids if _OUTPUT_ID.fullmatch(i)), reverse=True)
 
     def load_output(self, output_id: str) -> dict[str, Any]:
         """The manifest document of one output (a symbolic link is refused, not followed)."""

@@ -51,7 +51,9 @@ EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 EXIT_INTERRUPTED = 130
 #: Job states after which a job never changes again.
-FINAL_JOB_STATES = frozenset({"done", "failed", "cancelled"})
+FINAL_JOB_STATES = frozenset({"done", "failed", "cancelled", "interrupted"})
+#: Rows the server returns at most per page of a list route (its `MAX_PAGE`).
+PAGE_MAX = 1000
 #: Seconds between two `/jobs/{id}` polls while following a job.
 POLL_SECONDS = 0.25
 LOG_BACKUPS = 3
@@ -245,6 +247,24 @@ class Api:
                 f"with a body that is not JSON"
             ) from None
 
+    def pages(self, path: str, want: int) -> tuple[list[Any], int]:
+        """`want` rows (0: all) of a paginated list route, following its `X-Next-Offset`,
+        and how many the server holds (`X-Total-Count`)."""
+        rows: list[Any] = []
+        offset = 0
+        while True:
+            size = min(PAGE_MAX, want - len(rows)) if want else PAGE_MAX
+            response = self.request("GET", path, params={"offset": offset, "limit": size})
+            try:
+                rows += response.json()
+            except ValueError:
+                raise CliError(f"GET {path}: the server answered a body that is not JSON") from None
+            total = int(response.headers.get("x-total-count", len(rows)))
+            following = response.headers.get("x-next-offset")
+            if following is None or (want and len(rows) >= want):
+                return rows, total
+            offset = int(following)
+
     @contextlib.contextmanager
     def stream(self, method: str, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
         """A response whose body is read as it arrives (NDJSON, audio downloads)."""
@@ -346,13 +366,15 @@ def _print_rows(
     rows: Sequence[Mapping[str, Any]],
     columns: Sequence[str | tuple[str, str]],
     limit: int,
+    total: int | None = None,
 ) -> None:
-    """A table of at most `limit` rows (0: all): rich needs ~0.1 ms a cell, and a list of
-    300 000 dataset items would take a minute to draw."""
+    """A table of at most `limit` rows (0: all) of `total` (default: all rows given): rich
+    needs ~0.1 ms a cell, and a list of 300 000 dataset items would take a minute to draw."""
+    total = len(rows) if total is None else total
     shown = rows if limit <= 0 else rows[:limit]
-    out.print(_rows_table(f"{title}: {len(rows)}", shown, columns))
-    if len(shown) < len(rows):
-        err.print(f"… {len(rows) - len(shown)} more (--limit 0 shows all; --json prints all)")
+    out.print(_rows_table(f"{title}: {total}", shown, columns))
+    if len(shown) < total:
+        err.print(f"… {total - len(shown)} more (--limit 0 shows all; --json prints all)")
 
 
 Limit = Annotated[int, typer.Option(min=0, help="Rows to show in the table (0: all).")]
@@ -921,9 +943,9 @@ def assemble_outputs(ctx: typer.Context, limit: Limit = 100) -> None:
     Example: hybrid-audio assemble outputs
     """
     api = _api(ctx)
-    data = api.json("GET", "/assemble/outputs")
+    data, total = api.pages("/assemble/outputs", 0 if api.as_json else limit)
     columns = ["id", "template", "name", "developer", "script", "duration", "verified"]
-    _show(api, data, lambda d: _print_rows("outputs", d, columns, limit))
+    _show(api, data, lambda d: _print_rows("outputs", d, columns, limit, total))
 
 
 @assemble_app.command("show")
@@ -1366,16 +1388,16 @@ def external_import(
 
 
 @jobs_app.command("list")
-def jobs_list(ctx: typer.Context) -> None:
-    """List the jobs this server process knows, with their progress.
+def jobs_list(ctx: typer.Context, limit: Limit = 100) -> None:
+    """List the jobs of every server process on this state folder, newest first.
 
     Example: hybrid-audio jobs list
     """
     api = _api(ctx)
-    data = api.json("GET", "/jobs")
-    rows = [{**j, "errors": len(j.get("errors") or [])} for j in data]
+    data, total = api.pages("/jobs", 0 if api.as_json else limit)
+    rows = [{**j, "errors": j.get("error_count", len(j.get("errors") or []))} for j in data]
     columns = ["id", "kind", "state", "done", "total", "errors", "message"]
-    _show(api, data, lambda _d: _print_rows("jobs", rows, columns, 0))
+    _show(api, data, lambda _d: _print_rows("jobs", rows, columns, limit, total))
 
 
 @jobs_app.command("show")

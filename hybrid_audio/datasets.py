@@ -6,7 +6,7 @@ and the collision is reported, never silently merged. Imports accept txt, csv an
 reject malformed files with the line number, and replace the dataset file atomically. This
 module never synthesizes.
 
-What no dataset may hold, whatever its source (upload, file on disk, API list): more than
+What no dataset file may hold, uploaded or edited on disk: more than
 `MAX_IMPORT_BYTES` bytes or `MAX_IMPORT_ENTRIES` lines/items, an entry longer than
 `MAX_ENTRY_CHARS` characters, or an invisible character (`REFUSED_CATEGORIES`: controls
 such as NUL, ESC and tab; format characters such as the bidi overrides U+202A–U+202E and
@@ -14,8 +14,9 @@ U+2066–U+2069, zero-width joiners and an inner BOM; lone surrogates; line and 
 separators). Such a file is refused as a whole, naming every offending line (JSON: item),
 because it is corrupt or hostile rather than a list with a few unusable names: a name that
 renders differently from what is spoken, or that a terminal or browser interprets, has no
-place in a dataset. Ordinary spaces (including no-break spaces) are text and stay. Nesting
-in JSON is refused without recursing (a `[[[[…` bomb is a clear error, not a crash).
+place in a dataset. Ordinary spaces (including no-break spaces) are text and stay. JSON
+nested deeper than the decoder's recursion limit (a `[[[[…` bomb) is a clear error, caught
+as the decoder stops, not a crash.
 Messages name files relative to the base directory, never by their absolute server path.
 """
 
@@ -183,10 +184,10 @@ def parse_dataset(raw: str, kind: str, suffix: str, source: str = "<upload>") ->
 
 def dataset_from_texts(kind: str, texts: Sequence[str]) -> Dataset:
     """A dataset of texts given directly (an API request, a notebook list): no file syntax,
-    so a name starting with "#" or holding a comma is just a name."""
+    so a name starting with "#" or holding a comma is just a name. Nothing is stored, so
+    texts are not refused here: each one is made or refused by the engine on its own."""
     _check_kind(kind)
-    entries = [(n, t, t) for n, t in enumerate(texts, 1) if not _blank(t)]
-    return _dedup(kind, _checked(entries, f"{kind} list", "item"))
+    return _dedup(kind, [(n, t.strip(), t.strip()) for n, t in enumerate(texts, 1) if t.strip()])
 
 
 def entry_problem(text: str) -> str | None:

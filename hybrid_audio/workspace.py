@@ -14,6 +14,7 @@ from pathlib import Path
 
 from hybrid_audio.assembly import Assembler
 from hybrid_audio.config import Settings
+from hybrid_audio.database import Database
 from hybrid_audio.engines import Engine
 from hybrid_audio.generation import Generator
 from hybrid_audio.jobs import Job, JobRunner
@@ -44,7 +45,7 @@ class Workspace:
             rotation=RotationEngine(
                 settings=settings, seed=settings.rotation_seed, assembler=assembler
             ),
-            jobs=JobRunner(max_workers=2),
+            jobs=JobRunner(Database(settings.database_path), max_workers=2),
             jobs_log=JsonlLog(Path(settings.logs_dir) / "jobs.jsonl", settings.log_max_bytes),
         )
 
@@ -59,29 +60,39 @@ class Workspace:
 
         Both lists omitted → the datasets; one given → only that one (the omitted list is
         empty), so "these five names" never silently becomes "these names and every
-        developer". Used by the API and the dashboard alike.
+        developer". Used by the API and the dashboard alike. The lists go to the job
+        function only; the job's row records how many texts each held.
         """
         if (names is None) != (developers is None):
             names, developers = names or [], developers or []
-
-        def work(job: Job) -> dict:
-            self.jobs_log.write("job_started", job=job.id, kind=job.kind, source=source)
-            try:
-                report = self.generator.generate_rotational_stems(names, developers, job=job)
-            except BaseException as error:
-                self.jobs_log.write("job_failed", job=job.id, error=str(error))
-                raise
-            self.jobs_log.write(
-                "job_done",
-                job=job.id,
-                created=report.created,
-                cached=report.cached,
-                failed=len(report.failed),
-            )
-            return report.model_dump()
-
+        params = {
+            "source": source,
+            "names": "dataset" if names is None else len(names),
+            "developers": "dataset" if developers is None else len(developers),
+        }
         estimate = len(names or ()) + len(developers or ())  # the job corrects it once deduped
-        return self.jobs.submit("bulk_generate", work, total=estimate)
+        return self.jobs.submit(
+            "bulk_generate", self._bulk_work, estimate, params=params, args=(names, developers)
+        )
+
+    def _bulk_work(
+        self, job: Job, names: Sequence[str] | None, developers: Sequence[str] | None
+    ) -> dict:
+        """The body of a bulk generation job, logged to jobs.jsonl."""
+        self.jobs_log.write("job_started", job=job.id, kind=job.kind, **job.params)
+        try:
+            report = self.generator.generate_rotational_stems(names, developers, job=job)
+        except BaseException as error:
+            self.jobs_log.write("job_failed", job=job.id, error=str(error))
+            raise
+        self.jobs_log.write(
+            "job_done",
+            job=job.id,
+            created=report.created,
+            cached=report.cached,
+            failed=len(report.failed),
+        )
+        return report.model_dump()
 
     def close(self) -> None:
         self.jobs.shutdown()

@@ -1,23 +1,60 @@
-"""Jobs: progress, ETA, failure as data, cancellation."""
+"""Jobs: progress, ETA, failure as data, cancellation, and the persisted job store."""
 
 from __future__ import annotations
 
+import gc
+import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
+import weakref
+from pathlib import Path
 
 import pytest
 
-from hybrid_audio.jobs import Job, JobRunner, JobState
+from hybrid_audio.database import Database
+from hybrid_audio.jobs import (
+    MAX_FINISHED_JOBS,
+    MAX_JOB_AGE_SECONDS,
+    MAX_STORED_ERRORS,
+    Job,
+    JobRunner,
+    JobState,
+)
 
 
 @pytest.fixture
-def runner():
-    runner = JobRunner(max_workers=2)
+def database(tmp_path: Path) -> Database:
+    return Database(tmp_path / "state.sqlite3")
+
+
+@pytest.fixture
+def runner(database: Database):
+    runner = JobRunner(database, max_workers=2)
     yield runner
     runner.shutdown()
 
 
-def test_job_reports_progress_and_result(runner: JobRunner) -> None:
+def _row(database: Database, job_id: str) -> dict:
+    cursor = database.connection().execute("SELECT * FROM jobs WHERE id = ?", (job_id,))
+    names = [c[0] for c in cursor.description]
+    return dict(zip(names, cursor.fetchone(), strict=True))
+
+
+def _insert_running(database: Database, job_id: str, pid: int, start: str = "") -> None:
+    """A row as a process that then died would have left it."""
+    with database.write() as db:
+        db.execute(
+            "INSERT INTO jobs (id, kind, state, owner_pid, owner_start, created_at, updated_at)"
+            " VALUES (?, 'bulk_generate', 'running', ?, ?, ?, ?)",
+            (job_id, pid, start, time.time(), time.time()),
+        )
+
+
+def test_job_reports_progress_and_result(runner: JobRunner, database: Database) -> None:
     def work(job: Job) -> int:
         for i in range(5):
             job.advance(message=f"step {i}")
@@ -29,8 +66,16 @@ def test_job_reports_progress_and_result(runner: JobRunner) -> None:
     assert (info.state, info.done, info.total, info.result) == (JobState.DONE, 5, 5, 42)
     assert info.message == "step 4"
     assert info.eta_seconds == 0.0
-    assert runner.get(job.id) is job
-    assert job in runner.list()
+    assert runner.get(job.id).info() == info  # read back from the table
+    assert [j.id for j in runner.list()] == [job.id]
+    row = _row(database, job.id)
+    assert (row["state"], row["done"], row["total"], json.loads(row["result"])) == (
+        "done",
+        5,
+        5,
+        42,
+    )
+    assert row["owner_pid"] == os.getpid()
 
 
 def test_failure_is_recorded_not_raised(runner: JobRunner) -> None:
@@ -41,6 +86,7 @@ def test_failure_is_recorded_not_raised(runner: JobRunner) -> None:
     job = runner.wait(runner.submit("boom", work, total=2).id, timeout=5)
     assert job.state == JobState.FAILED
     assert job.errors == ["stem.name.x: engine said no", "RuntimeError: disk full"]
+    assert job.error_count == 2
 
 
 def test_cancel_stops_at_the_next_check(runner: JobRunner) -> None:
@@ -54,7 +100,7 @@ def test_cancel_stops_at_the_next_check(runner: JobRunner) -> None:
 
     job = runner.submit("slow", work, total=1)
     started.wait(5)
-    job.cancel()
+    runner.cancel(job.id)
     release.set()
     runner.wait(job.id, timeout=5)
     assert job.state == JobState.CANCELLED
@@ -72,3 +118,152 @@ def test_eta_from_the_pace_so_far() -> None:
 def test_unknown_job_is_a_key_error(runner: JobRunner) -> None:
     with pytest.raises(KeyError, match="no job"):
         runner.get("nope")
+
+
+def test_pending_is_the_old_name_of_queued() -> None:
+    """Python callers of wave 1 keep working; the API says "queued"."""
+    assert JobState.PENDING is JobState.QUEUED
+    assert Job().state == "queued"
+
+
+def test_another_runner_on_the_database_sees_and_cancels_the_job(
+    runner: JobRunner, database: Database
+) -> None:
+    """A second server process reads the job from the table and can cancel it."""
+    started, stop = threading.Event(), threading.Event()
+
+    def work(job: Job) -> None:
+        started.set()
+        while not stop.is_set():
+            job.advance()
+            job.raise_if_cancelled()
+            time.sleep(0.01)
+
+    job = runner.submit("loop", work)
+    started.wait(5)
+    other = JobRunner(Database(database.path))
+    try:
+        assert other.get(job.id).state == JobState.RUNNING
+        other.cancel(job.id)
+        assert other.wait(job.id, timeout=10).state == JobState.CANCELLED
+    finally:
+        stop.set()
+        other.shutdown()
+    assert job.state == JobState.CANCELLED
+
+
+def test_errors_are_capped_and_counted(runner: JobRunner, database: Database) -> None:
+    def work(job: Job) -> None:
+        for i in range(MAX_STORED_ERRORS * 5):
+            job.advance(error=f"stem {i} failed")
+
+    job = runner.wait(runner.submit("errors", work).id, timeout=10)
+    assert job.error_count == MAX_STORED_ERRORS * 5
+    assert job.errors == [f"stem {i} failed" for i in range(MAX_STORED_ERRORS)]
+    row = _row(database, job.id)
+    assert row["error_count"] == MAX_STORED_ERRORS * 5
+    assert len(json.loads(row["errors"])) == MAX_STORED_ERRORS
+
+
+def test_a_job_does_not_keep_its_inputs(runner: JobRunner, database: Database) -> None:
+    """The inputs go to the function only: once it returns nothing holds them."""
+
+    class Names(list):
+        pass
+
+    names = Names(f"Name {i}" for i in range(10_000))
+    alive = weakref.ref(names)
+
+    def work(job: Job, given: list[str]) -> int:
+        return len(given)
+
+    job = runner.submit("count", work, params={"names": len(names)}, args=(names,))
+    del names
+    runner.wait(job.id, timeout=5)
+    gc.collect()
+    assert alive() is None
+    assert job.result == 10_000
+    assert json.loads(_row(database, job.id)["params"]) == {"names": 10_000}
+
+
+def test_parameters_must_stay_small(runner: JobRunner) -> None:
+    with pytest.raises(ValueError, match="limited"):
+        runner.submit("big", lambda job: None, params={"names": ["x" * 100] * 100})
+
+
+def test_a_job_of_a_dead_process_is_interrupted(database: Database) -> None:
+    """A job left running by a killed process shows as interrupted, not running or missing."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    _insert_running(database, "deadbeef0001", child.pid)
+    runner = JobRunner(database)
+    try:
+        job = runner.get("deadbeef0001")
+    finally:
+        runner.shutdown()
+    assert job.state == JobState.INTERRUPTED
+    assert f"pid {child.pid}" in job.message
+    assert job.finished_at is not None
+
+
+def test_an_unreaped_killed_process_counts_as_dead(database: Database) -> None:
+    """A zombie (killed, not yet waited for) does not keep its jobs running."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    runner = JobRunner(database)
+    try:
+        start = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+        _insert_running(database, "zombie000001", child.pid, start)
+        assert runner.get("zombie000001").state == JobState.RUNNING  # alive: left alone
+        os.kill(child.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while runner.get("zombie000001").state == JobState.RUNNING:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert runner.get("zombie000001").state == JobState.INTERRUPTED
+    finally:
+        child.wait()
+        runner.shutdown()
+
+
+def test_a_reused_pid_is_not_the_owner(database: Database) -> None:
+    """Same pid, other start time (a restarted container): the old job is interrupted."""
+    _insert_running(database, "reused000001", os.getpid(), start="1")
+    runner = JobRunner(database)
+    try:
+        assert runner.get("reused000001").state == JobState.INTERRUPTED
+    finally:
+        runner.shutdown()
+
+
+def test_finished_jobs_are_pruned_by_count_and_age(database: Database) -> None:
+    now = time.time()
+    with database.write() as db:
+        db.executemany(
+            "INSERT INTO jobs (id, kind, state, owner_pid, created_at, finished_at, updated_at)"
+            " VALUES (?, 'x', 'done', 1, ?, ?, ?)",
+            [(f"old{i:09d}", now - i, now - i, now) for i in range(MAX_FINISHED_JOBS + 50)],
+        )
+        db.execute(
+            "INSERT INTO jobs (id, kind, state, owner_pid, created_at, finished_at, updated_at)"
+            " VALUES ('ancient00000', 'x', 'failed', 1, 0, ?, 0)",
+            (now - MAX_JOB_AGE_SECONDS - 60,),
+        )
+    runner = JobRunner(database)
+    try:
+        assert runner.count() == MAX_FINISHED_JOBS
+        ids = {job.id for job in runner.list(0, MAX_FINISHED_JOBS)}
+        assert "ancient00000" not in ids
+        assert f"old{0:09d}" in ids
+        assert f"old{MAX_FINISHED_JOBS:09d}" not in ids  # the oldest beyond the cap went
+    finally:
+        runner.shutdown()
+
+
+def test_list_pages_newest_first(runner: JobRunner) -> None:
+    jobs = [runner.submit("n", lambda job: None) for _ in range(5)]
+    for job in jobs:
+        runner.wait(job.id, timeout=5)
+    newest_first = [job.id for job in reversed(jobs)]
+    assert [j.id for j in runner.list(0, 2)] == newest_first[:2]
+    assert [j.id for j in runner.list(2, 2)] == newest_first[2:4]
+    assert runner.count() == 5

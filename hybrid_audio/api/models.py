@@ -7,8 +7,9 @@ HTTP needs. Every string a client sends has a length limit.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from fastapi import Query, Response
 from pydantic import BaseModel, Field
 
 from hybrid_audio.assembly import OutputSummary
@@ -16,6 +17,19 @@ from hybrid_audio.bitmerge import VerifyReport
 from hybrid_audio.cache import StemRecord
 
 Text = Field(min_length=1, max_length=256)
+#: Largest page a list route returns (`limit`).
+MAX_PAGE = 1000
+PageOffset = Annotated[int, Query(ge=0, description="Rows to skip (newest first).")]
+PageLimit = Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"Rows, at most {MAX_PAGE}.")]
+
+
+def set_page_headers(response: Response, offset: int, count: int, total: int) -> None:
+    """`X-Total-Count`, and `X-Next-Offset` when rows follow this page of `count`."""
+    response.headers["X-Total-Count"] = str(total)
+    if offset + count < total and count:
+        response.headers["X-Next-Offset"] = str(offset + count)
+
+
 #: A bulk request may name at most this many texts per list.
 MAX_BATCH = 100_000
 

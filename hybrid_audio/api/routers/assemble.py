@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from fastapi.responses import FileResponse
 
 from hybrid_audio.api.audio import VerifiedAudio
 from hybrid_audio.api.errors import not_found
-from hybrid_audio.api.models import AssembleRequest, AssembleResponse
+from hybrid_audio.api.models import (
+    AssembleRequest,
+    AssembleResponse,
+    PageLimit,
+    PageOffset,
+    set_page_headers,
+)
 from hybrid_audio.api.services import Shared
 from hybrid_audio.assembly import OutputSummary
 from hybrid_audio.bitmerge import VerifyReport
@@ -49,8 +55,14 @@ def assemble_template(body: AssembleRequest, shared: Shared) -> AssembleResponse
 
 
 @router.get("/outputs", response_model=list[OutputSummary], summary="Assembled messages")
-def list_outputs(shared: Shared) -> list[OutputSummary]:
-    return shared.assembler.list_outputs()
+def list_outputs(
+    shared: Shared, response: Response, offset: PageOffset = 0, limit: PageLimit = 100
+) -> list[OutputSummary]:
+    """A page of messages, newest first; `X-Total-Count` and `X-Next-Offset` headers say
+    how many there are and where the next page starts."""
+    total = len(shared.assembler.output_ids())
+    set_page_headers(response, offset, min(limit, max(total - offset, 0)), total)
+    return shared.assembler.list_outputs(offset, limit)
 
 
 @router.get("/outputs/{output_id}", response_model=dict[str, Any], summary="A manifest")
