@@ -13,12 +13,15 @@ import time
 import httpx
 import pytest
 
+from hybrid_audio.api.models import MAX_PAGE
 from hybrid_audio.api.routers.rotation import STREAM_LOSS_BOUND
 from hybrid_audio.datasets import MAX_ENTRY_CHARS, MAX_IMPORT_BYTES, MAX_IMPORT_ENTRIES
 from tests import api_server
-from tests.api_server import ApiServer
+from tests.api_server import ApiServer, start_server
 
-#: The shared fixtures, used by name.
+#: Fixtures used by name.
+server_factory = api_server.server_factory
+
 scratch_server, scratch = api_server.scratch_server, api_server.scratch
 
 #: Invisible characters an attacker hides in a name: controls, bidi overrides and isolates,
@@ -223,3 +226,99 @@ def test_a_reader_that_hangs_up_costs_at_most_the_stated_bound(
     assert after - before - 10 <= STREAM_LOSS_BOUND
     following = scratch.get(f"/rotation/next_{'pair' if stream == 'pair' else 'script'}").json()
     assert (following["cycle"], following["position"]) not in served
+
+
+# --- jobs: persisted, bounded, and honest after a crash -----------------------------------
+
+
+def _wait_state(client: httpx.Client, job_id: str, states: set[str], timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = client.get(f"/jobs/{job_id}").json()
+        if info["state"] in states and info.get("done", 0) >= 1:
+            return info
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} not in {states} after {timeout} s: {info}")
+
+
+def _long_bulk_job(client: httpx.Client) -> str:
+    names = [f"Interrupted Person Number {i}" for i in range(3000)]
+    response = client.post("/cache/bulk_generate", json={"names": names, "developers": []})
+    assert response.status_code == 202, response.text
+    return response.json()["id"]
+
+
+@pytest.mark.slow
+def test_a_job_killed_with_its_server_shows_as_interrupted_after_restart(
+    server_factory,
+) -> None:
+    """kill -9 mid-job, restart on the same folder: the job is interrupted, not 404."""
+    first = server_factory(key="k" * 32)
+    job_id = _long_bulk_job(first.client())
+    running = _wait_state(first.client(), job_id, {"running"})
+    assert running["params"] == {"source": "api", "names": 3000, "developers": 0}
+    first.process.kill()
+    first.process.wait(timeout=10)
+    second = start_server(first.base_dir, key=first.key)
+    try:
+        client = second.client()
+        info = client.get(f"/jobs/{job_id}").json()
+        assert info["state"] == "interrupted", info
+        assert f"pid {first.process.pid}" in info["message"]
+        assert info["done"] >= 1
+        assert info["finished_at"] is not None
+        assert job_id in [j["id"] for j in client.get("/jobs").json()]
+    finally:
+        second.stop()
+
+
+@pytest.mark.slow
+def test_a_second_server_on_the_folder_sees_and_cancels_the_first_ones_job(
+    server_factory,
+) -> None:
+    """Two server processes share one job store: either can report or stop a job."""
+    first = server_factory(key="k" * 32)
+    second = start_server(first.base_dir, key=first.key)
+    try:
+        job_id = _long_bulk_job(first.client())
+        seen = _wait_state(second.client(), job_id, {"running"})
+        assert seen["owner_pid"] == first.process.pid
+        assert second.client().post(f"/jobs/{job_id}/cancel").status_code == 200
+        deadline = time.monotonic() + 30
+        while (info := first.client().get(f"/jobs/{job_id}").json())["state"] == "running":
+            assert time.monotonic() < deadline, info
+            time.sleep(0.05)
+        assert info["state"] == "cancelled"
+        assert info["done"] < 3000
+    finally:
+        second.stop()
+
+
+def test_job_and_output_lists_are_pages_with_a_maximum(scratch: httpx.Client) -> None:
+    """A list route never answers with an unbounded body: pages of at most MAX_PAGE rows."""
+    for _ in range(3):
+        response = scratch.post("/cache/bulk_generate", json={"names": [], "developers": []})
+        assert response.status_code == 202
+    page = scratch.get("/jobs", params={"limit": 2})
+    assert page.status_code == 200
+    assert len(page.json()) == 2
+    total = int(page.headers["x-total-count"])
+    assert total >= 3
+    assert page.headers["x-next-offset"] == "2"
+    rest = scratch.get("/jobs", params={"offset": 2, "limit": MAX_PAGE}).json()
+    assert len(rest) == total - 2
+    assert {j["id"] for j in rest}.isdisjoint(j["id"] for j in page.json())
+    for route in ("/jobs", "/assemble/outputs"):
+        assert scratch.get(route, params={"limit": MAX_PAGE + 1}).status_code == 422
+        assert scratch.get(route, params={"limit": 0}).status_code == 422
+        assert scratch.get(route, params={"offset": -1}).status_code == 422
+
+    body = {"template": "double_anchor", "name": "Paged", "developer": "Paging Homes"}
+    made = [scratch.post("/assemble/template", json=body).json()["id"] for _ in range(3)]
+    outputs = scratch.get("/assemble/outputs", params={"limit": 2})
+    assert [o["id"] for o in outputs.json()] == made[::-1][:2]  # newest first
+    assert outputs.headers["x-total-count"] == "3"
+    assert outputs.headers["x-next-offset"] == "2"
+    last = scratch.get("/assemble/outputs", params={"offset": 2, "limit": 2})
+    assert [o["id"] for o in last.json()] == [made[0]]
+    assert "x-next-offset" not in last.headers
