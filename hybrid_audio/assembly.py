@@ -78,7 +78,7 @@ _OUTPUT_ID = re.compile(r"\d{8}T\d{12}Z_[a-z0-9_]+")
 _STEM_MEMORY = 512
 #: A file changed less than this long ago may change again within the same timestamp tick
 #: (file systems stamp with a coarse clock), so its parsed copy is not kept ("racy git").
-_SETTLED_NS = 2_000_000_000
+SETTLED_NS = 2_000_000_000
 log = logging.getLogger(__name__)
 
 
@@ -328,7 +328,7 @@ class Assembler(param.Parameterized):
             started = time.time_ns()
             stored = self.generator.cache.read(record)
             wav = stored.wav
-            settled = max(stored.stat.st_mtime_ns, stored.stat.st_ctime_ns) + _SETTLED_NS
+            settled = max(stored.stat.st_mtime_ns, stored.stat.st_ctime_ns) + SETTLED_NS
             with self._stems_lock:
                 self._stems.pop(key, None)
                 if settled < started:

@@ -11,20 +11,20 @@ those tests skip and say so.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from hybrid_audio.assembly import _SETTLED_NS
+from hybrid_audio.assembly import SETTLED_NS
 from tests.api_server import (  # noqa: F401  (fixtures are used by name)
     ApiServer,
     make_base_dir,
@@ -118,8 +118,6 @@ class RotationClients:
                         self.failures.append(f"torn stream: {error!r}")
 
     def _read_stream(self, client: httpx.Client) -> None:
-        import json
-
         with client.stream("GET", "/rotation/pairs_stream", params={"count": 50}) as response:
             if response.status_code != 200:
                 response.read()
@@ -270,7 +268,7 @@ def test_a_stem_changed_on_disk_is_refused_by_a_warm_server(
 ) -> None:
     """A stem whose samples changed on disk is 409 everywhere, never a verified message."""
     stem_id, rel = _name_stem(_message(client, name))
-    time.sleep(_SETTLED_NS / 1e9 + 0.2)  # old enough that the server keeps it in memory
+    time.sleep(SETTLED_NS / 1e9 + 0.2)  # old enough that the server keeps it in memory
     _message(client, name)  # warm: the parsed stem is now held by the server
     tamper(server.base_dir / "stems" / rel)
     before = _outputs(server)
@@ -371,7 +369,7 @@ def test_an_output_replaced_by_a_symlink_is_never_served(
 # --- 6. disk faults: read-only folders, full disks, crashes ----------------------------------
 
 
-@contextmanager
+@contextlib.contextmanager
 def _mount(folder: Path, *args: str) -> Iterator[None]:
     """`mount <args> … folder` for the block; skips the test where mounts are not allowed."""
     done = subprocess.run(["mount", *args, str(folder)], capture_output=True, text=True)
@@ -383,7 +381,7 @@ def _mount(folder: Path, *args: str) -> Iterator[None]:
         subprocess.run(["umount", str(folder)], check=True)
 
 
-@contextmanager
+@contextlib.contextmanager
 def read_only(folder: Path) -> Iterator[None]:
     """`folder` on a read-only bind mount of itself (chmod means nothing to root)."""
     with _mount(folder, "--bind", str(folder)):
@@ -391,7 +389,7 @@ def read_only(folder: Path) -> Iterator[None]:
         yield
 
 
-@contextmanager
+@contextlib.contextmanager
 def full_disk(folder: Path) -> Iterator[None]:
     """`folder` on a small tmpfs filled to the last byte."""
     with _mount(folder, "-t", "tmpfs", "-o", "size=256k", "tmpfs"):
