@@ -69,7 +69,7 @@ SERVER_VARS = (
     "AUTH_FAILURE_LIMIT",
     "AUTH_FAILURE_WINDOW",
 )
-#: The shared servers' key tests send dozens of wrong keys from one address on purpose;
+#: The shared servers' tests send dozens of wrong keys from one address on purpose;
 #: the failure limit has its own tests (tests/security/test_api_access.py).
 NO_FAILURE_LIMIT = {"AUTH_FAILURE_LIMIT": "0"}
 #: Dataset files small enough that "the whole dataset" is a handful of stems.
@@ -222,7 +222,9 @@ def api(api_server: ApiServer) -> httpx.Client:
 @pytest.fixture(scope="module")
 def scratch_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     """A server whose files tests may replace or damage."""
-    yield from _module_server(tmp_path_factory, "scratch", key=secrets.token_urlsafe(24))
+    yield from _module_server(
+        tmp_path_factory, "scratch", key=secrets.token_urlsafe(24), env=NO_FAILURE_LIMIT
+    )
 
 
 @pytest.fixture(scope="module")
@@ -234,7 +236,11 @@ def scratch(scratch_server: ApiServer) -> httpx.Client:
 def tiny_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     """A server whose datasets are 3 names, 2 developers, 3 scripts."""
     yield from _module_server(
-        tmp_path_factory, "tiny", key=secrets.token_urlsafe(24), datasets=TINY_DATASETS
+        tmp_path_factory,
+        "tiny",
+        key=secrets.token_urlsafe(24),
+        datasets=TINY_DATASETS,
+        env=NO_FAILURE_LIMIT,  # Schemathesis sends wrong keys on purpose
     )
 
 

@@ -62,7 +62,8 @@ schema.config.generation.update(allow_extra_parameters=False, with_security_para
 
 
 def test_server_publishes_the_schema_under_test(tiny_server: ApiServer) -> None:
-    assert httpx.get(f"{tiny_server.base_url}/openapi.json").json() == OPENAPI
+    published = httpx.get(f"{tiny_server.base_url}/openapi.json", headers=tiny_server.headers())
+    assert published.json() == OPENAPI
 
 
 def envelope(ctx: Any, response: Any, case: Any) -> bool | None:
