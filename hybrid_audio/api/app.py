@@ -117,6 +117,7 @@ def create_app(
 #: The Panel app; it lives in the repository's app/ folder, beside this package.
 DASHBOARD = Path(__file__).resolve().parents[2] / "app" / "dashboard.py"
 
+
 def _mount_dashboard(app: FastAPI) -> RouteOwner | None:
     """Serve app/dashboard.py at /dashboard in this process (Panel ≥ 1.10, native ASGI).
 

@@ -279,9 +279,7 @@ def test_a_failed_engine_switch_is_shown_and_changes_nothing(contract_ui: Sessio
     click(contract_ui, "Apply contract")
     toast = visible(contract_ui.page.locator(".notyf__toast--error"))
     sync_api.expect(toast).to_contain_text("CARTESIA_API_KEY")
-    sync_api.expect(visible(contract_ui.page.locator(".contract-summary"))).to_contain_text(
-        "piper"
-    )
+    sync_api.expect(visible(contract_ui.page.locator(".contract-summary"))).to_contain_text("piper")
     assert api.get("/health").json()["contract_signature"] == signature
     stem = api.post("/generate/name", json={"name": "Ann"}).json()["stem"]
     assert stem["contract_signature"] == signature
