@@ -588,7 +588,7 @@ def test_405_lists_every_method_of_a_path_with_two_routes(api: httpx.Client) -> 
         ("POST", "/generate/name", {"json": {"name": ""}}, "body.name"),
         ("POST", "/generate/name", {"json": {"name": "x" * 257}}, "at most 256"),
         ("POST", "/generate/name", {"json": {}}, "body.name: Field required"),
-        ("POST", "/generate/name", {"json": {"name": "!!!"}}, "cannot make a stem id"),
+        ("POST", "/generate/name", {"json": {"name": "!!!"}}, "has no letters or digits"),
         (
             "POST",
             "/generate/name",
@@ -706,7 +706,8 @@ def assert_opaque_500(server: ApiServer, response: httpx.Response) -> None:
         time.sleep(0.05)
 
 
-def test_500_when_a_manifest_cannot_be_read(scratch_server: ApiServer) -> None:
+def test_409_when_a_manifest_is_not_a_regular_file(scratch_server: ApiServer) -> None:
+    """A directory where a manifest should be is refused as unsafe, never followed or read."""
     output_id = "20250101T000000000000Z_unreadable"
     folder = scratch_server.base_dir / "output"
     folder.mkdir(exist_ok=True)
@@ -718,7 +719,7 @@ def test_500_when_a_manifest_cannot_be_read(scratch_server: ApiServer) -> None:
         )
     finally:
         (folder / f"{output_id}.json").rmdir()
-    assert_opaque_500(scratch_server, response)
+    assert error_of(response, 409)["code"] == "unsafe_file"
 
 
 def test_500_when_a_dataset_file_cannot_be_read(scratch_server: ApiServer) -> None:
@@ -771,26 +772,27 @@ def _raw_request(sock: socket.socket, host: str, path: str, key: str) -> bytes:
 def test_a_500_does_not_break_the_keep_alive_connection(scratch_server: ApiServer) -> None:
     """Regression: Starlette re-raised after the 500 handler and uvicorn dropped the
     connection without 'Connection: close', so a client's next request was reset."""
-    output_id = "20250101T000000000000Z_keepalive"
-    folder = scratch_server.base_dir / "output"
-    folder.mkdir(exist_ok=True)
-    (folder / f"{output_id}.json").mkdir()
+    path = scratch_server.base_dir / "data" / "developer_names.txt"
+    saved = path.read_bytes()
+    path.unlink()
+    path.mkdir()  # a directory where the dataset file should be: an unexpected error
     host = scratch_server.base_url.removeprefix("http://")
     address, port = host.split(":")
     try:
         with socket.create_connection((address, int(port)), timeout=5) as sock:
-            first = _raw_request(sock, host, f"/assemble/outputs/{output_id}", scratch_server.key)
+            first = _raw_request(sock, host, "/external/datasets/developer", scratch_server.key)
             assert first.startswith(b"HTTP/1.1 500")
             if re.search(rb"(?i)\r\nconnection: *close", first):
                 return  # announced: a client knows to reconnect
             time.sleep(0.2)
             try:
-                second = _raw_request(sock, host, "/rotation/state", scratch_server.key)
+                second = _raw_request(sock, host, "/jobs", scratch_server.key)
             except OSError:
                 second = b""
             assert second.startswith(b"HTTP/1.1 200"), second[:200]
     finally:
-        (folder / f"{output_id}.json").rmdir()
+        path.rmdir()
+        path.write_bytes(saved)
 
 
 # --- body and upload limits ----------------------------------------------------------------

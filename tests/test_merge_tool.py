@@ -26,12 +26,12 @@ def test_demo_synthesizes_and_writes_a_verified_message(
     output = tmp_path / "output" / "demo.wav"
     manifest = Manifest.model_validate_json((tmp_path / "output" / "demo.json").read_text())
     assert [s.id for s in manifest.segments][::2] == [
-        "stem.name.jose",
+        "stem.name.jose__d994e1d001",  # "José": the accent is kept, so the id is disambiguated
         "stem.developer.brightwater_homes",
-        "stem.name.jose",
+        "stem.name.jose__d994e1d001",
     ]
     stems = tmp_path / "stems"
-    name = stems / "name" / "stem.name.jose.wav"
+    name = stems / "name" / "stem.name.jose__d994e1d001.wav"
     developer = stems / "developer" / "stem.developer.brightwater_homes.wav"
     parts_again = [name, Silence(ms=150), developer, Silence(ms=150), name]
     report = verify(output, manifest, parts_again)

@@ -316,10 +316,10 @@ def write_datasets(base: Path, names: list[str], developers: list[str]) -> None:
 
 
 def test_loads_datasets_from_settings_and_returns_script_keys(tmp_path: Path) -> None:
-    write_datasets(tmp_path, ["José", "Ana", "Jose"], ["Brightwater Homes", "Hilton"])
+    write_datasets(tmp_path, ["José", "Ana", "josé"], ["Brightwater Homes", "Hilton"])
     engine = RotationEngine(settings=Settings(base_dir=tmp_path), seed=3)
     names = [engine.next_name() for _ in range(2)]
-    assert sorted(names) == ["Ana", "José"]  # "Jose" is the same stem as "José": one item
+    assert sorted(names) == ["Ana", "José"]  # "josé" is the same stem as "José": one item
     step = engine.step("script")
     assert step.item in {"hello", "offer"}
     assert step.text == {"hello": "Hi", "offer": "A new offer"}[step.item]
