@@ -156,8 +156,6 @@ CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, finished_at)
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("stem index and rotation cursors (wave 1)", sql=STEMS_AND_CURSORS),
     Migration("stem ids from the exact text spoken (issue 9)", function=rekey_stems_by_text),
-    Migration(
-        "dashboard sessions and failed key checks (issue 9)", sql=SESSIONS_AND_AUTH_FAILURES
-    ),
+    Migration("dashboard sessions and failed key checks (issue 9)", sql=SESSIONS_AND_AUTH_FAILURES),
     Migration("the persisted job store (issue 9)", sql=JOBS),
 )
