@@ -120,7 +120,7 @@ def bench_waveform(repeats: int) -> dict[str, Any]:
             spans = segment_spans(manifest)
             boundaries = segment_boundaries(manifest)
             cases["Bokeh figure (waveform_figure)"] = measure(
-                lambda: figure(path, spans, boundaries, width=COLUMNS), repeats=repeats
+                lambda: figure(wav_bytes, spans, boundaries, width=COLUMNS), repeats=repeats
             )
     env, spans = prepare_view(wav, manifest)
     return {

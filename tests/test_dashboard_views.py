@@ -255,3 +255,23 @@ def test_bulk_progress_bar_follows_any_jump(workspace: Workspace) -> None:
     view.param.update(job_done=0, job_total=3)  # a new, smaller job
     bars = [b for b in layout.select(pn.indicators.Progress) if "bulk-progress" in b.css_classes]
     assert [(b.value, b.max) for b in bars] == [(0, 3)]
+
+
+def test_a_stem_replaced_by_a_link_is_never_read_by_the_views(workspace: Workspace) -> None:
+    """The Generate page's waveform and player read the stem through the cache's checked
+    reader: a stem swapped for a symlink to /etc/passwd is an error, not a plot of it."""
+    view = GenerateView(workspace=workspace)
+    view.name_text = "Ana"
+    view.generate_name_button.clicks += 1
+    record = view.record
+    assert record is not None
+    assert view._waveform(record) is not None  # the real stem plots
+    path = Path(workspace.settings.stems_dir) / record.path
+    path.unlink()
+    path.symlink_to("/etc/passwd")
+    assert view._waveform(record) is None
+    assert view._player(record) is None
+    errors = _error_messages()
+    assert errors
+    assert all("root:" not in message for message in errors)
+    assert any("link" in message for message in errors), errors

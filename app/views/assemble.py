@@ -7,7 +7,6 @@ output and re-verifying from disk all just set those two parameters.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -222,24 +221,25 @@ class AssembleView(PageState, pn.viewable.Viewer):
         rows = [{c: getattr(o, c) for c in OUTPUT_COLUMNS} for o in outputs]
         return pd.DataFrame(rows, columns=OUTPUT_COLUMNS)
 
-    def _wav_path(self, document: dict | None) -> Path | None:
-        if document is None:
-            return None
-        return Path(self.workspace.settings.output_dir) / document["output"]["path"]
+    def _wav_bytes(self, document: dict) -> bytes:
+        """The message's WAV, proven against its manifest (a changed file is an error)."""
+        return self.workspace.assembler.read_output(document["id"])[0]
 
     @friendly
     def _waveform(self, document: dict | None):
         if document is None:
             return waveform_figure(None)
         return waveform_figure(
-            self._wav_path(document), segment_spans(document), segment_boundaries(document)
+            self._wav_bytes(document), segment_spans(document), segment_boundaries(document)
         )
 
+    @friendly
     def _player(self, document: dict | None) -> pn.viewable.Viewable:
         if document is None:
             return pn.pane.Markdown("")
-        url = f"/assemble/outputs/{document['id']}/audio" if self.audio_urls else None
-        return audio_player(url, self._wav_path(document))
+        if self.audio_urls:
+            return audio_player(f"/assemble/outputs/{document['id']}/audio", None)
+        return audio_player(None, self._wav_bytes(document))
 
     def __panel__(self) -> pn.viewable.Viewable:
         inputs = pn.Column(

@@ -16,7 +16,7 @@ import html
 import logging
 import re
 from collections.abc import Callable, Sequence
-from pathlib import Path
+from io import BytesIO
 from typing import Any
 from urllib.parse import quote
 
@@ -91,13 +91,17 @@ def friendly(method: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def waveform_figure(
-    wav_path: str | Path | None,
+    wav_bytes: bytes | None,
     spans: Sequence[tuple[float, float, str, str]] = (),
     boundaries: Sequence[int] = (),
     width: int = 1200,
     height: int = 220,
 ):
-    """A Bokeh figure of the file's envelope with each segment's span shaded and labelled."""
+    """A Bokeh figure of the audio's envelope with each segment's span shaded and labelled.
+
+    Takes the bytes the core has already proven (`StemCache.read`, `Assembler.read_output`),
+    never a path: a view must not open a file that may have become a link since.
+    """
     fig = figure(
         height=height,
         sizing_mode="stretch_width",
@@ -106,10 +110,10 @@ def waveform_figure(
         tools="xpan,xwheel_zoom,reset",
         toolbar_location="right",
     )
-    if wav_path is None:
+    if wav_bytes is None:
         fig.line([], [])  # an empty plot still needs a renderer (Bokeh warns otherwise)
         return fig
-    wav = read_wav(wav_path)
+    wav = read_wav(wav_bytes)
     env = envelope(wav, width, boundaries=boundaries)
     audio_count = 0
     for start, end, label, kind in spans:
@@ -126,8 +130,8 @@ def waveform_figure(
     return fig
 
 
-def audio_player(url: str | None, path: str | Path | None) -> pn.viewable.Viewable:
-    """An audio player: by URL when the API serves the file, else from the file itself."""
+def audio_player(url: str | None, wav_bytes: bytes | None) -> pn.viewable.Viewable:
+    """An audio player: by URL when the API serves the file, else from the proven bytes."""
     if url:
         src = html.escape(quote(url, safe="/"), quote=True)
         return pn.pane.HTML(
@@ -135,6 +139,6 @@ def audio_player(url: str | None, path: str | Path | None) -> pn.viewable.Viewab
             css_classes=["audio-player"],
             sizing_mode="stretch_width",
         )
-    if path and Path(path).is_file():
-        return pn.pane.Audio(str(path), css_classes=["audio-player"], name="Audio")
+    if wav_bytes:
+        return pn.pane.Audio(BytesIO(wav_bytes), css_classes=["audio-player"], name="Audio")
     return pn.pane.Markdown("", css_classes=["audio-player"])

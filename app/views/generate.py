@@ -9,8 +9,6 @@ incompatible; only "Confirm change" applies it, whole.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import panel as pn
 import param
 
@@ -172,19 +170,23 @@ class GenerateView(PageState, pn.viewable.Viewer):
             f"{record.sample_rate} Hz\n\nsha256 {md(record.sha256)}"
         )
 
-    def _stem_path(self, record: StemRecord | None) -> Path | None:
+    def _stem_bytes(self, record: StemRecord | None) -> bytes | None:
+        """The stem's file, proven against its index row (a changed file is an error)."""
         if record is None:
             return None
-        return Path(self.workspace.settings.stems_dir) / record.path
+        return self.workspace.generator.cache.read(record).data
 
+    @friendly
     def _player(self, record: StemRecord | None) -> pn.viewable.Viewable:
         if record is None:
             return pn.pane.Markdown("")
-        url = f"/cache/stems/{record.stem_id}/audio" if self.audio_urls else None
-        return audio_player(url, self._stem_path(record))
+        if self.audio_urls:
+            return audio_player(f"/cache/stems/{record.stem_id}/audio", None)
+        return audio_player(None, self._stem_bytes(record))
 
+    @friendly
     def _waveform(self, record: StemRecord | None):
-        return waveform_figure(self._stem_path(record), height=140, width=600)
+        return waveform_figure(self._stem_bytes(record), height=140, width=600)
 
     def __panel__(self) -> pn.viewable.Viewable:
         contract = self.workspace.generator.contract
