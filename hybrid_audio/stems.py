@@ -43,8 +43,11 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-#: Kinds of stem. Add a kind here (and a generator for it) to support a new one.
-KINDS = ("name", "developer", "script")
+from hybrid_audio.kinds import KindNames
+
+#: Names of the kinds of stem known in this process: a live view of the registry in
+#: `hybrid_audio.kinds` (built-ins, plus those of a loaded kinds.json).
+KINDS = KindNames()
 #: Longest readable slug (the part before any `__` disambiguator).
 MAX_SLUG = 64
 #: Longer input is not a name or a script key but a mistake (or an attack); refuse it
