@@ -1,155 +1,221 @@
 """Settings: every path and environment variable Hybrid Audio reads, in one place.
 
-`Settings.from_env()` is the only code that reads the environment; everything else takes a
-`Settings` (or the values it needs) as an argument, so tests and notebooks can build one
-with plain keyword arguments. Paths given relative resolve against `base_dir`
-(`HYBRID_AUDIO_BASE_DIR`, default the current directory). Secrets never appear in `repr`.
+`Settings` is a frozen `pydantic-settings` model. `Settings.from_env()` is the only code that
+reads the environment (through pydantic-settings' `EnvSettingsSource`); keyword construction
+(`Settings(base_dir=tmp_path, tts_engine="piper")`) reads nothing else, so tests and
+notebooks get exactly what they pass, whatever the shell exports. Paths given relative
+resolve against `base_dir` (`HYBRID_AUDIO_BASE_DIR`, default the current directory). Secrets
+never appear in `repr` or `summary()`, nor in the message of a `SettingsError`.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from hybrid_audio.contract import ENGINES
 
 DEFAULT_CARTESIA_MODEL = "sonic-3-2025-10-27"
 
-#: Path settings: (field, environment variable, default relative to base_dir).
-_PATHS = (
-    ("stems_dir", "STEMS_DIR", "stems"),
-    ("output_dir", "OUTPUT_DIR", "output"),
-    ("logs_dir", "LOGS_DIR", "logs"),
-    ("templates_dir", "TEMPLATES_DIR", "templates"),
-    ("data_dir", "DATA_DIR", "data"),
-    ("state_dir", "STATE_DIR", "state"),
-)
-#: Files inside other folders: (field, variable, folder field, file name).
-_FILES = (
-    ("database_path", "HYBRID_AUDIO_DB", "state_dir", "hybrid_audio.sqlite3"),
-    ("common_names_file", "COMMON_NAMES_FILE", "data_dir", "common_names.txt"),
-    ("developer_names_file", "DEVELOPER_NAMES_FILE", "data_dir", "developer_names.txt"),
-    ("scripts_file", "SCRIPTS_FILE", "data_dir", "scripts.json"),
-)
+#: Where a path defaults to: a folder name under `base_dir`, or (folder field, file name).
+_PATH_DEFAULTS: dict[str, str | tuple[str, str]] = {
+    "stems_dir": "stems",
+    "output_dir": "output",
+    "logs_dir": "logs",
+    "templates_dir": "templates",
+    "data_dir": "data",
+    "state_dir": "state",
+    "database_path": ("state_dir", "hybrid_audio.sqlite3"),
+    "common_names_file": ("data_dir", "common_names.txt"),
+    "developer_names_file": ("data_dir", "developer_names.txt"),
+    "scripts_file": ("data_dir", "scripts.json"),
+}
+#: Reasons for pydantic error types, worded for someone editing an environment file.
+_REASONS = {
+    "int_parsing": "must be an integer",
+    "int_type": "must be an integer",
+    "int_from_float": "must be a whole number",
+    "greater_than_equal": "must be at least {ge}",
+    "string_type": "must be text",
+    "path_type": "must be a path",
+}
 
 
 class SettingsError(ValueError):
-    """An environment variable holds a value we cannot use."""
+    """A setting (environment variable or keyword) holds a value we cannot use."""
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Resolved configuration. Build with `Settings.from_env()` or keyword arguments."""
+def _path(variable: str) -> Any:
+    """A path setting read from `variable`; unset or blank → its default under base_dir."""
+    return Field(default=None, validation_alias=variable, validate_default=True)
 
-    base_dir: Path = field(default_factory=Path.cwd)
-    stems_dir: Path | None = None
-    output_dir: Path | None = None
-    logs_dir: Path | None = None
-    templates_dir: Path | None = None
-    data_dir: Path | None = None
-    state_dir: Path | None = None
-    database_path: Path | None = None
-    common_names_file: Path | None = None
-    developer_names_file: Path | None = None
-    scripts_file: Path | None = None
+
+def _secret(variable: str | None = None) -> Any:
+    """A secret: hidden from `repr`, masked in `summary()` and in error messages."""
+    return Field(default="", validation_alias=variable, repr=False)
+
+
+class _Environment(EnvSettingsSource):
+    """The variables of `environ` (default `os.environ`); blank values count as unset."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {
+            name.lower(): value.strip() for name, value in self._environ.items() if value.strip()
+        }
+
+
+class Settings(BaseSettings):
+    """Resolved configuration. Build with `Settings.from_env()` or keyword arguments.
+
+    Each field reads the environment variable of its upper-cased name unless it names
+    another (`validation_alias`). The model is frozen and hashable: the core shares one
+    instance and compares settings by value.
+    """
+
+    model_config = SettingsConfigDict(
+        frozen=True, extra="forbid", validate_by_name=True, validate_by_alias=True
+    )
+
+    base_dir: Path = Field(default_factory=Path.cwd, validation_alias="HYBRID_AUDIO_BASE_DIR")
+    stems_dir: Path = _path("STEMS_DIR")
+    output_dir: Path = _path("OUTPUT_DIR")
+    logs_dir: Path = _path("LOGS_DIR")
+    templates_dir: Path = _path("TEMPLATES_DIR")
+    data_dir: Path = _path("DATA_DIR")
+    state_dir: Path = _path("STATE_DIR")
+    database_path: Path = _path("HYBRID_AUDIO_DB")
+    common_names_file: Path = _path("COMMON_NAMES_FILE")
+    developer_names_file: Path = _path("DEVELOPER_NAMES_FILE")
+    scripts_file: Path = _path("SCRIPTS_FILE")
 
     tts_engine: str = "piper"
     piper_voice: str = ""
-    sample_rate: int = 22050
-    encoding: str = "pcm_s16le"
+    sample_rate: int = Field(default=22050, validation_alias="AUDIO_SAMPLE_RATE")
+    encoding: str = Field(default="pcm_s16le", validation_alias="AUDIO_ENCODING")
 
-    cartesia_api_key: str = field(default="", repr=False)
+    cartesia_api_key: str = _secret()
     cartesia_voice_id: str = ""
     cartesia_model_id: str = DEFAULT_CARTESIA_MODEL
     cartesia_base_url: str = ""
-    cartesia_max_concurrency: int = 2
+    cartesia_max_concurrency: int = Field(default=2, ge=1)
 
     rotation_seed: int = 0
     max_body_bytes: int = 8 * 1024 * 1024
 
     gcs_bucket: str = ""
     storage_emulator_host: str = ""
-    internal_api_key: str = field(default="", repr=False)
+    internal_api_key: str = _secret()
     log_max_bytes: int = 10 * 1024 * 1024
     dashboard_session_seconds: int = 12 * 3600
-    auth_failure_limit: int = 10  # wrong keys/logins per client per window; 0 = no limit
+    #: Wrong keys/logins per client per window; 0 = no limit.
+    auth_failure_limit: int = 10
     auth_failure_window: int = 60
 
-    def __post_init__(self) -> None:
-        set_ = object.__setattr__  # frozen: fill derived defaults once, here
-        base = Path(self.base_dir).expanduser().absolute()
-        set_(self, "base_dir", base)
-        for name, _var, default in _PATHS:
-            set_(self, name, self._under(base, getattr(self, name), default))
-        for name, _var, folder, filename in _FILES:
-            set_(
-                self, name, self._under(base, getattr(self, name), getattr(self, folder) / filename)
-            )
-        if self.tts_engine not in ENGINES:
-            raise SettingsError(
-                f"TTS_ENGINE must be one of {', '.join(ENGINES)}; got {self.tts_engine!r}"
-            )
-        if self.cartesia_max_concurrency < 1:
-            raise SettingsError("CARTESIA_MAX_CONCURRENCY must be at least 1")
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as error:
+            raise SettingsError(_explain(error)) from None
 
-    @staticmethod
-    def _under(base: Path, value: Path | str | None, default: Path | str) -> Path:
-        path = Path(value if value not in (None, "") else default).expanduser()
-        return path if path.is_absolute() else base / path
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Keyword arguments only: the environment is read by `from_env`, never implicitly."""
+        return (init_settings,)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Settings from environment variables (unset or empty → default)."""
-        env = os.environ if environ is None else environ
+        """Settings from environment variables (default `os.environ`; unset or blank → default)."""
+        return cls(**_Environment(cls, os.environ if environ is None else environ)())
 
-        def get(var: str) -> str | None:
-            value = env.get(var, "").strip()
-            return value or None
+    @field_validator("base_dir", mode="after")
+    @classmethod
+    def _absolute_base(cls, value: Path) -> Path:
+        return value.expanduser().absolute()
 
-        def get_int(var: str, default: int) -> int:
-            value = get(var)
-            if value is None:
-                return default
-            try:
-                return int(value)
-            except ValueError:
-                raise SettingsError(f"{var} must be an integer; got {value!r}") from None
+    @field_validator(*_PATH_DEFAULTS, mode="before")
+    @classmethod
+    def _resolve_path(cls, value: object, info: ValidationInfo) -> object:
+        """Fill the default and anchor relative paths at base_dir (fields resolve in order)."""
+        base = info.data.get("base_dir")
+        default = _PATH_DEFAULTS[str(info.field_name)]
+        if isinstance(default, tuple):
+            folder, filename = default
+            default = info.data[folder] / filename if folder in info.data else None
+        if base is None or default is None:  # an earlier path was invalid and is reported
+            return Path() if value is None else value
+        if value is None or (isinstance(value, str) and not value.strip()):
+            value = default
+        if not isinstance(value, str | os.PathLike):
+            return value  # pydantic reports the wrong type
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else base / path
 
-        kwargs: dict[str, object] = {
-            "tts_engine": get("TTS_ENGINE") or "piper",
-            "piper_voice": get("PIPER_VOICE") or "",
-            "sample_rate": get_int("AUDIO_SAMPLE_RATE", 22050),
-            "encoding": get("AUDIO_ENCODING") or "pcm_s16le",
-            "cartesia_api_key": get("CARTESIA_API_KEY") or "",
-            "cartesia_voice_id": get("CARTESIA_VOICE_ID") or "",
-            "cartesia_model_id": get("CARTESIA_MODEL_ID") or DEFAULT_CARTESIA_MODEL,
-            "cartesia_base_url": get("CARTESIA_BASE_URL") or "",
-            "cartesia_max_concurrency": get_int("CARTESIA_MAX_CONCURRENCY", 2),
-            "rotation_seed": get_int("ROTATION_SEED", 0),
-            "max_body_bytes": get_int("MAX_BODY_BYTES", 8 * 1024 * 1024),
-            "gcs_bucket": get("GCS_BUCKET") or "",
-            "storage_emulator_host": get("STORAGE_EMULATOR_HOST") or "",
-            "internal_api_key": get("INTERNAL_API_KEY") or "",
-            "log_max_bytes": get_int("LOG_MAX_BYTES", 10 * 1024 * 1024),
-            "dashboard_session_seconds": get_int("DASHBOARD_SESSION_SECONDS", 12 * 3600),
-            "auth_failure_limit": get_int("AUTH_FAILURE_LIMIT", 10),
-            "auth_failure_window": get_int("AUTH_FAILURE_WINDOW", 60),
-        }
-        if base := get("HYBRID_AUDIO_BASE_DIR"):
-            kwargs["base_dir"] = Path(base)
-        for name, var, *_ in (*_PATHS, *_FILES):
-            if value := get(var):
-                kwargs[name] = Path(value)
-        return cls(**kwargs)  # type: ignore[arg-type]
+    @field_validator("tts_engine", mode="after")
+    @classmethod
+    def _known_engine(cls, value: str) -> str:
+        if value not in ENGINES:
+            raise ValueError(f"must be one of {', '.join(ENGINES)}")
+        return value
 
     def summary(self) -> dict[str, str]:
         """Setting → effective value with secrets masked, safe to log or show."""
-        shown = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name.endswith("_key"):
-                value = "***" if value else ""
-            shown[f.name] = str(value)
-        return shown
+        return {
+            name: ("***" if value else "") if _is_secret(name) else str(value)
+            for name, value in self
+        }
+
+
+def _variable(name: str) -> str:
+    """The environment variable a field reads."""
+    alias = Settings.model_fields[name].validation_alias
+    return alias if isinstance(alias, str) else name.upper()
+
+
+def _is_secret(name: str) -> bool:
+    field = Settings.model_fields.get(name)
+    return field is not None and field.repr is False
+
+
+def _shown(name: str, value: object) -> str:
+    """A rejected value as an error message may quote it (never a secret)."""
+    return "***" if _is_secret(name) else repr(value)
+
+
+def _explain(error: ValidationError) -> str:
+    """One clause per bad setting: the variable, what it must be, what it holds."""
+    by_alias = {f.validation_alias: name for name, f in Settings.model_fields.items()}
+    clauses = []
+    for problem in error.errors():
+        location = str(problem["loc"][0]) if problem["loc"] else ""
+        name = str(by_alias.get(location, location))
+        if name not in Settings.model_fields:
+            clauses.append(f"unknown setting {location!r}")
+            continue
+        context = problem.get("ctx", {})
+        if problem["type"] == "value_error":
+            reason = str(context["error"])
+        else:
+            reason = _REASONS.get(problem["type"], problem["msg"]).format(**context)
+        clauses.append(f"{_variable(name)} {reason}; got {_shown(name, problem['input'])}")
+    return "; ".join(clauses)

@@ -78,3 +78,77 @@ def test_keyword_construction_for_notebooks(tmp_path: Path) -> None:
     s = Settings(base_dir=tmp_path, tts_engine="cartesia")
     assert s.stems_dir == tmp_path / "stems"
     assert s.tts_engine == "cartesia"
+
+
+def test_keyword_construction_ignores_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A notebook or test gets what it passes, whatever the shell exports."""
+    monkeypatch.setenv("TTS_ENGINE", "cartesia")
+    monkeypatch.setenv("STEMS_DIR", "/somewhere/else")
+    s = Settings(base_dir=tmp_path)
+    assert (s.tts_engine, s.stems_dir) == ("piper", tmp_path / "stems")
+    assert Settings.from_env().tts_engine == "cartesia"  # only from_env reads os.environ
+
+
+def test_renamed_variables_reach_their_fields(tmp_path: Path) -> None:
+    env = {
+        "HYBRID_AUDIO_BASE_DIR": str(tmp_path),
+        "HYBRID_AUDIO_DB": "db/index.sqlite3",
+        "AUDIO_SAMPLE_RATE": "16000",
+        "AUDIO_ENCODING": "pcm_mulaw",
+        "AUTH_FAILURE_LIMIT": " 0 ",
+    }
+    s = Settings.from_env(env)
+    assert s.database_path == tmp_path / "db" / "index.sqlite3"
+    assert (s.sample_rate, s.encoding, s.auth_failure_limit) == (16000, "pcm_mulaw", 0)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"MAX_BODY_BYTES": "8MB"}, r"^MAX_BODY_BYTES must be an integer; got '8MB'$"),
+        ({"LOG_MAX_BYTES": "1.5"}, r"^LOG_MAX_BYTES must be an integer; got '1.5'$"),
+        (
+            {"ROTATION_SEED": "x", "TTS_ENGINE": "say"},
+            r"TTS_ENGINE must be one of .*; got 'say'; ROTATION_SEED must be an integer",
+        ),
+    ],
+)
+def test_every_bad_variable_is_named_in_one_error(values: dict[str, str], message: str) -> None:
+    """An operator's typo is reported by variable name, all typos at once."""
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env(values)
+
+
+def test_bad_keyword_values_are_settings_errors(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="CARTESIA_MAX_CONCURRENCY must be at least 1"):
+        Settings(base_dir=tmp_path, cartesia_max_concurrency=0)
+    with pytest.raises(SettingsError, match="unknown setting 'stem_dir'"):
+        Settings(base_dir=tmp_path, stem_dir=tmp_path)  # type: ignore[call-arg]
+
+
+def test_a_rejected_secret_is_not_quoted() -> None:
+    """An error about a secret never echoes it into logs."""
+    with pytest.raises(SettingsError, match=r"INTERNAL_API_KEY must be text; got \*\*\*") as caught:
+        Settings(internal_api_key=31337)  # type: ignore[arg-type]
+    assert "31337" not in str(caught.value)
+
+
+def test_settings_are_frozen_values(tmp_path: Path) -> None:
+    """Shared settings cannot be changed under the objects that hold them."""
+    s = Settings(base_dir=tmp_path, internal_api_key="k")
+    assert s == Settings(base_dir=tmp_path, internal_api_key="k")
+    assert hash(s) == hash(Settings(base_dir=tmp_path, internal_api_key="k"))
+    assert s != Settings(base_dir=tmp_path, internal_api_key="other")
+    with pytest.raises(ValueError, match="frozen"):
+        s.tts_engine = "cartesia"  # type: ignore[misc]
+
+
+def test_summary_masks_every_secret_and_shows_paths(tmp_path: Path) -> None:
+    s = Settings(base_dir=tmp_path, cartesia_api_key="sk-secret")
+    summary = s.summary()
+    assert summary["cartesia_api_key"] == "***"
+    assert summary["internal_api_key"] == ""  # unset is shown as unset
+    assert summary["stems_dir"] == str(tmp_path / "stems")
+    assert set(summary) == set(Settings.model_fields)
