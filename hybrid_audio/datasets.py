@@ -1,10 +1,11 @@
-"""Names, developers and scripts: loading, deduplication by stem id, and import.
+"""Datasets of every kind (`kinds`): loading, deduplication by stem id, and import.
 
-A dataset is a list of texts to speak. Two texts with the same stem id ("John" and
-"john", or a name listed twice; see `stems` for the rule) are one stem: the first one wins
-and the collision is reported, never silently merged. Imports accept txt, csv and json,
-reject malformed files with the line number, and replace the dataset file atomically. This
-module never synthesizes.
+A dataset is a list of texts to speak (a `lines` kind such as names) or of keys and the
+phrases they stand for (a `mapping` kind such as scripts). Two texts with the same stem id
+("John" and "john", or a name listed twice; see `stems` for the rule) are one stem: the
+first one wins and the collision is reported, never silently merged. Imports accept txt,
+csv and json, reject malformed files with the line number, and replace the dataset file
+atomically. This module never synthesizes.
 
 What no dataset file may hold, uploaded or edited on disk: more than
 `MAX_IMPORT_BYTES` bytes or `MAX_IMPORT_ENTRIES` lines/items, an entry longer than
@@ -31,9 +32,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hybrid_audio import kinds
 from hybrid_audio.config import Settings
 from hybrid_audio.files import atomic_write
-from hybrid_audio.stems import KINDS, StemId
+from hybrid_audio.kinds import Kind
+from hybrid_audio.stems import StemId
 
 #: Uploads bigger than this are refused before parsing.
 MAX_IMPORT_BYTES = 5 * 1024 * 1024
@@ -64,7 +67,7 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class Item:
-    """One entry: the text as given (spoken), its stem id, and for scripts the key."""
+    """One entry: the text as given (spoken), its stem id, and for a mapping its key."""
 
     text: str
     stem_id: StemId
@@ -94,14 +97,14 @@ def _blank(text: str) -> bool:
 
 
 def _entries_from_text(raw: str, suffix: str, kind: str, source: str) -> list[tuple[int, str, str]]:
-    """(line, key, text) triples, unstripped; key == text except for scripts."""
+    """(line, key, text) triples, unstripped; key == text except for mappings."""
     if suffix == ".json":
         return _entries_from_json(raw, kind, source)
     if suffix == ".csv":
         return _entries_from_csv(raw, kind, source)
     if suffix in (".txt", ""):
-        if kind == "script":
-            raise DatasetError(f"{source}: scripts need key and phrase: use .csv or .json")
+        if _is_mapping(kind):
+            raise DatasetError(f"{source}: {kind}s need key and phrase: use .csv or .json")
         # Split on "\n" only: str.splitlines() would also split on \x0b, \x1c, U+2028…,
         # hiding those characters from the check and shifting every later line number.
         lines = (line.removesuffix("\r") for line in raw.split("\n"))
@@ -122,7 +125,7 @@ def _entries_from_csv(raw: str, kind: str, source: str) -> list[tuple[int, str, 
             cells = [c.strip() for c in row]
             if all(_blank(c) for c in row) or cells[0].startswith("#"):
                 continue
-            if kind == "script":
+            if _is_mapping(kind):
                 if len(row) != 2 or any(_blank(c) for c in row):
                     got = _short(row)
                     raise DatasetError(f"{source}:{line}: expected 'key,phrase', got {got}")
@@ -152,11 +155,11 @@ def _entries_from_json(raw: str, kind: str, source: str) -> list[tuple[int, str,
         raise DatasetError(
             f"{source}: {len(data)} items; a dataset may have at most {MAX_IMPORT_ENTRIES}"
         )
-    if kind == "script":
+    if _is_mapping(kind):
         if not isinstance(data, dict) or not all(
             isinstance(k, str) and isinstance(v, str) and v.strip() for k, v in data.items()
         ):
-            raise DatasetError(f'{source}: scripts must be a JSON object {{"key": "phrase"}}')
+            raise DatasetError(f'{source}: {kind}s must be a JSON object {{"key": "phrase"}}')
         return [(n, k, v) for n, (k, v) in enumerate(data.items(), 1)]
     if not isinstance(data, list):
         raise DatasetError(f"{source}: expected a JSON list of {kind}s")
@@ -223,14 +226,20 @@ def _checked(
     return [(number, key.strip(), text.strip()) for number, key, text in entries]
 
 
-def _check_kind(kind: str) -> None:
-    if kind not in KINDS:
-        raise DatasetError(f"unknown dataset kind {kind!r}; known: {', '.join(KINDS)}")
+def _check_kind(kind: str) -> Kind:
+    if not kinds.is_kind(kind):
+        raise DatasetError(f"unknown dataset kind {kind!r}; known: {', '.join(kinds.names())}")
+    return kinds.get(kind)
+
+
+def _is_mapping(kind: str) -> bool:
+    """Whether `kind`'s entries are key → phrase (the key is the stem's identity)."""
+    return _check_kind(kind).form == "mapping"
 
 
 def _dedup(kind: str, entries: list[tuple[int, str, str]]) -> Dataset:
     """One item per stem id (the first wins; the rest are collisions), unusable ones listed."""
-    dataset = Dataset(kind)
+    dataset, mapping = Dataset(kind), _is_mapping(kind)
     seen: dict[StemId, str] = {}
     for line, key, text in entries:
         try:
@@ -242,19 +251,14 @@ def _dedup(kind: str, entries: list[tuple[int, str, str]]) -> Dataset:
             dataset.collisions.append((seen[stem_id], text, str(stem_id)))
             continue
         seen[stem_id] = text
-        dataset.items.append(Item(text, stem_id, key if kind == "script" else None))
+        dataset.items.append(Item(text, stem_id, key if mapping else None))
     return dataset
 
 
 def dataset_path(kind: str, settings: Settings) -> Path:
-    """The file that holds `kind`'s dataset."""
-    paths = {
-        "name": settings.common_names_file,
-        "developer": settings.developer_names_file,
-        "script": settings.scripts_file,
-    }
-    _check_kind(kind)
-    return paths[kind]
+    """The file that holds `kind`'s dataset (kinds of `settings`' kinds.json included)."""
+    kinds.load(settings)
+    return _check_kind(kind).dataset_path(settings)
 
 
 def display_path(path: Path, settings: Settings) -> str:
@@ -283,7 +287,7 @@ def import_dataset(kind: str, file: Path | str, settings: Settings) -> Dataset:
 
     Nothing is written unless the whole file parses and yields at least one entry.
     """
-    source = Path(file)
+    source, target = Path(file), dataset_path(kind, settings)
     if source.stat().st_size > MAX_IMPORT_BYTES:
         raise DatasetError(f"{source}: larger than the limit of {MAX_IMPORT_BYTES} bytes")
     try:
@@ -293,12 +297,12 @@ def import_dataset(kind: str, file: Path | str, settings: Settings) -> Dataset:
     dataset = parse_dataset(raw, kind, source.suffix, str(source))
     if not dataset.items:
         raise DatasetError(f"{source}: no usable {kind} entries")
-    _write_dataset(dataset, dataset_path(kind, settings))
+    _write_dataset(dataset, target)
     return dataset
 
 
 def _write_dataset(dataset: Dataset, target: Path) -> None:
-    if dataset.kind == "script":
+    if _is_mapping(dataset.kind):
         body = json.dumps({i.key: i.text for i in dataset.items}, ensure_ascii=False, indent=2)
         target = target if target.suffix == ".json" else target.with_suffix(".json")
     else:

@@ -1,7 +1,7 @@
 """Message templates: the schema of `templates/*.json`, loading, and errors that say where.
 
 A template is a list of segments — a fixed stem (`{"stem": "stem.script.hello"}`), a slot
-filled per message (`{"slot": "name" | "developer" | "script"}`) or a pause
+filled per message (`{"slot": "name"}`: any kind in `kinds`, such as developer or script) or a pause
 (`{"silence_ms": 150}`) — plus join options (trim, gap, join mode). Validation is pydantic;
 every error names the template file and the field (`segments[2].slot`). Script stems must
 exist in the scripts dataset, so a typo is caught when the template loads, not half-way
@@ -25,6 +25,7 @@ from pydantic import (
     field_validator,
 )
 
+from hybrid_audio import kinds
 from hybrid_audio.bitmerge import Trim
 from hybrid_audio.config import Settings
 from hybrid_audio.stems import StemId
@@ -55,9 +56,16 @@ class StemSegment(_Segment):
 
 
 class SlotSegment(_Segment):
-    """A stem chosen per message."""
+    """A stem chosen per message; the slot is a kind (`kinds`)."""
 
-    slot: Literal["name", "developer", "script"]
+    slot: str
+
+    @field_validator("slot")
+    @classmethod
+    def _known_kind(cls, value: str) -> str:
+        if not kinds.is_kind(value):
+            raise ValueError(f"unknown slot {value!r} (expected {', '.join(kinds.names())})")
+        return value
 
 
 class SilenceSegment(_Segment):
@@ -147,8 +155,6 @@ def _describe(error: ValidationError, source: str) -> str:
         message = problem["msg"].removeprefix("Value error, ")
         if problem["type"] == "extra_forbidden":
             message = "unknown field"
-        if problem["type"] == "literal_error" and where.endswith(".slot"):
-            message = f"unknown slot {problem['input']!r} (expected name, developer or script)"
         lines.append(f"{source}: {where}: {message}")
     return "\n".join(lines)
 
@@ -194,6 +200,7 @@ def template_path(name: str, settings: Settings) -> Path:
 def load_template(name: str, settings: Settings, script_keys: set[str] | None = None) -> Template:
     """Load and validate `templates/<name>.json`."""
     path = template_path(name, settings)
+    kinds.load(settings)  # its slots may be kinds of the data folder's kinds.json
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
