@@ -32,6 +32,7 @@ import stat
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from typing import Any
 import param
 from pydantic import BaseModel
 
+from hybrid_audio import kinds
 from hybrid_audio.bitmerge import (
     Manifest,
     MergeError,
@@ -164,13 +166,17 @@ class Assembler(param.Parameterized):
         developer: str | None = None,
         script: str | None = None,
         *,
+        slots: Mapping[str, str | None] | None = None,
         generate_missing: bool = True,
         mode: str | None = None,
     ) -> AssemblyResult:
-        """Assemble one message; raises `AssemblyError`/`TemplateError` on bad input."""
+        """Assemble one message; raises `AssemblyError`/`TemplateError` on bad input.
+
+        `slots` fills slots of other kinds (`{"intro": "Welcome"}`, see `kinds`).
+        """
         tpl = self.load_template(template)
-        inputs = {"name": name, "developer": developer, "script": script}
-        missing = sorted(slot for slot in tpl.slots if not (inputs[slot] or "").strip())
+        inputs = {**(slots or {}), "name": name, "developer": developer, "script": script}
+        missing = sorted(slot for slot in tpl.slots if not (inputs.get(slot) or "").strip())
         if missing:
             raise AssemblyError(f"template {tpl.name!r} needs: {', '.join(missing)}")
         parts: list[Part | Silence] = []
@@ -272,8 +278,9 @@ class Assembler(param.Parameterized):
         if isinstance(segment, StemSegment):
             stem_id = StemId.parse(segment.stem)
             record = generator.cache.lookup(stem_id)
-            if record is None and stem_id.kind == "script" and generate_missing:
-                return self._script(str(stem_id), template)
+            mapping = kinds.get(stem_id.kind).form == "mapping"
+            if record is None and mapping and generate_missing:
+                return self._keyed(stem_id.kind, str(stem_id), template)
             if record is None:
                 raise AssemblyError(
                     f"template {template!r} segments[{index}]: stem {stem_id} is not in the "
@@ -281,19 +288,20 @@ class Assembler(param.Parameterized):
                     + ("" if generate_missing else "; allow generate_missing to make it")
                 )
             return record
-        value = (inputs[segment.slot] or "").strip()
-        if segment.slot == "script":
+        value = (inputs.get(segment.slot) or "").strip()
+        if kinds.get(segment.slot).form == "mapping":
             if not generate_missing:
-                return self._cached(StemId.for_text("script", value), template, index)
-            return self._script(value, template)
+                return self._cached(StemId.for_text(segment.slot, value), template, index)
+            return self._keyed(segment.slot, value, template)
         if not generate_missing:
             return self._cached(StemId.for_text(segment.slot, value), template, index)
         return generator.generate(segment.slot, value)
 
-    def _script(self, key: str, template: str) -> StemRecord:
-        """The script stem of `key`; an unknown key is this request's error, not a crash."""
+    def _keyed(self, kind: str, key: str, template: str) -> StemRecord:
+        """The stem of `key` in a mapping kind (script); an unknown key is this request's
+        error, not a crash."""
         try:
-            return self.generator.generate_script(key)
+            return self.generator.generate_keyed(kind, key)
         except KeyError as error:
             raise AssemblyError(f"template {template!r}: {error.args[0]}") from None
 

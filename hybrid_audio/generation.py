@@ -192,12 +192,16 @@ class Generator(param.Parameterized):
 
     def generate_script(self, key: str) -> StemRecord:
         """The script phrase stored under `key` in the scripts dataset."""
-        scripts = load_dataset("script", self.settings)
-        for item in scripts.items:
+        return self.generate_keyed("script", key)
+
+    def generate_keyed(self, kind: str, key: str) -> StemRecord:
+        """The phrase stored under `key` (or its stem id) in a mapping kind's dataset."""
+        entries = load_dataset(kind, self.settings)
+        for item in entries.items:
             if item.key == key or str(item.stem_id) == key:
-                return self.generate("script", item.text, slug_source=item.key)
-        known = ", ".join(i.key or "" for i in scripts.items)
-        raise KeyError(f"unknown script key {key!r}; known keys: {known}")
+                return self.generate(kind, item.text, slug_source=item.key)
+        known = ", ".join(i.key or "" for i in entries.items)
+        raise KeyError(f"unknown {kind} key {key!r}; known keys: {known}")
 
     def generate_combined(self, name: str, developer: str) -> tuple[StemRecord, StemRecord]:
         """The name stem and the developer stem (each made at most once)."""
