@@ -1,4 +1,5 @@
-"""The Hybrid Audio dashboard: Generate, Assemble, Cache, Rotation and Storage pages.
+"""The Hybrid Audio dashboard: the Workflow page, then Generate, Assemble, Cache, Rotation
+and Storage.
 
 Run it alone with `panel serve app/dashboard.py`, or mounted at `/dashboard` by the API
 server (`panel.io.fastapi.add_applications`), where it shares the API's workspace (a job
@@ -8,7 +9,15 @@ module only wires them into tabs. It never computes anything itself.
 
 Hooks for browser tests (stable names and CSS classes):
 
-- Tabs (`.dashboard-tabs`): "Generate", "Assemble", "Cache", "Rotation", "Storage".
+- Tabs (`.dashboard-tabs`): "Workflow" (first), "Generate", "Assemble", "Cache",
+  "Rotation", "Storage".
+- Workflow (`.workflow`): intro `.workflow-intro`; one card per step `.workflow-step-1` …
+  `.workflow-step-6` (contract, datasets, stems, message, proof, export), each with
+  "Open the <page> page →" buttons (`.open-page`) that switch tabs; step 3 has the
+  Generate page's "Name" input and "Generate name" (`.workflow-generate`); step 4 the
+  Assemble page's "Template", "Developer", "Script", join mode (`.join-mode`) and
+  "Assemble message" (`.workflow-assemble`; the name slot takes step 3's name); step 5
+  `.workflow-proof` and "Re-verify from disk"; step 6 the message's Download button.
 - Generate: buttons named "Generate name" / "Generate developer" / "Generate script"
   (`.generate-name`, `.generate-developer`, `.generate-script`); text inputs named "Name",
   "Developer"; contract widgets in `.contract` (they edit a draft), button "Apply contract"
@@ -16,10 +25,13 @@ Hooks for browser tests (stable names and CSS classes):
   incompatible") with "Confirm change" / "Cancel change"; active contract
   `.contract-summary`; result text
   `.generate-result` (contains "(new)" or "(cached)" and the sha256); waveform
-  `.waveform.stem-waveform`; player `.audio-player`.
+  `.waveform.stem-waveform`; player `.audio-player`; "Download stem (WAV)"
+  (`.download-stem`). Script choices read "key — phrase".
 - Assemble: select "Template", preview `.template-preview`; inputs "Name", "Developer",
   "Script"; buttons "Next name", "Next developer", "Next script", "Next pair",
-  "Assemble" (`.assemble`), "Re-verify from disk" (`.reverify`); result Markdown
+  "Assemble" (`.assemble`), join mode (`.join-mode`: "exact" | "hybrid", the template's by
+  default), "Re-verify from disk" (`.reverify`), "Download message (WAV)"
+  (`.download-message`); what "✓ exact" proves `.exact-means`; result Markdown
   `.assemble-result` (contains "verified" when every byte checks, "NOT verified" else);
   waveform `.waveform` (Bokeh: shaded segment spans with labels); player `.audio-player`
   (an `<audio>` whose src is `/assemble/outputs/{id}/audio` under the API); byte-diff
@@ -59,6 +71,7 @@ from app.views.common import md  # noqa: E402
 from app.views.generate import GenerateView  # noqa: E402
 from app.views.rotation import RotationView  # noqa: E402
 from app.views.storage import StorageView  # noqa: E402
+from app.views.workflow import WorkflowView  # noqa: E402
 from hybrid_audio import workspace as workspace_module  # noqa: E402
 from hybrid_audio.workspace import Workspace  # noqa: E402
 
@@ -94,14 +107,20 @@ def create_dashboard(
         if audio_urls is None:
             audio_urls = api is not None  # behind a key, the session cookie opens them
     audio_urls = bool(audio_urls)
+    generate = GenerateView(workspace=workspace, audio_urls=audio_urls)
+    assemble = AssembleView(workspace=workspace, audio_urls=audio_urls)
+    workflow = WorkflowView(workspace=workspace, generate=generate, assemble=assemble)
     pages = [
-        ("Generate", GenerateView(workspace=workspace, audio_urls=audio_urls)),
-        ("Assemble", AssembleView(workspace=workspace, audio_urls=audio_urls)),
+        ("Workflow", workflow),
+        ("Generate", generate),
+        ("Assemble", assemble),
         ("Cache", CacheView(workspace=workspace)),
         ("Rotation", RotationView(workspace=workspace)),
         ("Storage", StorageView(workspace=workspace)),
     ]
     tabs = pn.Tabs(*pages, dynamic=True, css_classes=["dashboard-tabs"])
+    names = [name for name, _ in pages]
+    workflow.open_page = lambda name: setattr(tabs, "active", names.index(name))
     header = pn.pane.Markdown(
         f"## Hybrid Audio · engine {md(workspace.generator.engine.name)} · "
         f"{md(workspace.settings.base_dir)}",

@@ -60,6 +60,7 @@ def test_dashboard_builds_every_page(workspace: Workspace) -> None:
     tabs = dashboard.objects[1]
     assert isinstance(tabs, pn.Tabs)
     assert [tabs._names[i] for i in range(len(tabs))] == [
+        "Workflow",
         "Generate",
         "Assemble",
         "Cache",
@@ -158,16 +159,17 @@ def test_assemble_shows_proof_waveform_and_outputs(workspace: Workspace) -> None
     assert audio_rows["source sha256"].str.len().eq(64).all()
     assert "verified" in view._result_text(view.document, view.report)
     assert "NOT" not in view._result_text(view.document, view.report)
-    figure = view._waveform(view.document)
+    figure = view._waveform(view.output_id)
     quads = figure.renderers[0].data_source.data
     assert len(quads["left"]) <= 1200 + len(report.segments) + 1
-    player = view._player(view.document)
+    player = view._player(view.output_id)
     assert f"/assemble/outputs/{view.document['id']}/audio" in player.object
 
     output_id = view.document["id"]
     assert list(view.outputs_table.value["id"]) == [output_id]
-    view.report = None
+    assert view.reverified is None  # the recorded proof is shown
     view.reverify_button.clicks += 1
+    assert view.reverified is not None
     assert view.report.ok
     view.load_output(output_id)
     assert view.document["id"] == output_id

@@ -1,27 +1,46 @@
 """Assemble page: template + inputs → message, with its waveform, player and byte-diff proof.
 
-The page holds the shown output as parameters (`document`, `report`); the waveform, the
-byte-diff table and the result text are derived from them, so assembling, loading a past
-output and re-verifying from disk all just set those two parameters.
+The page's only state is what the user chose: the inputs, the join mode, which output is
+shown (`output_id`) and, after "Re-verify from disk", that fresh proof (`reverified`). The
+manifest, waveform, proof and download are derived from them through the core's checked
+readers; the list of past outputs follows the core's `Assembler.last_result`, so an
+assembly made anywhere in this process (API, another tab) refreshes it.
 """
 
 from __future__ import annotations
 
+import contextlib
+from io import BytesIO
 from typing import Any
 
 import pandas as pd
 import panel as pn
 import param
 
-from app.views.common import PageState, audio_player, friendly, md, waveform_figure
+from app.views.common import (
+    PageState,
+    audio_player,
+    friendly,
+    md,
+    script_choices,
+    waveform_figure,
+)
 from hybrid_audio.bitmerge import VerifyReport
-from hybrid_audio.datasets import load_dataset
 from hybrid_audio.templates import SilenceSegment, SlotSegment, StemSegment, list_templates
 from hybrid_audio.waveform import segment_boundaries, segment_spans
 from hybrid_audio.workspace import Workspace
 
 DIFF_COLUMNS = ["index", "stem", "kind", "byte range", "source sha256", "verdict"]
 OUTPUT_COLUMNS = ["id", "template", "name", "developer", "script", "duration", "verified"]
+#: What a "✓ exact" row proves, said once above the table.
+EXACT_MEANS = (
+    "**✓ exact** means this segment's bytes in the message were read back from disk and are "
+    "identical, byte for byte, to the cached stem (or silence) it came from; "
+    "**✗** names the first byte that differs."
+)
+#: The byte-diff table wraps long cells (stem ids, hashes, verdicts) instead of clipping them.
+_WRAP_CELLS = [":host .tabulator-cell { white-space: pre-wrap; word-break: break-all; }"]
+_DIFF_WIDTHS = {"index": 60, "kind": 70, "byte range": 130}
 
 
 class AssembleView(PageState, pn.viewable.Viewer):
@@ -32,48 +51,54 @@ class AssembleView(PageState, pn.viewable.Viewer):
     template = param.Selector(default=None, objects=[], doc="Template to fill.")
     name_text = param.String(default="", label="Name", doc="Value of the name slot.")
     developer_text = param.String(default="", label="Developer", doc="The developer slot.")
-    script_key = param.Selector(default=None, objects=[], label="Script", doc="Script slot.")
-    document = param.Dict(default=None, allow_None=True, doc="Manifest of the shown output.")
-    report = param.ClassSelector(
-        class_=VerifyReport, allow_None=True, doc="Byte-diff proof of the shown output."
+    script_key = param.Selector(
+        default=None, objects=[], label="Script", doc="Script slot (shown as key — phrase)."
     )
-    outputs_version = param.Integer(default=0, doc="Bumped when the outputs list changes.")
+    join = param.Selector(
+        default="exact",
+        objects=["exact", "hybrid"],
+        label="Join",
+        doc="How stems are joined: exact concatenation, or hybrid (short crossfades).",
+    )
+    output_id = param.String(
+        default=None, allow_None=True, doc="The output shown (the user's choice, an id)."
+    )
+    reverified = param.ClassSelector(
+        class_=VerifyReport,
+        allow_None=True,
+        doc="Proof of the shown output re-read from disk; None → its recorded proof.",
+    )
 
     def __init__(self, **params) -> None:
         super().__init__(**params)
         settings = self.workspace.settings
         templates = list_templates(settings)
         self.param.template.objects = templates
+        self.param.script_key.objects = script_choices(settings, blank=True)
         if templates:
             self.template = "double_anchor" if "double_anchor" in templates else templates[0]
-        try:
-            keys = [None, *(i.key for i in load_dataset("script", settings).items)]
-        except ValueError:
-            keys = [None]
-        self.param.script_key.objects = keys
         self.assemble_button = pn.widgets.Button(
             label="Assemble", color="primary", css_classes=["assemble"]
         )
         self.reverify_button = pn.widgets.Button(
             label="Re-verify from disk", css_classes=["reverify"]
         )
-        self.next_name_button = pn.widgets.Button(label="Next name", css_classes=["next-name"])
-        self.next_developer_button = pn.widgets.Button(
-            label="Next developer", css_classes=["next-developer"]
-        )
-        self.next_pair_button = pn.widgets.Button(label="Next pair", css_classes=["next-pair"])
-        self.next_script_button = pn.widgets.Button(
-            label="Next script", css_classes=["next-script"]
-        )
+        self.next_buttons = {
+            slot: pn.widgets.Button(label=f"Next {slot}", width=120, css_classes=[f"next-{slot}"])
+            for slot in ("name", "developer", "script", "pair")
+        }
         self.diff_table = pn.widgets.Tabulator(
-            pn.bind(self._diff_frame, self.param.report, self.param.document),
+            pn.bind(self._diff_frame, self.param.output_id, self.param.reverified),
             show_index=False,
             disabled=True,
+            layout="fit_columns",
+            widths=_DIFF_WIDTHS,
+            stylesheets=_WRAP_CELLS,
             css_classes=["byte-diff"],
             sizing_mode="stretch_width",
         )
         self.outputs_table = pn.widgets.Tabulator(
-            pn.bind(self._outputs_frame, self.param.outputs_version),
+            pn.bind(self._outputs_frame, self.workspace.assembler.param.last_result),
             show_index=False,
             disabled=True,
             selectable=1,
@@ -87,10 +112,10 @@ class AssembleView(PageState, pn.viewable.Viewer):
     def _init_callbacks(self) -> None:
         self.assemble_button.on_click(lambda _: self.assemble())
         self.reverify_button.on_click(lambda _: self.reverify())
-        self.next_name_button.on_click(lambda _: self.next_name())
-        self.next_developer_button.on_click(lambda _: self.next_developer())
-        self.next_pair_button.on_click(lambda _: self.next_pair())
-        self.next_script_button.on_click(lambda _: self.next_script())
+        self.next_buttons["name"].on_click(lambda _: self.next_name())
+        self.next_buttons["developer"].on_click(lambda _: self.next_developer())
+        self.next_buttons["script"].on_click(lambda _: self.next_script())
+        self.next_buttons["pair"].on_click(lambda _: self.next_pair())
         self.outputs_table.on_click(self._handle_output_click)
 
     # --- actions ------------------------------------------------------------------------
@@ -113,7 +138,8 @@ class AssembleView(PageState, pn.viewable.Viewer):
         self.script_key = self.workspace.rotation.next_script()
 
     @friendly
-    def assemble(self) -> None:
+    def assemble(self) -> str:
+        """Assemble the inputs in the chosen join mode and show the new output."""
         if not self.template:
             raise ValueError("no template chosen (the templates folder is empty?)")
         result = self.workspace.assembler.assemble(
@@ -121,30 +147,62 @@ class AssembleView(PageState, pn.viewable.Viewer):
             name=self.name_text or None,
             developer=self.developer_text or None,
             script=self.script_key or None,
+            mode=self.join,
         )
-        document = self.workspace.assembler.load_output(result.summary.id)
-        self.param.update(
-            document=document, report=result.report, outputs_version=self.outputs_version + 1
-        )
+        self.output_id = result.summary.id
+        return self.output_id
 
     @friendly
     def load_output(self, output_id: str) -> None:
         """Show a past output as it was recorded (its stored verdict)."""
-        document = self.workspace.assembler.load_output(output_id)
-        self.param.update(document=document, report=VerifyReport(**document["verify"]))
+        self.workspace.assembler.load_output(output_id)  # unknown ids are an error here
+        self.output_id = output_id
 
     @friendly
     def reverify(self) -> None:
-        if self.document is None:
+        if self.output_id is None:
             raise ValueError("no output shown: assemble one or pick one from the list")
-        self.report = self.workspace.assembler.verify_output(self.document["id"])
+        self.reverified = self.workspace.assembler.verify_output(self.output_id)
 
     def _handle_output_click(self, event: Any) -> None:
         frame = self.outputs_table.value
         if frame is not None and 0 <= event.row < len(frame):
             self.load_output(frame.iloc[event.row]["id"])
 
+    @param.depends("output_id", watch=True)
+    def _forget_reverified(self) -> None:
+        self.reverified = None  # a re-verification belongs to the output it was made of
+
+    @param.depends("template", watch=True)
+    def _use_template_join(self) -> None:
+        if self.template:
+            # A template that does not load keeps the mode; its preview says why.
+            with contextlib.suppress(ValueError):
+                self.join = self.workspace.assembler.load_template(self.template).join
+
     # --- derived values -----------------------------------------------------------------
+
+    @property
+    def document(self) -> dict | None:
+        """Manifest of the shown output (read through the core), or None."""
+        return self._document(self.output_id)
+
+    @property
+    def report(self) -> VerifyReport | None:
+        """Proof shown: the re-verification if one was made, else the recorded one."""
+        return self._report(self.document, self.reverified)
+
+    @friendly
+    def _document(self, output_id: str | None) -> dict | None:
+        if output_id is None:
+            return None
+        return self.workspace.assembler.load_output(output_id)
+
+    @staticmethod
+    def _report(document: dict | None, reverified: VerifyReport | None) -> VerifyReport | None:
+        if reverified is not None or document is None:
+            return reverified
+        return VerifyReport(**document["verify"])
 
     @friendly
     def _template_preview(self, template: str | None) -> str:
@@ -172,21 +230,32 @@ class AssembleView(PageState, pn.viewable.Viewer):
     def _result_text(self, document: dict | None, report: VerifyReport | None) -> str:
         if document is None or report is None:
             return "No message yet."
-        exact = sum(s.exact for s in report.segments)
-        if report.ok:
-            verdict = f"✓ verified — {exact}/{len(report.segments)} segments byte-exact"
-        else:
-            first = report.first_diff_offset
-            verdict = f"✗ NOT verified — first differing byte at offset {first}"
-            if report.errors:
-                verdict += "; " + md("; ".join(report.errors))
         out = document["output"]
+        mode = document["merge"].get("mode", "exact")
         return (
-            f"### {md(document['id'])}\n\n{verdict}\n\n"
-            f"{out['duration']:.2f} s · {out['bytes']} bytes · sha256 {md(out['sha256'])}"
+            f"### {md(document['id'])}\n\n{self.verdict_line(report)}\n\n"
+            f"{out['duration']:.2f} s · {out['bytes']} bytes · join {md(mode)} · "
+            f"sha256 {md(out['sha256'])}"
         )
 
-    def _diff_frame(self, report: VerifyReport | None, document: dict | None) -> pd.DataFrame:
+    @staticmethod
+    def verdict_line(report: VerifyReport) -> str:
+        """One line: verified (how many segments byte-exact), or where it first differs."""
+        if report.ok:
+            exact = sum(s.exact for s in report.segments)
+            return f"✓ verified — {exact}/{len(report.segments)} segments byte-exact"
+        verdict = f"✗ NOT verified — first differing byte at offset {report.first_diff_offset}"
+        if report.errors:
+            verdict += "; " + md("; ".join(report.errors))
+        return verdict
+
+    def _shown_text(self, output_id: str | None, reverified: VerifyReport | None) -> str:
+        document = self._document(output_id)
+        return self._result_text(document, self._report(document, reverified))
+
+    def _diff_frame(self, output_id: str | None, reverified: VerifyReport | None) -> pd.DataFrame:
+        document = self._document(output_id)
+        report = self._report(document, reverified)
         if report is None:
             return pd.DataFrame(columns=DIFF_COLUMNS)
         sources = {}
@@ -213,7 +282,7 @@ class AssembleView(PageState, pn.viewable.Viewer):
             )
         return pd.DataFrame(rows, columns=DIFF_COLUMNS)
 
-    def _outputs_frame(self, _version: int) -> pd.DataFrame:
+    def _outputs_frame(self, *_: object) -> pd.DataFrame:
         try:
             outputs = self.workspace.assembler.list_outputs()
         except OSError:
@@ -221,57 +290,89 @@ class AssembleView(PageState, pn.viewable.Viewer):
         rows = [{c: getattr(o, c) for c in OUTPUT_COLUMNS} for o in outputs]
         return pd.DataFrame(rows, columns=OUTPUT_COLUMNS)
 
-    def _wav_bytes(self, document: dict) -> bytes:
+    def _wav_bytes(self, output_id: str) -> bytes:
         """The message's WAV, proven against its manifest (a changed file is an error)."""
-        return self.workspace.assembler.read_output(document["id"])[0]
+        return self.workspace.assembler.read_output(output_id)[0]
 
     @friendly
-    def _waveform(self, document: dict | None):
+    def _waveform(self, output_id: str | None):
+        document = self._document(output_id)
         if document is None:
             return waveform_figure(None)
         return waveform_figure(
-            self._wav_bytes(document), segment_spans(document), segment_boundaries(document)
+            self._wav_bytes(output_id), segment_spans(document), segment_boundaries(document)
         )
 
     @friendly
-    def _player(self, document: dict | None) -> pn.viewable.Viewable:
-        if document is None:
+    def _player(self, output_id: str | None) -> pn.viewable.Viewable:
+        if output_id is None:
             return pn.pane.Markdown("")
         if self.audio_urls:
-            return audio_player(f"/assemble/outputs/{document['id']}/audio", None)
-        return audio_player(None, self._wav_bytes(document))
+            return audio_player(f"/assemble/outputs/{output_id}/audio", None)
+        return audio_player(None, self._wav_bytes(output_id))
+
+    @friendly
+    def download_bytes(self) -> BytesIO:
+        """The shown message's WAV for the Download button (proven bytes, never a path)."""
+        if self.output_id is None:
+            raise ValueError("no output shown: assemble one or pick one from the list")
+        return BytesIO(self._wav_bytes(self.output_id))
+
+    def _download_button(self, output_id: str | None) -> pn.widgets.FileDownload:
+        return pn.widgets.FileDownload(
+            callback=self.download_bytes,
+            filename=f"{output_id or 'message'}.wav",
+            label="Download message (WAV)",
+            disabled=output_id is None,
+            width=220,
+            css_classes=["download-message"],
+        )
+
+    # --- panes shared with the workflow page (new objects on every call) ------------------
+
+    def message_panes(self) -> tuple[pn.viewable.Viewable, pn.viewable.Viewable]:
+        """The shown message: its summary (with the verdict) and its player."""
+        summary = pn.pane.Markdown(
+            pn.bind(self._shown_text, self.param.output_id, self.param.reverified),
+            css_classes=["assemble-result"],
+        )
+        return summary, pn.panel(pn.bind(self._player, self.param.output_id))
+
+    def download_button(self) -> pn.viewable.Viewable:
+        """The Download button of the shown message (disabled while there is none)."""
+        return pn.panel(pn.bind(self._download_button, self.param.output_id))
 
     def __panel__(self) -> pn.viewable.Viewable:
+        def with_next(widget: pn.widgets.Widget, slot: str) -> pn.Row:
+            return pn.Row(widget, self.next_buttons[slot])
+
         inputs = pn.Column(
-            pn.widgets.Select.from_param(self.param.template, label="Template"),
+            pn.widgets.Select.from_param(self.param.template, label="Template", width=240),
             pn.pane.Markdown(
                 pn.bind(self._template_preview, self.param.template),
                 css_classes=["template-preview"],
             ),
-            pn.Row(
-                pn.widgets.TextInput.from_param(self.param.name_text, label="Name"),
-                self.next_name_button,
+            with_next(pn.widgets.TextInput.from_param(self.param.name_text, width=240), "name"),
+            with_next(
+                pn.widgets.TextInput.from_param(self.param.developer_text, width=240),
+                "developer",
             ),
-            pn.Row(
-                pn.widgets.TextInput.from_param(self.param.developer_text, label="Developer"),
-                self.next_developer_button,
-            ),
-            pn.Row(pn.widgets.Select.from_param(self.param.script_key), self.next_script_button),
-            pn.Row(self.next_pair_button, self.assemble_button),
-            width=380,
+            with_next(pn.widgets.Select.from_param(self.param.script_key, width=240), "script"),
+            pn.widgets.RadioButtonGroup.from_param(self.param.join, css_classes=["join-mode"]),
+            pn.Row(self.next_buttons["pair"], self.assemble_button),
+            width=400,
         )
+        summary, player = self.message_panes()
         result = pn.Column(
-            pn.pane.Markdown(
-                pn.bind(self._result_text, self.param.document, self.param.report),
-                css_classes=["assemble-result"],
-            ),
+            summary,
             pn.pane.Bokeh(
-                pn.bind(self._waveform, self.param.document),
+                pn.bind(self._waveform, self.param.output_id),
                 css_classes=["waveform"],
                 sizing_mode="stretch_width",
             ),
-            pn.panel(pn.bind(self._player, self.param.document)),
+            pn.Row(player, self.download_button(), sizing_mode="stretch_width"),
             pn.Row("### Byte-diff proof", self.reverify_button),
+            pn.pane.Markdown(EXACT_MEANS, css_classes=["exact-means"]),
             self.diff_table,
             "### Past outputs (click to load)",
             self.outputs_table,

@@ -25,6 +25,8 @@ import param
 from bokeh.models import BoxAnnotation, Label
 from bokeh.plotting import figure
 
+from hybrid_audio.config import Settings
+from hybrid_audio.datasets import load_dataset
 from hybrid_audio.wav import read_wav
 from hybrid_audio.waveform import envelope
 
@@ -45,6 +47,21 @@ def md(value: object) -> str:
     span or emphasis can come out of data.
     """
     return html.escape(_MARKDOWN_SYNTAX.sub(r"\\\1", str(value)))
+
+
+def script_choices(settings: Settings, blank: bool = False) -> dict[str, str | None]:
+    """Script keys for a dropdown, labelled "key — phrase" (the user picks what is said).
+
+    Labels reach the browser as option text (never HTML). `blank` adds "—" (no script).
+    A missing or broken scripts file gives no choices; the page that needs one says so.
+    """
+    choices: dict[str, str | None] = {"—": None} if blank else {}
+    try:
+        items = load_dataset("script", settings).items
+    except ValueError:
+        return choices
+    choices.update({f"{item.key} — {item.text}": item.key for item in items})
+    return choices
 
 
 class PageState(param.Parameterized):

@@ -9,13 +9,22 @@ incompatible; only "Confirm change" applies it, whole.
 
 from __future__ import annotations
 
+from io import BytesIO
+
 import panel as pn
 import param
 
-from app.views.common import PageState, audio_player, friendly, md, notify_info, waveform_figure
+from app.views.common import (
+    PageState,
+    audio_player,
+    friendly,
+    md,
+    notify_info,
+    script_choices,
+    waveform_figure,
+)
 from hybrid_audio.cache import StemRecord
 from hybrid_audio.contract import VoiceContract
-from hybrid_audio.datasets import load_dataset
 from hybrid_audio.generation import ContractChange
 from hybrid_audio.workspace import Workspace
 
@@ -30,7 +39,9 @@ class GenerateView(PageState, pn.viewable.Viewer):
     audio_urls = param.Boolean(default=False, doc="Give the player API URLs, not files.")
     name_text = param.String(default="", label="Name", doc="A person's name to speak.")
     developer_text = param.String(default="", label="Developer", doc="A developer's name.")
-    script_key = param.Selector(default=None, objects=[], label="Script", doc="Script key.")
+    script_key = param.Selector(
+        default=None, objects=[], label="Script", doc="Script key (shown as key — phrase)."
+    )
     record = param.ClassSelector(
         class_=StemRecord, allow_None=True, doc="The stem made or found by the last click."
     )
@@ -43,13 +54,10 @@ class GenerateView(PageState, pn.viewable.Viewer):
 
     def __init__(self, **params) -> None:
         super().__init__(**params)
-        try:
-            keys = [i.key for i in load_dataset("script", self.workspace.settings).items]
-        except ValueError:
-            keys = []
-        self.param.script_key.objects = keys
-        if keys:
-            self.script_key = keys[0]
+        choices = script_choices(self.workspace.settings)
+        self.param.script_key.objects = choices
+        if choices:
+            self.script_key = next(iter(choices.values()))
         self.generate_name_button = pn.widgets.Button(
             label="Generate name", color="primary", css_classes=["generate-name"]
         )
@@ -148,6 +156,14 @@ class GenerateView(PageState, pn.viewable.Viewer):
             f"{md(contract.signature()[:16])}… · {md(fmt.describe())}"
         )
 
+    def contract_summary_pane(self) -> pn.pane.Markdown:
+        """The active contract, following its parameters (a new pane per call)."""
+        contract = self.workspace.generator.contract
+        return pn.pane.Markdown(
+            pn.bind(self._contract_summary, *[contract.param[f] for f in CONTRACT_FIELDS]),
+            css_classes=["contract-summary"],
+        )
+
     def _confirmation(self, change: ContractChange | None) -> pn.viewable.Viewable:
         if change is None:
             return pn.Column()
@@ -188,8 +204,34 @@ class GenerateView(PageState, pn.viewable.Viewer):
     def _waveform(self, record: StemRecord | None):
         return waveform_figure(self._stem_bytes(record), height=140, width=600)
 
+    @friendly
+    def download_bytes(self) -> BytesIO:
+        """The shown stem's WAV for the Download button (proven bytes, never a path)."""
+        if self.record is None:
+            raise ValueError("no stem yet: generate one first")
+        return BytesIO(self._stem_bytes(self.record))
+
+    def _download_button(self, record: StemRecord | None) -> pn.widgets.FileDownload:
+        return pn.widgets.FileDownload(
+            callback=self.download_bytes,
+            filename=f"{record.stem_id if record else 'stem'}.wav",
+            label="Download stem (WAV)",
+            disabled=record is None,
+            width=200,
+            css_classes=["download-stem"],
+        )
+
+    def result_panes(self) -> tuple[pn.viewable.Viewable, ...]:
+        """The stem made by the last click: text, player, Download (new objects per call)."""
+        return (
+            pn.pane.Markdown(
+                pn.bind(self._result_text, self.param.record), css_classes=["generate-result"]
+            ),
+            pn.panel(pn.bind(self._player, self.param.record)),
+            pn.panel(pn.bind(self._download_button, self.param.record)),
+        )
+
     def __panel__(self) -> pn.viewable.Viewable:
-        contract = self.workspace.generator.contract
         contract_widgets = pn.Column(*self.contract_widgets.values(), css_classes=["contract"])
         inputs = pn.Column(
             pn.Row(
@@ -208,16 +250,12 @@ class GenerateView(PageState, pn.viewable.Viewer):
                 pn.widgets.Select.from_param(self.param.script_key), self.generate_script_button
             ),
         )
-        summary = pn.pane.Markdown(
-            pn.bind(self._contract_summary, *[contract.param[f] for f in CONTRACT_FIELDS]),
-            css_classes=["contract-summary"],
-        )
+        summary = self.contract_summary_pane()
         confirmation = pn.panel(pn.bind(self._confirmation, self.param.pending))
+        text, player, download = self.result_panes()
         result = pn.Card(
-            pn.pane.Markdown(
-                pn.bind(self._result_text, self.param.record), css_classes=["generate-result"]
-            ),
-            pn.panel(pn.bind(self._player, self.param.record)),
+            text,
+            pn.Row(player, download, sizing_mode="stretch_width"),
             pn.pane.Bokeh(
                 pn.bind(self._waveform, self.param.record),
                 css_classes=["waveform", "stem-waveform"],
