@@ -36,18 +36,18 @@ def run_batch(workspace: Workspace, count: int, template: str = "double_anchor")
     rows = []
     for _ in range(count):
         message = workspace.rotation.generate_pair(template)
-        summary = message.result.summary
+        step, result = message.step, message.result
         rows.append(
             {
-                "output": summary.id,
-                "name": message.step.name,
-                "developer": message.step.developer,
-                "script": message.script,
-                "cycle": message.step.cycle,
-                "position": message.step.position,
-                "duration_s": round(summary.duration, 3),
-                "verified": message.result.report.ok,
-                "verified_on_disk": workspace.assembler.verify_output(summary.id).ok,
+                "output": result.summary.id,
+                "name": step.name,
+                "developer": step.developer,
+                "script": result.summary.script,
+                "cycle": step.cycle,
+                "position": step.position,
+                "duration_s": round(result.summary.duration, 3),
+                "verified": result.report.ok,
+                "verified_on_disk": workspace.assembler.verify_output(result.summary.id).ok,
             }
         )
     return pd.DataFrame(rows)
