@@ -243,18 +243,17 @@ class StemCache(param.Parameterized):
         self,
         stem_id: StemId | str,
         text: str,
-        wav_bytes: bytes,
+        wav: Wav,
         *,
         api_version: str = "",
     ) -> StemRecord:
-        """Validate `wav_bytes` against the contract, write the file atomically, index it.
+        """Check an engine's `wav` against the contract, write the file atomically, index it.
 
-        The stored file is always canonical (`write_wav`), so repaired streaming headers
-        are fixed on disk and recorded in `repairs`.
+        The stored file is always canonical (`write_wav`); header repairs the engine needed
+        to read its service's answer (`Wav.repairs`) are recorded in `repairs`.
         """
         sid = StemId.parse(str(stem_id))
         contract = self.contract
-        wav = read_wav(wav_bytes)
         if wav.format != contract.audio_format:
             raise WavError(
                 "contract format",

@@ -4,8 +4,8 @@
 `VoiceContract`. Every `generate_*` call first asks the cache for a compatible stem; only
 on a miss does it take the stem's lock — a `flock` on a per-stem lock file, which
 excludes other threads (each call opens its own file description) and other processes
-alike — look again, and synthesize. Engine output is validated with `read_wav` against
-the contract before it is stored; a bad answer stores nothing.
+alike — look again, and synthesize. Engine output (a `Wav`) is checked against the
+contract before it is stored; a bad answer stores nothing.
 
 Batches (`generate_rotational_stems`) make every distinct stem of the datasets once, skip
 compatible cached stems, and are resumable: each stem is committed as soon as it is made,

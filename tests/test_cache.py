@@ -11,7 +11,7 @@ import pytest
 
 from hybrid_audio.cache import StemCache
 from hybrid_audio.contract import AudioFormat, Encoding, VoiceContract
-from hybrid_audio.wav import WavError, read_wav, write_wav
+from hybrid_audio.wav import Wav, WavError, read_wav, write_wav
 from tests.audio_factory import make_pcm, make_wav
 
 FMT = AudioFormat(encoding="pcm_s16le", sample_rate=22050)
@@ -27,7 +27,7 @@ def cache(tmp_path: Path) -> StemCache:
 
 
 def test_store_writes_file_and_row(cache: StemCache) -> None:
-    record = cache.store("stem.name.jose", "José", make_wav(FMT, 2205))
+    record = cache.store("stem.name.jose", "José", read_wav(make_wav(FMT, 2205)))
     path = Path(cache.stems_dir) / "name" / "stem.name.jose.wav"
     assert record.path == "name/stem.name.jose.wav"
     assert path.is_file()
@@ -41,7 +41,7 @@ def test_store_writes_file_and_row(cache: StemCache) -> None:
 
 
 def test_index_is_plain_sqlite_in_wal_mode(cache: StemCache) -> None:
-    cache.store("stem.name.ana", "Ana", make_wav(FMT, 100))
+    cache.store("stem.name.ana", "Ana", read_wav(make_wav(FMT, 100)))
     db = sqlite3.connect(cache.database_path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     row = db.execute("SELECT text, engine_version, voice FROM stems").fetchone()
@@ -52,7 +52,7 @@ def test_streaming_header_is_stored_canonical_and_the_repair_recorded(cache: Ste
     data = bytearray(make_wav(FMT, 300))
     data[4:8] = b"\xff\xff\xff\xff"
     data[40:44] = b"\xff\xff\xff\xff"
-    record = cache.store("stem.name.ana", "Ana", bytes(data))
+    record = cache.store("stem.name.ana", "Ana", read_wav(bytes(data)))
     assert "placeholder" in record.repairs
     on_disk = (Path(cache.stems_dir) / record.path).read_bytes()
     assert on_disk == write_wav(FMT, make_pcm(FMT, 300))
@@ -61,13 +61,13 @@ def test_streaming_header_is_stored_canonical_and_the_repair_recorded(cache: Ste
 @pytest.mark.parametrize(
     "bad",
     [
-        b"not audio",
-        make_wav(AudioFormat(encoding="pcm_s16le", sample_rate=8000), 100),
-        write_wav(FMT, b""),
+        Wav(format=FMT, pcm=b"\1\2\3"),
+        read_wav(make_wav(AudioFormat(encoding="pcm_s16le", sample_rate=8000), 100)),
+        Wav(format=FMT, pcm=b""),
     ],
-    ids=["garbage", "wrong-rate", "empty"],
+    ids=["cut-frame", "wrong-rate", "empty"],
 )
-def test_bad_audio_stores_nothing(cache: StemCache, bad: bytes) -> None:
+def test_bad_audio_stores_nothing(cache: StemCache, bad: Wav) -> None:
     with pytest.raises(WavError):
         cache.store("stem.name.ana", "Ana", bad)
     assert cache.list() == []
@@ -75,7 +75,7 @@ def test_bad_audio_stores_nothing(cache: StemCache, bad: bytes) -> None:
 
 
 def test_another_contract_makes_stems_incompatible(cache: StemCache) -> None:
-    cache.store("stem.name.ana", "Ana", make_wav(FMT, 100))
+    cache.store("stem.name.ana", "Ana", read_wav(make_wav(FMT, 100)))
     assert cache.lookup("stem.name.ana") is not None
     cache.contract.voice = "v2"
     assert cache.lookup("stem.name.ana") is None
@@ -85,17 +85,17 @@ def test_another_contract_makes_stems_incompatible(cache: StemCache) -> None:
 
 
 def test_format_change_is_incompatible_and_store_checks_it(cache: StemCache) -> None:
-    cache.store("stem.name.ana", "Ana", make_wav(FMT, 100))
+    cache.store("stem.name.ana", "Ana", read_wav(make_wav(FMT, 100)))
     cache.contract.encoding = Encoding.PCM_MULAW
     assert cache.lookup("stem.name.ana") is None
     with pytest.raises(WavError, match="contract wants pcm_mulaw"):
-        cache.store("stem.name.ana", "Ana", make_wav(FMT, 100))
+        cache.store("stem.name.ana", "Ana", read_wav(make_wav(FMT, 100)))
 
 
 def test_regenerating_replaces_file_and_row(cache: StemCache) -> None:
-    first = cache.store("stem.name.ana", "Ana", make_wav(FMT, 100, seed=1))
+    first = cache.store("stem.name.ana", "Ana", read_wav(make_wav(FMT, 100, seed=1)))
     cache.contract.voice = "v2"
-    second = cache.store("stem.name.ana", "Ana", make_wav(FMT, 120, seed=2))
+    second = cache.store("stem.name.ana", "Ana", read_wav(make_wav(FMT, 120, seed=2)))
     assert second.created_at == first.created_at
     assert second.updated_at > first.updated_at
     assert second.frames == 120
@@ -104,8 +104,8 @@ def test_regenerating_replaces_file_and_row(cache: StemCache) -> None:
 
 
 def test_list_filters_by_kind(cache: StemCache) -> None:
-    cache.store("stem.name.ana", "Ana", make_wav(FMT, 100))
-    cache.store("stem.developer.hilton", "Hilton", make_wav(FMT, 100))
+    cache.store("stem.name.ana", "Ana", read_wav(make_wav(FMT, 100)))
+    cache.store("stem.developer.hilton", "Hilton", read_wav(make_wav(FMT, 100)))
     assert [r.stem_id for r in cache.list(kind="developer")] == ["stem.developer.hilton"]
     assert len(cache.list()) == 2
     with pytest.raises(ValueError, match="unknown stem kind"):
@@ -113,7 +113,7 @@ def test_list_filters_by_kind(cache: StemCache) -> None:
 
 
 def test_invalidate_removes_row_and_file(cache: StemCache) -> None:
-    record = cache.store("stem.name.ana", "Ana", make_wav(FMT, 100))
+    record = cache.store("stem.name.ana", "Ana", read_wav(make_wav(FMT, 100)))
     assert cache.invalidate("stem.name.ana")
     assert cache.get("stem.name.ana") is None
     assert not (Path(cache.stems_dir) / record.path).exists()
@@ -123,13 +123,13 @@ def test_invalidate_removes_row_and_file(cache: StemCache) -> None:
 @pytest.mark.parametrize("bad_id", ["../etc/passwd", "stem.name.../x", "stem.name.A"])
 def test_hostile_ids_are_refused(cache: StemCache, bad_id: str) -> None:
     with pytest.raises(ValueError, match="stem id"):
-        cache.store(bad_id, "x", make_wav(FMT, 10))
+        cache.store(bad_id, "x", read_wav(make_wav(FMT, 10)))
     with pytest.raises(ValueError, match="stem id"):
         cache.invalidate(bad_id)
 
 
 def test_lookup_misses_when_the_file_is_gone_or_changed(cache: StemCache) -> None:
-    record = cache.store("stem.name.ana", "Ana", make_wav(FMT, 100))
+    record = cache.store("stem.name.ana", "Ana", read_wav(make_wav(FMT, 100)))
     path = Path(cache.stems_dir) / record.path
     path.write_bytes(path.read_bytes() + b"\0\0")
     assert cache.lookup("stem.name.ana") is None
@@ -139,7 +139,7 @@ def test_lookup_misses_when_the_file_is_gone_or_changed(cache: StemCache) -> Non
 
 def test_verify_is_clean_then_finds_every_problem(cache: StemCache) -> None:
     for name in ("ana", "bob", "cy", "dee"):
-        cache.store(f"stem.name.{name}", name, make_wav(FMT, 200))
+        cache.store(f"stem.name.{name}", name, read_wav(make_wav(FMT, 200)))
     assert cache.verify().ok
     root = Path(cache.stems_dir)
     (root / "name" / "stem.name.ana.wav").unlink()  # missing
@@ -173,7 +173,7 @@ def test_two_cache_objects_share_one_index(cache: StemCache) -> None:
     other = StemCache(
         stems_dir=cache.stems_dir, database_path=cache.database_path, contract=cache.contract
     )
-    cache.store("stem.name.ana", "Ana", make_wav(FMT, 100))
+    cache.store("stem.name.ana", "Ana", read_wav(make_wav(FMT, 100)))
     assert other.lookup("stem.name.ana") is not None
 
 
@@ -182,7 +182,7 @@ def test_an_interrupted_invalidate_is_finished_at_start(
     cache: StemCache, tmp_path: Path, committed: bool
 ) -> None:
     """A file moved aside by a killed invalidate goes back if its row survived, else goes."""
-    record = cache.store("stem.name.ana", "Ana", make_wav(FMT, 100))
+    record = cache.store("stem.name.ana", "Ana", read_wav(make_wav(FMT, 100)))
     path = Path(cache.stems_dir) / record.path
     dead = subprocess.Popen(["true"])
     dead.wait()

@@ -40,7 +40,7 @@ from hybrid_audio.engines.cartesia import (
     InvalidTextError,
     parse_retry_after,
 )
-from hybrid_audio.wav import read_wav, write_wav
+from hybrid_audio.wav import Wav, read_wav, write_wav
 from tests.fakes.cartesia import (
     API_KEY,
     DEFAULT_VOICE,
@@ -107,13 +107,13 @@ def test_each_encoding_gives_the_exact_samples(
 ) -> None:
     engine = engine_for(fake)
     terms = contract(encoding, rate)
-    out = engine.synthesize("Hi José", terms)
+    wav = engine.synthesize("Hi José", terms)
 
-    wav = read_wav(out)
     assert wav.format == terms.audio_format
     assert not wav.repaired
     want = expected_pcm("Hi José", DEFAULT_VOICE, encoding, rate, language="en", **_cfg())
     assert wav.pcm == want
+    out = wav.to_bytes()
     assert out == write_wav(terms.audio_format, want)  # canonical header, written by us
     info = sf.info(io.BytesIO(out))
     assert (info.samplerate, info.channels, info.frames) == (rate, 1, wav.frames)
@@ -146,7 +146,7 @@ def test_contract_fields_reach_the_request(fake: FakeCartesia) -> None:
         volume=0.8,
         emotion="calm",
     )
-    wav = read_wav(engine.synthesize("  Bonjour  ", terms))
+    wav = engine.synthesize("  Bonjour  ", terms)
     body = fake.requests[0].body
     assert body["voice"] == {"mode": "id", "id": OTHER_VOICE}
     assert body["model_id"] == "sonic-3-2026-01-12"
@@ -162,10 +162,15 @@ def test_contract_fields_reach_the_request(fake: FakeCartesia) -> None:
 def test_wav_container_with_streaming_sizes_is_repaired(fake: FakeCartesia) -> None:
     engine = engine_for(fake, container="wav")
     terms = contract(Encoding.PCM_F32LE, 24000)
-    out = engine.synthesize("Brightwater Homes", terms)
+    wav = engine.synthesize("Brightwater Homes", terms)
     want = expected_pcm(
         "Brightwater Homes", DEFAULT_VOICE, "pcm_f32le", 24000, language="en", **_cfg()
     )
+    assert wav.format == terms.audio_format
+    assert wav.pcm == want
+    assert wav.repaired  # the cache records what was fixed in the streamed header
+    assert all("streaming placeholder" in repair for repair in wav.repairs)
+    out = wav.to_bytes()
     assert out == write_wav(terms.audio_format, want)
     assert struct.unpack_from("<I", out, 4)[0] != 0xFFFFFFFF
     assert fake.requests[0].body["output_format"]["container"] == "wav"
@@ -178,7 +183,7 @@ def test_wav_container_with_streaming_sizes_is_repaired(fake: FakeCartesia) -> N
 def test_rates_cartesia_does_not_offer_are_resampled(fake: FakeCartesia) -> None:
     engine = engine_for(fake)
     terms = contract(Encoding.PCM_MULAW, 11025)
-    wav = read_wav(engine.synthesize("Hilton", terms))
+    wav = engine.synthesize("Hilton", terms)
     assert wav.format == terms.audio_format
     fmt = fake.requests[0].body["output_format"]
     assert (fmt["encoding"], fmt["sample_rate"]) == ("pcm_f32le", 16000)
@@ -196,7 +201,7 @@ def test_429_waits_for_retry_after_then_succeeds(fake: FakeCartesia) -> None:
     fake.fail_next(429, retry_after=0.3)
     engine = engine_for(fake)
     start = time.monotonic()
-    wav = read_wav(engine.synthesize("Hi", contract()))
+    wav = engine.synthesize("Hi", contract())
     assert time.monotonic() - start >= 0.3
     assert wav.pcm == expected_pcm("Hi", DEFAULT_VOICE, "pcm_s16le", 22050, language="en", **_cfg())
     assert fake.request_count == 2
@@ -233,7 +238,7 @@ def test_dropped_stream_and_timeout_are_retried(fake: FakeCartesia) -> None:
     fake.malform_next("drop")
     fake.hang_next(seconds=3)
     engine = engine_for(fake, timeout=0.3)
-    wav = read_wav(engine.synthesize("Hi", contract()))
+    wav = engine.synthesize("Hi", contract())
     assert wav.pcm == expected_pcm("Hi", DEFAULT_VOICE, "pcm_s16le", 22050, language="en", **_cfg())
     assert fake.request_count == 3
 
@@ -250,10 +255,25 @@ def test_429_after_retries_is_a_quota_error(fake: FakeCartesia) -> None:
 def test_retry_after_longer_than_allowed_is_not_waited_for(fake: FakeCartesia) -> None:
     fake.fail_next(429, retry_after=3600)
     start = time.monotonic()
-    with pytest.raises(EngineQuotaError, match="3600s"):
+    with pytest.raises(EngineQuotaError, match="3600s") as caught:
         engine_for(fake, max_retry_after=10).synthesize("Hi", contract())
     assert time.monotonic() - start < 2
     assert fake.request_count == 1
+    assert "after 1 attempt(s)" in str(caught.value)  # the attempts made, not the allowance
+
+
+def test_a_backing_off_request_does_not_hold_its_concurrency_slot(fake: FakeCartesia) -> None:
+    """With one slot, a request waiting out a 429 lets another thread's request through."""
+    fake.fail_next(429, retry_after=1.0)
+    settings = settings_for(fake, cartesia_max_concurrency=1)
+    waiting = threading.Thread(target=engine_for(fake, settings).synthesize, args=("A", contract()))
+    waiting.start()
+    while fake.request_count == 0:  # the first request is answered 429
+        time.sleep(0.01)
+    engine_for(fake, settings).synthesize("B", contract())
+    waiting.join(timeout=30)
+    order = [(r.body["transcript"], r.status) for r in fake.requests]
+    assert order == [("A", 429), ("B", 200), ("A", 200)]
 
 
 @pytest.mark.parametrize("status", [500, 503])
@@ -363,7 +383,7 @@ def test_threads_never_exceed_max_concurrency(fake: FakeCartesia, limit: int) ->
     fake.latency = 0.04
     settings = settings_for(fake, cartesia_max_concurrency=limit)
     errors: list[BaseException] = []
-    results: list[bytes] = []
+    results: list[Wav] = []
     lock = threading.Lock()
 
     def worker(index: int) -> None:

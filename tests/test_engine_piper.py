@@ -33,7 +33,7 @@ from hybrid_audio.engines import Engine, EngineConfigError, EngineError, create_
 from hybrid_audio.engines import piper as piper_module
 from hybrid_audio.engines.base import EngineOutputError
 from hybrid_audio.engines.piper import RESAMPLE_QUALITY, InvalidTextError, PiperEngine
-from hybrid_audio.wav import read_wav
+from hybrid_audio.wav import Wav
 
 ROOT = Path(__file__).resolve().parents[1]
 NATIVE_RATE = 22050
@@ -76,9 +76,9 @@ def contract(encoding: Encoding | str = Encoding.PCM_S16LE, rate: int = NATIVE_R
 
 
 def test_same_text_gives_identical_bytes(engine: PiperEngine) -> None:
-    first = engine.synthesize(TEXT, contract())
-    assert engine.synthesize(TEXT, contract()) == first
-    assert PiperEngine().synthesize(TEXT, contract()) == first
+    first = engine.synthesize(TEXT, contract()).to_bytes()
+    assert engine.synthesize(TEXT, contract()).to_bytes() == first
+    assert PiperEngine().synthesize(TEXT, contract()).to_bytes() == first
 
 
 def test_same_bytes_in_a_separate_process(engine: PiperEngine) -> None:
@@ -90,7 +90,7 @@ def test_same_bytes_in_a_separate_process(engine: PiperEngine) -> None:
         "e = PiperEngine()\n"
         f"for text, enc, rate in {cases!r}:\n"
         "    wav = e.synthesize(text, VoiceContract(encoding=enc, sample_rate=rate))\n"
-        "    print(hashlib.sha256(wav).hexdigest())\n"
+        "    print(hashlib.sha256(wav.to_bytes()).hexdigest())\n"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     done = subprocess.run(
@@ -98,29 +98,29 @@ def test_same_bytes_in_a_separate_process(engine: PiperEngine) -> None:
     )
     assert done.returncode == 0, done.stderr
     here = [
-        hashlib.sha256(engine.synthesize(t, contract(enc, rate))).hexdigest()
+        hashlib.sha256(engine.synthesize(t, contract(enc, rate)).to_bytes()).hexdigest()
         for t, enc, rate in cases
     ]
     assert done.stdout.split() == here
 
 
 def test_different_texts_differ(engine: PiperEngine) -> None:
-    wavs = {engine.synthesize(t, contract()) for t in ("John", "Jon Snow", "Joan", "Mary")}
-    assert len(wavs) == 4
+    pcms = {engine.synthesize(t, contract()).pcm for t in ("John", "Jon Snow", "Joan", "Mary")}
+    assert len(pcms) == 4
 
 
 def test_decomposed_unicode_speaks_like_composed(engine: PiperEngine) -> None:
     """espeak reads NFD "Jose\u0301" as English "Joe's"; the engine normalizes to NFC."""
     nfd = unicodedata.normalize("NFD", TEXT)
     assert nfd != TEXT
-    assert engine.synthesize(nfd, contract()) == engine.synthesize(TEXT, contract())
+    assert engine.synthesize(nfd, contract()).pcm == engine.synthesize(TEXT, contract()).pcm
 
 
 def test_concurrent_synthesis_matches_serial(engine: PiperEngine) -> None:
     texts = ["Olivia", "Liam", "Brightwater Homes", TEXT, "Zoë", "Nguyen"] * 3
-    serial = [engine.synthesize(t, contract()) for t in texts]
+    serial = [engine.synthesize(t, contract()).pcm for t in texts]
     with ThreadPoolExecutor(8) as pool:
-        parallel = list(pool.map(lambda t: engine.synthesize(t, contract()), texts))
+        parallel = list(pool.map(lambda t: engine.synthesize(t, contract()).pcm, texts))
     assert parallel == serial
 
 
@@ -132,10 +132,10 @@ def test_concurrent_synthesis_matches_serial(engine: PiperEngine) -> None:
 def test_every_contract_format(
     engine: PiperEngine, reference_voice: PiperVoice, encoding: Encoding, rate: int
 ) -> None:
-    """Parses as exactly the contract's format, lasts as long as the native audio, and is
+    """Is exactly the contract's format, lasts as long as the native audio, and is
     bit-for-bit the documented conversion of Piper's int16 output."""
     wanted = contract(encoding, rate)
-    wav = read_wav(engine.synthesize(TEXT, wanted))
+    wav = engine.synthesize(TEXT, wanted)
     assert wav.format == wanted.audio_format
     assert wav.repairs == ()
 
@@ -151,7 +151,7 @@ def test_native_s16_is_pipers_own_int16_output(
     engine: PiperEngine, reference_voice: PiperVoice
 ) -> None:
     for text, speed, volume in [(TEXT, 1.0, 1.0), ("Hilton. Hi there!", 1.25, 0.75)]:
-        wav = read_wav(engine.synthesize(text, contract(speed=speed, volume=volume)))
+        wav = engine.synthesize(text, contract(speed=speed, volume=volume))
         assert wav.format == AudioFormat(encoding="pcm_s16le", sample_rate=NATIVE_RATE)
         assert wav.pcm == piper_int16(reference_voice, text, speed, volume).tobytes()
 
@@ -160,8 +160,8 @@ def test_g711_at_native_rate_is_the_table_of_pipers_samples(
     engine: PiperEngine, reference_voice: PiperVoice
 ) -> None:
     native = piper_int16(reference_voice, TEXT)
-    mulaw = read_wav(engine.synthesize(TEXT, contract("pcm_mulaw")))
-    alaw = read_wav(engine.synthesize(TEXT, contract("pcm_alaw")))
+    mulaw = engine.synthesize(TEXT, contract("pcm_mulaw"))
+    alaw = engine.synthesize(TEXT, contract("pcm_alaw"))
     assert mulaw.pcm == encode(native / 32768.0, mulaw.format)
     assert alaw.pcm == encode(native / 32768.0, alaw.format)
     assert len(mulaw.pcm) == len(alaw.pcm) == native.size
@@ -169,7 +169,7 @@ def test_g711_at_native_rate_is_the_table_of_pipers_samples(
 
 def test_speed_changes_length(engine: PiperEngine) -> None:
     def frames(speed: float) -> int:
-        return read_wav(engine.synthesize(TEXT, contract(speed=speed))).frames
+        return engine.synthesize(TEXT, contract(speed=speed)).frames
 
     normal = frames(1.0)
     assert frames(2.0) < 0.7 * normal
@@ -178,7 +178,7 @@ def test_speed_changes_length(engine: PiperEngine) -> None:
 
 def test_volume_scales_the_samples(engine: PiperEngine) -> None:
     def peak(volume: float) -> int:
-        pcm = read_wav(engine.synthesize(TEXT, contract(volume=volume))).pcm
+        pcm = engine.synthesize(TEXT, contract(volume=volume)).pcm
         return int(np.abs(np.frombuffer(pcm, "<i2").astype(np.int32)).max())
 
     assert peak(0.5) == pytest.approx(peak(1.0) / 2, abs=2)
@@ -240,15 +240,14 @@ def test_accents_emoji_rtl_do_not_crash(
     espeak's English voice reads non-Latin letters by name, emoji by their CLDR name.)"""
     wanted = contract(*fmt)
     try:
-        outcome: bytes | EngineError = engine.synthesize(text, wanted)
+        outcome: Wav | EngineError = engine.synthesize(text, wanted)
     except EngineError as error:
         outcome = error
     if isinstance(outcome, EngineError):
         assert str(outcome)
     else:
-        wav = read_wav(outcome)
-        assert wav.format == wanted.audio_format
-        assert wav.duration > 0.1
+        assert outcome.format == wanted.audio_format
+        assert outcome.duration > 0.1
 
 
 def test_contract_for_another_engine_or_voice_is_refused(engine: PiperEngine) -> None:
@@ -257,7 +256,7 @@ def test_contract_for_another_engine_or_voice_is_refused(engine: PiperEngine) ->
     with pytest.raises(EngineConfigError, match="en_US-amy-low"):
         engine.synthesize(TEXT, contract(voice="en_US-amy-low"))
     named = engine.synthesize(TEXT, contract(voice="en_US-joe-medium"))
-    assert named == engine.synthesize(TEXT, contract())
+    assert named.pcm == engine.synthesize(TEXT, contract()).pcm
 
 
 # --- identity, sharing, registry ---------------------------------------------------------
@@ -324,7 +323,7 @@ def test_custom_voice_by_relative_path_loads_once(
     assert custom.loaded_voice is not engine.loaded_voice
     assert custom.voice == "custom-voice"
     assert custom.version == engine.version.replace("en_US-joe-medium", "custom-voice")
-    assert custom.synthesize(TEXT, contract()) == engine.synthesize(TEXT, contract())
+    assert custom.synthesize(TEXT, contract()).pcm == engine.synthesize(TEXT, contract()).pcm
 
 
 def test_registry_returns_a_piper_engine() -> None:

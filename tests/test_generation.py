@@ -18,7 +18,7 @@ from hybrid_audio.contract import AudioFormat
 from hybrid_audio.engines import EngineConfigError, EngineOutputError, create_engine
 from hybrid_audio.generation import Generator
 from hybrid_audio.jobs import JobRunner, JobState
-from hybrid_audio.wav import read_wav, write_wav
+from hybrid_audio.wav import Wav, read_wav
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -39,7 +39,7 @@ class CountingEngine:
     def describe(self) -> dict[str, str]:
         return self.inner.describe()
 
-    def synthesize(self, text, contract) -> bytes:
+    def synthesize(self, text, contract) -> Wav:
         with self._lock:
             self.calls.append(text)
         return self.inner.synthesize(text, contract)
@@ -224,11 +224,13 @@ def test_batch_as_a_job(generator: Generator) -> None:
 class BrokenEngine(CountingEngine):
     """Real engine for some texts, a bad answer for others."""
 
-    def synthesize(self, text, contract) -> bytes:
-        if text == "Bad":
-            return b"RIFF\x00\x00\x00\x00WAVEgarbage"
+    def synthesize(self, text, contract) -> Wav:
+        if text == "Bad":  # a cut frame: 3 bytes of 2-byte samples
+            return Wav(format=contract.audio_format, pcm=b"\1\2\3")
         if text == "Wrong":
-            return write_wav(AudioFormat(encoding="pcm_s16le", sample_rate=8000), b"\0\0" * 80)
+            return Wav(format=AudioFormat(encoding="pcm_s16le", sample_rate=8000), pcm=b"\0\0" * 80)
+        if text == "Silent":
+            return Wav(format=contract.audio_format, pcm=b"")
         return super().synthesize(text, contract)
 
 
@@ -238,6 +240,8 @@ def test_bad_engine_output_stores_nothing(settings: Settings, piper) -> None:
         generator.generate_name("Bad")
     with pytest.raises(EngineOutputError, match="contract wants pcm_s16le 22050"):
         generator.generate_name("Wrong")
+    with pytest.raises(EngineOutputError, match="no samples"):
+        generator.generate_name("Silent")
     assert generator.cache.list() == []
     report = generator.generate_rotational_stems(
         names=["Ana", "Bad", "Jo\x00hn", "Bea"], developers=[]
@@ -249,7 +253,7 @@ def test_bad_engine_output_stores_nothing(settings: Settings, piper) -> None:
 
 
 class UnconfiguredEngine(CountingEngine):
-    def synthesize(self, text, contract) -> bytes:
+    def synthesize(self, text, contract) -> Wav:
         self.calls.append(text)
         raise EngineConfigError("CARTESIA_API_KEY is not set")
 

@@ -1,6 +1,6 @@
 """The engine protocol and the errors every engine raises.
 
-An engine turns text into a WAV file in the contract's `AudioFormat` — converting from its
+An engine turns text into audio (a `Wav`) in the contract's `AudioFormat` — converting from its
 native format at generation time, never later — and says which version of itself made it
 (the version is part of the contract signature). Engines know nothing of the cache.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 from hybrid_audio.contract import VoiceContract
+from hybrid_audio.wav import Wav
 
 
 @runtime_checkable
@@ -24,8 +25,13 @@ class Engine(Protocol):
         """Everything about the engine that can change the audio (library, model, API)."""
         ...
 
-    def synthesize(self, text: str, contract: VoiceContract) -> bytes:
-        """A WAV file of `text` spoken under `contract`, in `contract.audio_format`."""
+    def synthesize(self, text: str, contract: VoiceContract) -> Wav:
+        """`text` spoken under `contract`, in `contract.audio_format`.
+
+        A `Wav`, not file bytes: the cache writes the one canonical header, so the audio is
+        never serialised and parsed again. An engine that read a WAV from its service keeps
+        the header repairs it needed in `Wav.repairs`; the cache records them.
+        """
         ...
 
     def describe(self) -> dict[str, str]:

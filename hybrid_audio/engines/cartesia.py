@@ -2,12 +2,13 @@
 
 Choices, and why:
 
-- **Raw PCM, header written here.** We ask for `output_format = {container: "raw", encoding,
-  sample_rate}` in the contract's encoding and rate and wrap the bytes with `write_wav`, so
-  every stem has the same canonical header whatever Cartesia's streaming writer does. The
+- **Raw PCM, returned as a `Wav`.** We ask for `output_format = {container: "raw", encoding,
+  sample_rate}` in the contract's encoding and rate and return the samples as a `Wav`; the
+  cache writes the one canonical header, whatever Cartesia's streaming writer does. The
   byte count must be whole frames (else `EngineOutputError`). `container="wav"` is kept as
   an option: the streamed header declares sizes of 0xFFFFFFFF, `read_wav` recovers the real
-  size, and the format it declares must equal the one we asked for.
+  size (noted in `Wav.repairs`, which the cache records), and the format it declares must
+  equal the one we asked for.
 - **Rates Cartesia does not offer.** The API offers 8000, 16000, 22050, 24000, 44100 and
   48000 Hz. For any other contract rate we ask for `pcm_f32le` at the next offered rate up,
   resample with soxr (quality VHQ, deterministic) and encode with `codecs.encode` — the same
@@ -26,13 +27,15 @@ Choices, and why:
   concurrency (Free 2, Pro 3, Startup 5, Scale 15); going over answers 429. One
   `BoundedSemaphore` per (base URL, key, limit) is shared by every engine in the process and
   held only while a request is in flight — never while backing off.
-- **Our own retries, not the SDK's.** The SDK (4.2) retries 408/409/429/5xx, timeouts and
+- **stamina's retries, not the SDK's.** The SDK (4.2) retries 408/409/429/5xx, timeouts and
   connection errors and honours `retry-after`, but its backoff constants are module globals
   (0.5 s doubling to 8 s, not configurable per client), it ignores a `retry-after` over 60 s
   and it would sleep while holding our concurrency slot. So the client is built with
-  `max_retries=0` and this module retries the same set (408, 409, 429, 5xx, timeouts,
-  dropped connections) with exponential backoff and jitter, honouring `retry-after`
-  (seconds, `retry-after-ms`, or an HTTP date) exactly; a server asking for longer than
+  `max_retries=0` and each attempt runs inside `stamina.retry_context`, taking the slot only
+  for the request itself. The same set is retried (408, 409, 429, 5xx, timeouts, dropped
+  connections) with exponential backoff (`backoff_base` doubling to `backoff_max`, plus up
+  to `backoff_base` of jitter); a `retry-after` (seconds, `retry-after-ms`, or an HTTP date)
+  is honoured exactly through stamina's backoff hook, and a server asking for longer than
   `max_retry_after` is not waited for. Other 4xx are never retried.
 - **Errors say what to do.** 401/403 → check CARTESIA_API_KEY; 404 or an unknown voice →
   the voice id; unknown or sunset model (400/404 naming the model, or 410) → a current dated
@@ -53,7 +56,7 @@ import typing
 import unicodedata
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from typing import Any, Literal
@@ -62,6 +65,7 @@ import cartesia
 import httpx
 import numpy as np
 import soxr
+import stamina
 from cartesia.types import TTSModel
 
 from hybrid_audio.codecs import decode, encode
@@ -75,7 +79,7 @@ from hybrid_audio.engines.base import (
     EngineUnavailableError,
     InvalidTextError,
 )
-from hybrid_audio.wav import WavError, read_wav, write_wav
+from hybrid_audio.wav import Wav, WavError, read_wav
 
 __all__ = [
     "API_VERSION",
@@ -315,8 +319,8 @@ class CartesiaEngine:
             "sample_rates": ", ".join(map(str, SAMPLE_RATES)) + " (others resampled)",
         }
 
-    def synthesize(self, text: str, contract: VoiceContract) -> bytes:
-        """A canonical WAV of `text` in `contract.audio_format`, spoken by Cartesia."""
+    def synthesize(self, text: str, contract: VoiceContract) -> Wav:
+        """`text` spoken by Cartesia, in `contract.audio_format` (header repairs kept)."""
         fmt = contract.audio_format
         request = self._request_for(text, contract)
         native = AudioFormat(
@@ -324,10 +328,11 @@ class CartesiaEngine:
             sample_rate=request["output_format"]["sample_rate"],
         )
         body = self._call_with_retries(request)
-        pcm = self._pcm_from(body, native, request)
-        if native != fmt:
-            pcm = self._convert(pcm, native, fmt)
-        return write_wav(fmt, pcm)
+        audio = self._audio_from(body, native, request)
+        if native == fmt:
+            return audio
+        pcm = self._convert(audio.pcm, native, fmt)
+        return Wav(format=fmt, pcm=pcm, repairs=audio.repairs, source=audio.source)
 
     # --- request --------------------------------------------------------------------------
 
@@ -408,42 +413,41 @@ class CartesiaEngine:
             yield
 
     def _call_with_retries(self, request: dict[str, Any]) -> bytes:
-        attempts = self.max_retries + 1
-        failure: _Failure | None = None
-        for attempt in range(attempts):
-            try:
-                with self._slot():
-                    return self._call_once(request, attempt)
-            except _RetryableError as error:
-                failure = error.failure
-            if attempt + 1 >= attempts:
-                break
-            if failure.retry_after is not None and failure.retry_after > self.max_retry_after:
-                log.warning(
-                    "Cartesia asked to wait %.0fs (more than %.0fs); not retrying",
-                    failure.retry_after,
-                    self.max_retry_after,
-                )
-                break
-            delay = self._delay(attempt, failure.retry_after)
-            log.info(
-                "Cartesia %s; retry %d/%d in %.2fs",
-                failure.detail,
-                attempt + 1,
-                self.max_retries,
-                delay,
-            )
-            time.sleep(delay)
-        assert failure is not None
-        raise self._exhausted(failure, request)
+        """The response body; each attempt holds a concurrency slot, no backoff ever does."""
+        attempts = stamina.retry_context(
+            on=self._backoff_for,
+            attempts=self.max_retries + 1,
+            timeout=None,  # bounded by attempts and `max_retry_after`, not by a clock
+            wait_initial=self.backoff_base,
+            wait_max=self.backoff_max,
+            wait_jitter=self.backoff_base,
+        )
+        made = 0
+        try:
+            for attempt in attempts:
+                made = attempt.num
+                with attempt, self._slot():
+                    return self._call_once(request, attempt.num - 1)
+        except _RetryableError as error:
+            raise self._exhausted(error.failure, request, made) from error
+        raise AssertionError("stamina ended without an outcome")  # pragma: no cover
 
-    def _delay(self, attempt: int, retry_after: float | None) -> float:
-        """Seconds before retry `attempt + 1`: the server's word, else backoff with jitter."""
-        if retry_after is not None:
-            # At least what the server asked, plus a little jitter so waiting threads spread.
-            return retry_after + random.uniform(0, min(0.1 * retry_after, 1.0))
-        ceiling = min(self.backoff_max, self.backoff_base * 2**attempt)
-        return random.uniform(ceiling / 2, ceiling)  # "equal jitter"
+    def _backoff_for(self, error: Exception) -> bool | float:
+        """stamina's hook: retry? True → exponential backoff; seconds → the server's word."""
+        if not isinstance(error, _RetryableError):
+            return False
+        retry_after = error.failure.retry_after
+        if retry_after is None:
+            return True
+        if retry_after > self.max_retry_after:
+            log.warning(
+                "Cartesia asked to wait %.0fs (more than %.0fs); not retrying",
+                retry_after,
+                self.max_retry_after,
+            )
+            return False
+        # At least what the server asked, plus a little jitter so waiting threads spread.
+        return retry_after + random.uniform(0, min(0.1 * retry_after, 1.0))
 
     def _call_once(self, request: dict[str, Any], attempt: int) -> bytes:
         try:
@@ -523,9 +527,9 @@ class CartesiaEngine:
         )
         return EngineConfigError(_with_id(text, request_id))
 
-    def _exhausted(self, failure: _Failure, request: dict[str, Any]) -> EngineError:
+    def _exhausted(self, failure: _Failure, request: dict[str, Any], made: int) -> EngineError:
         """The error once retries are used up (or the server asked for too long a wait)."""
-        tries = f"after {self.max_retries + 1} attempt(s)"
+        tries = f"after {made} attempt(s)"
         if failure.status == 429:
             wait = (
                 f"; it asked to wait {failure.retry_after:.0f}s"
@@ -557,34 +561,33 @@ class CartesiaEngine:
 
     # --- audio ----------------------------------------------------------------------------
 
-    def _pcm_from(self, body: bytes, native: AudioFormat, request: dict[str, Any]) -> bytes:
-        """Sample bytes of the response, checked against the format we asked for."""
+    def _audio_from(self, body: bytes, native: AudioFormat, request: dict[str, Any]) -> Wav:
+        """The response as audio, checked against the format we asked for."""
         asked = f"{native.encoding.value} {native.sample_rate} Hz"
         if self.container == "wav":
             try:
-                wav = read_wav(body)
+                audio = read_wav(body)
             except WavError as error:
                 raise EngineOutputError(
                     f"Cartesia returned an unreadable WAV for {asked} ({len(body)} bytes): {error}"
                 ) from None
-            if wav.format != native:
+            if audio.format != native:
                 raise EngineOutputError(
-                    f"Cartesia returned {wav.format.describe()} but we asked for "
+                    f"Cartesia returned {audio.format.describe()} but we asked for "
                     f"{native.describe()}; refusing to store audio in the wrong format"
                 )
-            pcm = wav.pcm
         else:
-            pcm = body
-        if not pcm:
+            audio = Wav(format=native, pcm=body)
+        if not audio.pcm:
             raise EngineOutputError(
                 f"Cartesia returned no audio for {request['transcript']!r} ({asked})"
             )
-        if len(pcm) % native.block_align:
+        if len(audio.pcm) % native.block_align:
             raise EngineOutputError(
-                f"Cartesia returned {len(pcm)} bytes of {asked}, not a whole number of "
+                f"Cartesia returned {len(audio.pcm)} bytes of {asked}, not a whole number of "
                 f"{native.block_align}-byte frames: the stream was cut or is not that format"
             )
-        return pcm
+        return replace(audio, source=f"Cartesia {request['model_id']}")
 
     @staticmethod
     def _convert(pcm: bytes, native: AudioFormat, fmt: AudioFormat) -> bytes:

@@ -63,7 +63,7 @@ from hybrid_audio.codecs import encode
 from hybrid_audio.config import Settings
 from hybrid_audio.contract import AudioFormat, Encoding, VoiceContract
 from hybrid_audio.engines.base import EngineConfigError, EngineOutputError, InvalidTextError
-from hybrid_audio.wav import write_wav
+from hybrid_audio.wav import Wav
 
 __all__ = [
     "RESAMPLE_QUALITY",
@@ -257,7 +257,7 @@ def _check_text(text: str, voice: LoadedVoice) -> str:
 
 
 class PiperEngine:
-    """Text → WAV in the contract's format with a Piper voice, offline and deterministic."""
+    """Text → audio in the contract's format with a Piper voice, offline and deterministic."""
 
     name = "piper"
 
@@ -357,14 +357,15 @@ class PiperEngine:
             raise EngineOutputError(f"Piper produced only silence for {text!r}")
         return samples.astype("<i2", copy=False)
 
-    def synthesize(self, text: str, contract: VoiceContract) -> bytes:
-        """A WAV of `text` in `contract.audio_format`, converted here, once, exactly."""
+    def synthesize(self, text: str, contract: VoiceContract) -> Wav:
+        """`text` in `contract.audio_format`, converted here, once, exactly."""
         fmt = contract.audio_format
         native = self.native_samples(text, contract)
         rate = self._voice.sample_rate
+        source = f"Piper {self._voice.name}"
         if fmt.sample_rate == rate and fmt.encoding is Encoding.PCM_S16LE:
-            return write_wav(fmt, native.tobytes())
+            return Wav(format=fmt, pcm=native.tobytes(), source=source)
         signal = native.astype(np.float64) / 32768.0
         if fmt.sample_rate != rate:
             signal = soxr.resample(signal, rate, fmt.sample_rate, quality=RESAMPLE_QUALITY)
-        return write_wav(fmt, encode(signal, fmt))
+        return Wav(format=fmt, pcm=encode(signal, fmt), source=source)

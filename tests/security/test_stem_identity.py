@@ -28,6 +28,7 @@ from hybrid_audio.engines import create_engine
 from hybrid_audio.generation import Generator
 from hybrid_audio.migrations import MIGRATIONS, STEMS_AND_CURSORS
 from hybrid_audio.stems import StemId, normalize
+from hybrid_audio.wav import read_wav
 from tests.api_server import ApiServer, api, api_server  # noqa: F401
 from tests.audio_factory import make_wav
 
@@ -208,7 +209,8 @@ def _wave1_cache(root: Path, rows: dict[str, str]) -> VoiceContract:
     db = sqlite3.connect(root / "state" / "index.sqlite3")
     db.executescript(STEMS_AND_CURSORS)
     for seed, (stem_id, text) in enumerate(rows.items()):
-        record = scratch.store(stem_id, text, make_wav(contract.audio_format, 2205, seed=seed))
+        audio = read_wav(make_wav(contract.audio_format, 2205, seed=seed))
+        record = scratch.store(stem_id, text, audio)
         values = record.model_dump(exclude={"compatible", "cached"})
         columns = ", ".join(values)
         db.execute(
