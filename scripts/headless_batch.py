@@ -35,7 +35,7 @@ def run_batch(workspace: Workspace, count: int, template: str = "double_anchor")
     """
     rows = []
     for _ in range(count):
-        message = workspace.rotation.generate_pair(template)
+        message = workspace.generate_pair(template)
         step, result = message.step, message.result
         rows.append(
             {

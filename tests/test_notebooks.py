@@ -97,7 +97,7 @@ def test_quickstart_proves_the_message_and_names_the_tampered_byte(
     """01 makes three stems and a proven message, and verify names the byte it flips."""
     notebook = execute("01_quickstart.ipynb", base_dir=str(base_dir))
 
-    stems = {r.text for r in workspace.generator.cache.list()}
+    stems = {r.text for r in workspace.cache.list()}
     assert {"José", "Brightwater Homes", "Hi"} <= stems
     (output_id,) = assert_outputs_verify(workspace.assembler, 1)  # the byte was put back
     document = workspace.assembler.load_output(output_id)
@@ -119,10 +119,10 @@ def test_rotation_and_bulk_runs_a_logged_job_and_a_clean_audit(
     assert cursors["pair"].cycle == 0
     assert cursors["pair"].position == 4  # three steps shown, one message assembled
     assert_outputs_verify(workspace.assembler, 1)
-    kinds = [r.kind for r in workspace.generator.cache.list()]
+    kinds = [r.kind for r in workspace.cache.list()]
     assert kinds.count("name") >= 4
     assert kinds.count("developer") >= 4
-    assert workspace.generator.cache.verify().ok
+    assert workspace.cache.verify().ok
 
     (job,) = workspace.jobs.list()
     assert job.state == "done"
