@@ -15,6 +15,7 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -40,6 +41,7 @@ from hybrid_audio.engines.cartesia import (
     InvalidTextError,
     parse_retry_after,
 )
+from hybrid_audio.generation import Generator
 from hybrid_audio.wav import Wav, read_wav, write_wav
 from tests.fakes.cartesia import (
     API_KEY,
@@ -178,6 +180,19 @@ def test_wav_container_with_streaming_sizes_is_repaired(fake: FakeCartesia) -> N
     streamed = read_wav(streaming_wav_header("pcm_f32le", 24000) + want)
     assert streamed.repaired
     assert streamed.pcm == want
+
+
+def test_a_repaired_stream_is_recorded_in_the_cache(fake: FakeCartesia, tmp_path: Path) -> None:
+    """The cache's `repairs` column says when a stem came from a streamed (sizeless) header."""
+    settings = settings_for(fake, base_dir=tmp_path)
+    generator = Generator.from_settings(
+        settings, engine=engine_for(fake, settings, container="wav")
+    )
+    record = generator.generate_name("Ana")
+    assert "streaming placeholder" in record.repairs
+    stored = read_wav(Path(settings.stems_dir) / record.path)
+    assert not stored.repaired  # the file on disk has the canonical header
+    assert generator.cache.lookup(record.stem_id).repairs == record.repairs
 
 
 def test_rates_cartesia_does_not_offer_are_resampled(fake: FakeCartesia) -> None:
