@@ -51,7 +51,9 @@ from hybrid_audio.bitmerge import (
     bitmerge_semantic,
     verify,
 )
-from hybrid_audio.cache import StemRecord
+from hybrid_audio.cache import StemCache, StemRecord
+from hybrid_audio.config import Settings
+from hybrid_audio.contract import VoiceContract
 from hybrid_audio.datasets import load_dataset
 from hybrid_audio.files import (
     TEMP_SUFFIX,
@@ -119,22 +121,32 @@ class AssemblyResult(BaseModel):
 class Assembler(param.Parameterized):
     """Builds messages from templates; the last result is a parameter views can watch."""
 
-    generator = param.ClassSelector(class_=Generator, doc="Makes (or finds) the stems.")
+    settings = param.ClassSelector(
+        class_=Settings, doc="Where templates, datasets, stems and outputs live."
+    )
+    cache = param.ClassSelector(class_=StemCache, doc="The stems a message is made of.")
+    contract = param.ClassSelector(
+        class_=VoiceContract, doc="Active contract: the format every stem and output must have."
+    )
+    generator = param.ClassSelector(
+        class_=Generator,
+        default=None,
+        allow_None=True,
+        doc="Makes the stems a message lacks; None → only cached stems can be used.",
+    )
     last_result = param.ClassSelector(
         class_=AssemblyResult, allow_None=True, constant=True, doc="The latest assembly."
     )
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
+        if self.settings is None or self.cache is None or self.contract is None:
+            raise ValueError("Assembler needs settings, cache and contract")
         # (stem id, index sha256) → (file identity when read, parsed audio)
         self._stems: OrderedDict[tuple[str, str], tuple[tuple[int, ...], Wav]] = OrderedDict()
         self._stems_lock = threading.Lock()
         self._templates: dict[str, tuple[tuple, Template]] = {}  # name → (file stamps, it)
         self.recover_outputs()
-
-    @property
-    def settings(self):
-        return self.generator.settings
 
     @property
     def output_dir(self) -> Path:
@@ -200,7 +212,7 @@ class Assembler(param.Parameterized):
                 trim=tpl.trim.to_trim() if tpl.trim else None,
                 mode=join,
                 crossfade_ms=tpl.crossfade_ms,
-                format=self.generator.contract.audio_format,
+                format=self.contract.audio_format,
             )
         except MergeError as error:
             raise AssemblyError(f"template {tpl.name!r}: {error}") from None
@@ -239,8 +251,8 @@ class Assembler(param.Parameterized):
             "id": output_id,
             "template": tpl.name,
             "inputs": inputs,
-            "contract_signature": self.generator.contract.signature(),
-            "contract": self.generator.contract.canonical(),
+            "contract_signature": self.contract.signature(),
+            "contract": self.contract.canonical(),
             "created_at": created,
             "output": {
                 "path": wav_path.name,
@@ -274,10 +286,10 @@ class Assembler(param.Parameterized):
         template: str,
         index: int,
     ) -> StemRecord:
-        generator = self.generator
+        generate_missing = generate_missing and self.generator is not None
         if isinstance(segment, StemSegment):
             stem_id = StemId.parse(segment.stem)
-            record = generator.cache.lookup(stem_id)
+            record = self.cache.lookup(stem_id)
             mapping = kinds.get(stem_id.kind).form == "mapping"
             if record is None and mapping and generate_missing:
                 return self._keyed(stem_id.kind, str(stem_id), template)
@@ -295,7 +307,7 @@ class Assembler(param.Parameterized):
             return self._keyed(segment.slot, value, template)
         if not generate_missing:
             return self._cached(StemId.for_text(segment.slot, value), template, index)
-        return generator.generate(segment.slot, value)
+        return self.generator.generate(segment.slot, value)
 
     def _keyed(self, kind: str, key: str, template: str) -> StemRecord:
         """The stem of `key` in a mapping kind (script); an unknown key is this request's
@@ -306,11 +318,15 @@ class Assembler(param.Parameterized):
             raise AssemblyError(f"template {template!r}: {error.args[0]}") from None
 
     def _cached(self, stem_id: StemId, template: str, index: int) -> StemRecord:
-        record = self.generator.cache.lookup(stem_id)
+        record = self.cache.lookup(stem_id)
         if record is None:
             raise AssemblyError(
                 f"template {template!r} segments[{index}]: {stem_id} is not in the cache "
-                "and generate_missing is off"
+                + (
+                    "and generate_missing is off"
+                    if self.generator is not None
+                    else "and this assembler has no generator to make it"
+                )
             )
         return record
 
@@ -334,7 +350,7 @@ class Assembler(param.Parameterized):
             wav = kept[1]
         else:
             started = time.time_ns()
-            stored = self.generator.cache.read(record)
+            stored = self.cache.read(record)
             wav = stored.wav
             settled = max(stored.stat.st_mtime_ns, stored.stat.st_ctime_ns) + SETTLED_NS
             with self._stems_lock:
@@ -343,10 +359,10 @@ class Assembler(param.Parameterized):
                     self._stems[key] = (_identity(stored.stat), wav)
                     if len(self._stems) > _STEM_MEMORY:
                         self._stems.popitem(last=False)
-        if wav.format != self.generator.contract.audio_format:
+        if wav.format != self.contract.audio_format:
             raise AssemblyError(
                 f"{record.stem_id} is {wav.format.describe()}, the contract wants "
-                f"{self.generator.contract.audio_format.describe()}"
+                f"{self.contract.audio_format.describe()}"
             )
         return wav
 

@@ -35,6 +35,7 @@ from hybrid_audio.files import (
     storage_errors,
     writer_is_gone,
 )
+from hybrid_audio.live import RevisionPublisher, read_revision
 from hybrid_audio.stems import KINDS, StemId, stem_path
 from hybrid_audio.wav import Wav, WavError, read_wav, write_wav
 
@@ -128,6 +129,13 @@ class StemCache(param.Parameterized):
     contract = param.ClassSelector(
         class_=VoiceContract, doc="Active contract: stems made under another are incompatible."
     )
+    revision = param.Integer(
+        default=0,
+        bounds=(0, None),
+        doc="The state database's stems revision as last seen: raised by every store and "
+        "invalidate of this process at once, and by `Workspace.refresh()` for other "
+        "processes'. Watch it to follow the cache.",
+    )
 
     def __init__(self, **params) -> None:
         super().__init__(**params)
@@ -137,7 +145,8 @@ class StemCache(param.Parameterized):
             self.contract = VoiceContract()
         Path(self.stems_dir).mkdir(parents=True, exist_ok=True)
         self._db = Database(self.database_path, rows_as_dicts=True)
-        self._db.connection()  # creates the schema, fails early on a bad path
+        self._revision = RevisionPublisher(self, "revision")
+        self.revision = read_revision(self._db.connection(), "stems")  # also makes the schema
         self._finish_file_moves()
         self.sweep_temp_files()  # leftovers of a crash, before anything trusts the folder
 
@@ -216,6 +225,31 @@ class StemCache(param.Parameterized):
                 samples_differ=True,
             )
         return StoredStem(record, data, wav, info)
+
+    def incompatibility(self, record: StemRecord) -> list[str]:
+        """Why `record` does not match the active contract: one "field: stem ≠ contract" per
+        field the index keeps that differs; empty when the stem is compatible. A stem whose
+        kept fields all match was made with another language, speed, volume or emotion
+        (the index keeps only the signature of those)."""
+        if record.contract_signature == self.contract.signature():
+            return []
+        wanted = self.contract.audio_format
+        fields = {
+            "engine": self.contract.engine,
+            "engine_version": self.contract.engine_version,
+            "model": self.contract.model,
+            "voice": self.contract.voice,
+            "encoding": wanted.encoding.value,
+            "sample_rate": wanted.sample_rate,
+            "channels": wanted.channels,
+            "bits_per_sample": wanted.bits_per_sample,
+        }
+        reasons = [
+            f"{field}: {getattr(record, field)} ≠ {value}"
+            for field, value in fields.items()
+            if getattr(record, field) != value
+        ]
+        return reasons or ["language, speed, volume or emotion differ (contract signature)"]
 
     def load(self, stem_id: StemId | str) -> Wav:
         """The stem's audio, read strictly from disk and proven against the index."""
@@ -301,6 +335,8 @@ class StemCache(param.Parameterized):
                 + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS if c != "created_at"),
                 [values[c] for c in _COLUMNS],
             )
+            revision = read_revision(db, "stems")
+        self._revision.publish(revision)
         record = self.get(sid)
         assert record is not None
         return record
@@ -321,6 +357,7 @@ class StemCache(param.Parameterized):
         try:
             with self._db.write() as db:
                 deleted = db.execute("DELETE FROM stems WHERE stem_id = ?", (str(sid),)).rowcount
+                revision = read_revision(db, "stems")
                 with storage_errors(path.parent):
                     try:
                         os.rename(path, aside)
@@ -332,7 +369,12 @@ class StemCache(param.Parameterized):
                 os.rename(aside, path)
             raise
         discard(aside)
+        self._revision.publish(revision)
         return bool(deleted) or moved
+
+    def refresh(self) -> bool:
+        """Show the stems revision the database holds (changes of other processes)."""
+        return self._revision.publish(read_revision(self._db.connection(), "stems"))
 
     def _leftovers(self, suffix: str) -> list[Path]:
         """Files with `suffix` whose writing process is gone (killed mid-write)."""

@@ -98,7 +98,11 @@ class Generator(param.Parameterized):
     """Makes stems on demand and in bulk; progress is observable through parameters."""
 
     settings = param.ClassSelector(class_=Settings, doc="Paths and engine configuration.")
-    engine = param.Parameter(doc="The TTS engine (see hybrid_audio.engines).")
+    engine = param.ClassSelector(
+        class_=Engine,
+        allow_None=True,
+        doc="The TTS engine: anything with the `engines.Engine` protocol (checked at runtime).",
+    )
     contract = param.ClassSelector(class_=VoiceContract, doc="Active voice contract.")
     cache = param.ClassSelector(class_=StemCache, doc="Where stems are kept.")
     workers = param.Integer(default=1, bounds=(1, 32), doc="Parallel syntheses in a batch.")

@@ -32,6 +32,7 @@ import tempfile
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from enum import StrEnum
@@ -238,6 +239,10 @@ class JobStore:
         self.database = database
         self.pid = os.getpid()
         self.process_start = _process_start(self.pid) or ""
+        # Snapshots handed out and still referenced: a job read twice is the same object,
+        # and `refresh()` keeps the unfinished ones up to date with their rows.
+        self._snapshots: weakref.WeakValueDictionary[str, Job] = weakref.WeakValueDictionary()
+        self._snapshots_lock = threading.Lock()
 
     def insert(self, job: Job) -> None:
         params = json.dumps(job.params, ensure_ascii=False, sort_keys=True)
@@ -368,25 +373,45 @@ class JobStore:
                 (*finished, *finished, MAX_FINISHED_JOBS),
             )
 
-    @staticmethod
-    def _job(row: Mapping[str, Any]) -> Job:
-        """A snapshot `Job` of a row (not live, never written back)."""
-        return Job(
-            id=row["id"],
-            kind=row["kind"],
-            state=JobState(row["state"]),
-            done=row["done"],
-            total=row["total"],
-            errors=json.loads(row["errors"]),
-            error_count=row["error_count"],
-            message=row["message"],
-            params=json.loads(row["params"]),
-            owner_pid=row["owner_pid"],
-            created_at=row["created_at"],
-            started_at=row["started_at"],
-            finished_at=row["finished_at"],
-            result=None if row["result"] is None else json.loads(row["result"]),
-        )
+    def refresh(self) -> None:
+        """Bring every unfinished snapshot still in use up to date with its row (jobs that
+        another process runs: their progress reaches this process's watchers)."""
+        with self._snapshots_lock:
+            followed = [job.id for job in self._snapshots.values() if not job.finished]
+        if followed:
+            marks = ", ".join("?" * len(followed))
+            for row in self._rows(f"WHERE id IN ({marks})", tuple(followed)):
+                self._job(row)  # updates the snapshot in place
+
+    def _job(self, row: Mapping[str, Any]) -> Job:
+        """The snapshot `Job` of a row (not live, never written back), updated in place
+        when one is already in use, so watchers of it see the row's changes."""
+        values = {
+            "state": JobState(row["state"]),
+            "done": row["done"],
+            "total": row["total"],
+            "errors": json.loads(row["errors"]),
+            "error_count": row["error_count"],
+            "message": row["message"],
+            "started_at": row["started_at"],
+            "finished_at": row["finished_at"],
+            "result": None if row["result"] is None else json.loads(row["result"]),
+        }
+        with self._snapshots_lock:
+            job = self._snapshots.get(row["id"])
+            if job is None:
+                job = Job(
+                    id=row["id"],
+                    kind=row["kind"],
+                    params=json.loads(row["params"]),
+                    owner_pid=row["owner_pid"],
+                    created_at=row["created_at"],
+                    **values,
+                )
+                self._snapshots[job.id] = job
+                return job
+        job.param.update(**values)
+        return job
 
 
 class JobRunner:
@@ -478,6 +503,10 @@ class JobRunner:
 
     def count(self) -> int:
         return self.store.count()
+
+    def refresh(self) -> None:
+        """Bring the jobs other processes run, as read here, up to date with their rows."""
+        self.store.refresh()
 
     def cancel(self, job_id: str) -> Job:
         """Ask a job to stop, whichever process runs it; a finished job is left as it is."""

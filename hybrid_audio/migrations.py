@@ -152,10 +152,38 @@ CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created_at);
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, finished_at)
 """
 
+#: What each revision counter follows: `name` → the table whose every write bumps it.
+REVISED_TABLES = {"stems": "stems", "rotation": "rotation_cursors", "jobs": "jobs"}
+
+
+def revision_counters(db: sqlite3.Connection) -> None:
+    """One counter per live table, bumped by triggers inside the writing transaction (issue 10).
+
+    Any process that inserts, updates or deletes a row of `stems`, `rotation_cursors` or
+    `jobs` bumps that table's counter in the same commit, so another process sees that
+    something changed by reading one small table (`hybrid_audio.live.read_revisions`)
+    instead of re-reading the rows. Triggers, not code, so no write path can forget it.
+    Trigger bodies hold semicolons, which `Migration.sql` would split on: a function.
+    """
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS revisions "
+        "(name TEXT PRIMARY KEY, value INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID"
+    )
+    for name, table in REVISED_TABLES.items():
+        db.execute("INSERT OR IGNORE INTO revisions (name, value) VALUES (?, 0)", (name,))
+        for event in ("INSERT", "UPDATE", "DELETE"):
+            db.execute(
+                f"CREATE TRIGGER IF NOT EXISTS {table}_{event.lower()}_revision "
+                f"AFTER {event} ON {table} BEGIN "
+                f"UPDATE revisions SET value = value + 1 WHERE name = '{name}'; END"
+            )
+
+
 #: Append only. The position (1-based) is the schema version a database reaches.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("stem index and rotation cursors (wave 1)", sql=STEMS_AND_CURSORS),
     Migration("stem ids from the exact text spoken (issue 9)", function=rekey_stems_by_text),
     Migration("dashboard sessions and failed key checks (issue 9)", sql=SESSIONS_AND_AUTH_FAILURES),
     Migration("the persisted job store (issue 9)", sql=JOBS),
+    Migration("revision counters of the live tables (issue 10)", function=revision_counters),
 )

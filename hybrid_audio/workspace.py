@@ -1,5 +1,12 @@
 """Workspace: the core objects one process shares, built once from `Settings`.
 
+The root of the live model: a `param.Parameterized` whose collaborators are typed
+parameters, each built with its real dependencies by `Workspace.build` (the cache and the
+contract are shared by the generator and the assembler; the rotation knows nothing of
+assembly). What changes is published as parameters on those objects (`cache.revision`,
+`rotation.cursors`, `assembler.last_result`, a `Job`'s `done`/`state`…); `refresh()`
+brings in what other processes changed, through the state database's revision counters.
+
 The API and the dashboard use the same workspace when they run in one process (so a job
 started in the dashboard shows in `/jobs`); scripts and notebooks build their own. Nothing
 here knows about HTTP or Panel.
@@ -9,45 +16,115 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from hybrid_audio.assembly import Assembler
+import param
+from pydantic import BaseModel
+
+from hybrid_audio.assembly import Assembler, AssemblyResult
+from hybrid_audio.cache import StemCache
 from hybrid_audio.config import Settings
+from hybrid_audio.contract import VoiceContract
 from hybrid_audio.database import Database
 from hybrid_audio.engines import Engine
 from hybrid_audio.generation import Generator
 from hybrid_audio.jobs import Job, JobRunner
+from hybrid_audio.live import read_revisions
 from hybrid_audio.logs import JsonlLog
-from hybrid_audio.rotation import RotationEngine
+from hybrid_audio.rotation import RotationEngine, RotationStep
 
 _current: Workspace | None = None
 _current_lock = threading.Lock()
 
 
-@dataclass
-class Workspace:
-    settings: Settings
-    generator: Generator
-    assembler: Assembler
-    rotation: RotationEngine
-    jobs: JobRunner
-    jobs_log: JsonlLog
+class PairMessage(BaseModel):
+    """A rotation step turned into an assembled message."""
+
+    step: RotationStep
+    script: str | None
+    result: AssemblyResult
+
+
+class Workspace(param.Parameterized):
+    """Settings, stem cache, contract, generator, assembler, rotation and jobs of a process."""
+
+    settings = param.ClassSelector(class_=Settings, doc="Paths and engine configuration.")
+    database = param.ClassSelector(
+        class_=Database, doc="The state database (stems index, cursors, jobs, revisions)."
+    )
+    contract = param.ClassSelector(
+        class_=VoiceContract, doc="The active voice contract (one object, shared)."
+    )
+    cache = param.ClassSelector(class_=StemCache, doc="Stem files and their index.")
+    generator = param.ClassSelector(class_=Generator, doc="Text → stem, through the engine.")
+    assembler = param.ClassSelector(class_=Assembler, doc="Template + stems → proven message.")
+    rotation = param.ClassSelector(class_=RotationEngine, doc="The persisted rotation streams.")
+    jobs = param.ClassSelector(class_=JobRunner, doc="Background jobs, stored in the database.")
+    jobs_log = param.ClassSelector(class_=JsonlLog, doc="<logs_dir>/jobs.jsonl.")
 
     @classmethod
     def build(cls, settings: Settings, engine: Engine | None = None) -> Workspace:
+        """Every core object wired from `settings` (and `engine`, else the settings' one)."""
         generator = Generator.from_settings(settings, engine=engine)
-        assembler = Assembler(generator=generator)
+        cache, contract = generator.cache, generator.contract
+        database = Database(Path(settings.database_path))
         return cls(
             settings=settings,
+            database=database,
+            contract=contract,
+            cache=cache,
             generator=generator,
-            assembler=assembler,
-            rotation=RotationEngine(
-                settings=settings, seed=settings.rotation_seed, assembler=assembler
+            assembler=Assembler(
+                settings=settings, cache=cache, contract=contract, generator=generator
             ),
-            jobs=JobRunner(Database(settings.database_path), max_workers=2),
+            rotation=RotationEngine(settings=settings, seed=settings.rotation_seed),
+            jobs=JobRunner(database, max_workers=2),
             jobs_log=JsonlLog(Path(settings.logs_dir) / "jobs.jsonl", settings.log_max_bytes),
         )
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self._seen: dict[str, int] = {}  # revision counters at the last refresh()
+        self._refresh_lock = threading.Lock()
+
+    # --- live state ---------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Bring the published parameters up to date with what other processes changed.
+
+        One read of the revision counters; only what changed is read again: the cache's
+        `revision`, the rotation's `cursors` (also when a dataset file changed), the
+        progress of jobs other processes run. Cheap enough to call a few times a second;
+        the dashboard's adapter does (`app.views.live`).
+        """
+        with self._refresh_lock:
+            counters = read_revisions(self.database.connection())
+            changed = {name for name, value in counters.items() if self._seen.get(name) != value}
+            self._seen = counters
+        if "stems" in changed:
+            self.cache.refresh()
+        self.rotation.refresh()  # checks its own counter and the dataset files
+        if "jobs" in changed:
+            self.jobs.refresh()
+
+    # --- orchestration ------------------------------------------------------------------
+
+    def generate_pair(
+        self, template: str = "double_anchor", join: str | None = None
+    ) -> PairMessage:
+        """The next pair (and script, if the template has a script slot) as a message.
+
+        The template is checked before a step is taken, so a bad name costs no position.
+        `join` overrides the template's join mode (exact or hybrid).
+        """
+        tpl = self.assembler.load_template(template)
+        step = self.rotation.next_pair_step()
+        script = self.rotation.next_script() if "script" in tpl.slots else None
+        result = self.assembler.assemble(
+            template, name=step.name, developer=step.developer, script=script, mode=join
+        )
+        return PairMessage(step=step, script=script, result=result)
 
     def start_bulk_generation(
         self,

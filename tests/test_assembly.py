@@ -17,8 +17,8 @@ from hybrid_audio.cache import CorruptStemError
 from hybrid_audio.config import Settings
 from hybrid_audio.engines import create_engine
 from hybrid_audio.generation import Generator
-from hybrid_audio.rotation import RotationEngine
 from hybrid_audio.templates import TemplateError
+from hybrid_audio.workspace import Workspace
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -37,7 +37,10 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def assembler(settings: Settings, piper) -> Assembler:
-    return Assembler(generator=Generator.from_settings(settings, engine=piper))
+    generator = Generator.from_settings(settings, engine=piper)
+    return Assembler(
+        settings=settings, cache=generator.cache, contract=generator.contract, generator=generator
+    )
 
 
 def _frames_of(path: Path) -> tuple[bytes, int]:
@@ -265,29 +268,35 @@ def test_last_result_is_observable(assembler: Assembler) -> None:
     assert seen == [result.summary.id]
 
 
-def test_rotation_generate_pair_makes_each_pair_a_message(assembler: Assembler) -> None:
-    rotation = RotationEngine(
-        settings=assembler.settings,
-        seed=3,
-        names=["Ana", "José"],
-        developers=["Hilton"],
-        script_keys=["visit", "thanks"],
-        assembler=assembler,
+def test_workspace_generate_pair_makes_each_pair_a_message(settings: Settings, piper) -> None:
+    workspace = Workspace.build(settings, engine=piper)
+    rotation = workspace.rotation
+    rotation.param.update(
+        seed=3, names=["Ana", "José"], developers=["Hilton"], script_keys=["visit", "thanks"]
     )
-    first = rotation.generate_pair("scripted")
-    second = rotation.generate_pair("scripted")
-    assert {first.step.name, second.step.name} == {"Ana", "José"}
-    assert {first.script, second.script} == {"visit", "thanks"}
-    for made in (first, second):
-        assert made.result.report.ok
-        assert made.result.summary.name == made.step.name
-        assert made.result.summary.script == made.script
-    with pytest.raises(TemplateError, match="unknown template"):
-        rotation.generate_pair("nope")
-    assert rotation.state()["pair"].position == 0  # 2 of 2 taken: next cycle, and no extra step
-    assert rotation.state()["pair"].cycle == 1
+    try:
+        first = workspace.generate_pair("scripted")
+        second = workspace.generate_pair("scripted", join="hybrid")
+        assert {first.step.name, second.step.name} == {"Ana", "José"}
+        assert {first.script, second.script} == {"visit", "thanks"}
+        for made in (first, second):
+            assert made.result.report.ok
+            assert made.result.summary.name == made.step.name
+            assert made.result.summary.script == made.script
+        with pytest.raises(TemplateError, match="unknown template"):
+            workspace.generate_pair("nope")
+        assert rotation.state()["pair"].position == 0  # 2 of 2 taken: next cycle, no extra step
+        assert rotation.state()["pair"].cycle == 1
+    finally:
+        workspace.close()
 
 
-def test_generate_pair_needs_an_assembler(settings: Settings) -> None:
-    with pytest.raises(ValueError, match="needs an assembler"):
-        RotationEngine(settings=settings, names=["Ana"], developers=["Hilton"]).generate_pair()
+def test_an_assembler_without_generator_uses_cached_stems_only(assembler: Assembler) -> None:
+    """Assembling from the cache alone never synthesizes: a missing stem is named."""
+    assembler.assemble("single_anchor", name="Ana", developer="Hilton")  # makes its stems
+    cached_only = Assembler(
+        settings=assembler.settings, cache=assembler.cache, contract=assembler.contract
+    )
+    assert cached_only.assemble("single_anchor", name="Ana", developer="Hilton").report.ok
+    with pytest.raises(AssemblyError, match="no generator to make it"):
+        cached_only.assemble("single_anchor", name="Bea", developer="Hilton")

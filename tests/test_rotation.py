@@ -19,17 +19,19 @@ import numpy as np
 import pytest
 
 from hybrid_audio.config import Settings
-from hybrid_audio.rotation import (
-    STREAMS,
+from hybrid_audio.feistel import (
     Bijection,
-    RotationEngine,
-    RotationStep,
-    StreamState,
     cycle_bijection,
     cycle_key,
     domain_bits,
-    fingerprint,
     permutation_block,
+)
+from hybrid_audio.rotation import (
+    STREAMS,
+    RotationEngine,
+    RotationStep,
+    StreamState,
+    fingerprint,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -198,20 +200,19 @@ def test_preview_and_at_do_not_advance(tmp_path: Path) -> None:
         engine.at("name", 0, 12)
 
 
-def test_outputs_are_watchable_and_read_only(tmp_path: Path) -> None:
+def test_outputs_are_watchable(tmp_path: Path) -> None:
     engine = make_engine(tmp_path)
-    seen: list[object] = []
-    engine.param.watch(lambda event: seen.append(event.new), ["last_pair"])
+    seen: list[RotationStep] = []
+    engine.param.watch(lambda event: seen.append(event.new), ["last_step"])
     pair = engine.next_pair()
-    assert engine.last_pair == pair
-    assert seen == [pair]
-    assert isinstance(engine.last_step, RotationStep)
-    assert engine.last_step.stream == "pair"
-    assert engine.next_script() == engine.last_script
-    assert engine.next_name() == engine.last_name
-    assert engine.next_developer() == engine.last_developer
-    with pytest.raises(TypeError, match="Constant parameter"):
-        engine.last_pair = ("a", "b")
+    assert engine.last_step is not None
+    assert (engine.last_step.name, engine.last_step.developer) == pair
+    assert seen == [engine.last_step]
+    assert engine.cursors["pair"].position == 1
+    assert engine.next_script() == engine.last_step.item
+    assert engine.next_name() == engine.last_step.item
+    assert engine.cursors["name"].position == 1
+    assert engine.cursors == engine.state()
 
 
 # --- persistence and concurrency --------------------------------------------------------

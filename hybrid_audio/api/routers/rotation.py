@@ -19,7 +19,8 @@ from fastapi.responses import StreamingResponse
 from hybrid_audio.api.errors import ndjson_response
 from hybrid_audio.api.models import GeneratePairRequest, ResetRequest
 from hybrid_audio.api.services import Shared
-from hybrid_audio.rotation import STREAM_CHUNK, PairMessage, RotationStep, StreamState
+from hybrid_audio.rotation import STREAM_CHUNK, RotationStep, StreamState
+from hybrid_audio.workspace import PairMessage
 
 router = APIRouter(prefix="/rotation", tags=["rotation"])
 #: Most positions a reader that stalls and hangs up can cost the rotation beyond the lines it
@@ -55,7 +56,7 @@ def next_pair(shared: Shared) -> RotationStep:
 
 @router.post("/generate_pair", response_model=PairMessage, summary="Next pair → message")
 def generate_pair(body: GeneratePairRequest, shared: Shared) -> PairMessage:
-    return shared.rotation.generate_pair(body.template)
+    return shared.generate_pair(body.template)
 
 
 def _ndjson(chunks: Iterator[list[RotationStep]]) -> StreamingResponse:
