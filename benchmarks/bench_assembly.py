@@ -81,7 +81,12 @@ def main() -> None:
 
     settings = _workspace()
     generator = Generator.from_settings(settings, engine=create_engine(settings))
-    assembler = Assembler(generator=generator)
+    assembler = Assembler(
+        settings=generator.settings,
+        cache=generator.cache,
+        contract=generator.contract,
+        generator=generator,
+    )
     first = assembler.assemble("double_anchor", name="José", developer="Brightwater Homes")
     if not first.report.ok:
         raise SystemExit("assembly did not verify")
