@@ -433,21 +433,27 @@ class CartesiaEngine:
         raise AssertionError("stamina ended without an outcome")  # pragma: no cover
 
     def _backoff_for(self, error: Exception) -> bool | float:
-        """stamina's hook: retry? True → exponential backoff; seconds → the server's word."""
+        """stamina's hook: retry? True → exponential backoff; seconds → the server's word.
+
+        stamina asks after every failed attempt, the last one too (then it stops).
+        """
         if not isinstance(error, _RetryableError):
             return False
-        retry_after = error.failure.retry_after
-        if retry_after is None:
+        failure = error.failure
+        if failure.retry_after is None:
+            log.info("Cartesia %s (retryable with backoff)", failure.detail)
             return True
-        if retry_after > self.max_retry_after:
+        if failure.retry_after > self.max_retry_after:
             log.warning(
                 "Cartesia asked to wait %.0fs (more than %.0fs); not retrying",
-                retry_after,
+                failure.retry_after,
                 self.max_retry_after,
             )
             return False
         # At least what the server asked, plus a little jitter so waiting threads spread.
-        return retry_after + random.uniform(0, min(0.1 * retry_after, 1.0))
+        delay = failure.retry_after + random.uniform(0, min(0.1 * failure.retry_after, 1.0))
+        log.info("Cartesia %s (retryable after %.2fs, as asked)", failure.detail, delay)
+        return delay
 
     def _call_once(self, request: dict[str, Any], attempt: int) -> bytes:
         try:
