@@ -2,21 +2,25 @@
 
 Why subprocesses: the CLI's promises are about what a user sees — exit codes, one-line
 errors without tracebacks, output that appears while a stream is still running, a log file
-in the working directory — and about what it does *not* import. Each CLI run gets a clean
-environment (no inherited URL, key or log settings) and its own working directory, so its
-`logs/cli.jsonl` is the test's to read.
+in the user's state folder — and about what it does *not* import. Each CLI run gets a clean
+environment (no inherited URL, key or log settings), its own working directory and its own
+state folder (`XDG_STATE_HOME`), so its `hybrid-audio/cli.jsonl` is the test's to read and the
+developer's own state folder is never written.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import secrets
 import socket
 import subprocess
 import sys
+import threading
 import wave
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -29,7 +33,15 @@ from tests.api_server import REPO, ApiServer, free_port, make_base_dir, start_se
 CLI = [sys.executable, "-m", "hybrid_audio.cli"]
 #: Variables the CLI reads; dropped from the inherited environment so a developer's shell
 #: cannot point the tests at another server or leak a key into them.
-CLI_VARS = ("HYBRID_AUDIO_API_URL", "INTERNAL_API_KEY", "HYBRID_AUDIO_BASE_DIR", "LOGS_DIR")
+CLI_VARS = (
+    "HYBRID_AUDIO_API_URL",
+    "INTERNAL_API_KEY",
+    "HYBRID_AUDIO_BASE_DIR",
+    "LOGS_DIR",
+    "LOG_MAX_BYTES",
+    "XDG_STATE_HOME",
+    "HYBRID_AUDIO_CLI_LOG_DIR",
+)
 
 
 @pytest.fixture(scope="module")
@@ -51,16 +63,28 @@ def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Where the CLI runs (and writes logs/cli.jsonl)."""
+    """Where the CLI runs; its state folder (the call log) is `workdir/state`."""
     return tmp_path_factory.mktemp("cli-work")
 
 
-def run(
-    workdir: Path, url: str, *args: str, key: str | None = None, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    """`hybrid-audio ARGS` in `workdir`, talking to `url`."""
+def cli_env(workdir: Path, **variables: str) -> dict[str, str]:
+    """The inherited environment without the CLI's variables, with `workdir/state` as the
+    XDG state folder, plus `variables`."""
     env = {k: v for k, v in os.environ.items() if k not in CLI_VARS}
-    env["HYBRID_AUDIO_API_URL"] = url
+    env["XDG_STATE_HOME"] = str(workdir / "state")
+    return env | variables
+
+
+def run(
+    workdir: Path,
+    url: str,
+    *args: str,
+    key: str | None = None,
+    timeout: float = 120,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """`hybrid-audio ARGS` in `workdir`, talking to `url` (env: `cli_env(workdir)`)."""
+    env = dict(cli_env(workdir) if env is None else env, HYBRID_AUDIO_API_URL=url)
     if key is not None:
         env["INTERNAL_API_KEY"] = key
     return subprocess.run(
@@ -97,14 +121,41 @@ def one_line_error(
 
 
 def test_the_cli_imports_nothing_from_the_package() -> None:
+    """The CLI, with every command built, loads no module of the core (HTTP only)."""
     code = (
-        "import hybrid_audio.cli, sys; "
-        "print(sorted(m for m in sys.modules if m.startswith('hybrid_audio')))"
+        "import hybrid_audio.cli, sys, typer.main; "
+        "typer.main.get_command(hybrid_audio.cli.app); "
+        "print(*sorted(m for m in sys.modules if m.startswith('hybrid_audio')))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
     )
-    assert result.stdout.strip() == "['hybrid_audio', 'hybrid_audio.cli']"
+    loaded = result.stdout.split()
+    assert "hybrid_audio.cli.client" in loaded
+    assert [m for m in loaded if m != "hybrid_audio" and not m.startswith("hybrid_audio.cli.")] == [
+        "hybrid_audio.cli"
+    ]
+
+
+def test_no_cli_module_imports_the_core_even_inside_a_function() -> None:
+    """Every import statement of hybrid_audio/cli/ names only the CLI itself or non-core code."""
+    core_imports = []
+    for path in sorted((REPO / "hybrid_audio" / "cli").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):  # relative: resolved from hybrid_audio.cli
+                package = ["hybrid_audio", "cli"][: 3 - node.level] if node.level else []
+                names = [".".join([*package, *([node.module] if node.module else [])])]
+            else:
+                continue
+            core_imports += [
+                f"{path.name}: {name}"
+                for name in names
+                if name.split(".")[0] == "hybrid_audio"
+                and name.split(".")[:2] != ["hybrid_audio", "cli"]
+            ]
+    assert core_imports == []
 
 
 def test_every_command_says_what_it_does_with_an_example() -> None:
@@ -125,12 +176,11 @@ def test_every_command_says_what_it_does_with_an_example() -> None:
 
 
 def test_health_through_the_console_script(server: ApiServer, workdir: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in CLI_VARS}
     script = Path(sys.executable).parent / "hybrid-audio"
     result = subprocess.run(
         [str(script), "--url", server.base_url, "health"],
         cwd=workdir,
-        env=env,
+        env=cli_env(workdir),
         capture_output=True,
         text=True,
         check=False,
@@ -343,9 +393,8 @@ def test_an_unreachable_server_exits_3(workdir: Path) -> None:
     "args",
     [
         ["generate", "name"],
-        ["rotation", "reset", "everything"],
         ["--timeout", "soon", "health"],
-        ["external", "show", "planets"],
+        ["health", "--timeout", "soon"],
         ["cache", "bulk-generate", "--names-file", "/no/such/file"],
         ["--url", "ftp://example.org", "health"],
     ],
@@ -372,7 +421,7 @@ def test_every_call_is_logged_without_the_key(keyed_server: ApiServer, workdir: 
     ok(run(workdir, url, "rotation", "next-name", key=keyed_server.key))
     one_line_error(run(workdir, f"http://127.0.0.1:{free_port()}", "cache", "verify"), 3)
     assert run(workdir, url, "jobs", "show").returncode == 2
-    text = (workdir / "logs" / "cli.jsonl").read_text(encoding="utf-8")
+    text = (workdir / "state" / "hybrid-audio" / "cli.jsonl").read_text(encoding="utf-8")
     assert keyed_server.key not in text
     records = [json.loads(line) for line in text.splitlines()]
     fields = {"ts", "event", "command", "method", "path", "status", "ms", "exit_code"}
@@ -388,3 +437,142 @@ def test_every_call_is_logged_without_the_key(keyed_server: ApiServer, workdir: 
     assert (down["status"], down["exit_code"]) == (None, 3)
     usage = [r for r in records if r["command"] == "jobs show"][-1]
     assert (usage["method"], usage["exit_code"]) == (None, 2)  # usage errors are logged too
+
+
+def test_global_options_are_accepted_after_the_sub_command(
+    server: ApiServer, workdir: Path
+) -> None:
+    """`--json`, `--url` and `--timeout` work after the command and between group and command."""
+    before = json.loads(ok(run(workdir, server.base_url, "--json", "generate", "name", "José")))
+    after = json.loads(ok(run(workdir, server.base_url, "generate", "name", "José", "--json")))
+    assert after["stem"]["stem_id"] == before["stem"]["stem_id"] == "stem.name.jose__d994e1d001"
+    between = json.loads(ok(run(workdir, server.base_url, "cache", "--json", "list")))
+    assert "stem.name.jose__d994e1d001" in {s["stem_id"] for s in between}
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    assert "piper" in ok(run(workdir, dead, "health", "--url", server.base_url))
+    assert "piper" in ok(run(workdir, dead, "--url", dead, "health", "--url", server.base_url))
+    line = one_line_error(run(workdir, server.base_url, "health", "--url", dead), 3)
+    assert dead in line  # the option after the command wins over the environment
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        line = one_line_error(run(workdir, url, "health", "--timeout", "0.3"), 3)
+    assert "no answer within 0.3 s" in line
+
+    helped = ok(run(workdir, dead, "generate", "name", "--help"))
+    assert "--json" in helped
+    assert "--url" in helped
+    assert run(workdir, dead, "generate", "name", "José", "--url", "ftp://x").returncode == 2
+
+    log = (workdir / "state" / "hybrid-audio" / "cli.jsonl").read_text(encoding="utf-8")
+    commands = {json.loads(line)["command"] for line in log.splitlines()}
+    assert {"generate name", "cache list", "health"} <= commands
+    assert not [c for c in commands if "José" in c or "http" in c]  # values are not commands
+
+
+def _log_files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob("cli.jsonl*")) if folder.exists() else []
+
+
+def test_the_call_log_goes_to_the_users_state_folder(tmp_path: Path) -> None:
+    """The log is the user's (XDG state folder, or the override), never the current folder's."""
+    work, home = tmp_path / "work", tmp_path / "home"
+    work.mkdir()
+    dead = f"http://127.0.0.1:{free_port()}"
+    base = {k: v for k, v in os.environ.items() if k not in CLI_VARS} | {"HOME": str(home)}
+
+    def logged(env: dict[str, str]) -> None:
+        one_line_error(run(work, dead, "health", "--json", env=env), 3)
+
+    logged(base | {"XDG_STATE_HOME": str(tmp_path / "xdg")})
+    record = json.loads((tmp_path / "xdg" / "hybrid-audio" / "cli.jsonl").read_text())
+    assert (record["command"], record["exit_code"]) == ("health", 3)
+
+    logged(base)  # no XDG_STATE_HOME: ~/.local/state
+    assert _log_files(home / ".local" / "state" / "hybrid-audio") == ["cli.jsonl"]
+    logged(base | {"XDG_STATE_HOME": "relative"})  # not absolute: ignored (XDG rule)
+    assert len((home / ".local/state/hybrid-audio/cli.jsonl").read_text().splitlines()) == 2
+
+    logged(base | {"HYBRID_AUDIO_CLI_LOG_DIR": str(tmp_path / "mine")})
+    assert _log_files(tmp_path / "mine") == ["cli.jsonl"]
+
+    # the server's variables no longer move the client's log into a project folder
+    logged(base | {"HYBRID_AUDIO_BASE_DIR": str(work), "LOGS_DIR": "logs"})
+    assert sorted(p.name for p in work.iterdir()) == []
+
+
+def test_the_call_log_rotates_by_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The log never grows past LOG_MAX_BYTES: whole lines move to .1 … .3, older ones go."""
+    from hybrid_audio.cli import calllog
+
+    monkeypatch.setenv("HYBRID_AUDIO_CLI_LOG_DIR", str(tmp_path))
+    monkeypatch.setenv("LOG_MAX_BYTES", "700")
+    for number in range(40):
+        calllog.write(calllog.Invocation(), f"call {number}", 0)
+    assert _log_files(tmp_path) == ["cli.jsonl", "cli.jsonl.1", "cli.jsonl.2", "cli.jsonl.3"]
+    kept: list[str] = []
+    for name in ["cli.jsonl.3", "cli.jsonl.2", "cli.jsonl.1", "cli.jsonl"]:
+        data = (tmp_path / name).read_bytes()
+        assert len(data) <= 700
+        kept += [json.loads(line)["command"] for line in data.decode().splitlines()]
+    assert kept[-1] == "call 39"
+    assert kept == [f"call {n}" for n in range(40 - len(kept), 40)]  # newest, in order, whole
+
+
+def test_kinds_and_streams_come_from_the_server(server: ApiServer, workdir: Path) -> None:
+    """The CLI knows no kinds of its own: it takes the server's `GET /kinds` and streams."""
+    listed = json.loads(ok(run(workdir, server.base_url, "external", "kinds", "--json")))
+    assert listed == httpx.get(f"{server.base_url}/kinds").json()
+    assert {"name", "developer", "script"} <= {k["name"] for k in listed}
+    assert "developers" in ok(run(workdir, server.base_url, "external", "kinds"))
+
+    line = one_line_error(run(workdir, server.base_url, "external", "show", "planets"), 2)
+    assert "names" in line
+    assert "scripts" in line
+    one_line_error(run(workdir, server.base_url, "cache", "list", "--kind", "planets"), 2)
+    line = one_line_error(run(workdir, server.base_url, "rotation", "reset", "everything"), 2)
+    assert "pair" in line
+
+    made = json.loads(
+        ok(run(workdir, server.base_url, "generate", "stem", "Names", "Ana", "--json"))
+    )
+    assert made["stem"]["stem_id"] == "stem.name.ana"
+    assert "stem.script.hello" in ok(
+        run(workdir, server.base_url, "generate", "stem", "scripts", "hello")
+    )
+
+    log = (workdir / "state" / "hybrid-audio" / "cli.jsonl").read_text(encoding="utf-8")
+    shown = [json.loads(line) for line in log.splitlines() if '"generate stem"' in line][-1]
+    assert (shown["path"], shown["requests"]) == ("/generate/stem", 2)  # not the lookup
+
+
+class _OldServer(BaseHTTPRequestHandler):
+    """A server from before `GET /kinds`: every route it lacks answers the 404 envelope."""
+
+    def do_GET(self) -> None:
+        body = json.dumps({"error": {"code": "not_found", "message": "Not Found"}}).encode()
+        self.send_response(404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet: the test reads the CLI's output, not this server's."""
+
+
+def test_a_server_without_kinds_gets_a_clear_error(workdir: Path) -> None:
+    """A kind cannot be checked against an older server: one line says why, exit 1."""
+    with ThreadingHTTPServer(("127.0.0.1", 0), _OldServer) as old:
+        thread = threading.Thread(target=old.serve_forever, daemon=True)
+        thread.start()
+        url = f"http://127.0.0.1:{old.server_address[1]}"
+        try:
+            line = one_line_error(run(workdir, url, "external", "show", "names"), 1)
+        finally:
+            old.shutdown()
+            thread.join()
+    assert "GET /kinds: 404" in line
+    assert "older than this client" in line

@@ -13,8 +13,8 @@ from hybrid_audio.cli.render import fmt, kv_table, out, safe
 
 app = CommandGroup(
     help=(
-        "Make stems, or fetch them from the cache: name, developer, script, both, or "
-        "a whole dataset.\n\nExample: hybrid-audio generate name José"
+        "Make stems, or fetch them from the cache: name, developer, script, any other "
+        "kind, both, or a whole dataset.\n\nExample: hybrid-audio generate name José"
     )
 )
 
@@ -77,6 +77,29 @@ def generate_script(
     Example: hybrid-audio generate script hello
     """
     _stem(ctx, "/generate/script", {"key": key}, extended)
+
+
+@app.command("stem")
+def generate_stem(
+    ctx: typer.Context,
+    kind: Annotated[
+        str,
+        typer.Argument(
+            metavar="KIND",
+            help="Any kind the server knows (`hybrid-audio external kinds`), singular or plural.",
+        ),
+    ],
+    text: Annotated[
+        str, typer.Argument(help="The text to speak; for a key → phrase kind (script), the key.")
+    ],
+    extended: Extended = False,
+) -> None:
+    """Make the stem of any kind, including kinds added on the server after this client.
+
+    Example: hybrid-audio generate stem intro welcome
+    """
+    cli = session(ctx)
+    _stem(ctx, "/generate/stem", {"kind": cli.api.kind(kind).name, "text": text}, extended)
 
 
 @app.command("combined")
