@@ -30,7 +30,14 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 if TYPE_CHECKING:  # only a type here: stems (which imports this module) stays light
     from hybrid_audio.config import Settings
@@ -70,12 +77,14 @@ class Kind(BaseModel):
             raise ValueError(f"{value!r}: a dataset is a file name inside the data folder")
         return value
 
-    def model_post_init(self, _context: object) -> None:
+    @model_validator(mode="after")
+    def _one_dataset(self) -> Kind:
         if bool(self.setting) == bool(self.dataset):
             raise ValueError(f"kind {self.name!r} needs exactly one of 'dataset' or 'setting'")
         if self.dataset and PurePosixPath(self.dataset).suffix not in _DATASET_SUFFIXES[self.form]:
             allowed = ", ".join(_DATASET_SUFFIXES[self.form])
             raise ValueError(f"kind {self.name!r}: a {self.form} dataset is one of {allowed}")
+        return self
 
     @property
     def words(self) -> tuple[str, ...]:

@@ -57,6 +57,7 @@ ROUTES = {
     ("POST", "/generate/developer"),
     ("POST", "/generate/script"),
     ("POST", "/generate/combined"),
+    ("POST", "/generate/stem"),
     ("POST", "/generate/rotational"),
     ("POST", "/assemble/template"),
     ("GET", "/assemble/outputs"),
@@ -83,6 +84,7 @@ ROUTES = {
     ("GET", "/jobs"),
     ("GET", "/jobs/{job_id}"),
     ("POST", "/jobs/{job_id}/cancel"),
+    ("GET", "/kinds"),
 }
 PROTECTED = sorted(ROUTES - {("GET", "/health")})
 #: Path parameters that pass validation, so only the key decides the answer.
@@ -608,6 +610,7 @@ def test_405_lists_every_method_of_a_path_with_two_routes(api: httpx.Client) -> 
         ("GET", "/external/datasets/songs", {}, "kind"),
         ("POST", "/external/datasets/name", {}, "body.file"),
         ("POST", "/cache/bulk_generate", {"json": {"names": "Ann"}}, "names"),
+        ("GET", "/jobs", {"params": {"offset": 2**64}}, "offset"),  # was a 500 (SQLite)
     ],
 )
 def test_422_envelope(

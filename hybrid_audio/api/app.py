@@ -20,13 +20,23 @@ from fastapi import Depends, FastAPI
 from hybrid_audio.api import errors
 from hybrid_audio.api.auth import Access, require_key
 from hybrid_audio.api.dashboard_gate import AccessGate, RouteOwner
+from hybrid_audio.api.deps import package_version
 from hybrid_audio.api.middleware import BodyLimit, EnvelopeErrors, ReadTimeout, RequestLog
 from hybrid_audio.api.models import ErrorResponse
-from hybrid_audio.api.routers import assemble, cache, external, generate, health, jobs, rotation
-from hybrid_audio.api.services import package_version
+from hybrid_audio.api.routers import (
+    assemble,
+    cache,
+    datasets,
+    generate,
+    health,
+    jobs,
+    kinds,
+    rotation,
+)
 from hybrid_audio.config import Settings
 from hybrid_audio.database import Database
 from hybrid_audio.engines import Engine
+from hybrid_audio.kinds import load as load_kinds
 from hybrid_audio.logs import JsonlLog
 from hybrid_audio.sessions import FailureLimiter, SessionStore
 from hybrid_audio.workspace import Workspace, set_current
@@ -64,11 +74,12 @@ def create_app(
     """The API for `settings` (environment by default); `engine` overrides the configured one;
     `body_timeout`: seconds to wait for each part of a request body (then 408)."""
     settings = settings or Settings.from_env()
+    load_kinds(settings)  # a bad kinds.json stops the start, not a later request
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         workspace = Workspace.build(settings, engine)
-        app.state.services = workspace
+        app.state.workspace = workspace
         set_current(workspace)  # the dashboard, mounted in this process, shares it
         try:
             yield
@@ -86,7 +97,7 @@ def create_app(
     errors.install(app)
     app.include_router(health.router)
     protected = [Depends(require_key)]
-    for module in (generate, assemble, rotation, cache, external, jobs):
+    for module in (generate, assemble, rotation, cache, datasets, jobs, kinds):
         app.include_router(module.router, dependencies=protected)
     dashboard = _mount_dashboard(app)
     database = Database(settings.database_path)  # sessions and failure counts, shared

@@ -22,9 +22,9 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import APIKeyHeader
 
+from hybrid_audio.api.deps import WorkspaceDep
 from hybrid_audio.api.errors import ApiError
 from hybrid_audio.api.origin import SAFE_METHODS, from_own_page
-from hybrid_audio.api.services import Shared
 from hybrid_audio.api.session import session_token
 from hybrid_audio.sessions import FailureLimiter, SessionStore
 
@@ -69,10 +69,10 @@ def too_many_failures(wait: int) -> HTTPException:
 
 
 def require_key(
-    request: Request, given: Annotated[str | None, Depends(_scheme)], shared: Shared
+    request: Request, given: Annotated[str | None, Depends(_scheme)], workspace: WorkspaceDep
 ) -> None:
     """Dependency of every protected router: the header, or a dashboard session."""
-    expected = shared.settings.internal_api_key
+    expected = workspace.settings.internal_api_key
     if not expected:
         return
     access: Access = request.app.state.access

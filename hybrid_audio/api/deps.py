@@ -1,4 +1,8 @@
-"""FastAPI access to the process's `Workspace` (the shared core objects)."""
+"""FastAPI's way to the process's one `Workspace` (`app.state.workspace`), and the version.
+
+Every route takes the workspace as `workspace: WorkspaceDep`; the object has that one name
+in the API, the dashboard and notebooks.
+"""
 
 from __future__ import annotations
 
@@ -17,9 +21,9 @@ def package_version() -> str:
         return "unknown"
 
 
-def services(request: Request) -> Workspace:
-    """FastAPI dependency: the process's shared core objects."""
-    return request.app.state.services
+def workspace(request: Request) -> Workspace:
+    """FastAPI dependency: the workspace the app built at start (`create_app`'s lifespan)."""
+    return request.app.state.workspace
 
 
-Shared = Annotated[Workspace, Depends(services)]
+WorkspaceDep = Annotated[Workspace, Depends(workspace)]

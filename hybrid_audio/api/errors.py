@@ -176,7 +176,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StorageError)
     async def _storage(request: Request, error: StorageError) -> JSONResponse:
         status, code = _storage_status(error)
-        base = request.app.state.services.settings.base_dir
+        base = request.app.state.workspace.settings.base_dir
         return envelope(status, code, error.describe(base))
 
     # Unexpected exceptions are answered by `middleware.CatchAll`, not by a handler for

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import Query, Response
-from pydantic import BaseModel, Field
+from fastapi import Path, Query, Response
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 
+from hybrid_audio import kinds
 from hybrid_audio.assembly import OutputSummary
 from hybrid_audio.bitmerge import VerifyReport
 from hybrid_audio.cache import StemRecord
@@ -19,7 +20,9 @@ from hybrid_audio.cache import StemRecord
 Text = Field(min_length=1, max_length=256)
 #: Largest page a list route returns (`limit`).
 MAX_PAGE = 1000
-PageOffset = Annotated[int, Query(ge=0, description="Rows to skip (newest first).")]
+#: SQLite's largest integer: a larger offset would not reach the database as a number.
+MAX_OFFSET = 2**63 - 1
+PageOffset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Rows to skip (newest first).")]
 PageLimit = Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"Rows, at most {MAX_PAGE}.")]
 
 
@@ -32,6 +35,45 @@ def set_page_headers(response: Response, offset: int, count: int, total: int) ->
 
 #: A bulk request may name at most this many texts per list.
 MAX_BATCH = 100_000
+#: Slots a template fills with the request's top-level fields, not with `slots`.
+_FIELD_SLOTS = ("name", "developer", "script")
+
+
+def _known_kind(value: str) -> str:
+    if not kinds.is_kind(value):
+        known = ", ".join(kinds.names())
+        raise ValueError(f"unknown kind {value!r}; known kinds: {known} (see GET /kinds)")
+    return value
+
+
+def _streams() -> list[str]:
+    """The rotation's streams: the rotation kinds, then the name × developer `pair`."""
+    return [*(kind.name for kind in kinds.rotation_kinds()), "pair"]
+
+
+def _known_stream(value: str) -> str:
+    if value not in _streams():
+        raise ValueError(f"unknown stream {value!r}; streams: {', '.join(_streams())}")
+    return value
+
+
+def _kind_enum(schema: dict[str, Any]) -> None:
+    """The schema's enum, made when the schema is (after the server loaded kinds.json)."""
+    schema["enum"] = list(kinds.names())
+
+
+def _stream_enum(schema: dict[str, Any]) -> None:
+    schema["enum"] = _streams()
+
+
+#: A kind's name (`GET /kinds`), checked against the registry when the request arrives.
+KindName = Annotated[
+    str, Field(max_length=32, json_schema_extra=_kind_enum), AfterValidator(_known_kind)
+]
+KindPath = Annotated[
+    str, Path(max_length=32, json_schema_extra=_kind_enum), AfterValidator(_known_kind)
+]
+KindQuery = Annotated[KindName | None, Query()]
 
 
 class ErrorBody(BaseModel):
@@ -68,6 +110,13 @@ class ScriptRequest(BaseModel):
     key: str = Text
 
 
+class StemRequest(BaseModel):
+    """A stem of any kind: the text for a `lines` kind, the key for a `mapping` kind."""
+
+    kind: KindName
+    text: str = Text
+
+
 class CombinedRequest(BaseModel):
     name: str = Text
     developer: str = Text
@@ -97,8 +146,20 @@ class AssembleRequest(BaseModel):
     name: str | None = Field(default=None, max_length=256)
     developer: str | None = Field(default=None, max_length=256)
     script: str | None = Field(default=None, max_length=256)
+    slots: dict[KindName, Annotated[str, Field(max_length=256)]] = Field(
+        default_factory=dict,
+        max_length=32,
+        description='Values of the other kinds\' slots, e.g. {"intro": "Welcome"}.',
+    )
     mode: Literal["exact", "hybrid"] | None = None
     generate_missing: bool = True
+
+    @model_validator(mode="after")
+    def _one_way_per_slot(self) -> AssembleRequest:
+        twice = sorted(set(self.slots) & set(_FIELD_SLOTS))
+        if twice:
+            raise ValueError(f"give {', '.join(twice)} as top-level fields, not in slots")
+        return self
 
 
 class AssembleResponse(BaseModel):
@@ -116,7 +177,9 @@ class GeneratePairRequest(BaseModel):
 
 
 class ResetRequest(BaseModel):
-    stream: Literal["name", "developer", "script", "pair"]
+    stream: Annotated[
+        str, Field(max_length=32, json_schema_extra=_stream_enum), AfterValidator(_known_stream)
+    ]
 
 
 class InvalidateRequest(BaseModel):
@@ -136,6 +199,19 @@ class StemSummary(BaseModel):
     text: str
     duration: float
     compatible: bool | None
+
+
+class KindInfo(BaseModel):
+    """A stem kind as `GET /kinds` shows it."""
+
+    name: str
+    plural: str
+    aliases: list[str] = Field(description="Other spellings a client may accept.")
+    form: Literal["lines", "mapping"] = Field(
+        description="lines: one text per entry; mapping: key → phrase (the key names the stem)."
+    )
+    dataset: str = Field(description="The dataset file, relative to the server's base directory.")
+    rotation: bool = Field(description="Whether the kind is a rotation stream.")
 
 
 class DatasetItemOut(BaseModel):

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Response
 from fastapi.responses import FileResponse
 
 from hybrid_audio.api.audio import VerifiedAudio
+from hybrid_audio.api.deps import WorkspaceDep
 from hybrid_audio.api.errors import not_found
 from hybrid_audio.api.models import (
     AssembleRequest,
@@ -16,7 +17,6 @@ from hybrid_audio.api.models import (
     PageOffset,
     set_page_headers,
 )
-from hybrid_audio.api.services import Shared
 from hybrid_audio.assembly import OutputSummary
 from hybrid_audio.bitmerge import VerifyReport
 from hybrid_audio.workspace import Workspace
@@ -24,21 +24,22 @@ from hybrid_audio.workspace import Workspace
 router = APIRouter(prefix="/assemble", tags=["assemble"])
 
 
-def _known(shared: Workspace, output_id: str) -> str:
+def _known(workspace: Workspace, output_id: str) -> str:
     try:
-        shared.assembler.load_output(output_id)
+        workspace.assembler.load_output(output_id)
     except KeyError:
         raise not_found(f"output {output_id!r}") from None
     return output_id
 
 
 @router.post("/template", response_model=AssembleResponse, summary="Assemble one message")
-def assemble_template(body: AssembleRequest, shared: Shared) -> AssembleResponse:
-    result = shared.assembler.assemble(
+def assemble_template(body: AssembleRequest, workspace: WorkspaceDep) -> AssembleResponse:
+    result = workspace.assembler.assemble(
         body.template,
         name=body.name,
         developer=body.developer,
         script=body.script,
+        slots=body.slots,
         generate_missing=body.generate_missing,
         mode=body.mode,
     )
@@ -56,19 +57,19 @@ def assemble_template(body: AssembleRequest, shared: Shared) -> AssembleResponse
 
 @router.get("/outputs", response_model=list[OutputSummary], summary="Assembled messages")
 def list_outputs(
-    shared: Shared, response: Response, offset: PageOffset = 0, limit: PageLimit = 100
+    workspace: WorkspaceDep, response: Response, offset: PageOffset = 0, limit: PageLimit = 100
 ) -> list[OutputSummary]:
     """A page of messages, newest first; `X-Total-Count` and `X-Next-Offset` headers say
     how many there are and where the next page starts."""
-    total = len(shared.assembler.output_ids())
+    total = len(workspace.assembler.output_ids())
     set_page_headers(response, offset, min(limit, max(total - offset, 0)), total)
-    return shared.assembler.list_outputs(offset, limit)
+    return workspace.assembler.list_outputs(offset, limit)
 
 
 @router.get("/outputs/{output_id}", response_model=dict[str, Any], summary="A manifest")
-def get_output(output_id: str, shared: Shared) -> dict[str, Any]:
+def get_output(output_id: str, workspace: WorkspaceDep) -> dict[str, Any]:
     try:
-        return shared.assembler.load_output(output_id)
+        return workspace.assembler.load_output(output_id)
     except KeyError:
         raise not_found(f"output {output_id!r}") from None
 
@@ -79,10 +80,10 @@ def get_output(output_id: str, shared: Shared) -> dict[str, Any]:
     responses={200: {"content": {"audio/wav": {}}}, 206: {"content": {"audio/wav": {}}}},
     summary="The WAV file (Range requests supported)",
 )
-def get_output_audio(output_id: str, shared: Shared) -> FileResponse:
+def get_output_audio(output_id: str, workspace: WorkspaceDep) -> FileResponse:
     """The bytes the manifest recorded: 409 if the file changed or is a symbolic link."""
     try:
-        data, info = shared.assembler.read_output(output_id)
+        data, info = workspace.assembler.read_output(output_id)
     except KeyError:
         raise not_found(f"output {output_id!r}") from None
     return VerifiedAudio(data, info, f"{output_id}.wav")
@@ -91,5 +92,5 @@ def get_output_audio(output_id: str, shared: Shared) -> FileResponse:
 @router.get(
     "/outputs/{output_id}/verify", response_model=VerifyReport, summary="Re-verify from disk"
 )
-def verify_output(output_id: str, shared: Shared) -> VerifyReport:
-    return shared.assembler.verify_output(_known(shared, output_id))
+def verify_output(output_id: str, workspace: WorkspaceDep) -> VerifyReport:
+    return workspace.assembler.verify_output(_known(workspace, output_id))

@@ -6,22 +6,16 @@ Storage routes (`check_in_bucket`, `bucket_list`) join this router with the GCS 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
 from hybrid_audio.api.audio import VerifiedAudio
+from hybrid_audio.api.deps import WorkspaceDep
 from hybrid_audio.api.errors import ApiError, not_found
-from hybrid_audio.api.models import (
-    BulkRequest,
-    InvalidateRequest,
-    InvalidateResponse,
-    StemSummary,
-)
-from hybrid_audio.api.services import Shared
+from hybrid_audio.api.models import InvalidateRequest, InvalidateResponse, KindQuery, StemSummary
+from hybrid_audio.api.routers.generate import generate_rotational
 from hybrid_audio.cache import CacheReport, StemRecord
-from hybrid_audio.jobs import JobInfo
 from hybrid_audio.stems import StemId
 
 router = APIRouter(prefix="/cache", tags=["cache"])
@@ -33,12 +27,12 @@ router = APIRouter(prefix="/cache", tags=["cache"])
     summary="Stems, with compatibility against the active contract",
 )
 def list_stems(
-    shared: Shared,
-    kind: Annotated[Literal["name", "developer", "script"] | None, Query()] = None,
+    workspace: WorkspaceDep,
+    kind: KindQuery = None,
     compatible: bool | None = None,
     extended: bool = False,
 ) -> list[StemRecord] | list[StemSummary]:
-    records = shared.generator.cache.list(kind=kind, compatible=compatible)
+    records = workspace.generator.cache.list(kind=kind, compatible=compatible)
     if extended:
         return records
     return [
@@ -54,16 +48,23 @@ def list_stems(
 
 
 @router.post("/invalidate", response_model=InvalidateResponse, summary="Forget a stem")
-def invalidate(body: InvalidateRequest, shared: Shared) -> InvalidateResponse:
+def invalidate(body: InvalidateRequest, workspace: WorkspaceDep) -> InvalidateResponse:
     stem_id = str(StemId.parse(body.stem_id))
     return InvalidateResponse(
-        stem_id=stem_id, invalidated=shared.generator.cache.invalidate(stem_id)
+        stem_id=stem_id, invalidated=workspace.generator.cache.invalidate(stem_id)
     )
 
 
-@router.post("/bulk_generate", response_model=JobInfo, status_code=202, summary="Bulk job")
-def bulk_generate(body: BulkRequest, shared: Shared) -> JobInfo:
-    return shared.start_bulk_generation(body.names, body.developers).info()
+router.add_api_route(
+    "/bulk_generate",
+    generate_rotational,
+    methods=["POST"],
+    status_code=202,
+    summary="Alias of POST /generate/rotational",
+    description="The same route under the name the seed's README gives it; use "
+    "`POST /generate/rotational`.",
+    deprecated=True,
+)
 
 
 @router.get(
@@ -72,12 +73,12 @@ def bulk_generate(body: BulkRequest, shared: Shared) -> JobInfo:
     responses={200: {"content": {"audio/wav": {}}}},
     summary="A stem's WAV file, proven against its index row (409 if changed on disk)",
 )
-def stem_audio(stem_id: str, shared: Shared) -> FileResponse:
+def stem_audio(stem_id: str, workspace: WorkspaceDep) -> FileResponse:
     try:
         sid = StemId.parse(stem_id)
     except ValueError as error:
         raise ApiError(422, str(error)) from None
-    cache = shared.generator.cache
+    cache = workspace.generator.cache
     record = cache.get(sid)
     if record is None:
         raise not_found(f"stem {stem_id!r}")
@@ -86,7 +87,7 @@ def stem_audio(stem_id: str, shared: Shared) -> FileResponse:
 
 
 @router.get("/verify", response_model=CacheReport, summary="Files against the index")
-def verify(shared: Shared) -> CacheReport:
-    report = shared.generator.cache.verify()
-    shared.jobs_log.write("cache_audit", **report.model_dump())
+def verify(workspace: WorkspaceDep) -> CacheReport:
+    report = workspace.generator.cache.verify()
+    workspace.jobs_log.write("cache_audit", **report.model_dump())
     return report

@@ -16,9 +16,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
+from hybrid_audio.api.deps import WorkspaceDep
 from hybrid_audio.api.errors import ndjson_response
 from hybrid_audio.api.models import GeneratePairRequest, ResetRequest
-from hybrid_audio.api.services import Shared
 from hybrid_audio.rotation import STREAM_CHUNK, RotationStep, StreamState
 from hybrid_audio.workspace import PairMessage
 
@@ -35,28 +35,28 @@ _NDJSON = {200: {"content": {"application/x-ndjson": {}}, "description": "One st
 
 
 @router.get("/next_name", response_model=RotationStep, summary="The next name")
-def next_name(shared: Shared) -> RotationStep:
-    return shared.rotation.step("name")
+def next_name(workspace: WorkspaceDep) -> RotationStep:
+    return workspace.rotation.step("name")
 
 
 @router.get("/next_developer", response_model=RotationStep, summary="The next developer")
-def next_developer(shared: Shared) -> RotationStep:
-    return shared.rotation.step("developer")
+def next_developer(workspace: WorkspaceDep) -> RotationStep:
+    return workspace.rotation.step("developer")
 
 
 @router.get("/next_script", response_model=RotationStep, summary="The next script key")
-def next_script(shared: Shared) -> RotationStep:
-    return shared.rotation.step("script")
+def next_script(workspace: WorkspaceDep) -> RotationStep:
+    return workspace.rotation.step("script")
 
 
 @router.get("/next_pair", response_model=RotationStep, summary="The next name × developer")
-def next_pair(shared: Shared) -> RotationStep:
-    return shared.rotation.next_pair_step()
+def next_pair(workspace: WorkspaceDep) -> RotationStep:
+    return workspace.rotation.next_pair_step()
 
 
 @router.post("/generate_pair", response_model=PairMessage, summary="Next pair → message")
-def generate_pair(body: GeneratePairRequest, shared: Shared) -> PairMessage:
-    return shared.generate_pair(body.template)
+def generate_pair(body: GeneratePairRequest, workspace: WorkspaceDep) -> PairMessage:
+    return workspace.generate_pair(body.template)
 
 
 def _ndjson(chunks: Iterator[list[RotationStep]]) -> StreamingResponse:
@@ -66,22 +66,22 @@ def _ndjson(chunks: Iterator[list[RotationStep]]) -> StreamingResponse:
 
 
 @router.get("/pairs_stream", response_class=StreamingResponse, responses=_NDJSON)
-def pairs_stream(count: Count, shared: Shared) -> StreamingResponse:
+def pairs_stream(count: Count, workspace: WorkspaceDep) -> StreamingResponse:
     """`count` pairs, taken `STREAM_CHUNK` at a time as the reader consumes them."""
-    return _ndjson(shared.rotation.chunks("pair", count, STREAM_CHUNK))
+    return _ndjson(workspace.rotation.chunks("pair", count, STREAM_CHUNK))
 
 
 @router.get("/scripts_stream", response_class=StreamingResponse, responses=_NDJSON)
-def scripts_stream(count: Count, shared: Shared) -> StreamingResponse:
+def scripts_stream(count: Count, workspace: WorkspaceDep) -> StreamingResponse:
     """`count` script keys, taken `STREAM_CHUNK` at a time as the reader consumes them."""
-    return _ndjson(shared.rotation.chunks("script", count, STREAM_CHUNK))
+    return _ndjson(workspace.rotation.chunks("script", count, STREAM_CHUNK))
 
 
 @router.get("/state", response_model=dict[str, StreamState], summary="Every stream's cursor")
-def state(shared: Shared) -> dict[str, StreamState]:
-    return shared.rotation.state()
+def state(workspace: WorkspaceDep) -> dict[str, StreamState]:
+    return workspace.rotation.state()
 
 
 @router.post("/reset", response_model=StreamState, summary="Start a stream again")
-def reset(body: ResetRequest, shared: Shared) -> StreamState:
-    return shared.rotation.reset(body.stream)
+def reset(body: ResetRequest, workspace: WorkspaceDep) -> StreamState:
+    return workspace.rotation.reset(body.stream)
