@@ -28,7 +28,7 @@ import os
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal, overload
 
 from pydantic import (
     BaseModel,
@@ -207,7 +207,13 @@ class KindNames(Sequence[str]):
     """A live, read-only view of the known kinds' names (`stems.KINDS`): a kind loaded
     later is in it too."""
 
-    def __getitem__(self, index):  # type: ignore[no-untyped-def]  # Sequence overloads
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[str, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> str | tuple[str, ...]:
         return names()[index]
 
     def __len__(self) -> int:
