@@ -123,6 +123,9 @@ class Job(param.Parameterized):
         self._lock = threading.Lock()
         self._store = store
         self._written = 0.0
+        # Set by the runner once the final state is in the row: a waiter that sees the job
+        # finished can read the row and find it finished too.
+        self._settled = threading.Event()
         if store is not None:
             self.param.watch(self._write, list(_PERSISTED))
 
@@ -152,6 +155,9 @@ class Job(param.Parameterized):
 
     @property
     def finished(self) -> bool:
+        """Ended, and (for a job this process runs) its final state written to its row."""
+        if self._store is not None and not self._settled.is_set():
+            return False
         return self.state in FINISHED_STATES and self.finished_at is not None
 
     @property
@@ -480,6 +486,7 @@ class JobRunner:
         else:
             job.param.update(state=JobState.DONE, result=result, finished_at=time.time())
         finally:
+            job._settled.set()
             with self._lock:
                 self._live.pop(job.id, None)
             self.store.prune()
@@ -539,6 +546,7 @@ class JobRunner:
                     message="cancelled: the server stopped before it started",
                     finished_at=time.time(),
                 )
+                job._settled.set()
         if self._scratch is not None:
             self.store.database.close()
             shutil.rmtree(self._scratch, ignore_errors=True)
