@@ -17,12 +17,14 @@ import pytest
 
 from hybrid_audio.database import Database
 from hybrid_audio.jobs import (
+    FINISHED_STATES,
     MAX_FINISHED_JOBS,
     MAX_JOB_AGE_SECONDS,
     MAX_STORED_ERRORS,
     Job,
     JobRunner,
     JobState,
+    JobStore,
 )
 
 
@@ -267,3 +269,21 @@ def test_list_pages_newest_first(runner: JobRunner) -> None:
     assert [j.id for j in runner.list(0, 2)] == newest_first[:2]
     assert [j.id for j in runner.list(2, 2)] == newest_first[2:4]
     assert runner.count() == 5
+
+
+def test_a_waiter_sees_finished_only_once_the_row_says_so(
+    runner: JobRunner, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: `wait()` returned as soon as the job's params said done, before the row
+    was written, so another reader (a second server process) could still see `running`."""
+    real_update = JobStore.update
+
+    def slow_final_write(store: JobStore, job: Job) -> bool:
+        if job.state in FINISHED_STATES:
+            time.sleep(0.3)  # a busy database: the final write lands late
+        return real_update(store, job)
+
+    monkeypatch.setattr(JobStore, "update", slow_final_write)
+    job = runner.wait(runner.submit("quick", lambda job: "ok").id, timeout=10)
+    assert job.state == JobState.DONE
+    assert _row(database, job.id)["state"] == "done"
