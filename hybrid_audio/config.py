@@ -55,18 +55,18 @@ class SettingsError(ValueError):
     """A setting (environment variable or keyword) holds a value we cannot use."""
 
 
-def _path(variable: str) -> Any:
+def _path(variable: str, doc: str) -> Any:
     """A path setting read from `variable`; unset or blank → its default under base_dir."""
-    return Field(default=None, validation_alias=variable, validate_default=True)
+    return Field(default=None, validation_alias=variable, validate_default=True, description=doc)
 
 
-def _secret(variable: str | None = None) -> Any:
+def _secret(doc: str) -> Any:
     """A secret: hidden from `repr`, masked in `summary()` and in error messages."""
-    return Field(default="", validation_alias=variable, repr=False)
+    return Field(default="", repr=False, description=doc)
 
 
 class _Environment(EnvSettingsSource):
-    """The variables of `environ` (default `os.environ`); blank values count as unset."""
+    """The variables of `environ`; blank values count as unset."""
 
     def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
         self._environ = environ
@@ -90,40 +90,59 @@ class Settings(BaseSettings):
         frozen=True, extra="forbid", validate_by_name=True, validate_by_alias=True
     )
 
-    base_dir: Path = Field(default_factory=Path.cwd, validation_alias="HYBRID_AUDIO_BASE_DIR")
-    stems_dir: Path = _path("STEMS_DIR")
-    output_dir: Path = _path("OUTPUT_DIR")
-    logs_dir: Path = _path("LOGS_DIR")
-    templates_dir: Path = _path("TEMPLATES_DIR")
-    data_dir: Path = _path("DATA_DIR")
-    state_dir: Path = _path("STATE_DIR")
-    database_path: Path = _path("HYBRID_AUDIO_DB")
-    common_names_file: Path = _path("COMMON_NAMES_FILE")
-    developer_names_file: Path = _path("DEVELOPER_NAMES_FILE")
-    scripts_file: Path = _path("SCRIPTS_FILE")
+    base_dir: Path = Field(
+        default_factory=Path.cwd,
+        validation_alias="HYBRID_AUDIO_BASE_DIR",
+        description="Root of every relative path below (default: the current directory).",
+    )
+    stems_dir: Path = _path("STEMS_DIR", "Cached stems, stems/<kind>/stem.<kind>.<slug>.wav.")
+    output_dir: Path = _path("OUTPUT_DIR", "Assembled messages and their manifests.")
+    logs_dir: Path = _path("LOGS_DIR", "JSON-lines logs.")
+    templates_dir: Path = _path("TEMPLATES_DIR", "Message templates.")
+    data_dir: Path = _path("DATA_DIR", "Datasets.")
+    state_dir: Path = _path("STATE_DIR", "SQLite state and stem locks.")
+    database_path: Path = _path("HYBRID_AUDIO_DB", "The state database (in state_dir).")
+    common_names_file: Path = _path("COMMON_NAMES_FILE", "Names dataset (in data_dir).")
+    developer_names_file: Path = _path("DEVELOPER_NAMES_FILE", "Developers dataset (in data_dir).")
+    scripts_file: Path = _path("SCRIPTS_FILE", "Script phrases, key → text (in data_dir).")
 
-    tts_engine: str = "piper"
-    piper_voice: str = ""
-    sample_rate: int = Field(default=22050, validation_alias="AUDIO_SAMPLE_RATE")
-    encoding: str = Field(default="pcm_s16le", validation_alias="AUDIO_ENCODING")
+    tts_engine: str = Field(default="piper", description="TTS engine: piper or cartesia.")
+    piper_voice: str = Field(default="", description="Another Piper .onnx voice (path).")
+    sample_rate: int = Field(
+        default=22050, validation_alias="AUDIO_SAMPLE_RATE", description="Stem sample rate (Hz)."
+    )
+    encoding: str = Field(
+        default="pcm_s16le", validation_alias="AUDIO_ENCODING", description="Stem encoding."
+    )
 
-    cartesia_api_key: str = _secret()
-    cartesia_voice_id: str = ""
-    cartesia_model_id: str = DEFAULT_CARTESIA_MODEL
-    cartesia_base_url: str = ""
-    cartesia_max_concurrency: int = Field(default=2, ge=1)
+    cartesia_api_key: str = _secret("Cartesia API key.")
+    cartesia_voice_id: str = Field(default="", description="Cartesia voice id.")
+    cartesia_model_id: str = Field(
+        default=DEFAULT_CARTESIA_MODEL, description="Pinned, dated Cartesia model snapshot."
+    )
+    cartesia_base_url: str = Field(default="", description="Cartesia API URL (default: prod).")
+    cartesia_max_concurrency: int = Field(
+        default=2, ge=1, description="Cartesia requests in flight per process (the plan's limit)."
+    )
 
-    rotation_seed: int = 0
-    max_body_bytes: int = 8 * 1024 * 1024
+    rotation_seed: int = Field(default=0, description="Seed of the rotation's cycle orders.")
+    max_body_bytes: int = Field(
+        default=8 * 1024 * 1024, description="Largest request body the API accepts."
+    )
 
-    gcs_bucket: str = ""
-    storage_emulator_host: str = ""
-    internal_api_key: str = _secret()
-    log_max_bytes: int = 10 * 1024 * 1024
-    dashboard_session_seconds: int = 12 * 3600
-    #: Wrong keys/logins per client per window; 0 = no limit.
-    auth_failure_limit: int = 10
-    auth_failure_window: int = 60
+    gcs_bucket: str = Field(default="", description="Google Cloud Storage mirror bucket.")
+    storage_emulator_host: str = Field(default="", description="GCS emulator URL, for tests.")
+    internal_api_key: str = _secret("When set, every route but /health requires it.")
+    log_max_bytes: int = Field(
+        default=10 * 1024 * 1024, description="Size at which a JSON-lines log rotates."
+    )
+    dashboard_session_seconds: int = Field(
+        default=12 * 3600, description="Lifetime of a dashboard session."
+    )
+    auth_failure_limit: int = Field(
+        default=10, description="Wrong keys/logins per client per window; 0 = no limit."
+    )
+    auth_failure_window: int = Field(default=60, description="That limit's window, in seconds.")
 
     def __init__(self, **values: Any) -> None:
         try:
