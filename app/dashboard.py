@@ -114,7 +114,7 @@ def create_dashboard(
         ("Workflow", workflow),
         ("Generate", generate),
         ("Assemble", assemble),
-        ("Cache", CacheView(workspace=workspace)),
+        ("Cache", CacheView(workspace=workspace, audio_urls=audio_urls)),
         ("Rotation", RotationView(workspace=workspace)),
         ("Storage", StorageView(workspace=workspace)),
     ]

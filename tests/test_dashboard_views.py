@@ -13,6 +13,7 @@ from pathlib import Path
 
 import panel as pn
 import pytest
+from panel.models.tabulator import CellClickEvent
 
 from app.dashboard import create_dashboard
 from app.views.assemble import AssembleView
@@ -21,7 +22,7 @@ from app.views.generate import GenerateView
 from app.views.rotation import RotationView
 from hybrid_audio.config import Settings
 from hybrid_audio.engines import create_engine
-from hybrid_audio.jobs import JobState
+from hybrid_audio.jobs import Job, JobState
 from hybrid_audio.workspace import Workspace
 
 REPO = Path(__file__).resolve().parent.parent
@@ -214,16 +215,19 @@ def test_cache_page_filters_invalidates_and_bulk_generates(workspace: Workspace)
     assert list(view.table.value["stem_id"]) == ["stem.name.ann"]
 
     view.param.update(names_text="Ann\nBea\nCal", developers_text="Acme Homes")
+    layout = view.__panel__()
     view.bulk_button.clicks += 1
     job = view.job
     assert job is not None
     workspace.jobs.wait(job.id, timeout=15)
-    view.poll_job()
     assert job.state == JobState.DONE
-    assert (view.job_done, view.job_total) == (4, 4)
-    assert "done" in view.job_status
-    assert len(view.table.value) == 4
-    assert "4 stems" in view._totals(view.version)
+    bars = [b for b in layout.select(pn.indicators.Progress) if "bulk-progress" in b.css_classes]
+    assert [(b.value, b.max) for b in bars] == [(4, 4)]
+    status = [m for m in layout.select(pn.pane.Markdown) if "bulk-status" in m.css_classes]
+    assert "**done** — 4/4" in status[0].object
+    assert len(view.table.value) == 4  # the table followed the cache's revision
+    totals = [m for m in layout.select(pn.pane.Markdown) if "cache-totals" in m.css_classes]
+    assert "4 stems" in totals[0].object
 
     view.verify()
     assert view.audit is not None
@@ -236,25 +240,79 @@ def test_rotation_page_steps_and_previews(workspace: Workspace) -> None:
     upcoming = view.preview_table.value
     assert len(upcoming) == 20
     first = upcoming.iloc[0]
-    step = view.step("pair")
+    [step] = view.step("pair")
     assert (step.name, step.developer) == (first["name"], first["developer"])
     assert workspace.rotation.state()["pair"].position == 1
     assert view.preview_table.value.iloc[0]["name"] == upcoming.iloc[1]["name"]
+    layout = view.__panel__()
     view.next_buttons["name"].clicks += 1
-    assert view.last_step.stream == "name"
-    panel = view._state_panel(view.version)
-    bars = list(panel.select(pn.indicators.Progress))
+    assert workspace.rotation.last_step.stream == "name"
+    last = [m for m in layout.select(pn.pane.Markdown) if "rotation-last" in m.css_classes]
+    assert "name" in last[0].object
+    bars = [
+        b for b in layout.select(pn.indicators.Progress) if "rotation-progress" in b.css_classes
+    ]
     assert len(bars) == 4
     assert {b.value for b in bars} == {0, 1}
+
+
+def test_rotation_page_takes_n_steps_resets_and_follows_an_imported_dataset(
+    workspace: Workspace,
+) -> None:
+    """Next takes `count` steps, Reset starts the stream again, and a dataset file the user
+    replaced (an import) reaches the page at the next refresh, without a step."""
+    view = RotationView(workspace=workspace)
+    layout = view.__panel__()
+    view.count = 3
+    view.next_buttons["developer"].clicks += 1
+    assert [s.position for s in view.taken] == [0, 1, 2]
+    assert workspace.rotation.cursors["developer"].position == 3
+    view.reset_buttons["developer"].clicks += 1
+    assert workspace.rotation.cursors["developer"].position == 0
+    Path(workspace.settings.common_names_file).write_text("Imported One\nImported Two\n")
+    workspace.refresh()
+    state = [c for c in layout.select(pn.Column) if "rotation-state" in c.css_classes]
+    texts = [m.object for m in state[0].select(pn.pane.Markdown)]
+    assert any(t.startswith("**name** — cycle 0, position 0/2") for t in texts), texts
+    assert set(view.preview_table.value["name"]) <= {"Imported One", "Imported Two"}
+
+
+def test_cache_page_searches_plays_and_says_why_a_stem_is_incompatible(
+    workspace: Workspace,
+) -> None:
+    """The search box filters by id or text, ▶ plays the row's stem through the checked
+    reader, and an incompatible stem names the contract field that differs."""
+    generator = workspace.generator
+    generator.generate_name("Ann")
+    generator.generate_developer("Acme Homes")
+    view = CacheView(workspace=workspace)
+    layout = view.__panel__()
+    view.search = "acme"
+    assert list(view.table.value["stem_id"]) == ["stem.developer.acme_homes"]
+    view.search = ""
+    row = list(view.table.value["stem_id"]).index("stem.name.ann")
+    view.table._process_event(
+        CellClickEvent(model=None, column="play", row=row)  # what a ▶ click sends
+    )
+    assert view.playing == "stem.name.ann"
+    players = [c for c in layout.select(pn.Column) if "cache-player" in c.css_classes]
+    assert players
+    assert players[0].select(pn.pane.Audio)
+    workspace.contract.sample_rate = 16000  # every stored stem now differs in sample_rate
+    view.compatibility = "incompatible"
+    reasons = set(view.table.value["incompatible_because"])
+    assert reasons == {"sample_rate: 22050 ≠ 16000"}
 
 
 def test_bulk_progress_bar_follows_any_jump(workspace: Workspace) -> None:
     view = CacheView(workspace=workspace)
     layout = view.__panel__()
-    view.param.update(job_done=5, job_total=5)  # from 0/1 straight to 5/5
+    view.job = Job(kind="bulk_generate")
+    view.job.param.update(done=5, total=5)  # from 0/1 straight to 5/5
     bars = [b for b in layout.select(pn.indicators.Progress) if "bulk-progress" in b.css_classes]
     assert [(b.value, b.max) for b in bars] == [(5, 5)]
-    view.param.update(job_done=0, job_total=3)  # a new, smaller job
+    view.job = Job(kind="bulk_generate")
+    view.job.param.update(done=0, total=3)  # a new, smaller job
     bars = [b for b in layout.select(pn.indicators.Progress) if "bulk-progress" in b.css_classes]
     assert [(b.value, b.max) for b in bars] == [(0, 3)]
 

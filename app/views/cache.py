@@ -1,8 +1,10 @@
-"""Cache page: the stem index (filtered), totals, invalidation, bulk generation, audit.
+"""Cache page: the stem index (filtered, searchable, playable), totals, invalidation, bulk
+generation, audit.
 
-Bulk generation runs as a `Job` on `workspace.jobs`; the page never waits for it. A
-periodic callback (started when the job is, stopped when it ends) copies the job's
-progress into this view's parameters, which the progress bar and status text follow.
+Everything shown follows the core's parameters through the session's live feed
+(`app.views.live`): the table and totals follow `StemCache.revision` and the contract, the
+bulk bar and status follow the job's own parameters. The view keeps only what the user
+chose (filters, search, the job it started, the stem it plays, the last audit).
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ import panel as pn
 import param
 from panel.io.state import set_curdoc
 
-from app.views.common import PageState, friendly, md, notify_info
-from hybrid_audio.cache import CacheReport
+from app.views.common import PageState, audio_player, friendly, md, notify_info
+from app.views.live import live
+from hybrid_audio import kinds
+from hybrid_audio.cache import CacheReport, StemRecord
+from hybrid_audio.contract import CONTRACT_PARAMETERS
 from hybrid_audio.datasets import load_dataset
-from hybrid_audio.jobs import Job, JobState
+from hybrid_audio.jobs import FINISHED_STATES, Job, JobState
 from hybrid_audio.workspace import Workspace
 
 STEM_COLUMNS = [
@@ -23,6 +28,7 @@ STEM_COLUMNS = [
     "kind",
     "text",
     "compatible",
+    "incompatible_because",
     "engine",
     "voice",
     "encoding",
@@ -35,7 +41,9 @@ STEM_COLUMNS = [
 _COMPATIBILITY = {"all": None, "compatible": True, "incompatible": False}
 #: Wait before reading a table selection after a click (Panel's debounce is 50 ms).
 _SELECTION_SETTLE_MS = 250
-_FINISHED = (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
+#: Long texts wrap inside these widths (px) instead of widening the table past the page.
+_WIDTHS = {"stem_id": 220, "text": 260, "incompatible_because": 260, "sha256": 140}
+_WRAPPED = {"type": "textarea"}  # Tabulator's textarea formatter escapes HTML, and wraps
 
 
 def _dataset_text(kind: str, workspace: Workspace) -> str:
@@ -49,39 +57,53 @@ class CacheView(PageState, pn.viewable.Viewer):
     """Browse and maintain the stem cache; bulk-generate the datasets as a job."""
 
     workspace = param.ClassSelector(class_=Workspace, doc="The core objects.")
-    kind = param.Selector(
-        default="all", objects=["all", "name", "developer", "script"], doc="Kind filter."
-    )
+    audio_urls = param.Boolean(default=False, doc="Give the player API URLs, not files.")
+    kind = param.Selector(default="all", objects=["all"], doc="Kind filter.")
     compatibility = param.Selector(
         default="all", objects=list(_COMPATIBILITY), doc="Compatibility with the contract."
     )
-    version = param.Integer(default=0, doc="Bumped whenever the cache changed here.")
+    search = param.String(
+        default="", label="Search", doc="Shows only stems whose id or text contains it."
+    )
+    playing = param.String(default="", doc="Stem id the player plays ('' → none).")
     names_text = param.String(default="", label="Names", doc="Names to bulk-generate.")
     developers_text = param.String(
         default="", label="Developers", doc="Developers to bulk-generate."
     )
-    job = param.ClassSelector(class_=Job, allow_None=True, doc="The latest bulk job.")
-    job_done = param.Integer(default=0, doc="Steps done by the job (as last polled).")
-    job_total = param.Integer(default=0, doc="Steps of the job (as last polled).")
-    job_status = param.String(default="", doc="The job's state, progress and ETA.")
+    job = param.ClassSelector(class_=Job, allow_None=True, doc="The bulk job started here.")
     audit = param.ClassSelector(class_=CacheReport, allow_None=True, doc="Last verify().")
 
     def __init__(self, **params) -> None:
         super().__init__(**params)
+        settings = self.workspace.settings
+        self.param.kind.objects = ["all", *(kind.name for kind in kinds.load(settings))]
         if not self.names_text:
             self.names_text = _dataset_text("name", self.workspace)
         if not self.developers_text:
             self.developers_text = _dataset_text("developer", self.workspace)
-        self._poller = None
+        feed = live(self.workspace)
+        cache, contract = self.workspace.cache, self.workspace.contract
+        #: The cache as it changes: its revision and every contract parameter.
+        self._cache_refs = [
+            feed.ref(cache, "revision"),
+            *(feed.ref(contract, name) for name in CONTRACT_PARAMETERS),
+        ]
         self.table = pn.widgets.Tabulator(
             pn.bind(
-                self._stems_frame, self.param.kind, self.param.compatibility, self.param.version
+                self._stems_frame,
+                self.param.kind,
+                self.param.compatibility,
+                self.param.search,
+                *self._cache_refs,
             ),
             show_index=False,
             disabled=True,
             selectable="checkbox",
             pagination="local",
             page_size=15,
+            buttons={"play": "▶"},
+            widths=_WIDTHS,
+            formatters={"text": _WRAPPED, "incompatible_because": _WRAPPED},
             css_classes=["stems-table"],
             sizing_mode="stretch_width",
         )
@@ -93,20 +115,20 @@ class CacheView(PageState, pn.viewable.Viewer):
         )
         self.cancel_button = pn.widgets.Button(label="Cancel job", css_classes=["cancel-job"])
         self.verify_button = pn.widgets.Button(label="Verify cache", css_classes=["verify-cache"])
-        self.refresh_button = pn.widgets.Button(label="Refresh", css_classes=["refresh-cache"])
         self._init_callbacks()
 
     def _init_callbacks(self) -> None:
+        self.table.on_click(self._handle_table_click)
         self.invalidate_button.on_click(self._handle_invalidate_click)
         self.bulk_button.on_click(lambda _: self.bulk_generate())
         self.cancel_button.on_click(lambda _: self.cancel_job())
         self.verify_button.on_click(lambda _: self.verify())
-        self.refresh_button.on_click(lambda _: self.refresh())
 
     # --- actions ------------------------------------------------------------------------
 
-    def refresh(self) -> None:
-        self.version += 1
+    def _handle_table_click(self, event) -> None:
+        if event.column == "play" and event.row is not None and event.row < len(self.table.value):
+            self.playing = str(self.table.value.iloc[event.row]["stem_id"])
 
     def _handle_invalidate_click(self, _event: object) -> None:
         # Panel debounces property changes from the browser (50 ms) but not clicks, so a
@@ -129,90 +151,84 @@ class CacheView(PageState, pn.viewable.Viewer):
         chosen = [frame.iloc[i]["stem_id"] for i in self.table.selection if i < len(frame)]
         if not chosen:
             raise ValueError("select the stems to invalidate first")
-        for stem_id in chosen:
-            self.workspace.generator.cache.invalidate(stem_id)
         self.table.selection = []
-        self.refresh()
+        for stem_id in chosen:
+            self.workspace.cache.invalidate(stem_id)  # the table follows the revision
         notify_info(f"invalidated {len(chosen)} stem(s)")
         return chosen
 
     @friendly
     def bulk_generate(self) -> Job:
-        if self.job is not None and self.job.state not in _FINISHED:
+        if self.job is not None and self.job.state not in FINISHED_STATES:
             raise ValueError(f"bulk job {self.job.id} is still running")
         names = [line.strip() for line in self.names_text.splitlines() if line.strip()]
         developers = [line.strip() for line in self.developers_text.splitlines() if line.strip()]
         if not names and not developers:
             raise ValueError("give at least one name or developer")
         self.job = self.workspace.start_bulk_generation(names, developers, source="dashboard")
-        self.poll_job()
-        self._start_polling()
         return self.job
 
+    @friendly
     def cancel_job(self) -> None:
         if self.job is not None:
-            self.job.cancel()
+            self.workspace.jobs.cancel(self.job.id)
 
     @friendly
     def verify(self) -> CacheReport:
-        self.audit = self.workspace.generator.cache.verify()
+        self.audit = self.workspace.cache.verify()
         return self.audit
-
-    # --- job polling --------------------------------------------------------------------
-
-    def _start_polling(self) -> None:
-        if self._poller is not None or pn.state.curdoc is None:
-            return  # no session (tests, scripts): poll_job() is called directly
-        self._poller = pn.state.add_periodic_callback(self.poll_job, period=300)
-
-    def poll_job(self) -> None:
-        """Copy the job's progress into the view (and stop polling once it has ended)."""
-        job = self.job
-        if job is None:
-            return
-        eta = job.eta_seconds
-        status = f"job {md(job.id)}: **{md(job.state)}** — {job.done}/{job.total}"
-        if eta is not None and job.state == JobState.RUNNING:
-            status += f", ETA {eta:.0f} s"
-        if job.errors:
-            status += f" — {len(job.errors)} error(s): " + md("; ".join(job.errors[-3:]))
-        if job.state == JobState.DONE and isinstance(job.result, dict):
-            r = job.result
-            status += f" — created {r['created']}, cached {r['cached']}"
-        self.param.update(job_done=job.done, job_total=job.total, job_status=status)
-        if job.state in _FINISHED and job.finished_at is not None:
-            if self._poller is not None:
-                self._poller.stop()
-                self._poller = None
-            self.refresh()
 
     # --- derived values -----------------------------------------------------------------
 
-    def _records(self, kind: str, compatibility: str):
-        return self.workspace.generator.cache.list(
+    def _records(self, kind: str, compatibility: str, search: str) -> list[StemRecord]:
+        records = self.workspace.cache.list(
             kind=None if kind == "all" else kind, compatible=_COMPATIBILITY[compatibility]
         )
+        needle = search.strip().casefold()
+        if needle:
+            records = [
+                r for r in records if needle in r.stem_id.casefold() or needle in r.text.casefold()
+            ]
+        return records
 
-    def _stems_frame(self, kind: str, compatibility: str, _version: int) -> pd.DataFrame:
-        records = self._records(kind, compatibility)
-        rows = [{c: getattr(r, c) for c in STEM_COLUMNS} for r in records]
+    def _stems_frame(self, kind: str, compatibility: str, search: str, *_cache: object):
+        cache = self.workspace.cache
+        rows = []
+        for record in self._records(kind, compatibility, search):
+            row = {c: getattr(record, c) for c in STEM_COLUMNS if c != "incompatible_because"}
+            row["incompatible_because"] = "; ".join(cache.incompatibility(record))
+            rows.append(row)
         return pd.DataFrame(rows, columns=STEM_COLUMNS)
 
-    def _totals(self, _version: int, *_: object) -> str:
-        records = self.workspace.generator.cache.list()
+    def _totals(self, *_cache: object) -> str:
+        records = self.workspace.cache.list()
         compatible = [r for r in records if r.compatible]
-        by_kind = {}
+        by_kind: dict[str, int] = {}
         for record in records:
             by_kind[record.kind] = by_kind.get(record.kind, 0) + 1
-        kinds = md(", ".join(f"{k} {n}" for k, n in sorted(by_kind.items())) or "none")
+        counts = md(", ".join(f"{k} {n}" for k, n in sorted(by_kind.items())) or "none")
         size = sum(r.size for r in records) / 1e6
         seconds = sum(r.duration for r in records)
         return (
             f"**{len(records)} stems** ({len(compatible)} compatible with the contract) · "
-            f"{kinds} · {size:.1f} MB · {seconds:.0f} s of audio"
+            f"{counts} · {size:.1f} MB · {seconds:.0f} s of audio"
         )
 
-    def _progress_bar(self, done: int, total: int) -> pn.indicators.Progress:
+    @friendly
+    def _player(self, stem_id: str) -> pn.viewable.Viewable:
+        if not stem_id:
+            return pn.pane.Markdown("Press ▶ on a row to listen.", css_classes=["cache-player"])
+        record = self.workspace.cache.get(stem_id)
+        if record is None:
+            raise ValueError(f"{stem_id} is no longer in the cache")
+        if self.audio_urls:
+            player = audio_player(f"/cache/stems/{record.stem_id}/audio", None)
+        else:
+            player = audio_player(None, self.workspace.cache.read(record).data)
+        return pn.Column(md(stem_id), player, css_classes=["cache-player"])
+
+    @staticmethod
+    def _progress_bar(done: int, total: int) -> pn.indicators.Progress:
         # A new bar each time: a Progress's value is bounded by its max, so updating the
         # two separately fails whenever the value is set first (0/1 → 5/5).
         total = max(total, 1)
@@ -220,6 +236,39 @@ class CacheView(PageState, pn.viewable.Viewer):
             value=min(done, total),
             max=total,
             css_classes=["bulk-progress"],
+            sizing_mode="stretch_width",
+        )
+
+    @staticmethod
+    def _job_status(job: Job, state: JobState, done: int, total: int, *_: object) -> str:
+        status = f"job {md(job.id)}: **{md(state)}** — {done}/{total}"
+        eta = job.eta_seconds
+        if eta is not None and state == JobState.RUNNING:
+            status += f", ETA {eta:.0f} s"
+        if job.errors:
+            status += f" — {job.error_count} error(s): " + md("; ".join(job.errors[-3:]))
+        if state == JobState.DONE and isinstance(job.result, dict):
+            status += f" — created {job.result['created']}, cached {job.result['cached']}"
+        return status
+
+    def _job_panel(self, job: Job | None) -> pn.viewable.Viewable:
+        """The bar and status of `job`, bound to its own parameters (through the feed)."""
+        if job is None:
+            return pn.Column(
+                self._progress_bar(0, 0), pn.pane.Markdown(css_classes=["bulk-status"])
+            )
+        feed = live(self.workspace)
+        done, total = feed.ref(job, "done"), feed.ref(job, "total")
+        refs = (
+            feed.ref(job, "state"),
+            done,
+            total,
+            feed.ref(job, "errors"),
+            feed.ref(job, "result"),
+        )
+        return pn.Column(
+            pn.panel(pn.bind(self._progress_bar, done, total)),
+            pn.pane.Markdown(pn.bind(self._job_status, job, *refs), css_classes=["bulk-status"]),
             sizing_mode="stretch_width",
         )
 
@@ -242,11 +291,15 @@ class CacheView(PageState, pn.viewable.Viewer):
         return "\n".join(parts)
 
     def __panel__(self) -> pn.viewable.Viewable:
-        contract = self.workspace.generator.contract
         filters = pn.Row(
             pn.widgets.RadioButtonGroup.from_param(self.param.kind),
             pn.widgets.RadioButtonGroup.from_param(self.param.compatibility),
-            self.refresh_button,
+            pn.widgets.TextInput.from_param(
+                self.param.search,
+                placeholder="stem id or text",
+                css_classes=["stems-search"],
+                width=220,
+            ),
             self.invalidate_button,
             pn.pane.Markdown(
                 pn.bind(lambda rows: f"{len(rows)} selected", self.table.param.selection),
@@ -254,18 +307,15 @@ class CacheView(PageState, pn.viewable.Viewer):
             ),
         )
         totals = pn.pane.Markdown(
-            pn.bind(self._totals, self.param.version, contract.param.sample_rate),
-            css_classes=["cache-totals"],
+            pn.bind(self._totals, *self._cache_refs), css_classes=["cache-totals"]
         )
-        progress = pn.panel(pn.bind(self._progress_bar, self.param.job_done, self.param.job_total))
         bulk = pn.Card(
             pn.Row(
                 pn.widgets.TextAreaInput.from_param(self.param.names_text, height=160),
                 pn.widgets.TextAreaInput.from_param(self.param.developers_text, height=160),
             ),
             pn.Row(self.bulk_button, self.cancel_button),
-            progress,
-            pn.pane.Markdown(self.param.job_status, css_classes=["bulk-status"]),
+            pn.panel(pn.bind(self._job_panel, self.param.job)),
             title="Bulk generation",
             sizing_mode="stretch_width",
         )
@@ -277,4 +327,12 @@ class CacheView(PageState, pn.viewable.Viewer):
             title="Audit",
             sizing_mode="stretch_width",
         )
-        return pn.Column(totals, filters, self.table, bulk, audit, sizing_mode="stretch_width")
+        return pn.Column(
+            totals,
+            filters,
+            self.table,
+            pn.panel(pn.bind(self._player, self.param.playing)),
+            bulk,
+            audit,
+            sizing_mode="stretch_width",
+        )
