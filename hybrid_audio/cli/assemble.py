@@ -208,7 +208,5 @@ def assemble_verify(ctx: typer.Context, output_id: OutputId) -> None:
 
     Example: hybrid-audio assemble verify ID
     """
-    cli = session(ctx)
-    data = cli.api.json("GET", f"/assemble/outputs/{segment(output_id)}/verify")
-    cli.show(data, print_report)
-    require_verified(data, f"output {output_id}")
+    path = f"/assemble/outputs/{segment(output_id)}/verify"
+    require_verified(session(ctx).show_answer("GET", path, print_report), f"output {output_id}")

@@ -10,7 +10,7 @@ import typer
 from hybrid_audio.cli.assemble import OutFile, saved
 from hybrid_audio.cli.client import CliError, segment
 from hybrid_audio.cli.context import CommandGroup, session
-from hybrid_audio.cli.jobs import DevelopersFile, NamesFile, bulk_body, finish_job
+from hybrid_audio.cli.jobs import DevelopersFile, NamesFile, start_bulk
 from hybrid_audio.cli.render import Limit, err, kv_table, out, print_rows, safe
 
 app = CommandGroup(
@@ -68,15 +68,12 @@ def cache_invalidate(ctx: typer.Context, stem_id: StemIdArg) -> None:
 
     Example: hybrid-audio cache invalidate stem.name.jose
     """
-    cli = session(ctx)
-    data = cli.api.json("POST", "/cache/invalidate", json={"stem_id": stem_id})
-    cli.show(
-        data,
-        lambda d: out.print(
-            safe(f"{d.get('stem_id')}: ")
-            + ("invalidated" if d.get("invalidated") else "was not cached")
-        ),
-    )
+
+    def render(d: Mapping[str, Any]) -> None:
+        done = "invalidated" if d.get("invalidated") else "was not cached"
+        out.print(safe(f"{d.get('stem_id')}: ") + done)
+
+    session(ctx).show_answer("POST", "/cache/invalidate", render, json={"stem_id": stem_id})
 
 
 @app.command("bulk-generate")
@@ -92,9 +89,7 @@ def cache_bulk_generate(
 
     Example: hybrid-audio cache bulk-generate --names-file names.txt
     """
-    cli = session(ctx)
-    body = bulk_body(names_file, developers_file)
-    finish_job(cli, cli.api.json("POST", "/cache/bulk_generate", json=body), wait)
+    start_bulk(session(ctx), names_file, developers_file, wait)
 
 
 @app.command("audio")

@@ -46,38 +46,24 @@ RootUrl = Annotated[
 RootTimeout = Annotated[float, typer.Option(min=0.1, help=_TIMEOUT_HELP, rich_help_panel=PANEL)]
 RootJson = Annotated[bool, typer.Option("--json", help=_JSON_HELP, rich_help_panel=PANEL)]
 
+
+def _later(name: str, kind: type, *declarations: str, **settings: Any) -> inspect.Parameter:
+    """A global option as groups and commands take it: None when not given at that level."""
+    option = typer.Option(*declarations, rich_help_panel=PANEL, show_default=False, **settings)
+    return inspect.Parameter(
+        name,
+        inspect.Parameter.KEYWORD_ONLY,
+        default=None,
+        annotation=Annotated[kind | None, option],
+    )
+
+
 #: The same options on every group and command: None when not given there, so they override
 #: only what the user typed at that level.
 _LATER = (
-    inspect.Parameter(
-        "url",
-        inspect.Parameter.KEYWORD_ONLY,
-        default=None,
-        annotation=Annotated[
-            str | None,
-            typer.Option(
-                callback=_check_url, help=_URL_HELP, rich_help_panel=PANEL, show_default=False
-            ),
-        ],
-    ),
-    inspect.Parameter(
-        "timeout",
-        inspect.Parameter.KEYWORD_ONLY,
-        default=None,
-        annotation=Annotated[
-            float | None,
-            typer.Option(min=0.1, help=_TIMEOUT_HELP, rich_help_panel=PANEL, show_default=False),
-        ],
-    ),
-    inspect.Parameter(
-        "as_json",
-        inspect.Parameter.KEYWORD_ONLY,
-        default=None,
-        annotation=Annotated[
-            bool | None,
-            typer.Option("--json", help=_JSON_HELP, rich_help_panel=PANEL, show_default=False),
-        ],
-    ),
+    _later("url", str, callback=_check_url, help=_URL_HELP),
+    _later("timeout", float, min=0.1, help=_TIMEOUT_HELP),
+    _later("as_json", bool, "--json", help=_JSON_HELP),
 )
 _GLOBAL_NAMES = tuple(p.name for p in _LATER)
 
@@ -115,6 +101,14 @@ class Session:
             print_json(data)
         else:
             render(data)
+
+    def show_answer(
+        self, method: str, path: str, render: Callable[[Any], None], **kwargs: Any
+    ) -> Any:
+        """Send one request, show its JSON answer, and return it."""
+        data = self.api.json(method, path, **kwargs)
+        self.show(data, render)
+        return data
 
 
 def session(ctx: typer.Context) -> Session:

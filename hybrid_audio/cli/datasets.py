@@ -47,10 +47,8 @@ def external_kinds(ctx: typer.Context) -> None:
 
     Example: hybrid-audio external kinds
     """
-    cli = session(ctx)
-    data = cli.api.json("GET", "/kinds")
     columns = ["name", "plural", "aliases", "form", "dataset", "rotation"]
-    cli.show(data, lambda d: out.print(rows_table("kinds", d, columns)))
+    session(ctx).show_answer("GET", "/kinds", lambda d: out.print(rows_table("kinds", d, columns)))
 
 
 @app.command("datasets")

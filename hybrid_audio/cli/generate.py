@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from hybrid_audio.cli.context import CommandGroup, session
-from hybrid_audio.cli.jobs import DevelopersFile, NamesFile, bulk_body, finish_job
+from hybrid_audio.cli.jobs import DevelopersFile, NamesFile, start_bulk
 from hybrid_audio.cli.render import fmt, kv_table, out, safe
 
 app = CommandGroup(
@@ -35,9 +35,7 @@ def _print_stem(response: Mapping[str, Any], extended: bool) -> None:
 
 
 def _stem(ctx: typer.Context, route: str, body: dict[str, str], extended: bool) -> None:
-    cli = session(ctx)
-    data = cli.api.json("POST", route, json=body)
-    cli.show(data, lambda d: _print_stem(d, extended))
+    session(ctx).show_answer("POST", route, lambda d: _print_stem(d, extended), json=body)
 
 
 @app.command("name")
@@ -113,14 +111,13 @@ def generate_combined(
 
     Example: hybrid-audio generate combined José Hilton
     """
-    cli = session(ctx)
-    data = cli.api.json("POST", "/generate/combined", json={"name": name, "developer": developer})
 
     def render(d: Mapping[str, Any]) -> None:
         _print_stem(d["name"], extended)
         _print_stem(d["developer"], extended)
 
-    cli.show(data, render)
+    body = {"name": name, "developer": developer}
+    session(ctx).show_answer("POST", "/generate/combined", render, json=body)
 
 
 @app.command("rotational")
@@ -136,6 +133,4 @@ def generate_rotational(
 
     Example: hybrid-audio generate rotational --names-file names.txt --wait
     """
-    cli = session(ctx)
-    body = bulk_body(names_file, developers_file)
-    finish_job(cli, cli.api.json("POST", "/generate/rotational", json=body), wait)
+    start_bulk(session(ctx), names_file, developers_file, wait)

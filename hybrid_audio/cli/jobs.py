@@ -33,22 +33,17 @@ POLL_SECONDS = 0.25
 
 app = CommandGroup(help="Follow and cancel long-running jobs.\n\nExample: hybrid-audio jobs list")
 
-NamesFile = Annotated[
-    Path | None,
-    typer.Option(
-        exists=True,
-        dir_okay=False,
-        help="Names to use: one per line (# comments), or a JSON list. Default: the dataset.",
-    ),
-]
-DevelopersFile = Annotated[
-    Path | None,
-    typer.Option(
-        exists=True,
-        dir_okay=False,
-        help="Developers to use: one per line, or a JSON list. Default: the dataset.",
-    ),
-]
+
+def _texts_file(help: str) -> Any:
+    return Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help=help)]
+
+
+NamesFile = _texts_file(
+    "Names to use: one per line (# comments), or a JSON list. Default: the dataset."
+)
+DevelopersFile = _texts_file(
+    "Developers to use: one per line, or a JSON list. Default: the dataset."
+)
 JobId = Annotated[str, typer.Argument(metavar="ID", help="Job id.")]
 
 
@@ -72,14 +67,17 @@ def _read_list(path: Path | None) -> list[str] | None:
     return [line for line in lines if line and not line.startswith("#")]
 
 
-def bulk_body(names_file: Path | None, developers_file: Path | None) -> dict[str, list[str]]:
-    """The body of a bulk-generation request: the lists given, the datasets otherwise."""
+def start_bulk(
+    cli: Session, names_file: Path | None, developers_file: Path | None, wait: bool
+) -> None:
+    """Start the bulk-generation job (`POST /generate/rotational`) on the lists given (the
+    datasets otherwise), then show it or follow it to the end."""
     body: dict[str, list[str]] = {}
     if (names := _read_list(names_file)) is not None:
         body["names"] = names
     if (developers := _read_list(developers_file)) is not None:
         body["developers"] = developers
-    return body
+    finish_job(cli, cli.api.json("POST", "/generate/rotational", json=body), wait)
 
 
 def print_job(job: Mapping[str, Any]) -> None:
@@ -219,6 +217,4 @@ def jobs_cancel(ctx: typer.Context, job_id: JobId) -> None:
 
     Example: hybrid-audio jobs cancel ID
     """
-    cli = session(ctx)
-    data = cli.api.json("POST", f"/jobs/{segment(job_id)}/cancel")
-    cli.show(data, print_job)
+    session(ctx).show_answer("POST", f"/jobs/{segment(job_id)}/cancel", print_job)

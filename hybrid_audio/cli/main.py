@@ -107,5 +107,6 @@ def health(ctx: typer.Context) -> None:
     Example: hybrid-audio health
     """
     cli = session(ctx)
-    data = cli.api.json("GET", "/health")
-    cli.show(data, lambda d: out.print(kv_table(f"API {safe_url(cli.api.url)}", d)))
+    cli.show_answer(
+        "GET", "/health", lambda d: out.print(kv_table(f"API {safe_url(cli.api.url)}", d))
+    )

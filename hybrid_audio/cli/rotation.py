@@ -48,46 +48,28 @@ def _step_line(step: Mapping[str, Any]) -> str:
     return f"{step.get('stream')}: {what}  [{where}]"
 
 
-def _next(ctx: typer.Context, stream: str) -> None:
-    cli = session(ctx)
-    data = cli.api.json("GET", f"/rotation/next_{stream}")
-    cli.show(data, lambda d: out.print(safe(_step_line(d))))
+def _add_next(stream: str, what: str) -> None:
+    """`rotation next-STREAM`, the mirror of `GET /rotation/next_STREAM`."""
+
+    def command(ctx: typer.Context) -> None:
+        path = f"/rotation/next_{stream}"
+        session(ctx).show_answer("GET", path, lambda d: out.print(safe(_step_line(d))))
+
+    command.__name__ = f"rotation_next_{stream}"
+    command.__doc__ = (
+        f"Take the next {what} of the {stream} rotation (advances the cursor).\n\n"
+        f"Example: hybrid-audio rotation next-{stream}"
+    )
+    app.command(f"next-{stream}")(command)
 
 
-@app.command("next-name")
-def rotation_next_name(ctx: typer.Context) -> None:
-    """Take the next name of the name rotation (advances the cursor).
-
-    Example: hybrid-audio rotation next-name
-    """
-    _next(ctx, "name")
-
-
-@app.command("next-developer")
-def rotation_next_developer(ctx: typer.Context) -> None:
-    """Take the next developer of the developer rotation (advances the cursor).
-
-    Example: hybrid-audio rotation next-developer
-    """
-    _next(ctx, "developer")
-
-
-@app.command("next-script")
-def rotation_next_script(ctx: typer.Context) -> None:
-    """Take the next script key of the script rotation (advances the cursor).
-
-    Example: hybrid-audio rotation next-script
-    """
-    _next(ctx, "script")
-
-
-@app.command("next-pair")
-def rotation_next_pair(ctx: typer.Context) -> None:
-    """Take the next name × developer pair of the pair rotation (advances the cursor).
-
-    Example: hybrid-audio rotation next-pair
-    """
-    _next(ctx, "pair")
+for _stream, _what in (
+    ("name", "name"),
+    ("developer", "developer"),
+    ("script", "script key"),
+    ("pair", "name × developer pair"),
+):
+    _add_next(_stream, _what)
 
 
 @app.command("generate-pair")
@@ -161,15 +143,13 @@ def rotation_state(ctx: typer.Context) -> None:
 
     Example: hybrid-audio rotation state
     """
-    cli = session(ctx)
-    data = cli.api.json("GET", "/rotation/state")
 
     def render(d: Mapping[str, Any]) -> None:
         rows = [{**s, "progress": f"{100 * (s.get('progress') or 0):.1f}%"} for s in d.values()]
         columns = ["stream", "cycle", "position", "size", "progress", "stale", "updated_at"]
         out.print(rows_table("rotation cursors", rows, columns))
 
-    cli.show(data, render)
+    session(ctx).show_answer("GET", "/rotation/state", render)
 
 
 @app.command("reset")
@@ -192,5 +172,9 @@ def rotation_reset(
     if stream not in streams:
         known = ", ".join(streams)
         raise CliError(f"unknown stream {stream!r}: this server has {known}", EXIT_USAGE)
-    data = cli.api.json("POST", "/rotation/reset", json={"stream": stream})
-    cli.show(data, lambda d: out.print(kv_table(f"stream {d.get('stream')} reset", d)))
+    cli.show_answer(
+        "POST",
+        "/rotation/reset",
+        lambda d: out.print(kv_table(f"stream {d.get('stream')} reset", d)),
+        json={"stream": stream},
+    )
