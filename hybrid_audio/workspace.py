@@ -22,6 +22,7 @@ from typing import Any
 import param
 from pydantic import BaseModel
 
+from hybrid_audio import kinds
 from hybrid_audio.assembly import Assembler, AssemblyResult
 from hybrid_audio.cache import StemCache
 from hybrid_audio.config import Settings
@@ -66,6 +67,7 @@ class Workspace(param.Parameterized):
     @classmethod
     def build(cls, settings: Settings, engine: Engine | None = None) -> Workspace:
         """Every core object wired from `settings` (and `engine`, else the settings' one)."""
+        kinds.load(settings)  # the data folder's kinds.json, before anything lists kinds
         generator = Generator.from_settings(settings, engine=engine)
         cache, contract = generator.cache, generator.contract
         database = Database(Path(settings.database_path))
