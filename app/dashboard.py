@@ -118,7 +118,10 @@ def create_dashboard(
         ("Rotation", RotationView(workspace=workspace)),
         ("Storage", StorageView(workspace=workspace)),
     ]
-    tabs = pn.Tabs(*pages, dynamic=True, css_classes=["dashboard-tabs"])
+    # Every page stays in the document (not `dynamic`): pages share inputs and results (the
+    # Workflow page shows the Generate and Assemble pages' own), so a page changes while
+    # hidden, and Panel 1.10 re-renders a detached pane with stylesheets from its CDN.
+    tabs = pn.Tabs(*pages, dynamic=False, css_classes=["dashboard-tabs"])
     names = [name for name, _ in pages]
     workflow.open_page = lambda name: setattr(tabs, "active", names.index(name))
     header = pn.pane.Markdown(

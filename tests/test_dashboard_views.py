@@ -8,6 +8,7 @@ and checks the model and the panes. Browser tests are a separate layer.
 from __future__ import annotations
 
 import html
+import re
 import shutil
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from app.views.assemble import AssembleView
 from app.views.cache import CacheView
 from app.views.generate import GenerateView
 from app.views.rotation import RotationView
+from app.views.workflow import WorkflowView
 from hybrid_audio.config import Settings
 from hybrid_audio.engines import create_engine
 from hybrid_audio.jobs import Job, JobState
@@ -191,6 +193,98 @@ def test_reverify_reports_a_changed_byte(workspace: Workspace) -> None:
     verdicts = list(view.diff_table.value["verdict"])
     assert any(v.startswith("✗ first differing offset") for v in verdicts)
     assert "NOT verified" in view._result_text(view.document, view.report)
+
+
+def test_assemble_offers_join_mode_and_script_phrases(workspace: Workspace) -> None:
+    view = AssembleView(workspace=workspace)
+    labels = view.param.script_key.names
+    assert labels["offer — has a new offer for you"] == "offer"  # the phrase, not only the key
+    assert labels["—"] is None
+    view.template = "scripted"
+    assert view.join == workspace.assembler.load_template("scripted").join
+    view.param.update(name_text="Ann", developer_text="Acme Homes", script_key="offer")
+    view.join = "hybrid"
+    view.assemble()
+    assert view.last_error == ""
+    assert view.document["merge"]["mode"] == "hybrid"
+    assert view.report.ok
+    assert "join hybrid" in view._result_text(view.document, view.report)
+
+
+def test_outputs_list_follows_the_cores_last_result(workspace: Workspace) -> None:
+    """An assembly made by the core (the API, a script) shows without touching the view."""
+    view = AssembleView(workspace=workspace)
+    assert len(view.outputs_table.value) == 0
+    result = workspace.assembler.assemble("double_anchor", name="Ann", developer="Acme Homes")
+    assert list(view.outputs_table.value["id"]) == [result.summary.id]
+    assert view.output_id is None  # what this page shows stays the user's choice
+
+
+def test_downloads_are_the_proven_bytes(workspace: Workspace) -> None:
+    generate = GenerateView(workspace=workspace)
+    assert generate.download_bytes() is None  # nothing yet: a notification, not a crash
+    assert "no stem yet" in generate.last_error
+    generate.name_text = "Ann"
+    generate.generate_name()
+    stored = workspace.cache.read(generate.record).data
+    assert generate.download_bytes().getvalue() == stored
+    assemble = AssembleView(workspace=workspace)
+    assemble.param.update(name_text="Ann", developer_text="Acme Homes")
+    output_id = assemble.assemble()
+    assert assemble.download_bytes().getvalue() == workspace.assembler.read_output(output_id)[0]
+    # A WAV changed on disk is refused, never handed out.
+    path = Path(workspace.settings.output_dir) / f"{output_id}.wav"
+    path.write_bytes(path.read_bytes()[:-1] + b"\x01")
+    assert assemble.download_bytes() is None
+    assert "differs from the sha256" in assemble.last_error
+
+
+def _cards(layout: pn.viewable.Viewable) -> list[pn.Card]:
+    return [c for c in pn.panel(layout).objects if isinstance(c, pn.Card)]
+
+
+def test_workflow_page_walks_the_steps_in_order(workspace: Workspace) -> None:
+    generate = GenerateView(workspace=workspace)
+    assemble = AssembleView(workspace=workspace)
+    opened: list[str] = []
+    workflow = WorkflowView(
+        workspace=workspace, generate=generate, assemble=assemble, open_page=opened.append
+    )
+    cards = _cards(workflow)
+    assert [c.title for c in cards] == [
+        "1 · Voice contract",
+        "2 · Datasets",
+        "3 · Stems",
+        "4 · Message",
+        "5 · Proof",
+        "6 · Export",
+    ]
+    assert re.search(r"names\*\*: \d+ entries", workflow._datasets_text())
+    generate.name_text = "Marta"
+    workflow.generate_button.clicks += 1
+    assert generate.record.stem_id == "stem.name.marta"
+    assert "holds 1 stems" in workflow._cache_text()
+    assemble.developer_text = "Hilton"
+    workflow.assemble_button.clicks += 1
+    output_id = assemble.output_id
+    assert output_id is not None
+    assert assemble.document["inputs"]["name"] == "Marta"  # step 3's name fills the slot
+    assert "✓ verified" in workflow._proof_text(output_id)
+    assert "as recorded" in workflow._proof_text(output_id)
+    workflow.reverify_button.clicks += 1
+    assert "re-read from disk" in workflow._proof_text(output_id)
+    links = [b for b in cards[3].select(pn.widgets.Button) if "open-page" in b.css_classes]
+    links[0].clicks += 1
+    assert opened == ["Assemble"]
+
+
+def test_workflow_links_switch_the_dashboards_tab(workspace: Workspace) -> None:
+    tabs = create_dashboard(workspace).objects[1]
+    assert tabs._names[tabs.active] == "Workflow"  # the first page
+    for card in _cards(tabs.objects[0]):
+        for link in (b for b in card.select(pn.widgets.Button) if "open-page" in b.css_classes):
+            link.clicks += 1
+            assert link.label == f"Open the {tabs._names[tabs.active]} page →"
 
 
 def test_cache_page_filters_invalidates_and_bulk_generates(workspace: Workspace) -> None:

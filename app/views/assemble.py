@@ -3,8 +3,9 @@
 The page's only state is what the user chose: the inputs, the join mode, which output is
 shown (`output_id`) and, after "Re-verify from disk", that fresh proof (`reverified`). The
 manifest, waveform, proof and download are derived from them through the core's checked
-readers; the list of past outputs follows the core's `Assembler.last_result`, so an
-assembly made anywhere in this process (API, another tab) refreshes it.
+readers; the list of past outputs follows the core's `Assembler.last_result` through the
+session's live feed (`app.views.live`), so an assembly made anywhere in this process (the
+API, another tab) refreshes it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from app.views.common import (
     script_choices,
     waveform_figure,
 )
+from app.views.live import live
 from hybrid_audio.bitmerge import VerifyReport
 from hybrid_audio.templates import SilenceSegment, SlotSegment, StemSegment, list_templates
 from hybrid_audio.waveform import segment_boundaries, segment_spans
@@ -98,7 +100,10 @@ class AssembleView(PageState, pn.viewable.Viewer):
             sizing_mode="stretch_width",
         )
         self.outputs_table = pn.widgets.Tabulator(
-            pn.bind(self._outputs_frame, self.workspace.assembler.param.last_result),
+            pn.bind(
+                self._outputs_frame,
+                live(self.workspace).ref(self.workspace.assembler, "last_result"),
+            ),
             show_index=False,
             disabled=True,
             selectable=1,

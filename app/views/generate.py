@@ -23,6 +23,7 @@ from app.views.common import (
     script_choices,
     waveform_figure,
 )
+from app.views.live import live
 from hybrid_audio.cache import StemRecord
 from hybrid_audio.contract import VoiceContract
 from hybrid_audio.generation import ContractChange
@@ -158,9 +159,9 @@ class GenerateView(PageState, pn.viewable.Viewer):
 
     def contract_summary_pane(self) -> pn.pane.Markdown:
         """The active contract, following its parameters (a new pane per call)."""
-        contract = self.workspace.generator.contract
+        contract, feed = self.workspace.contract, live(self.workspace)
         return pn.pane.Markdown(
-            pn.bind(self._contract_summary, *[contract.param[f] for f in CONTRACT_FIELDS]),
+            pn.bind(self._contract_summary, *[feed.ref(contract, f) for f in CONTRACT_FIELDS]),
             css_classes=["contract-summary"],
         )
 

@@ -3,7 +3,8 @@
 Each step — contract, datasets, stems, message, proof, export — is a card with its result
 right below it and a button to the page that does it in detail. The page holds no state of
 its own: its inputs and results are the Generate and Assemble views' parameters (the same
-ones those pages show) and the core objects behind them.
+ones those pages show) and the core objects behind them, followed through the session's
+live feed (`app.views.live`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import param
 from app.views.assemble import EXACT_MEANS, AssembleView
 from app.views.common import PageState, friendly, md
 from app.views.generate import GenerateView
+from app.views.live import live
 from hybrid_audio import kinds
 from hybrid_audio.datasets import dataset_path, display_path, load_dataset
 from hybrid_audio.workspace import Workspace
@@ -92,6 +94,11 @@ class WorkflowView(PageState, pn.viewable.Viewer):
             lines.append(f"- **{md(kind.plural)}**: {count} ({where})")
         return "\n".join(lines)
 
+    def _cache_text(self, *_: object) -> str:
+        records = self.workspace.cache.list()
+        compatible = sum(r.compatible for r in records)
+        return f"The cache holds {len(records)} stems ({compatible} compatible with the contract)."
+
     def _proof_text(self, output_id: str | None, *_: object) -> str:
         report = self.assemble.report
         if output_id is None or report is None:
@@ -113,7 +120,7 @@ class WorkflowView(PageState, pn.viewable.Viewer):
         )
 
     def _cards(self) -> list[pn.Card]:
-        generate, assemble = self.generate, self.assemble
+        generate, assemble, feed = self.generate, self.assemble, live(self.workspace)
         stem_text, stem_player, stem_download = generate.result_panes()
         message_text, message_player = assemble.message_panes()
         message_inputs = pn.Row(
@@ -156,6 +163,10 @@ class WorkflowView(PageState, pn.viewable.Viewer):
                 ),
                 stem_text,
                 pn.Row(stem_player, stem_download, sizing_mode="stretch_width"),
+                pn.pane.Markdown(
+                    pn.bind(self._cache_text, feed.ref(self.workspace.cache, "revision")),
+                    css_classes=["workflow-cache"],
+                ),
                 pages=("Generate", "Cache"),
             ),
             self._step(
