@@ -23,7 +23,10 @@ from hybrid_audio.datasets import load_dataset
 from hybrid_audio.jobs import FINISHED_STATES, Job, JobState
 from hybrid_audio.workspace import Workspace
 
+#: A ▶ in the first column plays the row's stem (a data column, so it stays in view).
+PLAY = "play"
 STEM_COLUMNS = [
+    PLAY,
     "stem_id",
     "kind",
     "text",
@@ -38,11 +41,12 @@ STEM_COLUMNS = [
     "sha256",
     "updated_at",
 ]
+_RECORD_COLUMNS = [c for c in STEM_COLUMNS if c not in (PLAY, "incompatible_because")]
 _COMPATIBILITY = {"all": None, "compatible": True, "incompatible": False}
 #: Wait before reading a table selection after a click (Panel's debounce is 50 ms).
 _SELECTION_SETTLE_MS = 250
 #: Long texts wrap inside these widths (px) instead of widening the table past the page.
-_WIDTHS = {"stem_id": 220, "text": 260, "incompatible_because": 260, "sha256": 140}
+_WIDTHS = {PLAY: 44, "stem_id": 220, "text": 260, "incompatible_because": 260, "sha256": 140}
 _WRAPPED = {"type": "textarea"}  # Tabulator's textarea formatter escapes HTML, and wraps
 
 
@@ -101,7 +105,6 @@ class CacheView(PageState, pn.viewable.Viewer):
             selectable="checkbox",
             pagination="local",
             page_size=15,
-            buttons={"play": "▶"},
             widths=_WIDTHS,
             formatters={"text": _WRAPPED, "incompatible_because": _WRAPPED},
             css_classes=["stems-table"],
@@ -118,7 +121,7 @@ class CacheView(PageState, pn.viewable.Viewer):
         self._init_callbacks()
 
     def _init_callbacks(self) -> None:
-        self.table.on_click(self._handle_table_click)
+        self.table.on_click(self._handle_play_click, column=PLAY)
         self.invalidate_button.on_click(self._handle_invalidate_click)
         self.bulk_button.on_click(lambda _: self.bulk_generate())
         self.cancel_button.on_click(lambda _: self.cancel_job())
@@ -126,8 +129,8 @@ class CacheView(PageState, pn.viewable.Viewer):
 
     # --- actions ------------------------------------------------------------------------
 
-    def _handle_table_click(self, event) -> None:
-        if event.column == "play" and event.row is not None and event.row < len(self.table.value):
+    def _handle_play_click(self, event) -> None:
+        if event.row is not None and event.row < len(self.table.value):
             self.playing = str(self.table.value.iloc[event.row]["stem_id"])
 
     def _handle_invalidate_click(self, _event: object) -> None:
@@ -195,7 +198,8 @@ class CacheView(PageState, pn.viewable.Viewer):
         cache = self.workspace.cache
         rows = []
         for record in self._records(kind, compatibility, search):
-            row = {c: getattr(record, c) for c in STEM_COLUMNS if c != "incompatible_because"}
+            row = {c: getattr(record, c) for c in _RECORD_COLUMNS}
+            row[PLAY] = "▶"
             row["incompatible_because"] = "; ".join(cache.incompatibility(record))
             rows.append(row)
         return pd.DataFrame(rows, columns=STEM_COLUMNS)
