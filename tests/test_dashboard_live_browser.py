@@ -16,8 +16,6 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
-
 from tests import test_dashboard_browser as pages
 from tests.api_server import REPO
 from tests.test_dashboard_browser import (
@@ -40,7 +38,7 @@ browser = pages.browser
 dash_server = pages.dash_server
 live_page = pages.ui
 
-pytestmark = [pytest.mark.slow]
+pytestmark = pages.pytestmark  # slow, and skipped without Chromium
 
 
 def test_cache_page_follows_stems_made_and_removed_elsewhere(live_page: Session) -> None:
