@@ -212,13 +212,9 @@ class RotationEngine(param.Parameterized):
     )
     cursors = param.Dict(
         default={},
-        doc="Output: stream → StreamState, every stream's cursor for the current seed as of "
-        "the rotation revision `cursors_revision` of the state database. This process's "
-        "steps and resets update it at once; `refresh()` brings other processes' steps and "
-        "changed dataset files. Empty until the first step, reset or refresh.",
-    )
-    cursors_revision = param.Integer(
-        default=-1, doc="Output: the database's rotation revision that `cursors` shows."
+        doc="Output: stream → StreamState, every stream's cursor for the current seed. This "
+        "process's steps and resets update it at once; `refresh()` brings other processes' "
+        "steps and changed dataset files. Empty until the first step, reset or refresh.",
     )
 
     def __init__(self, **params: Any) -> None:
@@ -228,6 +224,7 @@ class RotationEngine(param.Parameterized):
         self._database: Database | None = None
         self._publish_lock = threading.RLock()  # a watcher of cursors may step in turn
         self._cursor_sources: tuple[Any, ...] | None = None  # what `cursors` was read from
+        self._cursors_revision = -1  # the database's rotation revision `cursors` shows
         self._log_cache: tuple[Settings, JsonlLog] | None = None
         # stream → (signature of its source, data, object kept alive for the signature)
         self._data_cache: dict[str, tuple[Any, _Data, Any]] = {}
@@ -266,6 +263,8 @@ class RotationEngine(param.Parameterized):
         return (*(kind.name for kind in kinds.rotation_kinds()), PAIR)
 
     def _check_stream(self, stream: str) -> str:
+        if stream in STREAMS:  # built-ins always exist: no need to look at kinds.json
+            return stream
         streams = self.streams
         if stream not in streams:
             raise ValueError(f"unknown rotation stream {stream!r}; streams: {', '.join(streams)}")
@@ -482,11 +481,11 @@ class RotationEngine(param.Parameterized):
         An older revision than the one shown (a slower thread) changes nothing.
         """
         with self._publish_lock:
-            if revision <= self.cursors_revision:
+            if revision <= self._cursors_revision:
                 return
-            if revision == self.cursors_revision + 1 and cursor.seed == self.seed:
-                cursors = {**self.cursors, cursor.stream: cursor}
-                self.param.update(cursors=cursors, cursors_revision=revision)
+            if revision == self._cursors_revision + 1 and cursor.seed == self.seed:
+                self._cursors_revision = revision
+                self.cursors = {**self.cursors, cursor.stream: cursor}
                 return
         self.refresh()
 
@@ -500,11 +499,11 @@ class RotationEngine(param.Parameterized):
         revision = read_revision(self._connection(), "rotation")
         sources = (self.seed, *(self._source(s) for s in self.streams if s != PAIR))
         with self._publish_lock:
-            if revision == self.cursors_revision and sources == self._cursor_sources:
+            if revision == self._cursors_revision and sources == self._cursor_sources:
                 return False
             cursors = self.state()
-            self._cursor_sources = sources
-            self.param.update(cursors=cursors, cursors_revision=revision)
+            self._cursor_sources, self._cursors_revision = sources, revision
+            self.cursors = cursors
         return True
 
     def take(self, stream: str, count: int) -> list[RotationStep]:
