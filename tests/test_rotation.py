@@ -515,3 +515,23 @@ def test_a_ten_billion_pair_space_with_flat_memory(tmp_path: Path) -> None:
     assert current - base < 128 * 1024, "memory grows with steps"
     assert peak - base < 512 * 1024
     assert engine.state()["pair"].position == 1101
+
+
+def test_a_kind_marked_rotation_in_kinds_json_is_a_stream(tmp_path: Path) -> None:
+    """Adding a rotation stream is data: a kind with `"rotation": true` in kinds.json
+    (in another process: the kinds registry is process-wide and only grows)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "greetings.txt").write_text("Hello\nGood morning\nWelcome back\n")
+    kinds = {"name": "greeting", "plural": "greetings", "dataset": "greetings.txt"}
+    (data / "kinds.json").write_text(json.dumps({"kinds": [{**kinds, "rotation": True}]}))
+    probe = f"""
+from hybrid_audio.config import Settings
+from hybrid_audio.rotation import RotationEngine
+engine = RotationEngine(settings=Settings(base_dir={str(tmp_path)!r}), seed=1)
+assert engine.streams == ("name", "developer", "script", "greeting", "pair"), engine.streams
+taken = [step.item for step in engine.take("greeting", 3)]
+assert sorted(taken) == ["Good morning", "Hello", "Welcome back"], taken
+assert engine.cursors["greeting"].cycle == 1
+"""
+    subprocess.run([sys.executable, "-c", probe], check=True, cwd=REPO, timeout=60)
