@@ -35,7 +35,7 @@ Hooks for browser tests (stable names and CSS classes):
   `.assemble-result` (contains "verified" when every byte checks, "NOT verified" else);
   waveform `.waveform` (Bokeh: shaded segment spans with labels); player `.audio-player`
   (an `<audio>` whose src is `/assemble/outputs/{id}/audio` under the API); byte-diff
-  Tabulator `.byte-diff` (columns index, stem, kind, byte range, source sha256, verdict =
+  Tabulator `.byte-diff` (columns #, stem, kind, byte range, source sha256, verdict =
   "✓ exact" | "✗ first differing offset N"); past outputs Tabulator `.outputs-table`
   (click a row to load it).
 - Cache: totals `.cache-totals`; stems Tabulator `.stems-table` (checkbox selection);

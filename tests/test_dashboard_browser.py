@@ -7,6 +7,7 @@ wrong key refused, right key gets in). Each test opens a fresh browser page, rec
 every request it makes (all must go to the server on 127.0.0.1: the dashboard works
 offline, no CDN) and every console error, and saves a screenshot of the page to
 `tests/artifacts/<page>.png` (gitignored). Waits are on DOM conditions, never sleeps.
+Pages are 1400×900: nothing a user needs (buttons, verdicts) may be clipped at that size.
 
 Chromium is Debian's (`/usr/bin/chromium`, `make system-deps`); Playwright's own browser
 download is not needed. The module is skipped when either is missing.
@@ -14,6 +15,7 @@ download is not needed. The module is skipped when either is missing.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 import shutil
@@ -24,6 +26,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from hybrid_audio.wav import read_wav
 from tests.api_server import CHROMIUM_ARGS, REPO, ApiServer, make_base_dir, start_server
 
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -37,6 +40,10 @@ ARTIFACTS = REPO / "tests" / "artifacts"
 DOCS_SCREENSHOT = REPO / "docs" / "assemble.png"
 #: Every DOM wait; Panel's first render (bokeh.js + websocket) takes a second or two.
 TIMEOUT_MS = 20_000
+#: The browser window: the smallest screen the dashboard is laid out for.
+VIEWPORT = {"width": 1400, "height": 900}
+#: Every tab, in order.
+TABS = ("Workflow", "Generate", "Assemble", "Cache", "Rotation", "Storage")
 #: Names for the bulk job typed into the Cache page.
 BULK_NAMES = ["Ann", "Bob", "Cid", "Dee", "Eve"]
 sync_api.expect.set_options(timeout=TIMEOUT_MS)
@@ -105,7 +112,7 @@ def browser() -> Iterator[sync_api.Browser]:
 
 
 def _session(browser: sync_api.Browser, server: ApiServer) -> Iterator[Session]:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
     session = Session(page, server)
@@ -151,7 +158,7 @@ def open_dashboard(ui: Session) -> None:
 
 
 def open_tab(ui: Session, label: str) -> None:
-    """Show one page of the dashboard (tabs are dynamic: only the active one is rendered)."""
+    """Show one page of the dashboard (every page is rendered; the others are hidden)."""
     tab = visible(ui.page.locator(".dashboard-tabs .bk-tab", has_text=label))
     tab.click()
     sync_api.expect(tab).to_have_class(re.compile(r"\bbk-active\b"))
@@ -195,6 +202,50 @@ def deep_text(locator: sync_api.Locator) -> str:
     return locator.evaluate(_DEEP_TEXT)
 
 
+#: Why an element is not fully visible, or "" when it is: it overflows its own box
+#: (clipped text), reaches outside the window, or another element (a parent that clips it,
+#: a neighbour drawn over it) is what the user would hit at its corners. Enters shadow roots.
+_CLIPPED = """el => {
+  if (el.scrollWidth > el.clientWidth + 1)
+    return `text overflows: ${el.scrollWidth} > ${el.clientWidth}`;
+  const box = el.getBoundingClientRect();
+  if (box.width === 0 || box.left < 0 || box.right > window.innerWidth)
+    return `outside the window: ${box.left}..${box.right} of ${window.innerWidth}`;
+  const hit = (x, y) => {
+    let root = document, found = null;
+    for (;;) {
+      const next = root.elementFromPoint(x, y);
+      if (!next || next === found) return found;
+      found = next;
+      if (!next.shadowRoot) return found;
+      root = next.shadowRoot;
+    }
+  };
+  const inside = node => {
+    for (let n = node; n; n = n.parentNode || n.host) if (n === el) return true;
+    return false;
+  };
+  const inset = Math.min(8, box.width / 4);  // past a neighbour's resize handle
+  for (const x of [box.left + inset, box.right - inset]) {
+    const y = box.top + box.height / 2;
+    if (y > window.innerHeight) continue;  // below the fold: scrolled into view first
+    const top = hit(x, y);
+    if (!inside(top)) return `covered or clipped at x=${x} by ${top && top.className}`;
+  }
+  return "";
+}"""
+
+
+def assert_not_clipped(locator: sync_api.Locator) -> None:
+    """Every match is whole on screen (scrolled into view first)."""
+    assert locator.count() > 0
+    for index in range(locator.count()):
+        element = locator.nth(index)
+        element.scroll_into_view_if_needed()
+        problem = element.evaluate(_CLIPPED)
+        assert problem == "", f"{deep_text(element)!r}: {problem}"
+
+
 def assert_clean(ui: Session) -> None:
     """Every request went to the server on 127.0.0.1, and no error reached the console."""
     assert ui.foreign_requests() == []
@@ -209,7 +260,7 @@ def test_dashboard_loads_offline(ui: Session) -> None:
     header = visible(ui.page.locator(".dashboard-header"))
     sync_api.expect(header).to_contain_text("Hybrid Audio")
     sync_api.expect(header).to_contain_text("piper")
-    for label in ("Generate", "Assemble", "Cache", "Rotation", "Storage"):
+    for label in TABS:
         sync_api.expect(
             visible(ui.page.locator(".dashboard-tabs .bk-tab", has_text=label))
         ).to_be_visible()
@@ -343,6 +394,132 @@ def test_storage_page_says_gcs_is_off(ui: Session) -> None:
     open_tab(ui, "Storage")
     sync_api.expect(visible(ui.page.locator(".storage-status"))).to_contain_text("not configured")
     ui.screenshot("storage")
+    assert_clean(ui)
+
+
+def test_every_page_and_widget_is_served_by_the_server(ui: Session) -> None:
+    """Every tab, and the widgets that load their CSS/JS lazily (Tabulator, FileDownload,
+    progress bars, the Bokeh plot), fetch nothing from a CDN: the machines are offline."""
+    open_dashboard(ui)
+    page = ui.page
+    sync_api.expect(visible(page.locator(".workflow-step-6"))).to_be_visible()  # first tab
+    ready = {
+        "Generate": ".contract-summary",
+        "Assemble": ".byte-diff .tabulator",
+        "Cache": ".stems-table .tabulator",
+        "Rotation": ".rotation-progress-pair progress",
+        "Storage": ".storage-status",
+        "Workflow": ".download-message button",
+    }
+    for label, selector in ready.items():
+        open_tab(ui, label)
+        sync_api.expect(visible(page.locator(selector))).to_be_attached()
+        if label == "Generate":  # an enabled Download, a waveform and a player
+            fill(ui, "Name", "Offline")
+            click(ui, "Generate name")
+            sync_api.expect(visible(page.locator(".download-stem button"))).to_be_enabled()
+    page.wait_for_load_state("networkidle")
+    assert any("/static/" in urlsplit(url).path for url in ui.requests)  # resources: ours
+    assert_clean(ui)
+
+
+def test_workflow_walks_from_the_contract_to_the_downloaded_message(ui: Session) -> None:
+    """The first page is the whole path in order; each step's result shows right below it,
+    and its Download gives the very bytes the server proved."""
+    open_dashboard(ui)
+    page = ui.page
+
+    def step(number: int) -> sync_api.Locator:
+        return visible(page.locator(f".workflow-step-{number}"))
+
+    sync_api.expect(visible(page.locator(".workflow-intro"))).to_contain_text("Hybrid Audio")
+    sync_api.expect(step(1).locator(".contract-summary")).to_contain_text("piper")
+    sync_api.expect(step(2)).to_contain_text(re.compile(r"names: \d+ entries"))
+    fill(ui, "Name", "Marta")
+    click(ui, "Generate name")
+    sync_api.expect(step(3).locator(".generate-result")).to_contain_text("stem.name.marta")
+    fill(ui, "Developer", "Hilton")
+    click(ui, "Assemble message")
+    sync_api.expect(step(4).locator(".assemble-result")).to_contain_text("verified")
+    proof = step(5).locator(".workflow-proof")
+    sync_api.expect(proof).to_contain_text(re.compile(r"✓ verified — (\d+)/\1 segments"))
+    sync_api.expect(proof).to_contain_text("byte for byte")  # what ✓ exact proves
+    audio = step(4).locator(".audio-player audio")
+    output_id = audio.get_attribute("src").split("/")[3]
+    with page.expect_download() as download:
+        visible(step(6).get_by_role("button", name="Download message (WAV)")).click()
+    assert download.value.suggested_filename == f"{output_id}.wav"
+    data = Path(download.value.path()).read_bytes()
+    api = ui.server.client()
+    assert data == api.get(f"/assemble/outputs/{output_id}/audio").content
+    manifest = api.get(f"/assemble/outputs/{output_id}").json()
+    assert hashlib.sha256(data).hexdigest() == manifest["output"]["sha256"]
+    assert manifest["inputs"]["name"] == "Marta"
+    assert len(read_wav(data).pcm) > 0
+    ui.screenshot("workflow")
+    # The link opens the detailed page, showing the same message and inputs.
+    visible(step(4).get_by_role("button", name="Open the Assemble page →")).click()
+    sync_api.expect(
+        visible(page.locator(".dashboard-tabs .bk-tab", has_text="Assemble"))
+    ).to_have_class(re.compile(r"\bbk-active\b"))
+    sync_api.expect(visible(page.locator(".assemble-result"))).to_contain_text(output_id)
+    sync_api.expect(visible(page.get_by_label("Name", exact=True))).to_have_value("Marta")
+    assert_clean(ui)
+
+
+def test_assemble_page_offers_the_join_mode_and_script_phrases(ui: Session) -> None:
+    """The join mode is the user's choice, and scripts are chosen by what they say."""
+    open_dashboard(ui)
+    open_tab(ui, "Assemble")
+    page = ui.page
+    visible(page.get_by_label("Template", exact=True)).select_option("scripted")
+    script = visible(page.get_by_label("Script", exact=True))
+    script.select_option(label="offer — has a new offer for you")
+    fill(ui, "Name", "Nadia")
+    fill(ui, "Developer", "Acme Homes")
+    visible(page.locator(".join-mode").get_by_role("button", name="hybrid")).click()
+    click(ui, "Assemble")
+    result = visible(page.locator(".assemble-result"))
+    sync_api.expect(result).to_contain_text("join hybrid")
+    sync_api.expect(result).to_contain_text("verified")
+    sync_api.expect(visible(page.locator(".exact-means"))).to_contain_text("✓ exact")
+    output_id = visible(page.locator(".audio-player audio")).get_attribute("src").split("/")[3]
+    manifest = ui.server.client().get(f"/assemble/outputs/{output_id}").json()
+    assert (manifest["merge"]["mode"], manifest["inputs"]["script"]) == ("hybrid", "offer")
+    assert_clean(ui)
+
+
+def test_nothing_a_user_needs_is_clipped_at_1400_px(ui: Session) -> None:
+    """At 1400×900 the Next buttons, the byte-diff verdicts (long ones too) and the tables'
+    columns are whole."""
+    open_dashboard(ui)
+    open_tab(ui, "Assemble")
+    page = ui.page
+    fill(ui, "Name", "Bartholomew")
+    fill(ui, "Developer", "Acme Homes")
+    click(ui, "Assemble")
+    sync_api.expect(visible(page.locator(".assemble-result"))).to_contain_text("verified")
+    # A changed byte makes the longest verdict: "✗ first differing offset N (…)".
+    output_id = visible(page.locator(".audio-player audio")).get_attribute("src").split("/")[3]
+    manifest = ui.server.client().get(f"/assemble/outputs/{output_id}").json()
+    wav_path = ui.server.base_dir / "output" / f"{output_id}.wav"
+    data = bytearray(wav_path.read_bytes())
+    audio = [s for s in manifest["merge"]["segments"] if s["kind"] == "audio"]
+    data[audio[-1]["byte_offset"] + 5] ^= 0xFF
+    wav_path.write_bytes(bytes(data))
+    click(ui, "Re-verify from disk")
+    verdicts = page.locator(".byte-diff .tabulator-cell[tabulator-field='verdict']")
+    sync_api.expect(verdicts.filter(has_text="✗ first differing offset")).to_have_count(1)
+    assert_not_clipped(verdicts.filter(visible=True))
+    for table in ("byte-diff", "outputs-table"):  # no column pushed past the page either
+        assert_not_clipped(visible(page.locator(f".{table} .tabulator-tableholder")))
+    for label in ("Next name", "Next developer", "Next script", "Next pair", "Assemble"):
+        assert_not_clipped(visible(page.get_by_role("button", name=label, exact=True)))
+    assert_not_clipped(visible(page.locator(".download-message button")))
+    ui.screenshot("assemble-1400")
+    open_tab(ui, "Rotation")
+    for stream in ("name", "developer", "script", "pair"):
+        assert_not_clipped(visible(page.locator(f".rotation-next-{stream} button")))
     assert_clean(ui)
 
 

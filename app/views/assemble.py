@@ -32,7 +32,7 @@ from hybrid_audio.templates import SilenceSegment, SlotSegment, StemSegment, lis
 from hybrid_audio.waveform import segment_boundaries, segment_spans
 from hybrid_audio.workspace import Workspace
 
-DIFF_COLUMNS = ["index", "stem", "kind", "byte range", "source sha256", "verdict"]
+DIFF_COLUMNS = ["#", "stem", "kind", "byte range", "source sha256", "verdict"]
 OUTPUT_COLUMNS = ["id", "template", "name", "developer", "script", "duration", "verified"]
 #: What a "✓ exact" row proves, said once above the table.
 EXACT_MEANS = (
@@ -40,9 +40,12 @@ EXACT_MEANS = (
     "identical, byte for byte, to the cached stem (or silence) it came from; "
     "**✗** names the first byte that differs."
 )
-#: The byte-diff table wraps long cells (stem ids, hashes, verdicts) instead of clipping them.
-_WRAP_CELLS = [":host .tabulator-cell { white-space: pre-wrap; word-break: break-all; }"]
-_DIFF_WIDTHS = {"index": 60, "kind": 70, "byte range": 130}
+#: The byte-diff table wraps long cells (stem ids, hashes, verdicts) instead of clipping
+#: them: Tabulator's textarea formatter wraps (and escapes HTML); hashes break anywhere.
+_WRAPPED = {"type": "textarea"}
+_DIFF_FORMATTERS = {"stem": _WRAPPED, "source sha256": _WRAPPED, "verdict": _WRAPPED}
+_BREAK_ANYWHERE = [".tabulator-cell { overflow-wrap: anywhere; }"]
+_DIFF_WIDTHS = {"#": 50, "kind": 70, "byte range": 130}
 
 
 class AssembleView(PageState, pn.viewable.Viewer):
@@ -95,7 +98,8 @@ class AssembleView(PageState, pn.viewable.Viewer):
             disabled=True,
             layout="fit_columns",
             widths=_DIFF_WIDTHS,
-            stylesheets=_WRAP_CELLS,
+            formatters=_DIFF_FORMATTERS,
+            stylesheets=_BREAK_ANYWHERE,
             css_classes=["byte-diff"],
             sizing_mode="stretch_width",
         )
@@ -109,6 +113,10 @@ class AssembleView(PageState, pn.viewable.Viewer):
             selectable=1,
             pagination="local",
             page_size=10,
+            layout="fit_columns",
+            widths={"template": 130, "duration": 80, "verified": 80},
+            formatters={"id": _WRAPPED},
+            stylesheets=_BREAK_ANYWHERE,
             css_classes=["outputs-table"],
             sizing_mode="stretch_width",
         )
@@ -277,7 +285,7 @@ class AssembleView(PageState, pn.viewable.Viewer):
                     verdict += f" ({check.detail})"
             rows.append(
                 {
-                    "index": check.index,
+                    "#": check.index,
                     "stem": check.id,
                     "kind": check.kind,
                     "byte range": f"{start}–{end}",
@@ -293,7 +301,7 @@ class AssembleView(PageState, pn.viewable.Viewer):
         except OSError:
             outputs = []
         rows = [{c: getattr(o, c) for c in OUTPUT_COLUMNS} for o in outputs]
-        return pd.DataFrame(rows, columns=OUTPUT_COLUMNS)
+        return pd.DataFrame(rows, columns=OUTPUT_COLUMNS).round({"duration": 2})
 
     def _wav_bytes(self, output_id: str) -> bytes:
         """The message's WAV, proven against its manifest (a changed file is an error)."""
