@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import socket
+import sqlite3
 import time
+from contextlib import closing
+from pathlib import Path
 
 import httpx
 import pytest
@@ -241,6 +244,18 @@ def _wait_state(client: httpx.Client, job_id: str, states: set[str], timeout: fl
     raise AssertionError(f"job {job_id} not in {states} after {timeout} s: {info}")
 
 
+def _wait_row_progress(base_dir: Path, job_id: str, timeout: float = 30) -> None:
+    """Wait until the job's row (what another process reads) records a finished step."""
+    deadline = time.monotonic() + timeout
+    with closing(sqlite3.connect(base_dir / "state" / "hybrid_audio.sqlite3")) as db:
+        while time.monotonic() < deadline:
+            row = db.execute("SELECT done FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row and row[0] >= 1:
+                return
+            time.sleep(0.05)
+    raise AssertionError(f"job {job_id}: no progress in its row after {timeout} s")
+
+
 def _long_bulk_job(client: httpx.Client) -> str:
     names = [f"Interrupted Person Number {i}" for i in range(3000)]
     response = client.post("/cache/bulk_generate", json={"names": names, "developers": []})
@@ -257,6 +272,7 @@ def test_a_job_killed_with_its_server_shows_as_interrupted_after_restart(
     job_id = _long_bulk_job(first.client())
     running = _wait_state(first.client(), job_id, {"running"})
     assert running["params"] == {"source": "api", "names": 3000, "developers": 0}
+    _wait_row_progress(first.base_dir, job_id)  # progress reaches the row at most every 0.25 s
     first.process.kill()
     first.process.wait(timeout=10)
     second = start_server(first.base_dir, key=first.key)
