@@ -24,7 +24,7 @@ from pydantic import BaseModel
 
 from hybrid_audio import kinds
 from hybrid_audio.assembly import Assembler, AssemblyResult
-from hybrid_audio.cache import StemCache
+from hybrid_audio.cache import CacheReport, StemCache
 from hybrid_audio.config import Settings
 from hybrid_audio.contract import VoiceContract
 from hybrid_audio.database import Database
@@ -172,6 +172,13 @@ class Workspace(param.Parameterized):
             failed=len(report.failed),
         )
         return report.model_dump()
+
+    def verify_cache(self) -> CacheReport:
+        """`StemCache.verify()`, logged to jobs.jsonl as `cache_audit` whoever asks (the API,
+        the dashboard, a notebook or a script)."""
+        report = self.cache.verify()
+        self.jobs_log.write("cache_audit", **report.model_dump())
+        return report
 
     def close(self) -> None:
         self.jobs.shutdown()

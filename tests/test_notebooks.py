@@ -129,6 +129,9 @@ def test_rotation_and_bulk_runs_a_logged_job_and_a_clean_audit(
     assert job.params == {"source": "notebook", "names": 4, "developers": 4}
     events = jsonl(base_dir / "logs" / "jobs.jsonl")
     assert [e["event"] for e in events if e.get("job") == job.id] == ["job_started", "job_done"]
+    audits = [e for e in events if e["event"] == "cache_audit"]
+    assert len(audits) == 1  # the notebook's audit is logged as the server's are
+    assert audits[0]["ok"] is True
 
 
 def test_headless_batch_notebook_writes_verified_messages_and_a_summary(

@@ -178,7 +178,7 @@ class CacheView(PageState, pn.viewable.Viewer):
 
     @friendly
     def verify(self) -> CacheReport:
-        self.audit = self.workspace.cache.verify()
+        self.audit = self.workspace.verify_cache()
         return self.audit
 
     # --- derived values -----------------------------------------------------------------

@@ -88,6 +88,4 @@ def stem_audio(stem_id: str, workspace: WorkspaceDep) -> FileResponse:
 
 @router.get("/verify", response_model=CacheReport, summary="Files against the index")
 def verify(workspace: WorkspaceDep) -> CacheReport:
-    report = workspace.generator.cache.verify()
-    workspace.jobs_log.write("cache_audit", **report.model_dump())
-    return report
+    return workspace.verify_cache()
