@@ -202,15 +202,11 @@ def deep_text(locator: sync_api.Locator) -> str:
     return locator.evaluate(_DEEP_TEXT)
 
 
-#: Why an element is not fully visible, or "" when it is: it overflows its own box
-#: (clipped text), reaches outside the window, or another element (a parent that clips it,
-#: a neighbour drawn over it) is what the user would hit at its corners. Enters shadow roots.
-_CLIPPED = """el => {
-  if (el.scrollWidth > el.clientWidth + 1)
-    return `text overflows: ${el.scrollWidth} > ${el.clientWidth}`;
-  const box = el.getBoundingClientRect();
-  if (box.width === 0 || box.left < 0 || box.right > window.innerWidth)
-    return `outside the window: ${box.left}..${box.right} of ${window.innerWidth}`;
+#: Why each element is not fully visible ("" when it is): it overflows its own box (clipped
+#: text), reaches outside the window, or another element (a parent that clips it, a
+#: neighbour drawn over it) is what the user would hit near its edges. Each element is
+#: scrolled into view first; all are measured in one call, so a re-render cannot interleave.
+_CLIPPED = """els => els.map(el => {
   const hit = (x, y) => {
     let root = document, found = null;
     for (;;) {
@@ -225,25 +221,27 @@ _CLIPPED = """el => {
     for (let n = node; n; n = n.parentNode || n.host) if (n === el) return true;
     return false;
   };
+  const name = el.textContent.trim().slice(0, 80) || el.className;
+  if (el.scrollWidth > el.clientWidth + 1)
+    return `${name}: text overflows: ${el.scrollWidth} > ${el.clientWidth}`;
+  el.scrollIntoView({block: "center", inline: "nearest"});
+  const box = el.getBoundingClientRect();
+  if (box.width === 0 || box.left < 0 || box.right > window.innerWidth)
+    return `${name}: outside the window: ${box.left}..${box.right} of ${window.innerWidth}`;
   const inset = Math.min(8, box.width / 4);  // past a neighbour's resize handle
   for (const x of [box.left + inset, box.right - inset]) {
-    const y = box.top + box.height / 2;
-    if (y > window.innerHeight) continue;  // below the fold: scrolled into view first
-    const top = hit(x, y);
-    if (!inside(top)) return `covered or clipped at x=${x} by ${top && top.className}`;
+    const top = hit(x, box.top + Math.min(box.height / 2, window.innerHeight / 2));
+    if (!inside(top)) return `${name}: covered or clipped at x=${x} by ${top && top.className}`;
   }
   return "";
-}"""
+})"""
 
 
 def assert_not_clipped(locator: sync_api.Locator) -> None:
-    """Every match is whole on screen (scrolled into view first)."""
-    assert locator.count() > 0
-    for index in range(locator.count()):
-        element = locator.nth(index)
-        element.scroll_into_view_if_needed()
-        problem = element.evaluate(_CLIPPED)
-        assert problem == "", f"{deep_text(element)!r}: {problem}"
+    """Every match is whole on screen (each scrolled into view to be looked at)."""
+    locator.first.wait_for()
+    problems = locator.evaluate_all(_CLIPPED)
+    assert [p for p in problems if p] == []
 
 
 def assert_clean(ui: Session) -> None:

@@ -24,6 +24,7 @@ from app.views.common import (
     friendly,
     md,
     script_choices,
+    wav_download,
     waveform_figure,
 )
 from app.views.live import live
@@ -332,14 +333,7 @@ class AssembleView(PageState, pn.viewable.Viewer):
         return BytesIO(self._wav_bytes(self.output_id))
 
     def _download_button(self, output_id: str | None) -> pn.widgets.FileDownload:
-        return pn.widgets.FileDownload(
-            callback=self.download_bytes,
-            filename=f"{output_id or 'message'}.wav",
-            label="Download message (WAV)",
-            disabled=output_id is None,
-            width=220,
-            css_classes=["download-message"],
-        )
+        return wav_download(self.download_bytes, output_id, "message")
 
     # --- panes shared with the workflow page (new objects on every call) ------------------
 

@@ -147,6 +147,24 @@ def waveform_figure(
     return fig
 
 
+def wav_download(
+    read: Callable[[], BytesIO | None], name: str | None, what: str
+) -> pn.widgets.FileDownload:
+    """A "Download <what> (WAV)" button for the shown audio, disabled while there is none.
+
+    `read` runs on click and gives the bytes the core has proven (a checked reader, never
+    a path); `name` (a stem or output id) names the file, None when nothing is shown.
+    """
+    return pn.widgets.FileDownload(
+        callback=read,
+        filename=f"{name or what}.wav",
+        label=f"Download {what} (WAV)",
+        disabled=name is None,
+        width=220,
+        css_classes=[f"download-{what}"],
+    )
+
+
 def audio_player(url: str | None, wav_bytes: bytes | None) -> pn.viewable.Viewable:
     """An audio player: by URL when the API serves the file, else from the proven bytes."""
     if url:

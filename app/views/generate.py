@@ -21,6 +21,7 @@ from app.views.common import (
     md,
     notify_info,
     script_choices,
+    wav_download,
     waveform_figure,
 )
 from app.views.live import live
@@ -213,14 +214,7 @@ class GenerateView(PageState, pn.viewable.Viewer):
         return BytesIO(self._stem_bytes(self.record))
 
     def _download_button(self, record: StemRecord | None) -> pn.widgets.FileDownload:
-        return pn.widgets.FileDownload(
-            callback=self.download_bytes,
-            filename=f"{record.stem_id if record else 'stem'}.wav",
-            label="Download stem (WAV)",
-            disabled=record is None,
-            width=200,
-            css_classes=["download-stem"],
-        )
+        return wav_download(self.download_bytes, record.stem_id if record else None, "stem")
 
     def result_panes(self) -> tuple[pn.viewable.Viewable, ...]:
         """The stem made by the last click: text, player, Download (new objects per call)."""
