@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 EXTRAS ?= piper,test,bench
 
-.PHONY: help setup system-deps demo test test-fast run bench lint format clean
+.PHONY: help setup system-deps demo test test-fast run bench lint format clean docs-screenshot
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -49,6 +49,9 @@ bench: setup system-deps  ## run benchmarks/ and write benchmarks/results/*.json
 	$(PY) benchmarks/bench_api.py
 	$(PY) benchmarks/bench_dashboard.py
 	$(PY) benchmarks/bench_auth_timing.py
+
+docs-screenshot: setup system-deps  ## refresh docs/assemble.png from the browser test's Assemble page
+	UPDATE_DOCS_SCREENSHOT=1 $(PY) -m pytest -q tests/test_dashboard_browser.py -k proves_every_byte
 
 lint: setup  ## ruff check + format check
 	$(VENV)/bin/ruff check .
