@@ -255,9 +255,17 @@ def _dedup(kind: str, entries: list[tuple[int, str, str]]) -> Dataset:
     return dataset
 
 
+_BUILTIN_NAMES = frozenset(kind.name for kind in kinds.BUILTIN)
+
+
 def dataset_path(kind: str, settings: Settings) -> Path:
-    """The file that holds `kind`'s dataset (kinds of `settings`' kinds.json included)."""
-    kinds.load(settings)
+    """The file that holds `kind`'s dataset (kinds of `settings`' kinds.json included).
+
+    A built-in kind's file never depends on kinds.json (which cannot redefine it), so the
+    file is not looked at for those: this runs on every rotation step.
+    """
+    if kind not in _BUILTIN_NAMES:
+        kinds.load(settings)
     return _check_kind(kind).dataset_path(settings)
 
 

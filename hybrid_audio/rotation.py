@@ -228,15 +228,21 @@ class RotationEngine(param.Parameterized):
         self._log_cache: tuple[Settings, JsonlLog] | None = None
         # stream → (signature of its source, data, object kept alive for the signature)
         self._data_cache: dict[str, tuple[Any, _Data, Any]] = {}
+        # Resolved once per Settings object: they are looked up on every step.
+        self._database_for: Settings | None = None
+        self._files: dict[str, tuple[Settings, str]] = {}
         self._connection()  # creates the schema, fails early on a bad path
 
     # --- SQLite ---------------------------------------------------------------------------
 
     def _db(self) -> Database:
         """The database the current settings name."""
-        path = Path(self.settings.database_path)
-        if self._database is None or self._database.path != path:
-            self._database = Database(path)
+        settings = self.settings
+        if self._database is None or self._database_for is not settings:
+            path = Path(settings.database_path)
+            if self._database is None or self._database.path != path:
+                self._database = Database(path)
+            self._database_for = settings
         return self._database
 
     def _connection(self) -> sqlite3.Connection:
@@ -281,12 +287,22 @@ class RotationEngine(param.Parameterized):
         if injected is not None:
             # The cache holds the list itself, so its id cannot be reused by another list.
             return ("list", id(injected), len(injected))
-        path = dataset_path(stream, self.settings)
+        path = self._dataset_file(stream)
         try:
             st = os.stat(path)
         except OSError:
             return ("file", path, None)  # load_dataset names the problem
         return ("file", path, st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def _dataset_file(self, stream: str) -> str:
+        """The dataset file of `stream` under the current settings (a kind's file never
+        changes once known, so it is resolved once per Settings object)."""
+        settings = self.settings
+        cached = self._files.get(stream)
+        if cached is None or cached[0] is not settings:
+            cached = (settings, os.fspath(dataset_path(stream, settings)))
+            self._files[stream] = cached
+        return cached[1]
 
     def _list_data(self, stream: str) -> _Data:
         """A single list, injected or from its dataset file; reloaded when either changes."""
