@@ -449,6 +449,19 @@ def test_rotation_generate_pair_assembles_the_next_pair(api: httpx.Client) -> No
     assert body["result"]["report"]["ok"] is True
 
 
+def test_rotation_generate_pair_takes_the_join_mode(api: httpx.Client) -> None:
+    response = api.post(
+        "/rotation/generate_pair", json={"template": "double_anchor", "mode": "hybrid"}
+    )
+    assert response.status_code == 200, response.text
+    output_id = response.json()["result"]["summary"]["id"]
+    manifest = api.get(f"/assemble/outputs/{output_id}").json()
+    assert manifest["merge"]["mode"] == "hybrid"
+    assert manifest["verify"]["ok"] is True
+    refused = api.post("/rotation/generate_pair", json={"template": "double_anchor", "mode": "x"})
+    assert refused.status_code == 422
+
+
 def test_cache_list_filters_and_stem_audio(
     api: httpx.Client, api_server: ApiServer, message: dict[str, Any]
 ) -> None:

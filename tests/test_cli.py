@@ -289,6 +289,16 @@ def test_rotation_generate_pair_assembles_the_next_pair(server: ApiServer, workd
         assert wav.getnframes() > 0
 
 
+def test_rotation_generate_pair_takes_the_join_mode(server: ApiServer, workdir: Path) -> None:
+    args = ["--json", "rotation", "generate-pair", "--template", "double_anchor", "--mode"]
+    answer = json.loads(ok(run(workdir, server.base_url, *args, "hybrid")))
+    output_id = answer["result"]["summary"]["id"]
+    manifest = json.loads(
+        ok(run(workdir, server.base_url, "--json", "assemble", "show", output_id))
+    )
+    assert manifest["merge"]["mode"] == "hybrid"
+
+
 def test_cache_list_invalidate_audio_and_verify(server: ApiServer, workdir: Path) -> None:
     ok(run(workdir, server.base_url, "generate", "name", "Ingrid"))
     stems = json.loads(ok(run(workdir, server.base_url, "--json", "cache", "list")))

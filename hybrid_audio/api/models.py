@@ -174,6 +174,7 @@ class AssembleResponse(BaseModel):
 
 class GeneratePairRequest(BaseModel):
     template: str = Field(default="double_anchor", min_length=1, max_length=80)
+    mode: Literal["exact", "hybrid"] | None = None  # the join; None → the template's own
 
 
 class ResetRequest(BaseModel):

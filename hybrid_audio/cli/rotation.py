@@ -15,6 +15,7 @@ import typer
 
 from hybrid_audio.cli.assemble import (
     AlsoOut,
+    JoinMode,
     Template,
     audio_path,
     print_report,
@@ -74,7 +75,13 @@ for _stream, _what in (
 
 @app.command("generate-pair")
 def rotation_generate_pair(
-    ctx: typer.Context, template: Template = "double_anchor", out_file: AlsoOut = None
+    ctx: typer.Context,
+    template: Template = "double_anchor",
+    out_file: AlsoOut = None,
+    mode: Annotated[
+        JoinMode | None,
+        typer.Option(help="exact or hybrid (short crossfades). Default: the template's."),
+    ] = None,
 ) -> None:
     """Take the next pair and assemble its message; exits 1 if it does not verify.
 
@@ -82,6 +89,8 @@ def rotation_generate_pair(
     """
     cli = session(ctx)
     body = {"template": template.removesuffix(".json")}
+    if mode is not None:
+        body["mode"] = mode.value
     data = cli.api.json("POST", "/rotation/generate_pair", json=body)
     result = data["result"]
 

@@ -56,7 +56,7 @@ def next_pair(workspace: WorkspaceDep) -> RotationStep:
 
 @router.post("/generate_pair", response_model=PairMessage, summary="Next pair → message")
 def generate_pair(body: GeneratePairRequest, workspace: WorkspaceDep) -> PairMessage:
-    return workspace.generate_pair(body.template)
+    return workspace.generate_pair(body.template, join=body.mode)
 
 
 def _ndjson(chunks: Iterator[list[RotationStep]]) -> StreamingResponse:
