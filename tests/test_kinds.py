@@ -191,6 +191,7 @@ def test_cli_lists_the_added_kinds_stems(client: httpx.Client, intro_server: Api
     _ok(client.post("/generate/stem", json={"kind": "intro", "text": "Welcome back"}))
     env = {k: v for k, v in os.environ.items() if k not in ("HYBRID_AUDIO_API_URL",)}
     env |= {"HYBRID_AUDIO_API_URL": intro_server.base_url, "INTERNAL_API_KEY": intro_server.key}
+    env["XDG_STATE_HOME"] = str(intro_server.base_dir / "cli-state")  # not the user's folder
     result = subprocess.run(
         [str(CLI), "--json", "cache", "list", "--kind", "intro"],
         cwd=intro_server.base_dir,
