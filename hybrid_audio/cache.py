@@ -157,8 +157,11 @@ class StemCache(param.Parameterized):
         (renamed, or deleted when its row was dropped or the new file already exists), then
         the record of the move; an interrupted run is finished by the next.
         """
+        moves = "SELECT old_id, new_id FROM stem_file_moves"
+        if self._db.connection().execute(moves + " LIMIT 1").fetchone() is None:
+            return  # the usual case: no write lock taken at every open
         with self._db.write() as db:
-            for row in db.execute("SELECT old_id, new_id FROM stem_file_moves").fetchall():
+            for row in db.execute(moves).fetchall():
                 old = self.path_of(row["old_id"])
                 if row["new_id"] and old.exists() and not self.path_of(row["new_id"]).exists():
                     os.replace(old, self.path_of(row["new_id"]))
@@ -329,17 +332,16 @@ class StemCache(param.Parameterized):
         }
         placeholders = ", ".join("?" for _ in _COLUMNS)
         with self._db.write() as db:
-            db.execute(
+            row = db.execute(
                 f"INSERT INTO stems ({', '.join(_COLUMNS)}) VALUES ({placeholders}) "
                 "ON CONFLICT(stem_id) DO UPDATE SET "
-                + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS if c != "created_at"),
+                + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS if c != "created_at")
+                + " RETURNING *",  # the row as written (a replaced stem keeps created_at)
                 [values[c] for c in _COLUMNS],
-            )
+            ).fetchone()
             revision = read_revision(db, "stems")
         self._revision.publish(revision)
-        record = self.get(sid)
-        assert record is not None
-        return record
+        return self._record(row)
 
     def invalidate(self, stem_id: StemId | str) -> bool:
         """Forget a stem: its row and its file go together, or neither does.
