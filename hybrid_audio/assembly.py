@@ -56,14 +56,13 @@ from hybrid_audio.config import Settings
 from hybrid_audio.contract import VoiceContract
 from hybrid_audio.datasets import load_dataset
 from hybrid_audio.files import (
-    TEMP_SUFFIX,
     StorageError,
     atomic_write,
     discard,
+    leftovers,
     read_inside,
     storage_errors,
     write_temp,
-    writer_is_gone,
 )
 from hybrid_audio.generation import Generator
 from hybrid_audio.stems import StemId, normalize
@@ -391,11 +390,10 @@ class Assembler(param.Parameterized):
         folder = self.output_dir
         if not folder.is_dir():
             return 0
-        leftovers = [p for p in folder.glob(f".*{TEMP_SUFFIX}") if writer_is_gone(p)]
         removed = 0
         try:
             with storage_errors(folder):
-                for path in leftovers:
+                for path in leftovers(folder):
                     path.unlink(missing_ok=True)
                     removed += 1
                 for wav in folder.glob("*.wav"):

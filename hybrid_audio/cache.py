@@ -31,9 +31,9 @@ from hybrid_audio.files import (
     StorageError,
     atomic_write,
     discard,
+    leftovers,
     read_inside,
     storage_errors,
-    writer_is_gone,
 )
 from hybrid_audio.live import RevisionPublisher, read_revision
 from hybrid_audio.stems import KINDS, StemId, stem_path
@@ -378,13 +378,10 @@ class StemCache(param.Parameterized):
         """Show the stems revision the database holds (changes of other processes)."""
         return self._revision.publish(read_revision(self._db.connection(), "stems"))
 
-    def _leftovers(self, suffix: str) -> list[Path]:
-        """Files with `suffix` whose writing process is gone (killed mid-write)."""
-        paths = Path(self.stems_dir).glob(f"*/.*{suffix}")
-        return [path for path in paths if writer_is_gone(path)]
-
     def _leftover_temp_files(self) -> list[Path]:
-        return self._leftovers(TEMP_SUFFIX) + self._leftovers(ASIDE_SUFFIX)
+        """Temp and aside files whose writing process is gone (killed mid-write)."""
+        root = Path(self.stems_dir)
+        return leftovers(root, f"*/.*{TEMP_SUFFIX}") + leftovers(root, f"*/.*{ASIDE_SUFFIX}")
 
     def sweep_temp_files(self) -> int:
         """Clean up after interrupted writes and invalidations; returns how many files.

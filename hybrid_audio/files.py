@@ -130,6 +130,12 @@ def writer_is_gone(temp: Path) -> bool:
     return False
 
 
+def leftovers(folder: Path, pattern: str = f".*{TEMP_SUFFIX}") -> list[Path]:
+    """The files matching `pattern` in `folder` (pid-named like temp files) whose writing
+    process is gone: what a killed writer left, never a write in progress."""
+    return [path for path in folder.glob(pattern) if writer_is_gone(path)]
+
+
 def read_inside(folder: Path, relative: str | os.PathLike[str]) -> tuple[bytes, os.stat_result]:
     """The bytes of `folder/relative` and its stat, read through one descriptor.
 
