@@ -348,10 +348,10 @@ class JobStore:
             return 0
         now = time.time()
         with self.database.write() as db:
-            for job_id, pid in dead:
-                db.execute(
-                    "UPDATE jobs SET state = ?, message = ?, finished_at = ?, updated_at = ?"
-                    " WHERE id = ? AND state IN (?, ?)",
+            db.executemany(
+                "UPDATE jobs SET state = ?, message = ?, finished_at = ?, updated_at = ?"
+                " WHERE id = ? AND state IN (?, ?)",
+                [
                     (
                         JobState.INTERRUPTED.value,
                         f"interrupted: the process running it (pid {pid}) stopped",
@@ -360,8 +360,10 @@ class JobStore:
                         job_id,
                         JobState.QUEUED.value,
                         JobState.RUNNING.value,
-                    ),
-                )
+                    )
+                    for job_id, pid in dead
+                ],
+            )
         return len(dead)
 
     def prune(self) -> None:
