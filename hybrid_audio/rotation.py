@@ -342,6 +342,7 @@ class RotationEngine(param.Parameterized):
         return _Data(stream, len(items), fingerprint(items), items=items, texts=texts)
 
     def _data(self, stream: str) -> _Data:
+        """The current data of `stream`; `ValueError` for an unknown stream."""
         if stream != PAIR:
             return self._list_data(self._check_stream(stream))
         names, developers = self._list_data("name"), self._list_data("developer")
@@ -529,7 +530,7 @@ class RotationEngine(param.Parameterized):
         drops some of them, so use `steps()` to consume lazily.
         """
         _check_count(count)
-        data = self._data(self._check_stream(stream))
+        data = self._data(stream)
         if count == 0:
             return []
         seed = self.seed  # one value for the whole step, even if another thread changes it
@@ -608,7 +609,7 @@ class RotationEngine(param.Parameterized):
 
     def at(self, stream: str, cycle: int, position: int) -> RotationStep:
         """What `stream` gives at (cycle, position) with the current data and seed."""
-        data = self._data(self._check_stream(stream))
+        data = self._data(stream)
         if cycle < 0 or not 0 <= position < data.size:
             raise ValueError(f"(cycle {cycle}, position {position}) outside a {data.size} cycle")
         seed = self.seed
@@ -617,13 +618,13 @@ class RotationEngine(param.Parameterized):
 
     def bijection(self, stream: str, cycle: int) -> Bijection:
         """The permutation of `stream`'s cycle `cycle` with the current data and seed."""
-        data = self._data(self._check_stream(stream))
+        data = self._data(stream)
         return cycle_bijection(stream, self.seed, data.fingerprint, cycle, data.size)
 
     def preview(self, stream: str, count: int) -> list[RotationStep]:
         """The next `count` steps as they would come now, without taking them."""
         _check_count(count)
-        data = self._data(self._check_stream(stream))
+        data = self._data(stream)
         seed = self.seed
         runs, *_ = self._plan(self._row(stream, seed), data, count)
         return self._steps_of(stream, seed, data, runs)
