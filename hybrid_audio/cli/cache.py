@@ -10,7 +10,7 @@ import typer
 from hybrid_audio.cli.assemble import OutFile, saved
 from hybrid_audio.cli.client import CliError, segment
 from hybrid_audio.cli.context import CommandGroup, session
-from hybrid_audio.cli.jobs import DevelopersFile, NamesFile, start_bulk
+from hybrid_audio.cli.jobs import DevelopersFile, NamesFile, Wait, start_bulk
 from hybrid_audio.cli.render import Limit, err, kv_table, out, print_rows, safe
 
 app = CommandGroup(
@@ -81,9 +81,7 @@ def cache_bulk_generate(
     ctx: typer.Context,
     names_file: NamesFile = None,
     developers_file: DevelopersFile = None,
-    wait: Annotated[
-        bool, typer.Option("--wait/--no-wait", help="Follow the job with a progress bar.")
-    ] = True,
+    wait: Wait = True,
 ) -> None:
     """Synthesize many stems in a background job and follow it; exits 1 if the job fails.
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from hybrid_audio.cli.context import CommandGroup, session
-from hybrid_audio.cli.jobs import DevelopersFile, NamesFile, start_bulk
+from hybrid_audio.cli.jobs import DevelopersFile, NamesFile, Wait, start_bulk
 from hybrid_audio.cli.render import fmt, kv_table, out, safe
 
 app = CommandGroup(
@@ -125,9 +125,7 @@ def generate_rotational(
     ctx: typer.Context,
     names_file: NamesFile = None,
     developers_file: DevelopersFile = None,
-    wait: Annotated[
-        bool, typer.Option("--wait", help="Follow the job with a progress bar until it ends.")
-    ] = False,
+    wait: Wait = False,
 ) -> None:
     """Start a job making every stem a names × developers rotation needs (cached ones skipped).
 

@@ -45,6 +45,10 @@ DevelopersFile = _texts_file(
     "Developers to use: one per line, or a JSON list. Default: the dataset."
 )
 JobId = Annotated[str, typer.Argument(metavar="ID", help="Job id.")]
+#: Whether a command that starts or shows a job follows it; each command sets its default.
+Wait = Annotated[
+    bool, typer.Option("--wait/--no-wait", help="Follow the job with a progress bar until it ends.")
+]
 
 
 def _read_list(path: Path | None) -> list[str] | None:
@@ -192,13 +196,7 @@ def jobs_list(ctx: typer.Context, limit: Limit = 100) -> None:
 
 
 @app.command("show")
-def jobs_show(
-    ctx: typer.Context,
-    job_id: JobId,
-    wait: Annotated[
-        bool, typer.Option("--wait", help="Follow it with a progress bar until it ends.")
-    ] = False,
-) -> None:
+def jobs_show(ctx: typer.Context, job_id: JobId, wait: Wait = False) -> None:
     """Show one job's progress, errors and result.
 
     Example: hybrid-audio jobs show ID --wait
