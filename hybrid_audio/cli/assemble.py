@@ -5,16 +5,15 @@ A proof that does not pass exits 1, so scripts can rely on the exit code alone.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit
 
 import typer
 
 from hybrid_audio.cli.client import CliError, segment
-from hybrid_audio.cli.context import CommandGroup, session
+from hybrid_audio.cli.context import CommandGroup, Session, session
 from hybrid_audio.cli.render import Limit, err, kv_table, out, print_rows, rows_table, safe
 
 app = CommandGroup(
@@ -39,6 +38,14 @@ OutFile = Annotated[
 class JoinMode(StrEnum):
     exact = "exact"
     hybrid = "hybrid"
+
+
+Mode = Annotated[
+    JoinMode | None,
+    typer.Option(
+        help="exact (bit-exact joins) or hybrid (short crossfades). Default: the template's."
+    ),
+]
 
 
 def audio_path(output_id: str) -> str:
@@ -99,6 +106,23 @@ def print_message(data: Mapping[str, Any]) -> None:
     print_report(data["report"])
 
 
+def finish_message(
+    cli: Session,
+    data: Any,
+    message: Mapping[str, Any],
+    render: Callable[[Any], None],
+    out_file: Path | None,
+) -> None:
+    """Show an assembled `message` (inside the answer `data`), download its WAV when asked
+    (no table when the WAV goes to stdout), and exit 1 if its proof did not pass."""
+    output_id = message["summary"]["id"]
+    if str(out_file) != "-":
+        cli.show(data, render)
+    if out_file is not None:
+        saved(out_file, cli.api.download(audio_path(output_id), out_file))
+    require_verified(message["report"], f"output {output_id}")
+
+
 @app.command("template")
 def assemble_template(
     ctx: typer.Context,
@@ -108,12 +132,7 @@ def assemble_template(
     script: Annotated[
         str | None, typer.Option(help="Script key for a template's script slot.")
     ] = None,
-    mode: Annotated[
-        JoinMode | None,
-        typer.Option(
-            help="exact (bit-exact joins) or hybrid (short crossfades). Default: the template's."
-        ),
-    ] = None,
+    mode: Mode = None,
     generate_missing: Annotated[
         bool,
         typer.Option(
@@ -140,13 +159,7 @@ def assemble_template(
     if mode is not None:
         body["mode"] = mode.value
     data = cli.api.json("POST", "/assemble/template", json=body)
-    if str(out_file) != "-":
-        cli.show(data, print_message)
-    if out_file is not None:
-        audio = urlsplit(data.get("audio_url") or "")
-        path = audio.path + (f"?{audio.query}" if audio.query else "")
-        saved(out_file, cli.api.download(path or audio_path(data["id"]), out_file))
-    require_verified(data["report"], f"output {data.get('id')}")
+    finish_message(cli, data, data, print_message, out_file)
 
 
 @app.command("outputs")

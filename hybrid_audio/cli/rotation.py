@@ -15,13 +15,11 @@ import typer
 
 from hybrid_audio.cli.assemble import (
     AlsoOut,
-    JoinMode,
+    Mode,
     Template,
-    audio_path,
+    finish_message,
     print_report,
     print_summary,
-    require_verified,
-    saved,
 )
 from hybrid_audio.cli.client import EXIT_USAGE, CliError
 from hybrid_audio.cli.context import CommandGroup, session
@@ -78,10 +76,7 @@ def rotation_generate_pair(
     ctx: typer.Context,
     template: Template = "double_anchor",
     out_file: AlsoOut = None,
-    mode: Annotated[
-        JoinMode | None,
-        typer.Option(help="exact or hybrid (short crossfades). Default: the template's."),
-    ] = None,
+    mode: Mode = None,
 ) -> None:
     """Take the next pair and assemble its message; exits 1 if it does not verify.
 
@@ -101,11 +96,7 @@ def rotation_generate_pair(
         print_summary(result["summary"])
         print_report(result["report"])
 
-    if str(out_file) != "-":
-        cli.show(data, render)
-    if out_file is not None:
-        saved(out_file, cli.api.download(audio_path(result["summary"]["id"]), out_file))
-    require_verified(result["report"], f"output {result['summary'].get('id')}")
+    finish_message(cli, data, result, render, out_file)
 
 
 def _stream(ctx: typer.Context, route: str, count: int) -> None:
