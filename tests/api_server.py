@@ -15,6 +15,8 @@ Fixtures (import them into a test module; this file is not a conftest):
   routes finish in a second (used by the Schemathesis module).
 - `limited_server`: `MAX_BODY_BYTES=1024` and no key (also proves the keyless mode).
 - `server_factory`: start servers with any env/arguments; all are stopped at teardown.
+
+`start_server` returns a running `ApiServer`; `with start_server(...) as server:` stops it.
 """
 
 from __future__ import annotations
@@ -137,6 +139,12 @@ class ApiServer:
             self._log_file.flush()
         return self.log_path.read_text(errors="replace")
 
+    def __enter__(self) -> ApiServer:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         """Terminate (SIGTERM, then SIGKILL after 10 s) and close the clients."""
         for client in self._clients:
@@ -198,11 +206,8 @@ def _module_server(
 ) -> Iterator[ApiServer]:
     datasets = options.pop("datasets", None)
     base = make_base_dir(factory.mktemp(name), datasets)  # type: ignore[arg-type]
-    server = start_server(base, **options)  # type: ignore[arg-type]
-    try:
+    with start_server(base, **options) as server:  # type: ignore[arg-type]
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

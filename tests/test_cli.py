@@ -11,6 +11,7 @@ developer's own state folder is never written.
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
 import secrets
@@ -47,18 +48,16 @@ CLI_VARS = (
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     """A keyless server with copies of the repository's templates and datasets."""
-    server = start_server(make_base_dir(tmp_path_factory.mktemp("cli-server")))
-    yield server
-    server.stop()
+    with start_server(make_base_dir(tmp_path_factory.mktemp("cli-server"))) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     """A server that requires X-Internal-API-Key."""
     base = make_base_dir(tmp_path_factory.mktemp("cli-keyed"))
-    server = start_server(base, key=secrets.token_urlsafe(24))
-    yield server
-    server.stop()
+    with start_server(base, key=secrets.token_urlsafe(24)) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +96,15 @@ def run(
         timeout=timeout,
         check=False,
     )
+
+
+@contextlib.contextmanager
+def silent_url() -> Iterator[str]:
+    """The URL of a socket that accepts connections and never answers."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        yield f"http://127.0.0.1:{silent.getsockname()[1]}"
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:
@@ -391,10 +399,7 @@ def test_an_unreachable_server_exits_3(workdir: Path) -> None:
     line = one_line_error(run(workdir, url, "health"), 3)
     assert url in line
     assert "make run" in line
-    with socket.socket() as silent:  # accepts connections, never answers
-        silent.bind(("127.0.0.1", 0))
-        silent.listen()
-        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    with silent_url() as url:
         line = one_line_error(run(workdir, url, "--timeout", "0.3", "health"), 3)
     assert "no answer within 0.3 s" in line
 
@@ -464,10 +469,7 @@ def test_global_options_are_accepted_after_the_sub_command(
     assert "piper" in ok(run(workdir, dead, "--url", dead, "health", "--url", server.base_url))
     line = one_line_error(run(workdir, server.base_url, "health", "--url", dead), 3)
     assert dead in line  # the option after the command wins over the environment
-    with socket.socket() as silent:  # accepts connections, never answers
-        silent.bind(("127.0.0.1", 0))
-        silent.listen()
-        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    with silent_url() as url:
         line = one_line_error(run(workdir, url, "health", "--timeout", "0.3"), 3)
     assert "no answer within 0.3 s" in line
 

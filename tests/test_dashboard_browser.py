@@ -84,22 +84,16 @@ class Session:
 @pytest.fixture(scope="module")
 def dash_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     """A keyless server (loopback only) with the repository's datasets."""
-    server = start_server(make_base_dir(tmp_path_factory.mktemp("dashboard")))
-    try:
+    with start_server(make_base_dir(tmp_path_factory.mktemp("dashboard"))) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
 def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     """A server with INTERNAL_API_KEY: the dashboard must sit behind a login."""
     base = make_base_dir(tmp_path_factory.mktemp("dashboard-keyed"))
-    server = start_server(base, key=secrets.token_urlsafe(24))
-    try:
+    with start_server(base, key=secrets.token_urlsafe(24)) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -13,15 +13,15 @@ from __future__ import annotations
 import functools
 import http.server
 import re
-import secrets
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests import test_dashboard_browser as pages
 from tests.api_server import ApiServer, free_port, make_base_dir, start_server
-from tests.test_dashboard_browser import (  # noqa: F401  (the browser fixture by name)
+from tests.test_dashboard_browser import (  # noqa: F401  (the fixtures by name)
     TIMEOUT_MS,
     Session,
     _session,
@@ -29,6 +29,8 @@ from tests.test_dashboard_browser import (  # noqa: F401  (the browser fixture b
     click,
     deep_text,
     fill,
+    keyed_server,
+    keyed_ui,
     open_dashboard,
     open_tab,
     rows,
@@ -79,16 +81,13 @@ def dataset_text(entries: tuple[str, ...]) -> bytes:
 @pytest.fixture(scope="module")
 def hostile_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     """A keyless server whose names dataset an API client filled with markup."""
-    server = start_server(make_base_dir(tmp_path_factory.mktemp("hostile")))
-    try:
+    with start_server(make_base_dir(tmp_path_factory.mktemp("hostile"))) as server:
         upload = server.client().post(
             "/external/datasets/name",
             files={"file": ("names.txt", dataset_text(PAYLOADS), "text/plain")},
         )
         assert upload.status_code == 200, upload.text
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -157,26 +156,9 @@ def test_hostile_names_show_as_text_on_every_page(hostile_ui: Session) -> None:
 # --- 3 and 8. the gate, sessions and another origin -------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
-    server = start_server(
-        make_base_dir(tmp_path_factory.mktemp("browser-keyed")), key=secrets.token_urlsafe(24)
-    )
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def keyed_ui(browser: sync_api.Browser, keyed_server: ApiServer) -> Iterator[Session]:
-    yield from _session(browser, keyed_server)
-
-
 def sign_in(ui: Session) -> None:
     ui.goto("/dashboard")
-    ui.page.locator("input[type=password][name=key]").fill(ui.server.key)
-    ui.page.get_by_role("button", name="Sign in").click()
+    pages.sign_in(ui, ui.server.key)
     ui.page.wait_for_url(re.compile(r"/dashboard$"))
     visible(ui.page.locator(".dashboard-tabs .bk-tab", has_text="Generate")).wait_for()
 
@@ -262,11 +244,8 @@ def test_resources_need_a_session_and_sign_out_ends_it(keyed_ui: Session) -> Non
 @pytest.fixture
 def contract_ui(browser: sync_api.Browser, tmp_path: Path) -> Iterator[Session]:
     """A fresh keyless server (contract changes are server-wide) and a page on it."""
-    server = start_server(make_base_dir(tmp_path / "contract"))
-    try:
+    with start_server(make_base_dir(tmp_path / "contract")) as server:
         yield from _session(browser, server)
-    finally:
-        server.stop()
 
 
 def test_a_failed_engine_switch_is_shown_and_changes_nothing(contract_ui: Session) -> None:
