@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 import wave
 from pathlib import Path
@@ -19,8 +18,7 @@ from hybrid_audio.engines import create_engine
 from hybrid_audio.generation import Generator
 from hybrid_audio.templates import TemplateError
 from hybrid_audio.workspace import Workspace
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.api_server import make_base_dir
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +28,7 @@ def piper():
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    shutil.copytree(REPO / "templates", tmp_path / "templates")
-    shutil.copytree(REPO / "data", tmp_path / "data")
-    return Settings(base_dir=tmp_path)
+    return Settings(base_dir=make_base_dir(tmp_path))
 
 
 @pytest.fixture

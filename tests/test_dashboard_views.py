@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import html
 import re
-import shutil
 from pathlib import Path
 
 import panel as pn
@@ -26,8 +25,7 @@ from hybrid_audio.config import Settings
 from hybrid_audio.engines import create_engine
 from hybrid_audio.jobs import Job, JobState
 from hybrid_audio.workspace import Workspace
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.api_server import make_base_dir
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +35,7 @@ def piper():
 
 @pytest.fixture
 def workspace(tmp_path: Path, piper):
-    shutil.copytree(REPO / "templates", tmp_path / "templates")
-    shutil.copytree(REPO / "data", tmp_path / "data")
-    workspace = Workspace.build(Settings(base_dir=tmp_path), engine=piper)
+    workspace = Workspace.build(Settings(base_dir=make_base_dir(tmp_path)), engine=piper)
     yield workspace
     workspace.close()
 

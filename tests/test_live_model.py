@@ -9,7 +9,6 @@ registers plain param watchers — no Panel.
 from __future__ import annotations
 
 import ast
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -24,8 +23,7 @@ from hybrid_audio.engines import create_engine
 from hybrid_audio.jobs import Job, JobState
 from hybrid_audio.live import read_revisions
 from hybrid_audio.workspace import Workspace
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.api_server import REPO, make_base_dir
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +33,7 @@ def piper():
 
 @pytest.fixture
 def base_dir(tmp_path: Path) -> Path:
-    shutil.copytree(REPO / "templates", tmp_path / "templates")
-    shutil.copytree(REPO / "data", tmp_path / "data")
-    return tmp_path
+    return make_base_dir(tmp_path)
 
 
 @pytest.fixture
