@@ -59,6 +59,20 @@ def keys_match(given: str | None, expected: str) -> bool:
     return as_text | as_header
 
 
+def try_key(limiter: FailureLimiter, client: str, given: str, expected: str) -> int | None:
+    """One key attempt by `client`, counted against its allowance: None if it is let in;
+    otherwise the seconds it must wait (0: the key was wrong, but it may try again now).
+
+    A client already held off is refused even with the right key, or the refusal itself
+    would tell a guesser when it found the key.
+    """
+    if wait := limiter.retry_after(client):
+        return wait
+    if keys_match(given, expected):
+        return None
+    return limiter.record(client)
+
+
 def too_many_failures(wait: int) -> HTTPException:
     """The 429 a client gets after too many wrong keys."""
     return HTTPException(
@@ -78,11 +92,10 @@ def require_key(
     access: Access = request.app.state.access
     if given:
         client = request.client.host if request.client else ""
-        if wait := access.limiter.retry_after(client):
-            raise too_many_failures(wait)
-        if keys_match(given, expected):
+        wait = try_key(access.limiter, client, given, expected)
+        if wait is None:
             return
-        if wait := access.limiter.record(client):
+        if wait:
             raise too_many_failures(wait)
         raise ApiError(401, f"wrong {HEADER} header", "unauthorized")
     if access.sessions.valid(session_token(request.scope)):

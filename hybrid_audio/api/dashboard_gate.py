@@ -31,7 +31,7 @@ from urllib.parse import parse_qs
 from anyio import to_thread
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from hybrid_audio.api.auth import HEADER, keys_match
+from hybrid_audio.api.auth import HEADER, keys_match, try_key
 from hybrid_audio.api.errors import envelope_body
 from hybrid_audio.api.middleware import send_json
 from hybrid_audio.api.origin import (
@@ -172,17 +172,14 @@ class AccessGate:
         if not from_own_page(scope):
             return _page(403, "Sign in from this server's own login page.")
         client = (scope.get("client") or ("",))[0]
-        wait = await to_thread.run_sync(self.limiter.retry_after, client)
-        if wait:
-            return _too_many(wait)
         body, more = b"", True
         while more and len(body) < _LOGIN_BODY_LIMIT:
             message = await receive()
             body += message.get("body", b"")
             more = message.get("more_body", False)
         given = parse_qs(body.decode("utf-8", "replace")).get("key", [""])[0]
-        if not keys_match(given, self.key):
-            wait = await to_thread.run_sync(self.limiter.record, client)
+        wait = await to_thread.run_sync(try_key, self.limiter, client, given, self.key)
+        if wait is not None:
             return _too_many(wait) if wait else _page(401, "That key is not right.")
         token = await to_thread.run_sync(self.sessions.create)
         cookie = set_cookie(token, self.sessions.ttl_seconds)
