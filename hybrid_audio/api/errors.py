@@ -91,7 +91,7 @@ def _status_for(error: Exception) -> tuple[int, str]:
             if str(error).startswith("unknown template")
             else (422, "invalid_template")
         )
-    if isinstance(error, CorruptStemError | CorruptOutputError):
+    if isinstance(error, WavError | CorruptStemError | CorruptOutputError):
         return 409, "corrupt_audio"
     if isinstance(error, InvalidTextError | AssemblyError | DatasetError):
         return 422, "validation_error"
@@ -101,8 +101,6 @@ def _status_for(error: Exception) -> tuple[int, str]:
         return 503, "engine_misconfigured"
     if isinstance(error, EngineError):
         return 503, "engine_unavailable"
-    if isinstance(error, WavError):
-        return 409, "corrupt_audio"
     if isinstance(error, JobCancelledError):
         return 409, "cancelled"
     if isinstance(error, StateDatabaseError):
