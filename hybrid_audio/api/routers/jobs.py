@@ -41,5 +41,7 @@ def get_job(job_id: str, workspace: WorkspaceDep) -> JobInfo:
 
 @router.post("/{job_id}/cancel", response_model=JobInfo, summary="Stop at the next stem")
 def cancel_job(job_id: str, workspace: WorkspaceDep) -> JobInfo:
-    _job(workspace, job_id)
-    return workspace.jobs.cancel(job_id).info()
+    try:
+        return workspace.jobs.cancel(job_id).info()
+    except KeyError:
+        raise not_found(f"job {job_id!r}") from None
