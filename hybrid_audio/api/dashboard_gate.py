@@ -31,7 +31,7 @@ from urllib.parse import parse_qs
 from anyio import to_thread
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from hybrid_audio.api.auth import HEADER, keys_match, try_key
+from hybrid_audio.api.auth import HEADER, try_key
 from hybrid_audio.api.errors import envelope_body
 from hybrid_audio.api.middleware import send_json
 from hybrid_audio.api.origin import (
@@ -156,9 +156,16 @@ class AccessGate:
                 return _respond(303, b"", [(b"location", LOGIN.encode())])
             return _json(401, "unauthorized", f"sign in at {LOGIN}")
         if path in self.docs_paths:
-            given = header(scope, HEADER.lower().encode())
-            if (given and keys_match(given, self.key)) or await self._has_session(scope):
+            if await self._has_session(scope):
                 return None
+            given = header(scope, HEADER.lower().encode())
+            if given:  # counted like any key: the docs are no way round the failure limit
+                client = (scope.get("client") or ("",))[0]
+                wait = await to_thread.run_sync(try_key, self.limiter, client, given, self.key)
+                if wait is None:
+                    return None
+                if wait:
+                    return _too_many(wait)
             return _json(401, "unauthorized", f"send {HEADER} or sign in at {LOGIN}")
         return None
 

@@ -233,6 +233,16 @@ def test_wrong_logins_are_rate_limited(server_factory: Callable[..., ApiServer])
     assert COOKIE not in form.cookies
 
 
+def test_the_docs_are_no_way_round_the_key_limit(server_factory: Callable[..., ApiServer]) -> None:
+    """Keys sent to /openapi.json count against the same allowance as any other route."""
+    server = server_factory(key=secrets.token_urlsafe(24), env={"AUTH_FAILURE_LIMIT": "3"})
+    guesser = server.client(key="guess")
+    statuses = [guesser.get("/openapi.json").status_code for _ in range(4)]
+    assert statuses == [401, 401, 429, 429]
+    assert server.client().get("/openapi.json").status_code == 429  # even the right key
+    assert server.client().get("/jobs").status_code == 429
+
+
 # --- origins and hosts ------------------------------------------------------------------
 
 
