@@ -48,6 +48,7 @@ _REASONS = {
     "greater_than_equal": "must be at least {ge}",
     "string_type": "must be text",
     "path_type": "must be a path",
+    "float_parsing": "must be a number",
 }
 
 
@@ -130,8 +131,26 @@ class Settings(BaseSettings):
         default=8 * 1024 * 1024, description="Largest request body the API accepts."
     )
 
-    gcs_bucket: str = Field(default="", description="Google Cloud Storage mirror bucket.")
-    storage_emulator_host: str = Field(default="", description="GCS emulator URL, for tests.")
+    gcs_bucket: str = Field(
+        default="", description="Google Cloud Storage bucket; set → GCS mode (storage/)."
+    )
+    gcs_prefix: str = Field(
+        default="", description="Folder inside the bucket, so several projects can share it."
+    )
+    gcs_project: str = Field(
+        default="", description="Google Cloud project (default: from the credentials)."
+    )
+    gcs_retry_deadline: float = Field(
+        default=60.0,
+        ge=0,
+        description="Seconds a transient GCS error (5xx, timeout, refused) is retried.",
+    )
+    gcs_upload_workers: int = Field(
+        default=8, ge=1, description="Uploads and downloads in flight at once."
+    )
+    storage_emulator_host: str = Field(
+        default="", description="GCS emulator URL (http://host:port), for tests."
+    )
     internal_api_key: str = _secret("When set, every route but /health requires it.")
     log_max_bytes: int = Field(
         default=10 * 1024 * 1024, description="Size at which a JSON-lines log rotates."
@@ -189,6 +208,15 @@ class Settings(BaseSettings):
             return value  # pydantic reports the wrong type
         path = Path(value).expanduser()
         return path if path.is_absolute() else base / path
+
+    @field_validator("gcs_prefix", mode="after")
+    @classmethod
+    def _folder_prefix(cls, value: str) -> str:
+        """`a/b`, `/a/b/` → `a/b/`: a folder, never a name fragment or an absolute path."""
+        parts = [part for part in value.split("/") if part]
+        if any(part in (".", "..") for part in parts):
+            raise ValueError("must be a folder path without . or .. parts")
+        return "".join(f"{part}/" for part in parts)
 
     @field_validator("tts_engine", mode="after")
     @classmethod

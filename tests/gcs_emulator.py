@@ -1,0 +1,98 @@
+"""A real `gcp-storage-emulator` server on a free loopback port, started by the tests.
+
+The session fixture `gcs_emulator` starts one server (in memory) for the whole run and
+stops it at the end; `gcs_settings` gives each test its own fresh bucket on it, so tests
+never see each other's objects. Nothing needs to run by hand: `make test` installs the
+emulator (the `test` extra) and this module starts it.
+
+Where the emulator differs from GCS: it ignores generation preconditions
+(`if_generation_match`) and page sizes (`max_results`, `page_size`). Tests of that logic
+inspect the requests the client sends instead (tests/test_storage_gcs_requests.py).
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.api_server import free_port
+
+
+@dataclass
+class Emulator:
+    """A running emulator: its URL (scheme included, as STORAGE_EMULATOR_HOST wants it)."""
+
+    url: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def new_bucket(self, prefix: str = "test") -> str:
+        """Create an empty bucket with a unique name; returns the name."""
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import storage
+
+        name = f"{prefix}-{uuid.uuid4().hex[:12]}"
+        client = storage.Client(
+            project="hybrid-audio-tests",
+            credentials=AnonymousCredentials(),
+            client_options={"api_endpoint": self.url},
+        )
+        client.create_bucket(name)
+        return name
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_emulator(log_dir: Path, port: int | None = None) -> Emulator:
+    """Start `gcp-storage-emulator` and wait until it accepts connections."""
+    port = port or free_port()
+    executable = Path(sys.executable).parent / "gcp-storage-emulator"
+    log_path = log_dir / f"gcs-emulator-{port}.log"
+    log = log_path.open("wb")
+    process = subprocess.Popen(
+        [str(executable), "start", "--host=127.0.0.1", f"--port={port}", "--in-memory"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"gcp-storage-emulator exited; see {log_path}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        process.kill()
+        raise RuntimeError(f"gcp-storage-emulator did not listen on {port}; see {log_path}")
+    return Emulator(url=f"http://127.0.0.1:{port}", port=port, process=process, log_path=log_path)
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    """One emulator server for the whole test session."""
+    emulator = start_emulator(tmp_path_factory.mktemp("gcs-emulator"))
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture
+def gcs_bucket(gcs_emulator: Emulator) -> str:
+    """A fresh, empty bucket on the session's emulator."""
+    return gcs_emulator.new_bucket()
