@@ -66,7 +66,7 @@ clean:  ## remove the venv and generated files
 
 # CLI shortcuts: the `hybrid-audio` client against a running server (`make run`; the URL
 # comes from HYBRID_AUDIO_API_URL, default http://127.0.0.1:8000).
-.PHONY: cli-generate cli-assemble cli-cache cli-rotation
+.PHONY: cli-generate cli-assemble cli-cache cli-rotation cli-storage
 
 cli-generate: setup  ## hybrid-audio generate $(ARGS), e.g. make cli-generate ARGS="name Jose --extended"
 	$(VENV)/bin/hybrid-audio generate $(ARGS)
@@ -79,3 +79,6 @@ cli-cache: setup  ## hybrid-audio cache $(ARGS), e.g. make cli-cache ARGS="list 
 
 cli-rotation: setup  ## hybrid-audio rotation $(ARGS), e.g. make cli-rotation ARGS="pairs-stream --count 5"
 	$(VENV)/bin/hybrid-audio rotation $(ARGS)
+
+cli-storage: setup  ## hybrid-audio storage $(ARGS), e.g. make cli-storage ARGS="sync push --wait"
+	$(VENV)/bin/hybrid-audio storage $(ARGS)

@@ -8,7 +8,7 @@ accepts come from the server (`GET /kinds`).
 Modules: `client` (transport, errors, key, timeout, kinds), `calllog` (the call log in the
 user's state folder), `render` (tables and JSON), `context` (global options accepted before
 or after the sub-command), one module per command group (`generate`, `assemble`,
-`rotation`, `cache`, `datasets` for `external …`, `jobs`), and `main` (the app).
+`rotation`, `cache`, `datasets` for `external …`, `jobs`, `storage`), and `main` (the app).
 
 Exit codes: 0 ok; 1 the server refused the request (or a job failed, a verification did
 not pass, a download could not be saved), printed as one `error: …` line on stderr;

@@ -13,7 +13,16 @@ from typing import Any
 import typer
 from typer.main import get_command
 
-from hybrid_audio.cli import assemble, cache, calllog, datasets, generate, jobs, rotation
+from hybrid_audio.cli import (
+    assemble,
+    cache,
+    calllog,
+    datasets,
+    generate,
+    jobs,
+    rotation,
+    storage,
+)
 from hybrid_audio.cli.client import DEFAULT_URL, CliError, safe_url
 from hybrid_audio.cli.context import (
     DEFAULT_TIMEOUT,
@@ -98,6 +107,7 @@ app.add_typer(rotation.app, name="rotation")
 app.add_typer(cache.app, name="cache")
 app.add_typer(datasets.app, name="external")
 app.add_typer(jobs.app, name="jobs")
+app.add_typer(storage.app, name="storage")
 
 
 @app.command()
