@@ -11,12 +11,14 @@ never a path to trust.
 
 from __future__ import annotations
 
+import base64
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 from urllib.parse import quote, unquote
 
+import google_crc32c
 from pydantic import BaseModel
 
 from hybrid_audio.config import Settings
@@ -26,6 +28,8 @@ if TYPE_CHECKING:
     from hybrid_audio.cache import StemRecord
 
 Mode = Literal["local", "gcs"]
+#: One object to upload in bulk: name, bytes, metadata, content type.
+UploadItem = tuple[str, bytes, Mapping[str, str], str]
 STEMS_PREFIX = "stems/"
 OUTPUT_PREFIX = "output/"
 #: Output ids as the Assembler makes them (`<utc stamp>_<template>_<slug…>`, maybe `-n`).
@@ -129,6 +133,24 @@ class ObjectStore(Protocol):
     def iterate(self, prefix: str) -> Iterator[ObjectInfo]:
         """Every object under `prefix`, page after page."""
         ...
+
+    def upload_many(
+        self, items: Sequence[UploadItem], workers: int | None = None
+    ) -> list[ObjectInfo | Exception]:
+        """`upload` of each item, `workers` at once (default `GCS_UPLOAD_WORKERS`); one
+        result per item, in order: its `ObjectInfo` or the error `upload` would raise."""
+        ...
+
+    def download_many(
+        self, names: Sequence[str], workers: int | None = None
+    ) -> list[bytes | Exception]:
+        """The bytes of each object (CRC32C checked) or the error `download` would raise."""
+        ...
+
+
+def crc32c_of(data: bytes) -> str:
+    """The CRC32C of `data` as GCS reports it: base64 of the big-endian checksum."""
+    return base64.b64encode(google_crc32c.Checksum(data).digest()).decode("ascii")
 
 
 # --- names -------------------------------------------------------------------------------
