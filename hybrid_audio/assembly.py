@@ -35,7 +35,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import param
 from pydantic import BaseModel
@@ -75,6 +75,9 @@ from hybrid_audio.templates import (
     template_path,
 )
 from hybrid_audio.wav import Wav
+
+if TYPE_CHECKING:
+    from hybrid_audio.storage.uploads import UploadQueue
 
 _OUTPUT_ID = re.compile(r"\d{8}T\d{12}Z_[a-z0-9_]+")
 #: Stems kept parsed in memory (with their sha256): a campaign reuses the same few stems.
@@ -137,8 +140,10 @@ class Assembler(param.Parameterized):
         class_=AssemblyResult, allow_None=True, constant=True, doc="The latest assembly."
     )
 
-    def __init__(self, **params: Any) -> None:
+    def __init__(self, *, upload_queue: UploadQueue | None = None, **params: Any) -> None:
+        """`upload_queue` (GCS mode only) is owed every output this assembler writes."""
         super().__init__(**params)
+        self.upload_queue = upload_queue
         if self.settings is None or self.cache is None or self.contract is None:
             raise ValueError("Assembler needs settings, cache and contract")
         # (stem id, index sha256) → (file identity when read, parsed audio)
@@ -266,7 +271,9 @@ class Assembler(param.Parameterized):
         manifest_path = wav_path.with_suffix(".json")
         # Compact JSON: an indented dump takes Python's slow encoder and doubles the cost
         # of an assembly; `python -m json.tool` makes it readable when needed.
-        atomic_write(manifest_path, json.dumps(document, ensure_ascii=False).encode())
+        manifest = json.dumps(document, ensure_ascii=False).encode()
+        atomic_write(manifest_path, manifest)
+        self._queue_upload(output_id, merged.sha256, manifest)
         result = AssemblyResult(
             summary=_summary(document),
             wav_path=str(wav_path),
@@ -276,6 +283,19 @@ class Assembler(param.Parameterized):
         with param.edit_constant(self):
             self.last_result = result
         return result
+
+    def _queue_upload(self, output_id: str, wav_sha256: str, manifest: bytes) -> None:
+        """Owe the bucket the output's WAV and manifest (one transaction), once both exist.
+
+        The output is committed by now, so a state database that refuses the row does not
+        fail the assembly: it is logged, and `storage sync push` uploads what was missed.
+        """
+        if self.upload_queue is None:
+            return
+        try:
+            self.upload_queue.add_output(output_id, wav_sha256, manifest)
+        except Exception as error:
+            log.error("output %s not queued for upload (%s); push it with sync", output_id, error)
 
     def _stem_for(
         self,

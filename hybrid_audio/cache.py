@@ -20,6 +20,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import param
 from pydantic import BaseModel, computed_field
@@ -37,7 +38,11 @@ from hybrid_audio.files import (
 )
 from hybrid_audio.live import RevisionPublisher, read_revision
 from hybrid_audio.stems import KINDS, StemId, stem_path
+from hybrid_audio.storage.base import stem_object_name
 from hybrid_audio.wav import Wav, WavError, read_wav, write_wav
+
+if TYPE_CHECKING:
+    from hybrid_audio.storage.uploads import UploadQueue
 
 log = logging.getLogger(__name__)
 #: Suffix of a stem file moved aside by `invalidate()` until its row is gone.
@@ -137,8 +142,10 @@ class StemCache(param.Parameterized):
         "processes'. Watch it to follow the cache.",
     )
 
-    def __init__(self, **params) -> None:
+    def __init__(self, *, upload_queue: UploadQueue | None = None, **params) -> None:
+        """`upload_queue` (GCS mode only) is owed every stem this cache stores."""
         super().__init__(**params)
+        self.upload_queue = upload_queue
         if self.stems_dir is None or self.database_path is None:
             raise ValueError("StemCache needs stems_dir and database_path")
         if self.contract is None:
@@ -285,11 +292,14 @@ class StemCache(param.Parameterized):
         wav: Wav,
         *,
         api_version: str = "",
+        upload: bool = True,
     ) -> StemRecord:
         """Check an engine's `wav` against the contract, write the file atomically, index it.
 
         The stored file is always canonical (`write_wav`); header repairs the engine needed
-        to read its service's answer (`Wav.repairs`) are recorded in `repairs`.
+        to read its service's answer (`Wav.repairs`) are recorded in `repairs`. With an
+        upload queue the stem is queued in the index's own transaction, so a committed stem
+        is never left unqueued; `upload=False` for a stem just adopted from the bucket.
         """
         sid = StemId.parse(str(stem_id))
         contract = self.contract
@@ -341,6 +351,8 @@ class StemCache(param.Parameterized):
                 + " RETURNING *",  # the row as written (a replaced stem keeps created_at)
                 [values[c] for c in _COLUMNS],
             ).fetchone()
+            if upload and self.upload_queue is not None:
+                self.upload_queue.add(db, stem_object_name(sid), wav.sha256)
             revision = read_revision(db, "stems")
         self._revision.publish(revision)
         return self._record(row)

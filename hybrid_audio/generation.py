@@ -7,6 +7,12 @@ excludes other threads (each call opens its own file description) and other proc
 alike — look again, and synthesize. Engine output (a `Wav`) is checked against the
 contract before it is stored; a bad answer stores nothing.
 
+In GCS mode (`remote` set) a miss first asks the bucket: a stem another machine made
+under the same contract is downloaded, proven and adopted instead of synthesized
+(`storage.readthrough.pull_stem`); the returned record then says `cached=True` (no
+synthesis happened). A bucket that is down or holds nothing usable only costs that look:
+the stem is synthesized as in local mode, never failed.
+
 Batches (`generate_rotational_stems`) make every distinct stem of the datasets once, skip
 compatible cached stems, and are resumable: each stem is committed as soon as it is made,
 so a rerun after a crash starts where the last one stopped.
@@ -15,6 +21,7 @@ so a rerun after a crash starts where the last one stopped.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -22,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import param
 from pydantic import BaseModel
@@ -40,8 +48,20 @@ from hybrid_audio.engines import (
 )
 from hybrid_audio.jobs import Job
 from hybrid_audio.stems import StemId, same_identity, spoken_text
+from hybrid_audio.storage.base import (
+    ChecksumMismatchError,
+    ObjectMissingError,
+    ObjectStore,
+    StorageUnavailableError,
+    stem_object_name,
+)
+from hybrid_audio.storage.readthrough import pull_stem
 from hybrid_audio.wav import WavError
 
+if TYPE_CHECKING:
+    from hybrid_audio.storage.uploads import UploadQueue
+
+log = logging.getLogger(__name__)
 ProgressCallback = Callable[[int, int, StemRecord | None], None]
 #: Errors that would repeat for every stem: stop the batch instead of failing each one.
 _FATAL = (EngineConfigError, EngineQuotaError)
@@ -105,6 +125,12 @@ class Generator(param.Parameterized):
     )
     contract = param.ClassSelector(class_=VoiceContract, doc="Active voice contract.")
     cache = param.ClassSelector(class_=StemCache, doc="Where stems are kept.")
+    remote = param.ClassSelector(
+        class_=ObjectStore,
+        default=None,
+        allow_None=True,
+        doc="The bucket a missing stem is first looked for in (GCS mode); None → local only.",
+    )
     workers = param.Integer(default=1, bounds=(1, 32), doc="Parallel syntheses in a batch.")
     done = param.Integer(
         default=0, constant=True, doc="Stems finished in the latest batch to report."
@@ -115,14 +141,22 @@ class Generator(param.Parameterized):
 
     @classmethod
     def from_settings(
-        cls, settings: Settings | None = None, engine: Engine | None = None
+        cls,
+        settings: Settings | None = None,
+        engine: Engine | None = None,
+        *,
+        upload_queue: UploadQueue | None = None,
     ) -> Generator:
-        """Everything wired from `Settings` (environment by default)."""
+        """Everything wired from `Settings` (environment by default); `upload_queue` (GCS
+        mode) is given to the cache, which queues every stem it stores."""
         settings = settings or Settings.from_env()
         engine = engine or create_engine(settings)
         contract = contract_for(settings, engine)
         cache = StemCache(
-            stems_dir=settings.stems_dir, database_path=settings.database_path, contract=contract
+            stems_dir=settings.stems_dir,
+            database_path=settings.database_path,
+            contract=contract,
+            upload_queue=upload_queue,
         )
         workers = settings.cartesia_max_concurrency if engine.name == "cartesia" else 1
         return cls(
@@ -226,6 +260,9 @@ class Generator(param.Parameterized):
             hit = self.cache.lookup(stem_id)  # another thread or process may have made it
             if hit is not None and same_identity(hit.text, spoken):
                 return hit.model_copy(update={"cached": True})
+            pulled = self._pull(stem_id, spoken)
+            if pulled is not None:
+                return pulled.model_copy(update={"cached": True})
             audio = self.engine.synthesize(spoken, self.contract)
             try:
                 record = self.cache.store(
@@ -236,6 +273,24 @@ class Generator(param.Parameterized):
                     f"{self.engine.name} returned unusable audio for {stem_id}: {error}"
                 ) from None
         return record.model_copy(update={"cached": False})
+
+    def _pull(self, stem_id: StemId, spoken: str) -> StemRecord | None:
+        """The stem adopted from the bucket, or None: synthesize it (nothing usable there,
+        or the bucket is down — local work never fails because of the bucket)."""
+        if self.remote is None:
+            return None
+        name = stem_object_name(stem_id)
+        try:
+            outcome = pull_stem(self.remote, self.cache, name, text=spoken)
+        except ObjectMissingError:
+            return None
+        except (StorageUnavailableError, ChecksumMismatchError) as error:
+            log.warning("read-through of %s skipped, synthesizing: %s", name, error)
+            return None
+        if outcome.status in ("adopted", "already"):
+            return outcome.record
+        log.info("bucket stem %s not used (%s): %s", name, outcome.status, outcome.detail)
+        return None
 
     @contextmanager
     def _stem_lock(self, stem_id: StemId) -> Iterator[None]:

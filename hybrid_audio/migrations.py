@@ -152,8 +152,12 @@ CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created_at);
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, finished_at)
 """
 
+#: The counters migration 5 made (issue 10), frozen: a shipped migration never changes.
+_ISSUE_10_COUNTERS = {"stems": "stems", "rotation": "rotation_cursors", "jobs": "jobs"}
+#: The counters migration 6 adds: the durable upload queue of GCS mode (issue 11).
+_UPLOAD_COUNTERS = {"uploads": "storage_uploads"}
 #: What each revision counter follows: `name` → the table whose every write bumps it.
-REVISED_TABLES = {"stems": "stems", "rotation": "rotation_cursors", "jobs": "jobs"}
+REVISED_TABLES = {**_ISSUE_10_COUNTERS, **_UPLOAD_COUNTERS}
 
 
 def revision_counters(db: sqlite3.Connection) -> None:
@@ -169,7 +173,12 @@ def revision_counters(db: sqlite3.Connection) -> None:
         "CREATE TABLE IF NOT EXISTS revisions "
         "(name TEXT PRIMARY KEY, value INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID"
     )
-    for name, table in REVISED_TABLES.items():
+    _count_writes(db, _ISSUE_10_COUNTERS)
+
+
+def _count_writes(db: sqlite3.Connection, counters: dict[str, str]) -> None:
+    """A counter row per `name` and the triggers that bump it on every write to `table`."""
+    for name, table in counters.items():
         db.execute("INSERT OR IGNORE INTO revisions (name, value) VALUES (?, 0)", (name,))
         for event in ("INSERT", "UPDATE", "DELETE"):
             db.execute(
@@ -179,6 +188,31 @@ def revision_counters(db: sqlite3.Connection) -> None:
             )
 
 
+#: The durable upload queue of GCS mode (hybrid_audio.storage.uploads): one row per object
+#: a committed local write still owes the bucket. `state` is `pending` (retried with
+#: backoff until `next_attempt_at`, a Unix time) or `conflict` (the bucket holds other bytes
+#: under that name: reported, not retried). `sha256` is what was queued (a stem's samples,
+#: an output file's bytes), so a row whose file changed since is recognised and dropped.
+STORAGE_UPLOADS = """
+CREATE TABLE IF NOT EXISTS storage_uploads (
+    object_name TEXT PRIMARY KEY,
+    sha256 TEXT NOT NULL,
+    enqueued_at TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    last_error TEXT NOT NULL DEFAULT '',
+    state TEXT NOT NULL DEFAULT 'pending'
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS storage_uploads_due ON storage_uploads(state, next_attempt_at)
+"""
+
+
+def upload_counter(db: sqlite3.Connection) -> None:
+    """The upload queue's revision counter ("uploads"), so every process's
+    `Workspace.refresh()` sees queue changes the way it sees the stems'."""
+    _count_writes(db, _UPLOAD_COUNTERS)
+
+
 #: Append only. The position (1-based) is the schema version a database reaches.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("stem index and rotation cursors (wave 1)", sql=STEMS_AND_CURSORS),
@@ -186,4 +220,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("dashboard sessions and failed key checks (issue 9)", sql=SESSIONS_AND_AUTH_FAILURES),
     Migration("the persisted job store (issue 9)", sql=JOBS),
     Migration("revision counters of the live tables (issue 10)", function=revision_counters),
+    Migration(
+        "the durable GCS upload queue and its counter (issue 11)",
+        sql=STORAGE_UPLOADS,
+        function=upload_counter,
+    ),
 )

@@ -34,6 +34,9 @@ from hybrid_audio.jobs import Job, JobRunner
 from hybrid_audio.live import read_revisions
 from hybrid_audio.logs import JsonlLog
 from hybrid_audio.rotation import RotationEngine, RotationStep
+from hybrid_audio.storage import open_store
+from hybrid_audio.storage.base import ObjectStore
+from hybrid_audio.storage.uploads import UploadQueue, Uploads
 
 _current: Workspace | None = None
 _current_lock = threading.Lock()
@@ -63,27 +66,56 @@ class Workspace(param.Parameterized):
     rotation = param.ClassSelector(class_=RotationEngine, doc="The persisted rotation streams.")
     jobs = param.ClassSelector(class_=JobRunner, doc="Background jobs, stored in the database.")
     jobs_log = param.ClassSelector(class_=JsonlLog, doc="<logs_dir>/jobs.jsonl.")
+    store = param.ClassSelector(
+        class_=ObjectStore, doc="Where stems and outputs are mirrored: local files or a bucket."
+    )
+    uploads = param.ClassSelector(
+        class_=Uploads,
+        default=None,
+        allow_None=True,
+        doc="The background uploader of GCS mode (None in local mode).",
+    )
 
     @classmethod
     def build(cls, settings: Settings, engine: Engine | None = None) -> Workspace:
-        """Every core object wired from `settings` (and `engine`, else the settings' one)."""
+        """Every core object wired from `settings` (and `engine`, else the settings' one).
+
+        GCS mode (`GCS_BUCKET` set) adds the upload queue, given to the cache and the
+        assembler (each queues what it commits), the generator's read-through from the
+        bucket, and the started background uploader; local mode has none of them.
+        """
         kinds.load(settings)  # the data folder's kinds.json, before anything lists kinds
-        generator = Generator.from_settings(settings, engine=engine)
-        cache, contract = generator.cache, generator.contract
+        store = open_store(settings)
         database = Database(Path(settings.database_path))
-        return cls(
+        queue = UploadQueue(database) if store.mode == "gcs" else None
+        generator = Generator.from_settings(settings, engine=engine, upload_queue=queue)
+        cache, contract = generator.cache, generator.contract
+        uploads = None
+        if queue is not None:
+            generator.remote = store
+            uploads = Uploads(settings=settings, store=store, queue=queue, cache=cache)
+        workspace = cls(
             settings=settings,
             database=database,
             contract=contract,
             cache=cache,
             generator=generator,
             assembler=Assembler(
-                settings=settings, cache=cache, contract=contract, generator=generator
+                settings=settings,
+                cache=cache,
+                contract=contract,
+                generator=generator,
+                upload_queue=queue,
             ),
             rotation=RotationEngine(settings=settings, seed=settings.rotation_seed),
             jobs=JobRunner(database, max_workers=2),
             jobs_log=JsonlLog(Path(settings.logs_dir) / "jobs.jsonl", settings.log_max_bytes),
+            store=store,
+            uploads=uploads,
         )
+        if uploads is not None:
+            uploads.start()
+        return workspace
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
@@ -109,6 +141,8 @@ class Workspace(param.Parameterized):
         self.rotation.refresh()  # checks its own counter and the dataset files
         if "jobs" in changed:
             self.jobs.refresh()
+        if "uploads" in changed and self.uploads is not None:
+            self.uploads.refresh()
 
     # --- orchestration ------------------------------------------------------------------
 
@@ -181,6 +215,8 @@ class Workspace(param.Parameterized):
         return report
 
     def close(self) -> None:
+        if self.uploads is not None:
+            self.uploads.close()  # rows not yet uploaded stay queued for the next start
         self.jobs.shutdown()
 
 
