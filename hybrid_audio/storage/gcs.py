@@ -29,17 +29,25 @@ the server's page was returned whole; `n:<name>` means "after this name" when a 
 to be cut, and resumes with `start_offset` (inclusive, so that name is skipped) — and,
 because the emulator ignores `start_offset` too, with a client-side filter as well.
 
-Bulk transfers use `transfer_manager.upload_many`/`download_many` with thread workers:
-they pass per-call keyword arguments (precondition, checksum, retry, timeout) through to
-each blob's upload/download, and metadata and content type ride on the `Blob` objects
-themselves, so no thread pool of our own is needed.
+Bulk transfers: `download_many` uses `transfer_manager.download_many` (thread workers,
+per-call checksum/retry/timeout passed through; one media request per object).
+`upload_many` runs `upload` in a thread pool instead of `transfer_manager.upload_many`:
+that function carries metadata (on the `Blob`) and the precondition and checksum (its
+shared `upload_kwargs`) fine, but it hands each blob a file object without a size, so the
+client falls back to a resumable upload — two requests per object (initiate, then send)
+where `upload_from_string` of a small object is one multipart request. For 40 kB stems
+that doubles the request count (measured in benchmarks/bench_storage.py), so the pool
+it is. The client's HTTP session keeps up to 10 connections per host (requests' default);
+more workers than that still work, with new connections for the extra ones.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -72,6 +80,8 @@ from hybrid_audio.storage.base import (
 if TYPE_CHECKING:
     from google.cloud.storage import Blob, Bucket
 
+#: The client's switch for its background bucket-metadata lookup (see `_client`).
+DISABLE_BUCKET_METADATA = "DISABLE_GCS_PYTHON_CLIENT_OTEL_BUCKET_METADATA"
 #: Read timeout of one request (the library's own default).
 READ_TIMEOUT = 60.0
 #: Objects per request when a listing is followed to its end.
@@ -130,6 +140,11 @@ class GcsStore:
             return self._bucket
 
     def _client(self) -> storage.Client:
+        # The client's OpenTelemetry bucket-metadata lookup (a background `buckets.get` per
+        # bucket) needs `storage.buckets.get`, which roles/storage.objectAdmin lacks, and is
+        # repeated on every request while the bucket is missing or unreachable; we export
+        # no traces, so it is off unless the operator set the variable.
+        os.environ.setdefault(DISABLE_BUCKET_METADATA, "true")
         settings = self._settings
         if settings.storage_emulator_host:
             return storage.Client(
@@ -358,34 +373,11 @@ class GcsStore:
     def upload_many(
         self, items: Sequence[UploadItem], workers: int | None = None
     ) -> list[ObjectInfo | Exception]:
-        """`upload` of every item through `transfer_manager`, `workers` requests at once."""
-        blobs = [self._new_blob(name, meta, ctype) for name, _, meta, ctype in items]
-        with self._guard():
-            results = transfer_manager.upload_many(
-                [
-                    (io.BytesIO(data), blob)
-                    for (_, data, _, _), blob in zip(items, blobs, strict=True)
-                ],
-                upload_kwargs={
-                    "if_generation_match": 0,
-                    "checksum": "crc32c",
-                    "retry": self.upload_retry,
-                    "timeout": self.timeout,
-                },
-                worker_type=transfer_manager.THREAD,
-                max_workers=workers or self.workers,
-                raise_exception=False,
-            )
-        outcomes: list[ObjectInfo | Exception] = []
-        for (name, data, _, _), blob, result in zip(items, blobs, results, strict=True):
-            if isinstance(result, Exception):
-                outcomes.append(self._translate(result, name))
-                continue
-            try:
-                outcomes.append(self._uploaded(blob, data))
-            except ChecksumMismatchError as error:
-                outcomes.append(error)
-        return outcomes
+        """`upload` of every item, `workers` at once (one multipart request each; see the
+        module doc for why not `transfer_manager.upload_many`)."""
+        with ThreadPoolExecutor(max_workers=workers or self.workers) as pool:
+            futures = [pool.submit(self.upload, *item) for item in items]
+        return [future.exception() or future.result() for future in futures]  # type: ignore[misc]
 
     def download_many(
         self, names: Sequence[str], workers: int | None = None
