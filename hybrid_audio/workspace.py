@@ -36,6 +36,7 @@ from hybrid_audio.logs import JsonlLog
 from hybrid_audio.rotation import RotationEngine, RotationStep
 from hybrid_audio.storage import open_store
 from hybrid_audio.storage.base import ObjectStore
+from hybrid_audio.storage.service import StorageService
 from hybrid_audio.storage.uploads import UploadQueue, Uploads
 
 _current: Workspace | None = None
@@ -75,6 +76,9 @@ class Workspace(param.Parameterized):
         allow_None=True,
         doc="The background uploader of GCS mode (None in local mode).",
     )
+    storage = param.ClassSelector(
+        class_=StorageService, doc="Consistency, audit, sync and invalidate (storage.jsonl)."
+    )
 
     @classmethod
     def build(cls, settings: Settings, engine: Engine | None = None) -> Workspace:
@@ -112,6 +116,15 @@ class Workspace(param.Parameterized):
             jobs_log=JsonlLog(Path(settings.logs_dir) / "jobs.jsonl", settings.log_max_bytes),
             store=store,
             uploads=uploads,
+        )
+        workspace.storage = StorageService(
+            settings=settings,
+            store=store,
+            cache=cache,
+            assembler=workspace.assembler,
+            jobs=workspace.jobs,
+            uploads=uploads,
+            log=JsonlLog(Path(settings.logs_dir) / "storage.jsonl", settings.log_max_bytes),
         )
         if uploads is not None:
             uploads.start()

@@ -1,0 +1,210 @@
+"""Push and pull as jobs, against a real `gcp-storage-emulator` and the real Piper engine.
+
+A push uploads what the bucket lacks and leaves the two sides consistent; a pull into an
+empty base dir adopts stems (bytes identical, nothing synthesized) and outputs; neither
+direction ever replaces bytes that differ — it reports the conflict. Syncs are jobs of the
+one job store: progress, cancellation, and a line in logs/storage.jsonl each.
+"""
+
+# The emulator fixtures are imported by name; their use as parameters is what ruff's F811
+# would call a redefinition.
+# ruff: noqa: F811
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import storage
+
+from hybrid_audio.config import Settings
+from hybrid_audio.engines import create_engine
+from hybrid_audio.jobs import JobState
+from hybrid_audio.logs import JsonlLog
+from hybrid_audio.storage.base import stem_metadata, stem_object_name
+from hybrid_audio.workspace import Workspace
+from tests.api_server import make_base_dir
+from tests.gcs_emulator import Emulator, gcs_bucket, gcs_emulator  # noqa: F401
+
+ANA, HILTON = "stem.name.ana", "stem.developer.hilton"
+
+
+@pytest.fixture(scope="module")
+def piper():
+    return create_engine(Settings(tts_engine="piper"))
+
+
+@pytest.fixture
+def bucket(gcs_emulator: Emulator, gcs_bucket: str) -> storage.Bucket:
+    client = storage.Client(
+        project="hybrid-audio-tests",
+        credentials=AnonymousCredentials(),
+        client_options={"api_endpoint": gcs_emulator.url},
+    )
+    return client.bucket(gcs_bucket)
+
+
+@pytest.fixture
+def open_workspace(gcs_emulator: Emulator, gcs_bucket: str, piper) -> Iterator:
+    """Build workspaces over base dirs, in GCS mode (the test's bucket) or local mode."""
+    opened: list[Workspace] = []
+
+    def build(base_dir: Path, gcs: bool = True) -> Workspace:
+        bucket_settings = (
+            {"gcs_bucket": gcs_bucket, "storage_emulator_host": gcs_emulator.url} if gcs else {}
+        )
+        settings = Settings(base_dir=base_dir, gcs_retry_deadline=10, **bucket_settings)
+        workspace = Workspace.build(settings, engine=piper)
+        opened.append(workspace)
+        return workspace
+
+    yield build
+    for workspace in opened:
+        workspace.close()
+
+
+def run(workspace: Workspace, direction: str, prefix: str = "") -> dict:
+    job = workspace.storage.start_sync(direction, prefix, source="test")
+    job = workspace.jobs.wait(job.id, timeout=60)
+    assert job.state == JobState.DONE, job.errors
+    assert job.kind == "storage_sync"
+    assert job.params == {"direction": direction, "prefix": prefix, "source": "test"}
+    assert job.done == job.total
+    return job.result
+
+
+def events(workspace: Workspace) -> list[dict]:
+    return JsonlLog(Path(workspace.settings.logs_dir) / "storage.jsonl").read()
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {
+        str(path.relative_to(folder)): path.read_bytes()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and not path.name.startswith(".")
+    }
+
+
+def test_push_uploads_what_the_bucket_lacks_then_consistency_is_ok(
+    tmp_path: Path, open_workspace, bucket
+) -> None:
+    base = make_base_dir(tmp_path / "a")
+    local = open_workspace(base, gcs=False)  # made before the bucket was configured
+    output_id = local.assembler.assemble("single_anchor", name="Ana", developer="Hilton").summary.id
+    local.close()
+    workspace = open_workspace(base)
+    assert not workspace.storage.consistency().ok  # 6 objects missing remotely
+
+    report = run(workspace, "push")
+
+    assert report["transferred"] == report["considered"] == 6  # 4 stems, WAV, manifest
+    assert report["conflicts"] == report["failed"] == []
+    assert workspace.storage.consistency().ok
+    blob = bucket.get_blob(f"output/{output_id}.json")
+    assert blob.metadata["output_id"] == output_id
+    assert bucket.get_blob(stem_object_name(ANA)).metadata["stem_id"] == ANA
+    assert run(workspace, "push")["considered"] == 0  # nothing left to push
+    sync_events = [e["event"] for e in events(workspace) if e["event"].startswith("storage_sync")]
+    assert sync_events == ["storage_sync_started", "storage_sync_done"] * 2
+
+
+def test_push_reports_a_conflict_and_overwrites_nothing(
+    tmp_path: Path, open_workspace, bucket
+) -> None:
+    base = make_base_dir(tmp_path / "a")
+    local = open_workspace(base, gcs=False)
+    local.generator.generate_name("Ana")
+    bea = local.generator.generate_name("Bea")
+    local.close()
+    foreign = bucket.blob(stem_object_name(ANA))  # another machine's Ana: other samples
+    foreign.metadata = {**stem_metadata(bea), "stem_id": ANA, "text": "Ana"}
+    foreign.upload_from_string(b"other bytes")
+    workspace = open_workspace(base)
+
+    report = run(workspace, "push", prefix="stems/name/")
+
+    assert report["transferred"] == 1  # Bea
+    [conflict] = report["conflicts"]
+    assert conflict.startswith(stem_object_name(ANA))
+    assert bucket.blob(stem_object_name(ANA)).download_as_bytes() == b"other bytes"
+    assert workspace.cache.lookup(ANA) is not None
+
+
+def test_pull_into_an_empty_base_dir_adopts_stems_and_outputs(
+    tmp_path: Path, open_workspace
+) -> None:
+    first = open_workspace(make_base_dir(tmp_path / "first"))
+    first.assembler.assemble("single_anchor", name="Ana", developer="Hilton")
+    assert first.uploads.wait_idle(30)
+    second = open_workspace(make_base_dir(tmp_path / "second"))
+
+    report = run(second, "pull")
+
+    assert report["transferred"] == report["considered"] == 6  # 4 stems, WAV, manifest
+    assert report["conflicts"] == report["failed"] == []
+    for folder in ("stems_dir", "output_dir"):
+        mine = files_of(Path(getattr(first.settings, folder)))
+        assert mine
+        assert files_of(Path(getattr(second.settings, folder))) == mine
+    assert {r.stem_id for r in second.cache.list()} == {r.stem_id for r in first.cache.list()}
+    assert len(second.assembler.list_outputs()) == 1
+    assert second.storage.consistency().ok
+    assert run(second, "pull")["considered"] == 0
+
+
+def test_pull_never_overwrites_local_bytes(tmp_path: Path, open_workspace, bucket) -> None:
+    first = open_workspace(make_base_dir(tmp_path / "first"))
+    output_id = first.assembler.assemble("single_anchor", name="Ana", developer="Hilton").summary.id
+    bea = first.generator.generate_name("Bea")
+    assert first.uploads.wait_idle(30)
+    # The bucket's Ana becomes a valid stem object with other samples (Bea's).
+    foreign = bucket.blob(stem_object_name(ANA))
+    foreign.metadata = {**stem_metadata(bea), "stem_id": ANA, "text": "Ana"}
+    foreign.upload_from_string(bucket.blob(stem_object_name("stem.name.bea")).download_as_bytes())
+    base = make_base_dir(tmp_path / "second")
+    local = open_workspace(base, gcs=False)  # this machine's own Ana, made before
+    local.generator.generate_name("Ana")
+    local.close()
+    second = open_workspace(base)  # (opening removes a WAV without manifest: write it after)
+    (base / "output").mkdir(exist_ok=True)
+    (base / "output" / f"{output_id}.wav").write_bytes(b"this machine's file")
+    ana_before = Path(second.cache.path_of(ANA)).read_bytes()
+
+    report = run(second, "pull")
+
+    conflicts = "\n".join(report["conflicts"])
+    assert stem_object_name(ANA) in conflicts
+    assert f"output/{output_id}.wav" in conflicts
+    assert Path(second.cache.path_of(ANA)).read_bytes() == ana_before
+    assert (base / "output" / f"{output_id}.wav").read_bytes() == b"this machine's file"
+    assert not (base / "output" / f"{output_id}.json").exists()  # no half-adopted output
+    assert second.cache.lookup("stem.name.bea") is not None  # the rest was pulled
+    assert second.cache.lookup(HILTON) is not None
+
+
+def test_a_sync_can_be_cancelled_between_batches(open_workspace, tmp_path: Path, bucket) -> None:
+    wav = b"RIFF" + bytes(64)
+    for index in range(60):  # 120 objects: three batches
+        output_id = f"20260101T0000000000{index:02d}Z_single_anchor_x"
+        manifest = {"id": output_id, "output": {"sha256": hashlib.sha256(wav).hexdigest()}}
+        bucket.blob(f"output/{output_id}.wav").upload_from_string(wav)
+        bucket.blob(f"output/{output_id}.json").upload_from_string(json.dumps(manifest))
+    workspace = open_workspace(make_base_dir(tmp_path / "a"))
+
+    job = workspace.storage.start_sync("pull", "output/")
+    job.param.watch(lambda _: job.cancel(), "done")  # cancel once the first batch is done
+    job = workspace.jobs.wait(job.id, timeout=60)
+
+    assert job.state == JobState.CANCELLED, job.errors
+    assert 0 < job.done < job.total == 120
+    pulled = list(Path(workspace.settings.output_dir).glob("*.json"))
+    assert 0 < len(pulled) < 60
+    [started, failed] = [e for e in events(workspace) if e["event"].startswith("storage_sync")]
+    assert (started["event"], failed["event"], failed["error"]) == (
+        "storage_sync_started",
+        "storage_sync_failed",
+        "cancelled",
+    )
