@@ -1,0 +1,273 @@
+"""The durable upload queue and the background uploader, against a real emulator.
+
+The queue is a table of the state database: rows are written in the stem's own
+transaction, survive a bucket that is down (backing off, reporting the error) and a
+restart (a new Workspace on the same base dir uploads them), and end as uploaded, as a
+reported conflict, or dropped when the local file changed since. Real Piper, real
+SQLite, the real client on a real emulator; nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from hybrid_audio.config import Settings
+from hybrid_audio.database import Database
+from hybrid_audio.engines import Engine, create_engine
+from hybrid_audio.live import read_revisions
+from hybrid_audio.storage.base import (
+    ObjectExistsError,
+    ObjectInfo,
+    UploadItem,
+    output_object_names,
+    stem_metadata,
+    stem_object_name,
+)
+from hybrid_audio.storage.gcs import GcsStore
+from hybrid_audio.storage.uploads import BACKOFF_CAP, UploadQueue, Uploads
+from tests.api_server import make_base_dir
+from tests.gcs_emulator import gcs_bucket, gcs_emulator  # noqa: F401
+from tests.test_storage_readthrough import Bucket, calls, dead_url, gcs_settings, workspace
+
+STEM = "stem.name.ana"
+STEM_OBJECT = stem_object_name(STEM)
+
+
+@pytest.fixture
+def bucket(request: pytest.FixtureRequest) -> Bucket:
+    return Bucket(
+        request.getfixturevalue("gcs_emulator").url, request.getfixturevalue("gcs_bucket")
+    )
+
+
+@pytest.fixture(scope="module")
+def piper() -> Engine:
+    return create_engine(Settings(tts_engine="piper"))
+
+
+class PreconditionStore(GcsStore):
+    """A GcsStore that refuses to create an object that exists, as GCS does (412).
+
+    The emulator ignores `if_generation_match` and overwrites (tests/gcs_emulator.py);
+    the precondition GcsStore sends is tested on the request itself
+    (tests/test_storage_gcs_requests.py). This gives the emulator that one GCS behaviour,
+    so the uploader's handling of the refusal runs against real objects.
+    """
+
+    def upload_many(
+        self, items: Sequence[UploadItem], workers: int | None = None
+    ) -> list[ObjectInfo | Exception]:
+        return [
+            ObjectExistsError(item[0]) if self.exists(item[0]) else self.upload(*item)
+            for item in items
+        ]
+
+
+# --- the queue --------------------------------------------------------------------------
+
+
+def test_failures_back_off_doubling_to_a_cap_and_retry_now_clears_them(tmp_path: Path) -> None:
+    queue = UploadQueue(Database(tmp_path / "state.db"))
+    with queue.database.write() as db:
+        queue.add(db, STEM_OBJECT, "a" * 64)
+    assert [row.name for row in queue.due()] == [STEM_OBJECT]
+    assert queue.due() == []  # leased to the first taker
+
+    waits = []
+    for _ in range(12):
+        before = time.time()
+        queue.failed(STEM_OBJECT, "bucket down", "a" * 64)
+        waits.append(queue.rows()[0]["next_attempt_at"] - before)
+    assert [round(wait) for wait in waits[:4]] == [1, 2, 4, 8]
+    assert round(waits[-1]) == BACKOFF_CAP
+    counts = queue.counts()
+    assert (counts.pending, counts.failing, counts.due) == (1, 1, 0)
+    assert counts.last_error == "bucket down"
+
+    assert queue.retry_now() == 1
+    assert queue.counts().due == 1
+
+
+def test_a_conflict_is_not_due_and_a_newer_version_replaces_the_row(tmp_path: Path) -> None:
+    queue = UploadQueue(Database(tmp_path / "state.db"))
+    with queue.database.write() as db:
+        queue.add(db, STEM_OBJECT, "a" * 64)
+    queue.conflict(STEM_OBJECT, "other bytes there")
+    counts = queue.counts()
+    assert (counts.pending, counts.conflicts, counts.due) == (0, 1, 0)
+    assert queue.due() == []
+
+    with queue.database.write() as db:  # the stem is made again: a fresh pending row
+        queue.add(db, STEM_OBJECT, "b" * 64)
+    queue.done(STEM_OBJECT, "a" * 64)  # settling the old version leaves the new one
+    (row,) = queue.rows()
+    assert (row["sha256"], row["state"], row["attempts"]) == ("b" * 64, "pending", 0)
+    queue.done(STEM_OBJECT, "b" * 64)
+    assert queue.rows() == []
+
+
+def test_a_stored_stem_is_queued_in_its_own_transaction(
+    tmp_path: Path, bucket: Bucket, piper: Engine
+) -> None:
+    settings = gcs_settings(make_base_dir(tmp_path), bucket.name, bucket.url)
+    with workspace(settings, piper) as ws:
+        ws.uploads.close()  # nothing drains the queue: what store() wrote stays visible
+        before = read_revisions(ws.database.connection())["uploads"]
+        record = ws.generator.generate_name("Ana")
+        wav = ws.cache.load(record.stem_id)
+        ws.cache.store("stem.name.bob", "Bob", wav, upload=False)  # adopted: not queued
+
+        assert [(r["object_name"], r["sha256"]) for r in ws.uploads.queue.rows()] == [
+            (STEM_OBJECT, record.sha256)
+        ]
+        assert read_revisions(ws.database.connection())["uploads"] > before
+
+
+def test_local_mode_has_no_queue_and_no_read_through(tmp_path: Path, piper: Engine) -> None:
+    with workspace(Settings(base_dir=make_base_dir(tmp_path)), piper) as ws:
+        assert ws.store.mode == "local"
+        assert ws.uploads is None
+        assert ws.generator.remote is None
+        ws.generator.generate_name("Ana")
+        assert UploadQueue(ws.database).rows() == []
+
+
+# --- the uploader -----------------------------------------------------------------------
+
+
+def test_an_assembled_message_uploads_its_stems_and_output(
+    tmp_path: Path, bucket: Bucket, piper: Engine
+) -> None:
+    settings = gcs_settings(make_base_dir(tmp_path), bucket.name, bucket.url)
+    with workspace(settings, piper) as ws:
+        result = ws.assembler.assemble("double_anchor", name="Ana", developer="Hilton")
+        assert ws.uploads.wait_idle(30)
+        assert ws.uploads.queue.rows() == []
+        assert ws.uploads.uploaded == 6  # four stems, the WAV and its manifest
+
+        wav_name, json_name = output_object_names(result.summary.id)
+        manifest = json.loads(Path(result.manifest_path).read_bytes())
+        for name, path in ((wav_name, result.wav_path), (json_name, result.manifest_path)):
+            data, info = ws.store.download(name)
+            assert data == Path(path).read_bytes()
+            assert info.metadata == {
+                "output_id": result.summary.id,
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "template": "double_anchor",
+                "contract_signature": manifest["contract_signature"],
+            }
+        for record in ws.cache.list():
+            data, info = ws.store.download(stem_object_name(record.stem_id))
+            assert data == ws.cache.path_of(record.stem_id).read_bytes()
+            assert info.metadata == stem_metadata(record)
+
+
+def test_uploads_wait_out_an_unreachable_bucket_and_a_restart_resumes_them(
+    tmp_path: Path, bucket: Bucket, piper: Engine
+) -> None:
+    base_dir = make_base_dir(tmp_path)
+    down = gcs_settings(base_dir, bucket.name, dead_url(), deadline=0.5)
+    with workspace(down, piper) as ws:
+        result = ws.assembler.assemble("double_anchor", name="Ana", developer="Hilton")
+        assert result.report.ok  # local work succeeds with the bucket down
+        assert ws.uploads.wait_idle(30)  # every row tried once, now backing off
+        rows = ws.uploads.queue.rows()
+        assert len(rows) == 6
+        assert all(row["state"] == "pending" and row["attempts"] >= 1 for row in rows)
+        assert all(bucket.name in row["last_error"] for row in rows)
+        assert (ws.uploads.pending, ws.uploads.failing) == (6, 6)
+        assert bucket.name in ws.uploads.last_error
+        expected = {row["object_name"] for row in rows}
+
+    with workspace(gcs_settings(base_dir, bucket.name, bucket.url), piper) as ws:
+        assert ws.uploads.wait_idle(30)
+        assert ws.uploads.queue.rows() == []
+        assert calls(ws) == []
+        assert {info.name for info in ws.store.iterate("")} == expected
+        assert ws.store.download(output_object_names(result.summary.id)[0])[0] == (
+            Path(result.wav_path).read_bytes()
+        )
+
+
+@pytest.mark.parametrize("same_sha256", [False, True])
+def test_an_object_already_in_the_bucket_is_a_conflict_unless_it_is_the_same(
+    tmp_path: Path, bucket: Bucket, piper: Engine, same_sha256: bool
+) -> None:
+    settings = gcs_settings(make_base_dir(tmp_path), bucket.name, bucket.url)
+    with workspace(settings, piper) as ws:
+        ws.uploads.close()
+        record = ws.generator.generate_name("Ana")
+        local = ws.cache.path_of(STEM).read_bytes()
+        # Another machine's object under that name, arrived after this one made its stem.
+        theirs = {"sha256": record.sha256 if same_sha256 else "f" * 64, "stem_id": STEM}
+        ws.store.upload(STEM_OBJECT, b"their bytes", theirs, "audio/wav")
+
+        uploads = Uploads(
+            settings=settings,
+            store=PreconditionStore(settings),
+            queue=ws.uploads.queue,
+            cache=ws.cache,
+        )
+        uploads.start()
+        try:
+            assert uploads.wait_idle(30)
+            time.sleep(0.3)
+            assert uploads.wait_idle(30)  # a conflict is not retried
+            rows = ws.uploads.queue.rows()
+        finally:
+            uploads.close()
+
+        if same_sha256:
+            assert rows == []  # someone uploaded the same stem first: done
+            assert uploads.conflicts == 0
+        else:
+            assert [(r["state"], r["attempts"]) for r in rows] == [("conflict", 1)]
+            assert STEM_OBJECT in rows[0]["last_error"]
+            assert uploads.conflicts == 1
+            assert STEM_OBJECT in uploads.last_error
+        assert uploads.uploaded == 0
+        assert ws.store.download(STEM_OBJECT)[0] == b"their bytes"  # never overwritten
+        assert ws.cache.path_of(STEM).read_bytes() == local
+        assert ws.cache.read(ws.cache.get(STEM)).record.sha256 == record.sha256
+
+
+def test_a_row_whose_stem_was_invalidated_is_dropped_not_uploaded(
+    tmp_path: Path, bucket: Bucket, piper: Engine
+) -> None:
+    settings = gcs_settings(make_base_dir(tmp_path), bucket.name, bucket.url)
+    with workspace(settings, piper) as ws:
+        ws.uploads.close()
+        ws.generator.generate_name("Ana")
+        assert ws.cache.invalidate(STEM)
+        assert len(ws.uploads.queue.rows()) == 1
+
+        uploads = Uploads(settings=settings, store=ws.store, queue=ws.uploads.queue, cache=ws.cache)
+        uploads.start()
+        try:
+            assert uploads.wait_idle(30)
+        finally:
+            uploads.close()
+        assert ws.uploads.queue.rows() == []
+        assert not ws.store.exists(STEM_OBJECT)
+
+
+def test_refresh_shows_rows_another_process_queued(
+    tmp_path: Path, bucket: Bucket, piper: Engine
+) -> None:
+    settings = gcs_settings(make_base_dir(tmp_path), bucket.name, bucket.url)
+    with workspace(settings, piper) as ws:
+        ws.uploads.close()
+        ws.refresh()
+        assert ws.uploads.pending == 0
+        other = UploadQueue(Database(settings.database_path))  # another process's connection
+        with other.database.write() as db:
+            other.add(db, STEM_OBJECT, "a" * 64)
+        assert ws.uploads.pending == 0  # nothing arrives by itself
+        ws.refresh()
+        assert ws.uploads.pending == 1
