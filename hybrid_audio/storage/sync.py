@@ -237,7 +237,7 @@ class Syncer:
             for info in batch:
                 self._pull_stem(info, report)
             job.advance(len(batch), message=f"pulled {report.transferred}")
-        for batch in _batches(sorted(outputs)):
+        for batch in _batches(sorted(outputs), BATCH // 2):  # two objects per output
             job.raise_if_cancelled()
             self._pull_outputs({oid: outputs[oid] for oid in batch}, report)
             job.advance(
@@ -268,13 +268,13 @@ class Syncer:
 
     def _pull_outputs(self, pairs: dict[str, dict[str, ObjectInfo]], report: SyncReport) -> None:
         """Download the pairs of a batch at once, prove each, write the absent files."""
-        names = [info.name for pair in pairs.values() for info in pair.values()]
+        for pair in [pair for pair in pairs.values() if set(pair) != {"wav", "json"}]:
+            for info in pair.values():
+                report.failed.append(f"{info.name}: the bucket holds only half of the output")
+        whole = [oid for oid, pair in pairs.items() if set(pair) == {"wav", "json"}]
+        names = [name for oid in whole for name in output_object_names(oid)]
         fetched = dict(zip(names, self.store.download_many(names), strict=True))
-        for output_id, pair in pairs.items():
-            if set(pair) != {"wav", "json"}:
-                for info in pair.values():
-                    report.failed.append(f"{info.name}: the bucket holds only half of the output")
-                continue
+        for output_id in whole:
             wav_name, json_name = output_object_names(output_id)
             wav, manifest = fetched[wav_name], fetched[json_name]
             for result in (wav, manifest):
