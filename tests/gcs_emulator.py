@@ -25,6 +25,15 @@ import pytest
 
 from tests.api_server import free_port
 
+#: The emulator's console script, with a listen backlog of 128 instead of socketserver's 5:
+#: it serves one request at a time, and with the default backlog the kernel drops the
+#: connections of a bulk transfer's 8 parallel requests (each then waits ~1 s to retry).
+#: A real bucket has no such limit; the emulator's request handling is unchanged.
+_LAUNCH = (
+    "import socketserver, sys; socketserver.TCPServer.request_queue_size = 128; "
+    "from gcp_storage_emulator.__main__ import main; sys.exit(main())"
+)
+
 
 @dataclass
 class Emulator:
@@ -61,11 +70,18 @@ class Emulator:
 def start_emulator(log_dir: Path, port: int | None = None) -> Emulator:
     """Start `gcp-storage-emulator` and wait until it accepts connections."""
     port = port or free_port()
-    executable = Path(sys.executable).parent / "gcp-storage-emulator"
     log_path = log_dir / f"gcs-emulator-{port}.log"
     log = log_path.open("wb")
     process = subprocess.Popen(
-        [str(executable), "start", "--host=127.0.0.1", f"--port={port}", "--in-memory"],
+        [
+            sys.executable,
+            "-c",
+            _LAUNCH,
+            "start",
+            "--host=127.0.0.1",
+            f"--port={port}",
+            "--in-memory",
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
     )
