@@ -142,7 +142,8 @@ class Workspace(param.Parameterized):
 
         One read of the revision counters; only what changed is read again: the cache's
         `revision`, the rotation's `cursors` (also when a dataset file changed), the
-        progress of jobs other processes run. Cheap enough to call a few times a second;
+        progress of jobs other processes run, the upload queue's counters (GCS mode).
+        Cheap enough to call a few times a second;
         the dashboard's adapter does (`app.views.live`).
         """
         with self._refresh_lock:

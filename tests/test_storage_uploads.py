@@ -102,6 +102,8 @@ def test_a_conflict_is_not_due_and_a_newer_version_replaces_the_row(tmp_path: Pa
     counts = queue.counts()
     assert (counts.pending, counts.conflicts, counts.due) == (0, 1, 0)
     assert queue.due() == []
+    assert queue.retry_now(conflicts=False) == 0  # what a restart does: conflicts stay
+    assert queue.counts().conflicts == 1
 
     with queue.database.write() as db:  # the stem is made again: a fresh pending row
         queue.add(db, STEM_OBJECT, "b" * 64)

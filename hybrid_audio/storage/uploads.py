@@ -173,13 +173,12 @@ class UploadQueue:
         with self.database.write() as db:
             db.execute(sql, args)
 
-    def retry_now(self) -> int:
-        """Make every row due now, conflicts included (after the operator resolved them);
-        returns how many rows."""
+    def retry_now(self, conflicts: bool = True) -> int:
+        """Make every pending row due now, and with `conflicts` the conflicts too (after the
+        operator resolved them); returns how many rows."""
+        sql = "UPDATE storage_uploads SET next_attempt_at = 0, state = 'pending'"
         with self.database.write() as db:
-            count = db.execute(
-                "UPDATE storage_uploads SET next_attempt_at = 0, state = 'pending'"
-            ).rowcount
+            count = db.execute(sql if conflicts else sql + " WHERE state = 'pending'").rowcount
         self.added.set()
         return count
 
@@ -257,11 +256,11 @@ class Uploads(param.Parameterized):
     # --- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> None:
-        """Resume the queue (rows a dead process leased or backed off are due at once) and
-        start the thread."""
+        """Resume the queue (rows a dead process leased or backed off are due at once;
+        conflicts stay reported) and start the thread."""
         if self._thread is not None:
             return
-        self.queue.retry_now()
+        self.queue.retry_now(conflicts=False)
         self.publish()
         self._thread = threading.Thread(target=self._run, name="gcs-uploads", daemon=True)
         self._thread.start()
