@@ -383,9 +383,20 @@ def test_rotation_page_shows_every_stream(ui: Session) -> None:
 
 
 def test_storage_page_says_gcs_is_off(ui: Session) -> None:
+    """Local mode: no bucket, so no Push/Pull; Re-audit checks the files against the index.
+    (GCS mode: tests/test_dashboard_storage_browser.py.)"""
     open_dashboard(ui)
     open_tab(ui, "Storage")
-    sync_api.expect(visible(ui.page.locator(".storage-status"))).to_contain_text("not configured")
+    page = ui.page
+    status = visible(page.locator(".storage-status"))
+    sync_api.expect(status).to_contain_text("No bucket is configured")
+    for direction in ("push", "pull"):
+        sync_api.expect(visible(page.locator(f".storage-{direction} button"))).to_be_disabled()
+    sync_api.expect(visible(page.locator(".storage-sync-note"))).to_contain_text("GCS_BUCKET")
+    click(ui, "Re-audit")
+    summary = visible(page.locator(".storage-summary"))
+    sync_api.expect(summary).to_contain_text(re.compile(r"\d+ differences? \(\d+ local checked\)"))
+    sync_api.expect(summary).to_contain_text("missing file")  # the local statuses' counts
     ui.screenshot("storage")
     assert_clean(ui)
 

@@ -20,6 +20,7 @@ from app.views.assemble import AssembleView
 from app.views.cache import CacheView
 from app.views.generate import GenerateView
 from app.views.rotation import RotationView
+from app.views.storage import StorageView
 from app.views.workflow import WorkflowView
 from hybrid_audio.config import Settings
 from hybrid_audio.engines import create_engine
@@ -425,3 +426,44 @@ def test_a_stem_replaced_by_a_link_is_never_read_by_the_views(workspace: Workspa
     assert errors
     assert all("root:" not in message for message in errors)
     assert any("link" in message for message in errors), errors
+
+
+def test_storage_page_in_local_mode_audits_the_files_and_lists_them(
+    workspace: Workspace,
+) -> None:
+    """No bucket: the page says so, refuses Push/Pull, audits files against the index
+    (filterable by what is wrong) and lists the local objects page by page."""
+    view = StorageView(workspace=workspace, page_size=1)
+    layout = view.__panel__()
+    status = [p for p in layout.select(pn.pane.Markdown) if "storage-status" in p.css_classes]
+    assert "No bucket is configured" in status[0].object
+    assert all(button.disabled for button in view.sync_buttons.values())
+    view.sync("push")
+    assert "GCS_BUCKET" in view.last_error
+    for name in ("Ann", "Bob"):
+        workspace.generator.generate_name(name)
+    gone = workspace.cache.get("stem.name.bob")
+    (Path(workspace.settings.stems_dir) / gone.path).unlink()
+    view.audit_button.clicks += 1
+    frame = view.differences_table.value
+    assert list(frame["stem_id"]) == ["stem.name.bob"]
+    assert list(frame["where"]) == ["missing here"]
+    assert list(frame["status"]) == ["missing_file"]
+    view.show = "differs"
+    assert view.differences_table.value.empty
+    view.show = "missing here"
+    assert len(view.differences_table.value) == 1
+
+    workspace.generator.generate_name("Cid")
+    view.list_button.clicks += 1  # stems/name/, one object a page
+    assert list(view.objects_table.value["stem_id"]) == ["stem.name.ann"]
+    assert not view.next_page_button.disabled
+    view.next_page_button.clicks += 1
+    assert list(view.objects_table.value["stem_id"]) == ["stem.name.cid"]
+    view.objects_table._process_event(CellClickEvent(model=None, column="name", row=0))
+    assert view.selected is not None
+    metadata = dict(view._metadata_frame(view.selected).values.tolist())
+    assert metadata["name"] == "stems/name/stem.name.cid.wav"
+    view.prefix = "output/"  # a new prefix lists again, from its first page
+    assert view.objects_table.value.empty
+    assert view.selected is None
