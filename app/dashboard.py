@@ -47,7 +47,14 @@ Hooks for browser tests (stable names and CSS classes):
   (name, developer, script, pair); buttons "Next name" … "Next pair"
   (`.rotation-next-<stream>`), "Refresh" (`.rotation-refresh`); last step
   `.rotation-last`; upcoming pairs Tabulator `.upcoming-pairs`.
-- Storage: `.storage-status` ("GCS mode is not configured").
+- Storage: `.storage-status` (mode, bucket, prefix, upload queue; local mode: "No bucket
+  is configured"), "Retry uploads" (`.storage-retry`, GCS mode); buttons "Re-audit"
+  (`.storage-audit`), "Push" (`.storage-push`), "Pull" (`.storage-pull`; both disabled in
+  local mode, `.storage-sync-note` says why); sync bar `.storage-progress` and status
+  `.storage-job`; `.storage-summary` (counts per status); filter `.storage-filter` ("all",
+  "missing here", "missing there", "differs", "orphan"); differences Tabulator
+  `.storage-table`; prefix `.storage-prefix`, "List objects", "Next page"; objects
+  Tabulator `.storage-objects` (click a row) → metadata Tabulator `.storage-metadata`.
 - Behind INTERNAL_API_KEY: a "Sign out" button (`.sign-out`) posts to /dashboard/logout.
 - Errors appear as Panel notifications (`.notyf__toast--error`), never as tracebacks.
 - Data (names, texts, ids, error messages) is shown as text, never as HTML or Markdown
