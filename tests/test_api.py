@@ -78,6 +78,10 @@ ROUTES = {
     ("POST", "/cache/bulk_generate"),
     ("GET", "/cache/stems/{stem_id}/audio"),
     ("GET", "/cache/verify"),
+    ("GET", "/cache/check_in_bucket"),  # the storage routes: tests/test_api_storage.py
+    ("GET", "/cache/bucket_list"),
+    ("GET", "/storage"),
+    ("POST", "/storage/sync"),
     ("GET", "/external/datasets"),
     ("GET", "/external/datasets/{kind}"),
     ("POST", "/external/datasets/{kind}"),

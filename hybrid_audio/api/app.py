@@ -32,6 +32,7 @@ from hybrid_audio.api.routers import (
     jobs,
     kinds,
     rotation,
+    storage,
 )
 from hybrid_audio.config import Settings
 from hybrid_audio.database import Database
@@ -55,7 +56,8 @@ _ERRORS = {
         408: "The request body did not arrive in time",
         429: "Engine quota or rate limit, or too many wrong keys from this address",
         500: "Internal error (no details are disclosed)",
-        503: "Engine unavailable or misconfigured, state database gone, or a read-only folder",
+        503: "Engine unavailable or misconfigured, state database gone, a read-only folder, "
+        "or the storage bucket unreachable or refusing (the message and details name it)",
         507: "A folder's disk is full (the message names the folder)",
     }.items()
 }
@@ -97,7 +99,7 @@ def create_app(
     errors.install(app)
     app.include_router(health.router)
     protected = [Depends(require_key)]
-    for module in (generate, assemble, rotation, cache, datasets, jobs, kinds):
+    for module in (generate, assemble, rotation, cache, storage, datasets, jobs, kinds):
         app.include_router(module.router, dependencies=protected)
     dashboard = _mount_dashboard(app)
     database = Database(settings.database_path)  # sessions and failure counts, shared

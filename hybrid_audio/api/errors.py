@@ -5,7 +5,9 @@ unexpected becomes a 500 with a generic message and an id that points at the ser
 no stack trace ever reaches a client. Stored state that cannot be trusted is a 409 (a stem
 or output changed on disk: `corrupt_audio`; a stored file that is a symbolic link:
 `unsafe_file`); a disk that refuses a write is a 507 when full and a 503 when read-only,
-with a message naming the folder.
+with a message naming the folder. A bucket that refuses or cannot be reached is a 503
+`storage_unavailable` naming the bucket (also in `details`); an upload that would overwrite
+an object is a 409 `object_exists`, bytes that fail their CRC32C a 409 `checksum_mismatch`.
 """
 
 from __future__ import annotations
@@ -31,6 +33,12 @@ from hybrid_audio.engines import (
 )
 from hybrid_audio.files import StorageError, UnsafeFileError
 from hybrid_audio.jobs import JobCancelledError
+from hybrid_audio.storage.base import (
+    ChecksumMismatchError,
+    ObjectExistsError,
+    ObjectMissingError,
+    StorageUnavailableError,
+)
 from hybrid_audio.templates import TemplateError
 from hybrid_audio.wav import WavError
 
@@ -50,7 +58,14 @@ _HTTP_CODES = {
     507: "insufficient_storage",
 }
 #: Exceptions that are expected outcomes (bad input, engine down, state gone), not bugs.
-CORE_ERRORS = (ValueError, EngineError, JobCancelledError, StateDatabaseError)
+CORE_ERRORS = (
+    ValueError,
+    EngineError,
+    JobCancelledError,
+    StateDatabaseError,
+    StorageUnavailableError,
+    ObjectMissingError,
+)
 
 
 class ApiError(Exception):
@@ -105,7 +120,22 @@ def _status_for(error: Exception) -> tuple[int, str]:
         return 409, "cancelled"
     if isinstance(error, StateDatabaseError):
         return 503, "state_unavailable"
+    if isinstance(error, StorageUnavailableError):
+        return 503, "storage_unavailable"
+    if isinstance(error, ObjectMissingError):
+        return 404, "not_found"
+    if isinstance(error, ObjectExistsError):
+        return 409, "object_exists"
+    if isinstance(error, ChecksumMismatchError):
+        return 409, "checksum_mismatch"
     return 422, "validation_error"  # any other ValueError: the input was not acceptable
+
+
+def _details_for(error: Exception) -> dict[str, str] | None:
+    """What a client may act on besides the message: the bucket that is unavailable."""
+    if isinstance(error, StorageUnavailableError):
+        return {"bucket": error.bucket}
+    return None
 
 
 def _storage_status(error: StorageError) -> tuple[int, str]:
@@ -131,7 +161,8 @@ def ndjson_response(lines: Iterable[str]) -> StreamingResponse:
             yield from iterator
         except CORE_ERRORS as error:
             _, code = _status_for(error)
-            yield json.dumps(envelope_body(code, str(error)), ensure_ascii=False) + "\n"
+            body = envelope_body(code, str(error), _details_for(error))
+            yield json.dumps(body, ensure_ascii=False) + "\n"
 
     return StreamingResponse(stream(), media_type="application/x-ndjson")
 
@@ -161,7 +192,7 @@ def install(app: FastAPI) -> None:
 
     async def _core_error(request: Request, error: Exception) -> JSONResponse:
         status, code = _status_for(error)
-        return envelope(status, code, str(error))
+        return envelope(status, code, str(error), _details_for(error))
 
     # Core exceptions are expected outcomes (bad input, engine down): no traceback logged.
     for kind in CORE_ERRORS:

@@ -16,6 +16,7 @@ from hybrid_audio import kinds
 from hybrid_audio.assembly import OutputSummary
 from hybrid_audio.bitmerge import VerifyReport
 from hybrid_audio.cache import StemRecord
+from hybrid_audio.storage.base import StorageDescription
 
 Text = Field(min_length=1, max_length=256)
 #: Largest page a list route returns (`limit`).
@@ -96,6 +97,9 @@ class Health(BaseModel):
     contract_signature: str
     audio_format: str
     auth_required: bool
+    storage: StorageDescription = Field(
+        description="Where stems and outputs are mirrored: local (no bucket) or a GCS bucket."
+    )
 
 
 class NameRequest(BaseModel):
@@ -185,11 +189,39 @@ class ResetRequest(BaseModel):
 
 class InvalidateRequest(BaseModel):
     stem_id: str = Field(min_length=1, max_length=128, examples=["stem.name.jose"])
+    remote: bool = Field(
+        default=False,
+        description="Also delete the bucket's copy (GCS mode only: 409 without a bucket).",
+    )
 
 
 class InvalidateResponse(BaseModel):
     stem_id: str
-    invalidated: bool
+    invalidated: bool = Field(description="Whether a local copy was removed.")
+    remote: bool = Field(default=False, description="Whether a bucket copy was deleted.")
+
+
+#: Longest object-name prefix or page token a storage route accepts.
+MAX_PREFIX = 512
+MAX_PAGE_TOKEN = 2048
+ObjectPrefix = Annotated[
+    str,
+    Query(
+        max_length=MAX_PREFIX,
+        description='"" (everything), or under stems/ or output/, e.g. stems/name/.',
+    ),
+]
+PageToken = Annotated[
+    str | None,
+    Query(max_length=MAX_PAGE_TOKEN, description="next_page_token of the previous page."),
+]
+
+
+class SyncRequest(BaseModel):
+    """push: upload what the bucket lacks; pull: adopt what this machine lacks."""
+
+    direction: Literal["push", "pull"]
+    prefix: str = Field(default="", max_length=MAX_PREFIX, examples=["stems/name/"])
 
 
 class StemSummary(BaseModel):

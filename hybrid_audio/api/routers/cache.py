@@ -1,22 +1,35 @@
-"""`/cache`: the stems the server holds, their audio, invalidation and the audit.
+"""`/cache`: the stems the server holds, their audio, invalidation and the audits.
 
-Storage routes (`check_in_bucket`, `bucket_list`) join this router with the GCS issue.
+`verify` checks the files against the index; `check_in_bucket` compares the index with the
+bucket (in local mode: the files against the index, saying no bucket is configured);
+`bucket_list` lists the bucket (or the local files) by prefix, a page at a time.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse
 
 from hybrid_audio.api.audio import VerifiedAudio
 from hybrid_audio.api.deps import WorkspaceDep
 from hybrid_audio.api.errors import ApiError, not_found
-from hybrid_audio.api.models import InvalidateRequest, InvalidateResponse, KindQuery, StemSummary
+from hybrid_audio.api.models import (
+    InvalidateRequest,
+    InvalidateResponse,
+    KindQuery,
+    ObjectPrefix,
+    PageLimit,
+    PageToken,
+    StemSummary,
+)
 from hybrid_audio.api.routers.generate import generate_rotational
+from hybrid_audio.api.routers.storage import require_bucket
 from hybrid_audio.cache import CacheReport, StemRecord
 from hybrid_audio.stems import StemId
+from hybrid_audio.storage.reports import AuditPage, ConsistencyReport
 
 router = APIRouter(prefix="/cache", tags=["cache"])
 
@@ -49,10 +62,13 @@ def list_stems(
 
 @router.post("/invalidate", response_model=InvalidateResponse, summary="Forget a stem")
 def invalidate(body: InvalidateRequest, workspace: WorkspaceDep) -> InvalidateResponse:
+    """Removes the local copy; with `remote` also the bucket's (409 without a bucket), so
+    the next request synthesizes the stem instead of downloading it again."""
     stem_id = str(StemId.parse(body.stem_id))
-    return InvalidateResponse(
-        stem_id=stem_id, invalidated=workspace.generator.cache.invalidate(stem_id)
-    )
+    if body.remote:
+        require_bucket(workspace, "delete a bucket copy")
+    outcome = workspace.storage.invalidate(stem_id, remote=body.remote)
+    return InvalidateResponse(stem_id=stem_id, invalidated=outcome.local, remote=outcome.remote)
 
 
 router.add_api_route(
@@ -89,3 +105,34 @@ def stem_audio(stem_id: str, workspace: WorkspaceDep) -> FileResponse:
 @router.get("/verify", response_model=CacheReport, summary="Files against the index")
 def verify(workspace: WorkspaceDep) -> CacheReport:
     return workspace.verify_cache()
+
+
+@router.get(
+    "/check_in_bucket",
+    response_model=ConsistencyReport,
+    summary="The local index against the bucket: a summary and one row per difference",
+)
+def check_in_bucket(
+    workspace: WorkspaceDep,
+    stem_id: Annotated[str | None, Query(max_length=128, examples=["stem.name.jose"])] = None,
+) -> ConsistencyReport:
+    """Missing on either side, checksum or contract mismatches, orphan objects (`ok` when
+    there are none); `stem_id` checks that stem only. Without a bucket, the local files
+    are audited against the index and `note` says so."""
+    return workspace.storage.consistency(None if stem_id is None else str(StemId.parse(stem_id)))
+
+
+@router.get(
+    "/bucket_list",
+    response_model=AuditPage,
+    summary="Objects under a prefix, a page at a time (sizes, checksums, metadata)",
+)
+def bucket_list(
+    workspace: WorkspaceDep,
+    prefix: ObjectPrefix = "",
+    limit: PageLimit = 100,
+    page_token: PageToken = None,
+) -> AuditPage:
+    """Follow `next_page_token` (null on the last page) for the rest. A stem's spoken text
+    in `metadata.text` is percent-encoded UTF-8 (object metadata is ASCII)."""
+    return workspace.storage.audit(prefix, limit, page_token)

@@ -1,4 +1,8 @@
-"""`GET /health`: what is running, without a key."""
+"""`GET /health`: what is running, without a key.
+
+The storage block names the bucket and prefix (no objects, no credentials): enough for an
+operator or a second machine to see where this server mirrors its stems.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from hybrid_audio.api.models import Health
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health", response_model=Health, summary="Engine, contract and version")
+@router.get("/health", response_model=Health, summary="Engine, contract, storage and version")
 def health(workspace: WorkspaceDep) -> Health:
     contract = workspace.generator.contract
     return Health(
@@ -20,4 +24,5 @@ def health(workspace: WorkspaceDep) -> Health:
         contract_signature=contract.signature(),
         audio_format=contract.audio_format.describe(),
         auth_required=bool(workspace.settings.internal_api_key),
+        storage=workspace.store.describe(),
     )
