@@ -1,0 +1,181 @@
+"""The storage commands of the real `hybrid-audio` console script against a real server.
+
+`cache bucket-list`, `cache check-in-bucket` (its exit code, and `make cli-cache`),
+`cache invalidate --remote`, `storage status` and `storage sync push|pull --wait`, with the
+server in GCS mode on a real `gcp-storage-emulator` bucket, and refused in local mode.
+Servers synthesize with the fake Cartesia (fast and deterministic; tests/fakes).
+"""
+
+# ruff: noqa: F811  (fixtures are imported by name)
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.api_server import (  # noqa: F401  (fixtures are used by name)
+    REPO,
+    ApiServer,
+    server_factory,
+    start_server,
+)
+from tests.fakes.cartesia import FakeCartesia
+from tests.gcs_emulator import Emulator, gcs_bucket, gcs_emulator  # noqa: F401
+from tests.test_api_storage import bucket_env, cartesia_env, plant, raw_bucket
+from tests.test_cli import cli_env, ok, one_line_error
+
+CONSOLE_SCRIPT = REPO / ".venv" / "bin" / "hybrid-audio"
+KEY = "cli-storage-key"
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeCartesia]:
+    with FakeCartesia() as started:
+        yield started
+
+
+def hybrid_audio(tmp_path: Path, server: ApiServer, *args: str) -> subprocess.CompletedProcess[str]:
+    """`hybrid-audio ARGS` (the installed console script) against `server`, with its key."""
+    env = cli_env(tmp_path, HYBRID_AUDIO_API_URL=server.base_url, INTERNAL_API_KEY=server.key)
+    return subprocess.run(
+        [str(CONSOLE_SCRIPT), *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=120,
+        check=False,
+    )
+
+
+def wait_uploaded(tmp_path: Path, server: ApiServer, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while json.loads(ok(hybrid_audio(tmp_path, server, "--json", "storage", "status")))["pending"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+
+
+def test_bucket_list_shows_objects_and_follows_pages(
+    tmp_path: Path,
+    server_factory: Callable[..., ApiServer],
+    gcs_emulator: Emulator,
+    gcs_bucket: str,
+) -> None:
+    plant(
+        raw_bucket(gcs_emulator, gcs_bucket), [f"stems/name/stem.name.x{i}.wav" for i in range(5)]
+    )
+    server = server_factory(key=KEY, env=bucket_env(gcs_emulator.url, gcs_bucket))
+    listing = ["cache", "bucket-list", "--prefix", "stems/name/", "--limit", "2"]
+
+    every = json.loads(ok(hybrid_audio(tmp_path, server, "--json", *listing, "--all")))
+    assert [o["name"] for o in every["objects"]] == [
+        f"stems/name/stem.name.x{i}.wav" for i in range(5)
+    ]
+    assert every["next_page_token"] is None
+
+    first = hybrid_audio(tmp_path, server, *listing)
+    table = ok(first)
+    assert "stem.name.x0" in table
+    assert "José 0" in table  # the metadata's percent-encoded text, decoded
+    assert "stem.name.x2" not in table  # one page of 2
+    token = first.stderr.split("--page-token", 1)[1].split()[0]
+    second = ok(hybrid_audio(tmp_path, server, *listing, "--page-token", token))
+    assert "stem.name.x2" in second
+    assert "stem.name.x0" not in second
+
+
+def test_check_in_bucket_exits_0_when_consistent_and_1_on_differences(
+    tmp_path: Path,
+    server_factory: Callable[..., ApiServer],
+    gcs_emulator: Emulator,
+    gcs_bucket: str,
+    fake: FakeCartesia,
+) -> None:
+    env = bucket_env(gcs_emulator.url, gcs_bucket) | cartesia_env(fake)
+    server = server_factory(key=KEY, env=env)
+    ok(hybrid_audio(tmp_path, server, "generate", "name", "Ann"))
+    wait_uploaded(tmp_path, server)
+    assert "consistency" in ok(hybrid_audio(tmp_path, server, "cache", "check-in-bucket"))
+    # The Makefile shortcut; -o: the venv is treated as set up (no pip install mid-test).
+    make = subprocess.run(
+        ["make", "-s", "-o", ".venv/.installed", "cli-cache", "ARGS=check-in-bucket"],
+        cwd=REPO,
+        env=cli_env(tmp_path, HYBRID_AUDIO_API_URL=server.base_url, INTERNAL_API_KEY=KEY),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert make.returncode == 0, make.stdout + make.stderr
+    assert gcs_bucket in make.stdout
+
+    raw_bucket(gcs_emulator, gcs_bucket).blob("stems/name/stem.name.ann.wav").delete()
+    result = hybrid_audio(tmp_path, server, "cache", "check-in-bucket")
+    assert "missing_remote" in result.stdout
+    assert "stem.name.ann" in result.stdout
+    assert "1 missing_remote" in one_line_error(result, 1)
+    as_json = hybrid_audio(tmp_path, server, "--json", "cache", "check-in-bucket")
+    assert as_json.returncode == 1
+    assert json.loads(as_json.stdout)["ok"] is False
+    only = ["cache", "check-in-bucket", "--stem-id", "stem.name.ann"]
+    assert hybrid_audio(tmp_path, server, *only).returncode == 1
+
+
+def test_sync_push_follows_the_job_then_invalidate_remote(
+    tmp_path: Path,
+    server_factory: Callable[..., ApiServer],
+    gcs_emulator: Emulator,
+    gcs_bucket: str,
+    fake: FakeCartesia,
+) -> None:
+    """Stems made in local mode are pushed by `storage sync push --wait` (progress bar,
+    exit 0), after which the check passes; `--remote` deletes the bucket copy."""
+    local = server_factory(key=KEY, env=cartesia_env(fake))
+    ok(hybrid_audio(tmp_path, local, "generate", "name", "Ann"))
+    ok(hybrid_audio(tmp_path, local, "generate", "name", "Bob"))
+    local.stop()
+    env = bucket_env(gcs_emulator.url, gcs_bucket) | cartesia_env(fake)
+    with start_server(local.base_dir, key=KEY, env=env) as server:
+        assert hybrid_audio(tmp_path, server, "cache", "check-in-bucket").returncode == 1
+        pushed = hybrid_audio(tmp_path, server, "storage", "sync", "push", "--wait")
+        stdout = ok(pushed)
+        assert " done: " in stdout
+        assert "storage_sync" in pushed.stderr  # the progress bar's description
+        ok(hybrid_audio(tmp_path, server, "cache", "check-in-bucket"))
+        assert gcs_bucket in ok(hybrid_audio(tmp_path, server, "storage", "status"))
+
+        invalidate = ["cache", "invalidate", "stem.name.ann", "--remote"]
+        assert "invalidated; bucket copy deleted" in ok(hybrid_audio(tmp_path, server, *invalidate))
+        assert (
+            not raw_bucket(gcs_emulator, gcs_bucket).blob("stems/name/stem.name.ann.wav").exists()
+        )
+
+        started = hybrid_audio(tmp_path, server, "--json", "storage", "sync", "pull")
+        job = json.loads(ok(started))
+        assert (job["kind"], job["params"]["direction"]) == ("storage_sync", "pull")
+
+
+def test_local_mode_refuses_sync_and_remote_invalidate(
+    tmp_path: Path, server_factory: Callable[..., ApiServer]
+) -> None:
+    server = server_factory(key=KEY)
+    for args in (
+        ["storage", "sync", "push", "--wait"],
+        ["cache", "invalidate", "stem.name.ann", "--remote"],
+    ):
+        line = one_line_error(hybrid_audio(tmp_path, server, *args), 1)
+        assert "storage_not_configured" in line
+        assert "GCS_BUCKET" in line
+    status = json.loads(ok(hybrid_audio(tmp_path, server, "--json", "storage", "status")))
+    assert status["storage"]["mode"] == "local"
+    checked = hybrid_audio(tmp_path, server, "cache", "check-in-bucket")
+    ok(checked)
+    assert "no bucket" in checked.stderr  # the report's note
+    sideways = hybrid_audio(tmp_path, server, "storage", "sync", "sideways")
+    assert sideways.returncode == 2
