@@ -6,7 +6,9 @@ local index against them (a server without a bucket audits its files against the
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import unquote
 
@@ -178,7 +180,7 @@ def cache_bucket_list(
     def render(d: Mapping[str, Any]) -> None:
         rows = [_object_row(o) for o in objects]
         where = f"bucket {d['bucket']}" if d.get("bucket") else "local files (no bucket)"
-        columns = ["name", "size", "crc32c", "updated", "stem_id", "text"]
+        columns = ["name", "size", "crc32c", ("updated (UTC)", "updated"), "stem_id", "text"]
         out.print(rows_table(f"objects in {where}: {len(rows)}", rows, columns))
         if d.get("next_page_token"):
             err.print(safe(f"more: --page-token {d['next_page_token']} (or --all)"))
@@ -187,9 +189,19 @@ def cache_bucket_list(
 
 
 def _object_row(info: Mapping[str, Any]) -> dict[str, Any]:
-    """An object as a table row: its metadata's stem id and spoken text (percent-decoded)."""
+    """An object as a table row: its metadata's stem id and spoken text (percent-decoded),
+    and its update time to the second in UTC (room for the name)."""
     metadata = info.get("metadata") or {}
-    return {**info, "stem_id": metadata.get("stem_id"), "text": unquote(metadata.get("text", ""))}
+    updated = info.get("updated")
+    if updated:
+        with contextlib.suppress(ValueError):
+            updated = datetime.fromisoformat(updated).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return {
+        **info,
+        "updated": updated,
+        "stem_id": metadata.get("stem_id"),
+        "text": unquote(metadata.get("text", "")),
+    }
 
 
 @app.command("check-in-bucket")
