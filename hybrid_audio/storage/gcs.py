@@ -67,6 +67,7 @@ from google.cloud.storage.retry import (
 from hybrid_audio.config import Settings
 from hybrid_audio.storage.base import (
     ChecksumMismatchError,
+    Mode,
     ObjectExistsError,
     ObjectInfo,
     ObjectMissingError,
@@ -107,7 +108,7 @@ CREDENTIALS_HELP = (
 class GcsStore:
     """Objects in `GCS_BUCKET` under `GCS_PREFIX`."""
 
-    mode = "gcs"
+    mode: Mode = "gcs"
 
     def __init__(self, settings: Settings, *, http: requests.Session | None = None) -> None:
         """`http`: a session for the client to send requests through (tests record them)."""

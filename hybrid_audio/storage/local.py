@@ -33,6 +33,7 @@ from hybrid_audio.files import (
 from hybrid_audio.storage.base import (
     OUTPUT_PREFIX,
     STEMS_PREFIX,
+    Mode,
     ObjectExistsError,
     ObjectInfo,
     ObjectMissingError,
@@ -48,7 +49,7 @@ from hybrid_audio.storage.base import (
 class LocalStore:
     """The base dir's stem and output files, spoken to as objects."""
 
-    mode = "local"
+    mode: Mode = "local"
 
     def __init__(self, settings: Settings) -> None:
         self.stems_dir = Path(settings.stems_dir)
