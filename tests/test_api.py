@@ -489,10 +489,15 @@ def test_cache_list_filters_and_stem_audio(
 def test_cache_invalidate_forgets_a_stem(api: httpx.Client) -> None:
     api.post("/generate/name", json={"name": "Forget Me"})
     response = api.post("/cache/invalidate", json={"stem_id": "stem.name.forget_me"})
-    assert response.json() == {"stem_id": "stem.name.forget_me", "invalidated": True}
+    assert response.json() == {
+        "stem_id": "stem.name.forget_me",
+        "invalidated": True,
+        "remote": False,  # no bucket copy deleted (tests/test_api_storage.py)
+    }
     assert api.post("/cache/invalidate", json={"stem_id": "stem.name.forget_me"}).json() == {
         "stem_id": "stem.name.forget_me",
         "invalidated": False,
+        "remote": False,
     }
     error_of(api.get("/cache/stems/stem.name.forget_me/audio"), 404, "not_found")
     again = api.post("/generate/name", json={"name": "Forget Me"}).json()

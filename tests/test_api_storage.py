@@ -391,3 +391,11 @@ def test_a_second_server_synthesizes_nothing_the_first_made(
         mine, theirs = (stem_path(stem_id, s.base_dir / "stems") for s in (a, b))
         assert mine.read_bytes() == theirs.read_bytes()
     assert fake_b.request_count == 0
+
+
+def test_remote_is_a_strict_boolean(server_factory: Callable[..., ApiServer]) -> None:
+    """`remote` deletes bucket objects: 1 or "true" are refused, not read as true."""
+    client = server_factory().client()
+    for value in (1, 0, "true"):
+        body = {"stem_id": "stem.name.ann", "remote": value}
+        error_of(client.post("/cache/invalidate", json=body), 422, "validation_error")

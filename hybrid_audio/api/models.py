@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import Path, Query, Response
-from pydantic import AfterValidator, BaseModel, Field, model_validator
+from pydantic import AfterValidator, BaseModel, Field, StrictBool, model_validator
 
 from hybrid_audio import kinds
 from hybrid_audio.assembly import OutputSummary
@@ -189,7 +189,7 @@ class ResetRequest(BaseModel):
 
 class InvalidateRequest(BaseModel):
     stem_id: str = Field(min_length=1, max_length=128, examples=["stem.name.jose"])
-    remote: bool = Field(
+    remote: StrictBool = Field(  # strict: a destructive flag is true or false, never 1
         default=False,
         description="Also delete the bucket's copy (GCS mode only: 409 without a bucket).",
     )
