@@ -9,12 +9,21 @@ chose (filters, search, the job it started, the stem it plays, the last audit).
 
 from __future__ import annotations
 
+from io import BytesIO
+
 import pandas as pd
 import panel as pn
 import param
 from panel.io.state import set_curdoc
 
-from app.views.common import PageState, audio_player, friendly, md, notify_info
+from app.views.common import (
+    PageState,
+    audio_player,
+    friendly,
+    md,
+    notify_info,
+    wav_download,
+)
 from app.views.live import live
 from hybrid_audio import kinds
 from hybrid_audio.cache import CacheReport, StemRecord
@@ -229,7 +238,16 @@ class CacheView(PageState, pn.viewable.Viewer):
             player = audio_player(f"/cache/stems/{record.stem_id}/audio", None)
         else:
             player = audio_player(None, self.workspace.cache.read(record).data)
-        return pn.Column(md(stem_id), player, css_classes=["cache-player"])
+        download = wav_download(self.download_bytes, record.stem_id, "stem")
+        return pn.Column(md(stem_id), pn.Row(player, download), css_classes=["cache-player"])
+
+    @friendly
+    def download_bytes(self) -> BytesIO:
+        """The played stem's WAV for its Download button (proven bytes, never a path)."""
+        record = self.workspace.cache.get(self.playing) if self.playing else None
+        if record is None:
+            raise ValueError("press ▶ on a stem first")
+        return BytesIO(self.workspace.cache.read(record).data)
 
     @staticmethod
     def _progress_bar(done: int, total: int) -> pn.indicators.Progress:
