@@ -174,6 +174,13 @@ def test_storage_routes_need_the_key(
             error_of(answer, 401, "unauthorized")
         answer = server.client().request(method, path, json=body)
         assert answer.status_code in (200, 202), (path, answer.text)
+    # /health checks no key, so with one set it names the mode only; GET /storage the rest.
+    assert httpx.get(f"{server.base_url}/health").json()["storage"] == {
+        "mode": "gcs",
+        "bucket": None,
+        "prefix": "",
+    }
+    assert server.client().get("/storage").json()["storage"]["bucket"] == gcs_bucket
 
 
 # --- bucket_list --------------------------------------------------------------------------
