@@ -67,7 +67,7 @@ clean:  ## remove the venv and generated files
 
 # CLI shortcuts: the `hybrid-audio` client against a running server (`make run`; the URL
 # comes from HYBRID_AUDIO_API_URL, default http://127.0.0.1:8000).
-.PHONY: cli-generate cli-assemble cli-cache cli-rotation cli-storage
+.PHONY: cli-generate cli-assemble cli-cache cli-rotation cli-storage cli-campaign
 
 cli-generate: setup  ## hybrid-audio generate $(ARGS), e.g. make cli-generate ARGS="name Jose --extended"
 	$(VENV)/bin/hybrid-audio generate $(ARGS)
@@ -83,3 +83,6 @@ cli-rotation: setup  ## hybrid-audio rotation $(ARGS), e.g. make cli-rotation AR
 
 cli-storage: setup  ## hybrid-audio storage $(ARGS), e.g. make cli-storage ARGS="sync push --wait"
 	$(VENV)/bin/hybrid-audio storage $(ARGS)
+
+cli-campaign: setup  ## hybrid-audio campaign $(ARGS), e.g. ARGS="run recipients.csv --template double_anchor --wait --out campaign.zip"
+	$(VENV)/bin/hybrid-audio campaign $(ARGS)

@@ -110,7 +110,7 @@ def _print_job_outcome(job: Mapping[str, Any], limit: int = 10) -> None:
         err.print(f"  … and {len(problems) - limit} more (see --json)")
 
 
-def _follow(api: Api, job: dict[str, Any]) -> dict[str, Any]:
+def follow(api: Api, job: dict[str, Any]) -> dict[str, Any]:
     """Poll `/jobs/{id}` with a live progress bar until the job ends; its last snapshot."""
     job_path = f"/jobs/{segment(job['id'])}"
     progress = Progress(
@@ -161,7 +161,7 @@ def finish_job(cli: Session, job: dict[str, Any], wait: bool) -> None:
             ),
         )
         return
-    job = _follow(cli.api, job)
+    job = follow(cli.api, job)
     if cli.as_json:
         print_json(job)
     else:

@@ -17,6 +17,7 @@ from hybrid_audio.cli import (
     assemble,
     cache,
     calllog,
+    campaign,
     datasets,
     generate,
     jobs,
@@ -108,6 +109,7 @@ app.add_typer(cache.app, name="cache")
 app.add_typer(datasets.app, name="external")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(storage.app, name="storage")
+app.add_typer(campaign.app, name="campaign")
 
 
 @app.command()
