@@ -79,7 +79,11 @@ from hybrid_audio.wav import Wav
 if TYPE_CHECKING:
     from hybrid_audio.storage.uploads import UploadQueue
 
-_OUTPUT_ID = re.compile(r"\d{8}T\d{12}Z_[a-z0-9_]+")
+#: Output ids: `<UTC stamp>_<template>_<name>_<developer>` for single messages, or a
+#: campaign message's deterministic `<campaign id>_<row:06d>` (hybrid_audio.campaign).
+_STAMPED_ID = re.compile(r"\d{8}T\d{12}Z_[a-z0-9_]+")
+CAMPAIGN_OUTPUT_ID = re.compile(r"c[0-9a-f]{12}_\d{6,}")
+_OUTPUT_ID = re.compile(f"{_STAMPED_ID.pattern}|{CAMPAIGN_OUTPUT_ID.pattern}")
 #: Stems kept parsed in memory (with their sha256): a campaign reuses the same few stems.
 _STEM_MEMORY = 512
 #: A file changed less than this long ago may change again within the same timestamp tick
@@ -185,11 +189,16 @@ class Assembler(param.Parameterized):
         slots: Mapping[str, str | None] | None = None,
         generate_missing: bool = True,
         mode: str | None = None,
+        output_id: str | None = None,
     ) -> AssemblyResult:
         """Assemble one message; raises `AssemblyError`/`TemplateError` on bad input.
 
         `slots` fills slots of other kinds (`{"intro": "Welcome"}`, see `kinds`).
+        `output_id` (a campaign message id, `CAMPAIGN_OUTPUT_ID`) names the output instead
+        of a timestamp; an output of that id that already exists is refused, never replaced.
         """
+        if output_id is not None and not CAMPAIGN_OUTPUT_ID.fullmatch(output_id):
+            raise AssemblyError(f"{output_id!r} is not a campaign message id")
         tpl = self.load_template(template)
         inputs = {**(slots or {}), "name": name, "developer": developer, "script": script}
         missing = sorted(slot for slot in tpl.slots if not (inputs.get(slot) or "").strip())
@@ -220,10 +229,12 @@ class Assembler(param.Parameterized):
             )
         except MergeError as error:
             raise AssemblyError(f"template {tpl.name!r}: {error}") from None
-        base = "_".join([utc_stamp(), normalize(tpl.name), _slug(name), _slug(developer)])
+        base = output_id or "_".join(
+            [utc_stamp(), normalize(tpl.name), _slug(name), _slug(developer)]
+        )
         tmp = write_temp(self.output_dir / f"{base}.wav", merged.wav)
         try:  # the temp name stays linked until the manifest exists (see recover_outputs)
-            output_id, wav_path = self._link_new(base, tmp)
+            output_id, wav_path = self._link_new(base, tmp, suffixes=output_id is None)
             try:
                 # The proof uses the stems as they are on disk now, not the copies merged.
                 on_disk = [
@@ -385,10 +396,13 @@ class Assembler(param.Parameterized):
             )
         return wav
 
-    def _link_new(self, base: str, tmp: Path) -> tuple[str, Path]:
-        """Link the written temp file under a fresh id; never overwrite another output."""
+    def _link_new(self, base: str, tmp: Path, *, suffixes: bool = True) -> tuple[str, Path]:
+        """Link the written temp file under a fresh id; never overwrite another output.
+
+        Without `suffixes` (a deterministic id) the id is `base` or nothing.
+        """
         with storage_errors(self.output_dir):
-            for attempt in range(1, 1000):
+            for attempt in range(1, 1000 if suffixes else 2):
                 output_id = base if attempt == 1 else f"{base}_{attempt}"
                 path = self.output_dir / f"{output_id}.wav"
                 try:
@@ -396,6 +410,8 @@ class Assembler(param.Parameterized):
                 except FileExistsError:
                     continue
                 return output_id, path
+        if not suffixes:
+            raise AssemblyError(f"output {base} already exists; it is never overwritten")
         raise AssemblyError(f"could not find a free output name for {base}")
 
     def recover_outputs(self) -> int:
@@ -444,9 +460,11 @@ class Assembler(param.Parameterized):
 
     def output_ids(self) -> list[str]:
         """Ids of the manifests in the output folder, newest first (ids start with a UTC
-        timestamp); a page of `list_outputs` may hold fewer if some do not read as outputs."""
-        ids = (path.stem for path in self.output_dir.glob("*.json"))
-        return sorted((i for i in ids if _OUTPUT_ID.fullmatch(i)), reverse=True)
+        timestamp), then campaign messages (by campaign, then row); a page of
+        `list_outputs` may hold fewer if some do not read as outputs."""
+        ids = [path.stem for path in self.output_dir.glob("*.json")]
+        stamped = sorted((i for i in ids if _STAMPED_ID.fullmatch(i)), reverse=True)
+        return stamped + sorted(i for i in ids if CAMPAIGN_OUTPUT_ID.fullmatch(i))
 
     def load_output(self, output_id: str) -> dict[str, Any]:
         """The manifest document of one output (a symbolic link is refused, not followed)."""

@@ -156,8 +156,11 @@ CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, finished_at)
 _ISSUE_10_COUNTERS = {"stems": "stems", "rotation": "rotation_cursors", "jobs": "jobs"}
 #: The counters migration 6 adds: the durable upload queue of GCS mode (issue 11).
 _UPLOAD_COUNTERS = {"uploads": "storage_uploads"}
-#: What each revision counter follows: `name` → the table whose every write bumps it.
-REVISED_TABLES = {**_ISSUE_10_COUNTERS, **_UPLOAD_COUNTERS}
+#: The counter migration 7 adds: campaigns and their message rows (issue 12).
+_CAMPAIGN_COUNTERS = {"campaigns": "campaigns"}
+#: What each revision counter follows: `name` → the table whose every write bumps it
+#: (the "campaigns" counter also follows `campaign_messages`, see `campaign_counter`).
+REVISED_TABLES = {**_ISSUE_10_COUNTERS, **_UPLOAD_COUNTERS, **_CAMPAIGN_COUNTERS}
 
 
 def revision_counters(db: sqlite3.Connection) -> None:
@@ -213,6 +216,59 @@ def upload_counter(db: sqlite3.Connection) -> None:
     _count_writes(db, _UPLOAD_COUNTERS)
 
 
+#: Campaigns (hybrid_audio.campaign): one row per campaign — template, join mode, source
+#: (recipients or rotation), the contract signature pinned at creation, state and counts,
+#: the job running it, small JSON `params` (the rotation seed) — and one row per message:
+#: the recipient as given (names are personal data: `Campaigns.delete` erases them), its
+#: state, and once made its deterministic output id, duration, sha256 and proof verdict.
+#: Rows refused at creation are stored `failed` with their error, so problems keep their
+#: row numbers.
+CAMPAIGNS = """
+CREATE TABLE IF NOT EXISTS campaigns (
+    id TEXT PRIMARY KEY,
+    template TEXT NOT NULL,
+    join_mode TEXT,
+    source TEXT NOT NULL,
+    contract_signature TEXT NOT NULL,
+    state TEXT NOT NULL,
+    pause_reason TEXT NOT NULL DEFAULT '',
+    total INTEGER NOT NULL DEFAULT 0,
+    done INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    distinct_stems INTEGER NOT NULL DEFAULT 0,
+    job_id TEXT,
+    params TEXT NOT NULL DEFAULT '{}',
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    finished_at TEXT
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS campaigns_created ON campaigns(created_at);
+CREATE TABLE IF NOT EXISTS campaign_messages (
+    campaign_id TEXT NOT NULL,
+    row INTEGER NOT NULL,
+    recipient_id TEXT,
+    name TEXT NOT NULL,
+    developer TEXT NOT NULL,
+    script TEXT,
+    state TEXT NOT NULL,
+    output_id TEXT,
+    duration REAL,
+    sha256 TEXT,
+    verified INTEGER NOT NULL DEFAULT 0,
+    error TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (campaign_id, row)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS campaign_messages_state ON campaign_messages(campaign_id, state, row)
+"""
+
+
+def campaign_counter(db: sqlite3.Connection) -> None:
+    """The "campaigns" revision counter, bumped by every write to `campaigns` and to
+    `campaign_messages`, so other processes' `Workspace.refresh()` see campaign progress."""
+    _count_writes(db, _CAMPAIGN_COUNTERS)
+    _count_writes(db, {"campaigns": "campaign_messages"})
+
+
 #: Append only. The position (1-based) is the schema version a database reaches.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("stem index and rotation cursors (wave 1)", sql=STEMS_AND_CURSORS),
@@ -224,5 +280,10 @@ MIGRATIONS: tuple[Migration, ...] = (
         "the durable GCS upload queue and its counter (issue 11)",
         sql=STORAGE_UPLOADS,
         function=upload_counter,
+    ),
+    Migration(
+        "campaigns, their messages and their counter (issue 12)",
+        sql=CAMPAIGNS,
+        function=campaign_counter,
     ),
 )

@@ -25,6 +25,7 @@ from pydantic import BaseModel
 from hybrid_audio import kinds
 from hybrid_audio.assembly import Assembler, AssemblyResult
 from hybrid_audio.cache import CacheReport, StemCache
+from hybrid_audio.campaign import Campaigns
 from hybrid_audio.config import Settings
 from hybrid_audio.contract import VoiceContract
 from hybrid_audio.database import Database
@@ -79,6 +80,9 @@ class Workspace(param.Parameterized):
     storage = param.ClassSelector(
         class_=StorageService, doc="Consistency, audit, sync and invalidate (storage.jsonl)."
     )
+    campaigns = param.ClassSelector(
+        class_=Campaigns, doc="Recipient lists → proven messages, run as 'campaign' jobs."
+    )
 
     @classmethod
     def build(cls, settings: Settings, engine: Engine | None = None) -> Workspace:
@@ -126,6 +130,15 @@ class Workspace(param.Parameterized):
             uploads=uploads,
             log=JsonlLog(Path(settings.logs_dir) / "storage.jsonl", settings.log_max_bytes),
         )
+        workspace.campaigns = Campaigns(
+            settings=settings,
+            database=database,
+            assembler=workspace.assembler,
+            rotation=workspace.rotation,
+            jobs=workspace.jobs,
+            log=workspace.jobs_log,
+            store=store,
+        )
         if uploads is not None:
             uploads.start()
         return workspace
@@ -157,6 +170,8 @@ class Workspace(param.Parameterized):
             self.jobs.refresh()
         if "uploads" in changed and self.uploads is not None:
             self.uploads.refresh()
+        if "campaigns" in changed and self.campaigns is not None:
+            self.campaigns.refresh()
 
     # --- orchestration ------------------------------------------------------------------
 
