@@ -1,5 +1,5 @@
-"""The Hybrid Audio dashboard: the Workflow page, then Generate, Assemble, Cache, Rotation
-and Storage.
+"""The Hybrid Audio dashboard: the Workflow page, then Generate, Assemble, Campaign, Cache,
+Rotation and Storage.
 
 Run it alone with `panel serve app/dashboard.py`, or mounted at `/dashboard` by the API
 server (`panel.io.fastapi.add_applications`), where it shares the API's workspace (a job
@@ -9,8 +9,8 @@ module only wires them into tabs. It never computes anything itself.
 
 Hooks for browser tests (stable names and CSS classes):
 
-- Tabs (`.dashboard-tabs`): "Workflow" (first), "Generate", "Assemble", "Cache",
-  "Rotation", "Storage".
+- Tabs (`.dashboard-tabs`): "Workflow" (first), "Generate", "Assemble", "Campaign",
+  "Cache", "Rotation", "Storage".
 - Workflow (`.workflow`): intro `.workflow-intro`; one card per step `.workflow-step-1` …
   `.workflow-step-6` (contract, datasets, stems, message, proof, export), each with
   "Open the <page> page →" buttons (`.open-page`) that switch tabs; step 3 has the
@@ -38,11 +38,23 @@ Hooks for browser tests (stable names and CSS classes):
   Tabulator `.byte-diff` (columns #, stem, kind, byte range, source sha256, verdict =
   "✓ exact" | "✗ first differing offset N"); past outputs Tabulator `.outputs-table`
   (click a row to load it).
+- Campaign: source choice ("Upload a list (CSV/JSON)" | "Next N pairs of the rotation"),
+  file input `.campaign-upload`, "Pairs", "Seed", "Template", join; preview
+  `.campaign-preview` (first rows `.campaign-preview-table`, refused rows
+  `.campaign-preview-problems`) and plan `.campaign-plan` ("N distinct stems: X cached, Y
+  to make"); "Run campaign" (`.campaign-run`), "Cancel", "Resume"; `.campaign-progress`
+  (bar, status `.campaign-status`: state, done/total, %, ETA); `.campaign-results`: search
+  `.campaign-search`, "◀ Previous"/"Next ▶", messages Tabulator `.campaign-messages`
+  (click a row: player, "Download message (WAV)", "Open proof" `.campaign-open-proof` →
+  the Assemble page shows that output), refused/failed rows `.campaign-problems`, the zip
+  link `.campaign-download` (`/campaigns/{id}/export.zip`, streamed by the API); past
+  campaigns `.campaign-list` (click one to show it).
 - Cache: totals `.cache-totals`; stems Tabulator `.stems-table` (checkbox selection);
   buttons "Refresh" (`.refresh-cache`), "Invalidate" (`.invalidate`), "Bulk generate"
   (`.bulk-generate`), "Cancel job" (`.cancel-job`), "Verify cache" (`.verify-cache`);
   text areas "Names", "Developers"; progress bar `.bulk-progress`; job status
-  `.bulk-status` (state, done/total, ETA); audit text `.cache-audit`.
+  `.bulk-status` (state, done/total, ETA); audit text `.cache-audit`; ▶ plays a stem
+  (`.cache-player`) with its "Download stem (WAV)" (`.download-stem`).
 - Rotation: `.rotation-state` with one `.rotation-progress-<stream>` bar per stream
   (name, developer, script, pair); buttons "Next name" … "Next pair"
   (`.rotation-next-<stream>`), "Refresh" (`.rotation-refresh`); last step
@@ -74,6 +86,7 @@ import panel as pn  # noqa: E402
 
 from app.views.assemble import AssembleView  # noqa: E402
 from app.views.cache import CacheView  # noqa: E402
+from app.views.campaign import CampaignView  # noqa: E402
 from app.views.common import md  # noqa: E402
 from app.views.generate import GenerateView  # noqa: E402
 from app.views.rotation import RotationView  # noqa: E402
@@ -117,10 +130,12 @@ def create_dashboard(
     generate = GenerateView(workspace=workspace, audio_urls=audio_urls)
     assemble = AssembleView(workspace=workspace, audio_urls=audio_urls)
     workflow = WorkflowView(workspace=workspace, generate=generate, assemble=assemble)
+    campaign = CampaignView(workspace=workspace, audio_urls=audio_urls, assemble=assemble)
     pages = [
         ("Workflow", workflow),
         ("Generate", generate),
         ("Assemble", assemble),
+        ("Campaign", campaign),
         ("Cache", CacheView(workspace=workspace, audio_urls=audio_urls)),
         ("Rotation", RotationView(workspace=workspace)),
         ("Storage", StorageView(workspace=workspace)),
@@ -130,7 +145,9 @@ def create_dashboard(
     # hidden, and Panel 1.10 re-renders a detached pane with stylesheets from its CDN.
     tabs = pn.Tabs(*pages, dynamic=False, css_classes=["dashboard-tabs"])
     names = [name for name, _ in pages]
-    workflow.open_page = lambda name: setattr(tabs, "active", names.index(name))
+    workflow.open_page = campaign.open_page = lambda name: setattr(
+        tabs, "active", names.index(name)
+    )
     header = pn.pane.Markdown(
         f"## Hybrid Audio · engine {md(workspace.generator.engine.name)} · "
         f"{md(workspace.settings.base_dir)}",

@@ -63,6 +63,7 @@ def test_dashboard_builds_every_page(workspace: Workspace) -> None:
         "Workflow",
         "Generate",
         "Assemble",
+        "Campaign",
         "Cache",
         "Rotation",
         "Storage",
