@@ -26,6 +26,7 @@ from hybrid_audio.api.models import ErrorResponse
 from hybrid_audio.api.routers import (
     assemble,
     cache,
+    campaigns,
     datasets,
     generate,
     health,
@@ -99,7 +100,7 @@ def create_app(
     errors.install(app)
     app.include_router(health.router)
     protected = [Depends(require_key)]
-    for module in (generate, assemble, rotation, cache, storage, datasets, jobs, kinds):
+    for module in (generate, assemble, rotation, cache, storage, datasets, jobs, kinds, campaigns):
         app.include_router(module.router, dependencies=protected)
     dashboard = _mount_dashboard(app)
     database = Database(settings.database_path)  # sessions and failure counts, shared
@@ -120,7 +121,13 @@ def create_app(
         dashboard=dashboard,
         docs_paths=frozenset(path for path in docs if path),
     )
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    # Recipient lists may be longer than any other body: their two paths get their own limit.
+    uploads = max(settings.max_body_bytes, campaigns.MAX_CAMPAIGN_BYTES)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_body_bytes,
+        larger={"/campaigns": uploads, "/campaigns/preview": uploads},
+    )
     app.add_middleware(ReadTimeout, seconds=body_timeout)
     api_log = JsonlLog(Path(settings.logs_dir) / "api.jsonl", settings.log_max_bytes)
     app.add_middleware(RequestLog, log=api_log)

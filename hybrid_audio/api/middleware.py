@@ -12,6 +12,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -40,31 +41,36 @@ async def send_json(send: Send, status: int, document: dict, headers: list | Non
 class BodyLimit:
     """Answer 413 (in the error envelope) to bodies larger than `max_bytes`.
 
-    A declared Content-Length over the limit is refused before reading; a declared body
-    is also counted as it arrives, in case the declaration lies. A body without a length
-    (chunked) is read completely — at most `max_bytes` — before the app sees any of it,
-    so an oversized request never runs, not even on the part that arrived.
+    `larger` gives single paths their own, larger limit (path → bytes: campaign uploads);
+    every other path keeps `max_bytes`. A declared Content-Length over the limit is refused
+    before reading; a declared body is also counted as it arrives, in case the declaration
+    lies. A body without a length (chunked) is read completely — at most the limit — before
+    the app sees any of it, so an oversized request never runs, not even on the part that
+    arrived.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, larger: Mapping[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.larger = dict(larger or {})
 
-    def _refusal(self) -> dict:
-        return envelope_body(
-            "payload_too_large", f"request body larger than {self.max_bytes} bytes"
-        )
+    @staticmethod
+    def _refusal(limit: int) -> dict:
+        return envelope_body("payload_too_large", f"request body larger than {limit} bytes")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.larger.get(scope["path"], self.max_bytes)
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and declared.isdigit():
-            if int(declared) > self.max_bytes:
-                await send_json(send, 413, self._refusal())
+            if int(declared) > limit:
+                await send_json(send, 413, self._refusal(limit))
                 return
-            await self._counted(scope, receive, send)
+            await self._counted(scope, receive, send, limit)
             return
         body, more = b"", True
         while more:
@@ -73,8 +79,8 @@ class BodyLimit:
                 return  # the client went away
             body += message.get("body", b"")
             more = message.get("more_body", False)
-            if len(body) > self.max_bytes:
-                await send_json(send, 413, self._refusal())
+            if len(body) > limit:
+                await send_json(send, 413, self._refusal(limit))
                 return
         replayed = False
 
@@ -87,7 +93,7 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _counted(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _counted(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         """A declared body: pass it through, stopping it at the limit if it lies."""
         received, too_large = 0, False
 
@@ -98,7 +104,7 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     too_large = True
                     return {"type": "http.request", "body": b"", "more_body": False}
             return message
@@ -107,7 +113,7 @@ class BodyLimit:
             if not too_large:
                 await send(message)
             elif message["type"] == "http.response.start":
-                await send_json(send, 413, self._refusal())
+                await send_json(send, 413, self._refusal(limit))
 
         await self.app(scope, counting_receive, replacing_send)
 

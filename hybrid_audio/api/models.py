@@ -10,12 +10,15 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import Path, Query, Response
-from pydantic import AfterValidator, BaseModel, Field, StrictBool, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from hybrid_audio import kinds
 from hybrid_audio.assembly import OutputSummary
 from hybrid_audio.bitmerge import VerifyReport
 from hybrid_audio.cache import StemRecord
+from hybrid_audio.campaign import CampaignInfo
+from hybrid_audio.jobs import JobInfo
+from hybrid_audio.recipients import MAX_RECIPIENTS, RowProblem
 from hybrid_audio.storage.base import StorageDescription
 
 Text = Field(min_length=1, max_length=256)
@@ -263,3 +266,59 @@ class DatasetInfo(BaseModel):
 
 class DatasetContent(DatasetInfo):
     items: list[DatasetItemOut]
+
+
+class RecipientIn(BaseModel):
+    """One recipient of a JSON campaign body. An empty or missing name or developer, a
+    script key the scripts dataset lacks or a repeated id refuses that row only (it is
+    listed with its row number); the other rows go on."""
+
+    name: str | None = Field(default=None, max_length=256, examples=["José"])
+    developer: str | None = Field(default=None, max_length=256, examples=["Acme Homes"])
+    script: str | None = Field(default=None, max_length=256, description="A scripts key.")
+    id: str | None = Field(
+        default=None, max_length=256, description="Your own recipient id, kept in the outputs."
+    )
+
+
+class RotationSource(BaseModel):
+    """The next `count` name × developer pairs of the rotation of `seed` (default: the
+    server's), fixed when the campaign is created."""
+
+    count: int = Field(ge=1, le=MAX_RECIPIENTS)
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
+
+
+class _CampaignBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    template: str = Field(min_length=1, max_length=80, examples=["double_anchor"])
+    join: Literal["exact", "hybrid"] | None = Field(
+        default=None, description="exact or hybrid joins; default: the template's own."
+    )
+
+
+class RecipientsCampaign(_CampaignBody):
+    recipients: list[RecipientIn] = Field(min_length=1, max_length=MAX_RECIPIENTS)
+
+
+class RotationCampaign(_CampaignBody):
+    rotation: RotationSource
+
+
+#: A JSON campaign body: a recipient list or a rotation source, never both.
+CampaignBody = RecipientsCampaign | RotationCampaign
+
+
+class CampaignStarted(BaseModel):
+    """A campaign and the job that runs it (follow it at /jobs/{id})."""
+
+    campaign: CampaignInfo
+    job: JobInfo
+
+
+class CampaignDetail(CampaignInfo):
+    problems: list[RowProblem] = Field(
+        description=f"Refused and failed rows by row number (the first {MAX_PAGE}; "
+        "all of them: /campaigns/{id}/messages?state=failed)."
+    )
