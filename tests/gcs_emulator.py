@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import storage
 
 from tests.api_server import free_port
 
@@ -44,18 +46,22 @@ class Emulator:
     process: subprocess.Popen[bytes]
     log_path: Path
 
-    def new_bucket(self, prefix: str = "test") -> str:
-        """Create an empty bucket with a unique name; returns the name."""
-        from google.auth.credentials import AnonymousCredentials
-        from google.cloud import storage
-
-        name = f"{prefix}-{uuid.uuid4().hex[:12]}"
-        client = storage.Client(
+    def client(self) -> storage.Client:
+        """The real client on this emulator, as the tests use it to plant and break objects."""
+        return storage.Client(
             project="hybrid-audio-tests",
             credentials=AnonymousCredentials(),
             client_options={"api_endpoint": self.url},
         )
-        client.create_bucket(name)
+
+    def bucket(self, name: str) -> storage.Bucket:
+        """`name` through the raw client (not through the code under test)."""
+        return self.client().bucket(name)
+
+    def new_bucket(self, prefix: str = "test") -> str:
+        """Create an empty bucket with a unique name; returns the name."""
+        name = f"{prefix}-{uuid.uuid4().hex[:12]}"
+        self.client().create_bucket(name)
         return name
 
     def stop(self) -> None:
@@ -112,3 +118,4 @@ def gcs_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]
 def gcs_bucket(gcs_emulator: Emulator) -> str:
     """A fresh, empty bucket on the session's emulator."""
     return gcs_emulator.new_bucket()
+

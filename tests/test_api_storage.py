@@ -22,7 +22,6 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage as gcs
 
 from hybrid_audio.stems import stem_path
@@ -58,16 +57,6 @@ def error_of(response: httpx.Response, status: int, code: str) -> dict[str, Any]
     assert set(body) == {"error"}, body
     assert body["error"]["code"] == code, body
     return body["error"]
-
-
-def raw_bucket(emulator: Emulator, name: str) -> gcs.Bucket:
-    """The bucket through the real client, for planting and damaging objects."""
-    client = gcs.Client(
-        project="hybrid-audio-tests",
-        credentials=AnonymousCredentials(),
-        client_options={"api_endpoint": emulator.url},
-    )
-    return client.bucket(name)
 
 
 def bucket_env(url: str, bucket: str, **extra: str) -> dict[str, str]:
@@ -191,7 +180,7 @@ def test_bucket_list_pages_walk_every_object(
 ) -> None:
     """7 objects at 3 a page: 3 pages, each object once, the last page without a token."""
     names = [f"stems/name/stem.name.x{i}.wav" for i in range(7)]
-    plant(raw_bucket(gcs_emulator, gcs_bucket), names)
+    plant(gcs_emulator.bucket(gcs_bucket), names)
     client = server_factory(env=bucket_env(gcs_emulator.url, gcs_bucket)).client()
     seen: list[str] = []
     pages = 0
@@ -245,7 +234,7 @@ def test_check_in_bucket_finds_a_missing_object_and_invalidate_remote_deletes_it
     assert (report["mode"], report["ok"], report["rows"]) == ("gcs", True, [])
     assert report["checked_local"] >= 2
 
-    bucket = raw_bucket(gcs_emulator, gcs_bucket)
+    bucket = gcs_emulator.bucket(gcs_bucket)
     bob = stems["Bob"]["stem_id"]
     bucket.blob(stem_object_name(bob)).delete()
     report = client.get("/cache/check_in_bucket").json()

@@ -26,7 +26,7 @@ from tests.api_server import (  # noqa: F401  (fixtures are used by name)
 )
 from tests.fakes.cartesia import FakeCartesia
 from tests.gcs_emulator import Emulator, gcs_bucket, gcs_emulator  # noqa: F401
-from tests.test_api_storage import bucket_env, cartesia_env, plant, raw_bucket
+from tests.test_api_storage import bucket_env, cartesia_env, plant
 from tests.test_cli import cli_env, ok, one_line_error
 
 CONSOLE_SCRIPT = REPO / ".venv" / "bin" / "hybrid-audio"
@@ -67,9 +67,7 @@ def test_bucket_list_shows_objects_and_follows_pages(
     gcs_emulator: Emulator,
     gcs_bucket: str,
 ) -> None:
-    plant(
-        raw_bucket(gcs_emulator, gcs_bucket), [f"stems/name/stem.name.x{i}.wav" for i in range(5)]
-    )
+    plant(gcs_emulator.bucket(gcs_bucket), [f"stems/name/stem.name.x{i}.wav" for i in range(5)])
     server = server_factory(key=KEY, env=bucket_env(gcs_emulator.url, gcs_bucket))
     listing = ["cache", "bucket-list", "--prefix", "stems/name/", "--limit", "2"]
 
@@ -115,7 +113,7 @@ def test_check_in_bucket_exits_0_when_consistent_and_1_on_differences(
     assert make.returncode == 0, make.stdout + make.stderr
     assert gcs_bucket in make.stdout
 
-    raw_bucket(gcs_emulator, gcs_bucket).blob("stems/name/stem.name.ann.wav").delete()
+    gcs_emulator.bucket(gcs_bucket).blob("stems/name/stem.name.ann.wav").delete()
     result = hybrid_audio(tmp_path, server, "cache", "check-in-bucket")
     assert "missing_remote" in result.stdout
     assert "stem.name.ann" in result.stdout
@@ -152,9 +150,7 @@ def test_sync_push_follows_the_job_then_invalidate_remote(
 
         invalidate = ["cache", "invalidate", "stem.name.ann", "--remote"]
         assert "invalidated; bucket copy deleted" in ok(hybrid_audio(tmp_path, server, *invalidate))
-        assert (
-            not raw_bucket(gcs_emulator, gcs_bucket).blob("stems/name/stem.name.ann.wav").exists()
-        )
+        assert not gcs_emulator.bucket(gcs_bucket).blob("stems/name/stem.name.ann.wav").exists()
 
         started = hybrid_audio(tmp_path, server, "--json", "storage", "sync", "pull")
         job = json.loads(ok(started))

@@ -21,7 +21,6 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
 from hybrid_audio.storage.base import stem_object_name
@@ -57,12 +56,7 @@ NAMES = ("José María", "Oskar")
 @pytest.fixture(scope="module")
 def bucket(gcs_emulator: Emulator) -> storage.Bucket:
     """A fresh bucket, through the raw client (the "other machine")."""
-    client = storage.Client(
-        project="hybrid-audio-tests",
-        credentials=AnonymousCredentials(),
-        client_options={"api_endpoint": gcs_emulator.url},
-    )
-    return client.bucket(gcs_emulator.new_bucket("dashboard"))
+    return gcs_emulator.bucket(gcs_emulator.new_bucket("dashboard"))
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
 from hybrid_audio.config import Settings
@@ -61,12 +60,7 @@ def workspace(
 @pytest.fixture
 def bucket(gcs_emulator: Emulator, gcs_bucket: str) -> storage.Bucket:
     """The test's bucket through the raw client: how the tests break it."""
-    client = storage.Client(
-        project="hybrid-audio-tests",
-        credentials=AnonymousCredentials(),
-        client_options={"api_endpoint": gcs_emulator.url},
-    )
-    return client.bucket(gcs_bucket)
+    return gcs_emulator.bucket(gcs_bucket)
 
 
 def make_message(workspace: Workspace) -> str:

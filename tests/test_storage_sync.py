@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
 from hybrid_audio.config import Settings
@@ -39,12 +38,7 @@ def piper():
 
 @pytest.fixture
 def bucket(gcs_emulator: Emulator, gcs_bucket: str) -> storage.Bucket:
-    client = storage.Client(
-        project="hybrid-audio-tests",
-        credentials=AnonymousCredentials(),
-        client_options={"api_endpoint": gcs_emulator.url},
-    )
-    return client.bucket(gcs_bucket)
+    return gcs_emulator.bucket(gcs_bucket)
 
 
 @pytest.fixture
