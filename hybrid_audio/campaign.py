@@ -564,12 +564,12 @@ class Campaigns(param.Parameterized):
     def _recount(db: Any, campaign_id: str) -> None:
         db.execute(
             "UPDATE campaigns SET"
-            " done = (SELECT count(*) FROM campaign_messages WHERE campaign_id = ?1"
+            " done = (SELECT count(*) FROM campaign_messages WHERE campaign_id = :id"
             "  AND state = 'done'),"
-            " failed = (SELECT count(*) FROM campaign_messages WHERE campaign_id = ?1"
+            " failed = (SELECT count(*) FROM campaign_messages WHERE campaign_id = :id"
             "  AND state = 'failed')"
-            " WHERE id = ?1",
-            (campaign_id,),
+            " WHERE id = :id",
+            {"id": campaign_id},
         )
 
     def _contract_problem(self, info: CampaignInfo) -> str | None:

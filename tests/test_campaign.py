@@ -1,0 +1,295 @@
+"""Campaigns against real Piper and SQLite: 200 recipients → 200 proven outputs, bad rows by
+row number, messages.csv and the streamed zip checked by independent readers, cancel and
+resume, a contract change pausing the run, rotation pairs materialised, deletion."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import soundfile
+
+from hybrid_audio.campaign import CampaignError, Campaigns, CampaignState
+from hybrid_audio.campaign_export import PIECE_BYTES
+from hybrid_audio.config import Settings
+from hybrid_audio.engines import create_engine
+from hybrid_audio.jobs import Job, JobCancelledError, JobState
+from hybrid_audio.recipients import parse_recipients
+from hybrid_audio.rotation import RotationEngine
+from hybrid_audio.wav import read_wav
+from hybrid_audio.workspace import Workspace
+from tests.api_server import TINY_DATASETS, make_base_dir
+
+NAMES = ("Ann", "Bob", "Cid")
+DEVELOPERS = ("Acme Homes", "Beta Builders")
+
+
+def recipients_csv(count: int, bad_rows: str = "") -> str:
+    """`count` good rows (3 names × 2 developers, ids r1…) then `bad_rows` verbatim."""
+    rows = "".join(f"r{i},{NAMES[i % 3]},{DEVELOPERS[i % 2]}\n" for i in range(1, count + 1))
+    return "id,name,developer,script\n" + rows + bad_rows
+
+
+#: Rows 201–205: empty name, emoji only, developer missing, duplicated id, unknown script.
+BAD_ROWS = (
+    ",,Acme Homes,\nx1,😀,Acme Homes,\nx2,Bob,,\nr7,Cid,Acme Homes,\nx3,Ann,Acme Homes,nope\n"
+)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
+    base = make_base_dir(tmp_path_factory.mktemp("campaigns"), TINY_DATASETS)
+    engine = create_engine(Settings(tts_engine="piper"))
+    workspace = Workspace.build(Settings(base_dir=base), engine=engine)
+    yield workspace
+    workspace.close()
+
+
+@pytest.fixture(scope="module")
+def big(workspace: Workspace) -> str:
+    """The 200-recipient campaign with five bad rows, run to the end through its job."""
+    campaigns = workspace.campaigns
+    parsed = parse_recipients(recipients_csv(200, BAD_ROWS).encode(), "list.csv")
+    plan = campaigns.plan("double_anchor", parsed)
+    assert (plan.recipients, plan.distinct_stems, plan.to_make) == (200, 7, 7)
+    info = campaigns.create("double_anchor", parsed)
+    assert (info.state, info.total, info.failed, info.pending) == ("created", 205, 5, 200)
+    job = campaigns.start(info.id, source="test")
+    assert job.kind == "campaign"
+    assert job.params == {"campaign_id": info.id, "source": "test"}
+    finished = workspace.jobs.wait(job.id, timeout=120)
+    assert finished.state == JobState.DONE, finished.errors
+    return info.id
+
+
+def read_messages_csv(path: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
+
+
+def test_200_recipients_make_200_outputs_verified_from_disk(workspace: Workspace, big: str) -> None:
+    campaigns = workspace.campaigns
+    info = campaigns.get(big)
+    assert (info.state, info.done, info.failed, info.pending) == ("done", 200, 5, 0)
+    output = Path(workspace.settings.output_dir)
+    assert len(list(output.glob(f"{big}_*.wav"))) == 200
+    assert len(list(output.glob(f"{big}_*.json"))) == 200
+    rows = read_messages_csv(campaigns.folder(big) / "messages.csv")
+    assert [int(r["row"]) for r in rows] == list(range(1, 206))
+    for row in rows[:200]:
+        wav = output / f"{row['output_id']}.wav"
+        data = wav.read_bytes()
+        assert hashlib.sha256(data).hexdigest() == row["sha256"]
+        assert row["verified"] == "true"
+        assert row["output_id"] == f"{big}_{int(row['row']):06d}"
+        audio, rate = soundfile.read(io.BytesIO(data), dtype="int16")  # libsndfile, not ours
+        assert audio.size > rate  # more than a second of speech
+        assert abs(len(audio) / rate - float(row["duration"])) < 1e-3
+        assert read_wav(data).format == workspace.contract.audio_format
+        manifest = json.loads(wav.with_suffix(".json").read_text())
+        assert manifest["inputs"]["name"] == row["name"]
+        assert manifest["inputs"]["developer"] == row["developer"]
+        assert manifest["verify"]["ok"] is True
+        assert row["recipient_id"] == f"r{row['row']}"
+    document = json.loads((campaigns.folder(big) / "campaign.json").read_text())
+    assert document["counts"]["done"] == document["counts"]["verified"] == 200
+    assert document["contract_signature"] == workspace.contract.signature()
+
+
+def test_bad_rows_are_reported_with_row_numbers(workspace: Workspace, big: str) -> None:
+    problems = {p.row: p.message for p in workspace.campaigns.problems(big)}
+    assert sorted(problems) == [201, 202, 203, 204, 205]
+    assert problems[201] == "the name is empty"
+    assert "cannot be spoken" in problems[202]
+    assert problems[203] == "the developer is empty"
+    assert problems[204] == "duplicated recipient id 'r7' (first on row 7)"
+    assert problems[205] == "unknown script key 'nope'"
+    csv_rows = read_messages_csv(workspace.campaigns.folder(big) / "messages.csv")
+    assert {int(r["row"]): r["error"] for r in csv_rows if r["error"]} == problems
+    failed = workspace.campaigns.messages(big, state="failed")
+    assert [m.row for m in failed] == [201, 202, 203, 204, 205]
+    found = workspace.campaigns.messages(big, search="r19", limit=10)
+    assert [m.recipient_id for m in found] == [
+        "r19",
+        "r190",
+        "r191",
+        "r192",
+        "r193",
+        "r194",
+        "r195",
+        "r196",
+        "r197",
+        "r198",
+    ]
+
+
+def test_zip_streams_small_chunks_and_holds_the_outputs(workspace: Workspace, big: str) -> None:
+    campaigns = workspace.campaigns
+    chunks = list(campaigns.export_zip(big))
+    assert max(map(len, chunks)) <= PIECE_BYTES + 4096  # never the whole campaign at once
+    data = b"".join(chunks)
+    assert len(data) > 20 * PIECE_BYTES
+    archive = zipfile.ZipFile(io.BytesIO(data))
+    assert archive.testzip() is None
+    names = archive.namelist()
+    assert len([n for n in names if n.endswith(".wav")]) == 200
+    output = Path(workspace.settings.output_dir)
+    listed = read_messages_csv(campaigns.folder(big) / "messages.csv")
+    for row in listed[:200]:
+        assert row["file"] == f"r{row['row']}.wav"
+        stem = row["file"][: -len(".wav")]
+        assert archive.read(row["file"]) == (output / f"{row['output_id']}.wav").read_bytes()
+        manifest = json.loads(archive.read(f"manifests/{stem}.json"))
+        assert manifest["id"] == row["output_id"]
+    in_zip = list(csv.DictReader(io.StringIO(archive.read("messages.csv").decode())))
+    assert in_zip == listed
+    assert json.loads(archive.read("campaign.json"))["counts"]["done"] == 200
+
+
+def test_zip_names_without_ids_use_row_and_slug_and_never_collide(workspace: Workspace) -> None:
+    campaigns = workspace.campaigns
+    data = "id,name,developer\n,Ann,Acme Homes\n../x,Bob,Acme Homes\n..x,Cid,Acme Homes\n"
+    info = campaigns.create("single_anchor", parse_recipients(data))
+    campaigns.run(info.id)
+    archive = zipfile.ZipFile(io.BytesIO(b"".join(campaigns.export_zip(info.id))))
+    wavs = sorted(n for n in archive.namelist() if n.endswith(".wav"))
+    assert wavs == ["000001_ann.wav", "x.wav", "x_2.wav"]
+
+
+def test_same_list_and_template_give_the_same_bytes(workspace: Workspace, big: str) -> None:
+    campaigns = workspace.campaigns
+    again = campaigns.create("double_anchor", parse_recipients(recipients_csv(30)))
+    campaigns.run(again.id)
+    first = {m.row: m.sha256 for m in campaigns.messages(big, limit=30)}
+    second = {m.row: m.sha256 for m in campaigns.messages(again.id, limit=30)}
+    assert first == second
+    assert None not in second.values()
+
+
+def cancel_at(job: Job, campaigns: Campaigns, rows: int) -> None:
+    """Cancel `job` once it has made `rows` messages (from inside its own thread)."""
+    job.param.watch(lambda event: event.new >= rows and job.cancel(), "done")
+
+
+def test_cancel_then_resume_completes(workspace: Workspace) -> None:
+    campaigns = workspace.campaigns
+    info = campaigns.create("double_anchor", parse_recipients(recipients_csv(60)))
+    job = Job(kind="campaign")
+    cancel_at(job, campaigns, 20)
+    with pytest.raises(JobCancelledError):
+        campaigns.run(info.id, job)
+    stopped = campaigns.get(info.id)
+    assert stopped.state == CampaignState.CANCELLED
+    assert stopped.done == 20
+    assert stopped.pending == 40
+    with pytest.raises(CampaignError, match="only a created campaign starts"):
+        campaigns.start(info.id)
+    resumed = workspace.jobs.wait(campaigns.resume(info.id).id, timeout=60)
+    assert resumed.state == JobState.DONE
+    assert resumed.total == 40
+    final = campaigns.get(info.id)
+    assert (final.state, final.done, final.pending) == ("done", 60, 0)
+    output = Path(workspace.settings.output_dir)
+    assert len(list(output.glob(f"{info.id}_*.wav"))) == 60
+    with pytest.raises(CampaignError, match="is done"):
+        campaigns.resume(info.id)
+
+
+def test_a_contract_change_mid_run_pauses_with_the_reason(workspace: Workspace) -> None:
+    campaigns = workspace.campaigns
+    info = campaigns.create("double_anchor", parse_recipients(recipients_csv(30)))
+    pinned = info.contract_signature
+    job = Job(kind="campaign")
+
+    def change(event: object) -> None:
+        if job.done == 10:
+            workspace.generator.change_contract(speed=1.25)
+
+    job.param.watch(change, "done")
+    try:
+        paused = campaigns.run(info.id, job)
+        assert paused.state == CampaignState.PAUSED
+        assert paused.done == 10
+        assert paused.pause_reason.startswith(
+            f"the voice contract changed from {pinned[:12]} to "
+            f"{workspace.contract.signature()[:12]}"
+        )
+        with pytest.raises(CampaignError, match="voice contract changed"):
+            campaigns.resume(info.id)
+        output = Path(workspace.settings.output_dir)
+        assert len(list(output.glob(f"{info.id}_*.wav"))) == 10  # nothing in the new voice
+    finally:
+        workspace.generator.change_contract(speed=1.0)
+    assert workspace.contract.signature() == pinned
+    resumed = workspace.jobs.wait(campaigns.resume(info.id).id, timeout=60)
+    assert resumed.state == JobState.DONE
+    assert campaigns.get(info.id).done == 30
+
+
+def test_rotation_source_materialises_its_pairs(workspace: Workspace) -> None:
+    campaigns = workspace.campaigns
+    fresh = RotationEngine(settings=workspace.settings, seed=4242, log_steps=False)
+    size = len(NAMES) * len(DEVELOPERS)  # 10 pairs run into the second cycle
+    expected = [fresh.at("pair", i // size, i % size) for i in range(12)]
+    info = campaigns.create("double_anchor", rotation_count=10, seed=4242)
+    assert info.source == "rotation"
+    assert info.params == {"rotation_count": 10, "seed": 4242}
+    pairs = [(m.name, m.developer) for m in campaigns.messages(info.id)]
+    assert pairs == [(step.name, step.developer) for step in expected[:10]]
+    later = campaigns.create("double_anchor", rotation_count=2, seed=4242)  # the next two
+    assert [(m.name, m.developer) for m in campaigns.messages(later.id)] == [
+        (step.name, step.developer) for step in expected[10:]
+    ]
+    job = Job(kind="campaign")
+    cancel_at(job, campaigns, 4)
+    with pytest.raises(JobCancelledError):
+        campaigns.run(info.id, job)
+    workspace.jobs.wait(campaigns.resume(info.id).id, timeout=60)
+    for message in campaigns.messages(info.id):
+        inputs = workspace.assembler.load_output(message.output_id or "")["inputs"]
+        assert (inputs["name"], inputs["developer"]) == pairs[message.row - 1]
+
+
+def test_template_and_source_checks(workspace: Workspace) -> None:
+    campaigns = workspace.campaigns
+    parsed = parse_recipients(recipients_csv(2))
+    with pytest.raises(ValueError, match="nope"):
+        campaigns.create("nope", parsed)
+    with pytest.raises(CampaignError, match="either recipients or rotation_count"):
+        campaigns.create("double_anchor", parsed, rotation_count=3)
+    with pytest.raises(CampaignError, match="join must be"):
+        campaigns.create("double_anchor", parsed, join="fade")
+    scripted = campaigns.plan("scripted", parsed)  # rows without a script key
+    assert scripted.recipients == 0
+    assert {p.message for p in scripted.problems} == {
+        "template 'scripted' needs a script key; this row has none"
+    }
+    with pytest.raises(KeyError):
+        campaigns.get("c000000000000")
+
+
+def test_delete_erases_rows_files_folder_and_jobs(workspace: Workspace) -> None:
+    campaigns = workspace.campaigns
+    info = campaigns.create("double_anchor", parse_recipients(recipients_csv(5)))
+    job = workspace.jobs.wait(campaigns.start(info.id).id, timeout=60)
+    output = Path(workspace.settings.output_dir)
+    assert len(list(output.glob(f"{info.id}_*"))) == 10
+    assert (campaigns.folder(info.id) / "messages.csv").exists()
+    before = campaigns.revision
+    campaigns.delete(info.id)
+    assert campaigns.revision > before
+    assert list(output.glob(f"{info.id}_*")) == []
+    assert not campaigns.folder(info.id).exists()
+    with pytest.raises(KeyError):
+        campaigns.get(info.id)
+    db = workspace.database.connection()
+    assert db.execute(
+        "SELECT count(*) FROM campaign_messages WHERE campaign_id = ?", (info.id,)
+    ).fetchone() == (0,)
+    with pytest.raises(KeyError):
+        workspace.jobs.get(job.id)
