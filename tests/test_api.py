@@ -89,6 +89,15 @@ ROUTES = {
     ("GET", "/jobs/{job_id}"),
     ("POST", "/jobs/{job_id}/cancel"),
     ("GET", "/kinds"),
+    ("POST", "/campaigns"),  # the campaign routes: tests/test_api_campaigns.py
+    ("POST", "/campaigns/preview"),
+    ("GET", "/campaigns"),
+    ("GET", "/campaigns/{campaign_id}"),
+    ("GET", "/campaigns/{campaign_id}/messages"),
+    ("GET", "/campaigns/{campaign_id}/export.zip"),
+    ("POST", "/campaigns/{campaign_id}/cancel"),
+    ("POST", "/campaigns/{campaign_id}/resume"),
+    ("DELETE", "/campaigns/{campaign_id}"),
 }
 PROTECTED = sorted(ROUTES - {("GET", "/health")})
 #: Path parameters that pass validation, so only the key decides the answer.
@@ -97,6 +106,7 @@ PATH_VALUES = {
     "{stem_id}": "stem.name.jose__d994e1d001",
     "{job_id}": "0123456789ab",
     "{kind}": "name",
+    "{campaign_id}": "c0123456789ab",
 }
 TERMINAL = {"done", "failed", "cancelled"}
 MIB = 1024 * 1024
