@@ -25,7 +25,8 @@ What is kept where (recipients' names are personal data; `delete()` erases all o
 - `output/campaigns/<campaign id>/`: campaign.json and messages.csv;
 - GCS mode: upload-queue rows of those outputs, and the bucket copies already uploaded
   (`output/<campaign id>_<row>.wav|json`): `delete()` removes the queue rows and, when the
-  bucket answers, the objects; objects it could not delete are named in the log.
+  bucket answers, the objects (a bucket that does not answer is logged to jobs.jsonl, and
+  those objects stay until deleted with the storage tools).
 """
 
 from __future__ import annotations
@@ -614,7 +615,11 @@ class Campaigns(param.Parameterized):
                 (_now(), info.id),
             )
         params = {"campaign_id": info.id, "source": source}
-        job = self.jobs.submit("campaign", self._work, info.pending, params=params)
+        try:
+            job = self.jobs.submit("campaign", self._work, info.pending, params=params)
+        except BaseException:
+            self._set_state(info.id, CampaignState.INTERRUPTED, "the job could not be started")
+            raise
         with self.database.write() as db:
             db.execute(
                 "UPDATE campaigns SET job_id = ? WHERE id = ? AND job_id IS NULL",
