@@ -18,6 +18,7 @@ import soundfile
 from hybrid_audio.campaign import CampaignError, Campaigns, CampaignState
 from hybrid_audio.campaign_export import PIECE_BYTES
 from hybrid_audio.config import Settings
+from hybrid_audio.database import Database
 from hybrid_audio.engines import create_engine
 from hybrid_audio.jobs import Job, JobCancelledError, JobState
 from hybrid_audio.recipients import parse_recipients
@@ -293,3 +294,21 @@ def test_delete_erases_rows_files_folder_and_jobs(workspace: Workspace) -> None:
     ).fetchone() == (0,)
     with pytest.raises(KeyError):
         workspace.jobs.get(job.id)
+
+
+def test_another_process_changes_reach_refresh(workspace: Workspace) -> None:
+    """Campaigns on another connection to the same database (as another server worker has)
+    see a campaign created here once refresh() reads the "campaigns" revision counter."""
+    other = Campaigns(
+        settings=workspace.settings,
+        database=Database(workspace.database.path),
+        assembler=workspace.assembler,
+        rotation=workspace.rotation,
+        jobs=workspace.jobs,
+    )
+    seen = other.revision
+    info = workspace.campaigns.create("double_anchor", parse_recipients(recipients_csv(2)))
+    assert other.revision == seen
+    assert other.refresh()
+    assert other.revision > seen
+    assert other.get(info.id).total == 2
