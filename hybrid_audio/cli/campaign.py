@@ -137,16 +137,16 @@ def _started(answer: Mapping[str, Any]) -> None:
 
 
 def _outcome(detail: Mapping[str, Any]) -> None:
-    """Exit 1 (one error line) unless every row became a message."""
-    state, failed = detail.get("state"), detail.get("failed") or 0
-    refused = len(detail.get("problems") or [])
+    """Exit 1 (one error line) unless every row became a message; `failed` counts the rows
+    refused when the list was read and those that failed while running."""
+    campaign_id, state, failed = detail.get("id"), detail.get("state"), detail.get("failed")
     if state != "done":
         reason = detail.get("pause_reason") or ""
-        raise CliError(f"campaign {detail.get('id')} {state}" + (f": {reason}" if reason else ""))
-    if failed or refused:
+        raise CliError(f"campaign {campaign_id} {state}" + (f": {reason}" if reason else ""))
+    if failed:
         raise CliError(
-            f"campaign {detail.get('id')} finished with {max(failed, refused)} failed row(s) "
-            f"(listed above; `hybrid-audio campaign show {detail.get('id')}`)"
+            f"campaign {campaign_id} finished with {failed} failed row(s) "
+            f"(`hybrid-audio campaign show {campaign_id}` lists them)"
         )
 
 
