@@ -273,6 +273,8 @@ class RecipientIn(BaseModel):
     script key the scripts dataset lacks or a repeated id refuses that row only (it is
     listed with its row number); the other rows go on."""
 
+    model_config = ConfigDict(strict=True)
+
     name: str | None = Field(default=None, max_length=256, examples=["José"])
     developer: str | None = Field(default=None, max_length=256, examples=["Acme Homes"])
     script: str | None = Field(default=None, max_length=256, description="A scripts key.")
@@ -285,12 +287,14 @@ class RotationSource(BaseModel):
     """The next `count` name × developer pairs of the rotation of `seed` (default: the
     server's), fixed when the campaign is created."""
 
+    model_config = ConfigDict(strict=True)  # a seed of `false` or a count of 1.0 is refused
+
     count: int = Field(ge=1, le=MAX_RECIPIENTS)
     seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
 
 
 class _CampaignBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     template: str = Field(min_length=1, max_length=80, examples=["double_anchor"])
     join: Literal["exact", "hybrid"] | None = Field(

@@ -222,17 +222,19 @@ def campaign_rotation(
 
 @app.command("preview")
 def campaign_preview(ctx: typer.Context, recipients: RecipientsFile, template: Template) -> None:
-    """Check a recipient list without starting anything: rows, problems, stems to make.
+    """Check a recipient list without starting anything: first rows, refused rows, and how many
+    distinct stems the campaign needs, how many are cached and how many it would make.
 
     Example: hybrid-audio campaign preview recipients.csv --template double_anchor
     """
     cli = session(ctx)
 
     def render(plan: Mapping[str, Any]) -> None:
-        rows = plan.get("recipients") or []
-        counts = {"recipients": len(rows), "refused": len(plan.get("problems") or [])}
-        keys = ["distinct_stems", "cached_stems", "to_make"]
-        out.print(kv_table("campaign preview", counts | {k: plan.get(k) for k in keys}))
+        keys = ["recipients", "distinct_stems", "cached_stems", "to_make"]
+        refused = {"refused": len(plan.get("problems") or [])}
+        out.print(kv_table("campaign preview", {k: plan.get(k) for k in keys} | refused))
+        columns = ["row", "id", "name", "developer", "script"]
+        print_rows("first rows", plan.get("preview") or [], columns, 0)
         if plan.get("problems"):
             print_rows("refused rows", plan["problems"], PROBLEM_COLUMNS, 0)
 
