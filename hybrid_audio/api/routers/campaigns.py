@@ -13,6 +13,7 @@ the rows) runs in the threadpool, never on the event loop.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -317,8 +318,10 @@ def export_campaign(campaign_id: str, workspace: WorkspaceDep) -> StreamingRespo
     info = _campaign(workspace, campaign_id)
     if info.done == 0:
         raise ApiError(409, f"campaign {campaign_id} has no finished message yet")
+    chunks = workspace.campaigns.export_zip(campaign_id)
+    first = next(chunks, b"")  # a message that fails its check before any byte: an error status
     return StreamingResponse(
-        workspace.campaigns.export_zip(campaign_id),
+        itertools.chain([first], chunks),
         media_type="application/zip",
         headers={"Content-Disposition": f'attachment; filename="{campaign_id}.zip"'},
     )
