@@ -59,10 +59,19 @@ class BoundedHeadersProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type
             self._header_deadline.cancel()
             self._header_deadline = None
 
+    def _upgraded(self) -> bool:
+        """The connection now belongs to a websocket protocol, with its own timeouts (pings).
+
+        uvicorn upgrades without a request cycle, so without this check the deadline of the
+        upgrade request's headers closed every dashboard websocket 10 s after it opened.
+        """
+        return self.transport.get_protocol() is not self
+
     def _headers_late(self) -> None:
         self._header_deadline = None
-        if not self._in_request() and not self.transport.is_closing():
-            self.transport.close()
+        if self._upgraded() or self._in_request() or self.transport.is_closing():
+            return
+        self.transport.close()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -73,7 +82,7 @@ class BoundedHeadersProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type
         if not self._in_request():
             self._arm_header_deadline()
         super().data_received(data)
-        if self._in_request():
+        if self._in_request() or self._upgraded():
             self._cancel_header_deadline()
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import secrets
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,14 +21,18 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+import uvicorn
+from websockets.sync.client import connect
 
 from hybrid_audio.api.app import create_app
 from hybrid_audio.api.dashboard_gate import AccessGate
+from hybrid_audio.api.server import BoundedHeadersProtocol
 from hybrid_audio.api.session import COOKIE
 from hybrid_audio.config import Settings
 from tests.api_server import (  # noqa: F401  (fixtures are used by name)
     HEADER,
     ApiServer,
+    free_port,
     make_base_dir,
     server_factory,
     start_server,
@@ -330,6 +335,42 @@ def test_trickled_headers_are_dropped(keyed: ApiServer) -> None:
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         deadline = time.monotonic() + CLOSE_BOUND_S
         assert trickle_until_closed(sock, deadline)
+
+
+def test_an_upgraded_websocket_outlives_the_header_deadline() -> None:
+    """The deadline bounds the upgrade request's headers, not the websocket after it.
+
+    uvicorn upgrades without a request cycle, so the deadline used to stay armed and close
+    every dashboard websocket 10 s after it opened ("Server connection lost" on a slow
+    machine). The real protocol class, in uvicorn, with a 0.5 s deadline and an echo app.
+    """
+
+    async def echo(scope: dict, receive: Callable, send: Callable) -> None:
+        assert scope["type"] == "websocket"
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        while (message := await receive())["type"] == "websocket.receive":
+            await send({"type": "websocket.send", "text": message["text"]})
+
+    port = free_port()
+    bounded = type("Bounded", (BoundedHeadersProtocol,), {"header_timeout": 0.5})
+    server = uvicorn.Server(
+        uvicorn.Config(echo, host="127.0.0.1", port=port, http=bounded, lifespan="off")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.05)
+        with connect(f"ws://127.0.0.1:{port}/") as websocket:
+            time.sleep(1.5)  # three header deadlines
+            websocket.send("still here")
+            assert websocket.recv(timeout=5) == "still here"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 def test_a_silent_connection_is_dropped(keyed: ApiServer) -> None:
