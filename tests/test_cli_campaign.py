@@ -21,11 +21,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api_server import NO_FAILURE_LIMIT, REPO, TINY_DATASETS, ApiServer, make_base_dir
+from tests.api_server import NO_FAILURE_LIMIT, TINY_DATASETS, ApiServer, make_base_dir
 from tests.api_server import start_server as start_api
-from tests.test_cli import cli_env, ok, one_line_error
+from tests.test_cli import ok, one_line_error, run, run_make
 
-CONSOLE_SCRIPT = REPO / ".venv" / "bin" / "hybrid-audio"
 LIST = (
     "id,name,developer\n"
     "a1,Ann,Acme Homes\n"
@@ -52,17 +51,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def cli(workdir: Path, server: ApiServer, *args: str) -> subprocess.CompletedProcess[str]:
-    env = cli_env(workdir, HYBRID_AUDIO_API_URL=server.base_url, INTERNAL_API_KEY=server.key)
-    return subprocess.run(
-        [str(CONSOLE_SCRIPT), *args],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=120,
-        check=False,
-    )
+    return run(workdir, server.base_url, *args, key=server.key)
 
 
 def test_run_wait_out_summarises_failed_rows_exits_1_and_writes_the_zip(
@@ -167,16 +156,7 @@ def test_preview_and_make_cli_campaign(server: ApiServer, workdir: Path) -> None
     )
     assert "refused rows: 2" in preview
     assert "distinct_stems" in preview
-    # The Makefile shortcut; -o: the venv is treated as set up (no pip install mid-test).
-    make = subprocess.run(
-        ["make", "-s", "-o", ".venv/.installed", "cli-campaign", "ARGS=list --json"],
-        cwd=REPO,
-        env=cli_env(workdir, HYBRID_AUDIO_API_URL=server.base_url, INTERNAL_API_KEY=server.key),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    make = run_make(workdir, server, "cli-campaign", "list --json")  # the Makefile shortcut
     assert make.returncode == 0, make.stdout + make.stderr
     listed = json.loads(make.stdout)
     expected = httpx.get(f"{server.base_url}/campaigns", headers=server.headers()).json()

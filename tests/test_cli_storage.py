@@ -27,9 +27,8 @@ from tests.api_server import (  # noqa: F401  (fixtures are used by name)
 from tests.fakes.cartesia import FakeCartesia
 from tests.gcs_emulator import Emulator, gcs_bucket, gcs_emulator  # noqa: F401
 from tests.test_api_storage import bucket_env, cartesia_env, plant
-from tests.test_cli import cli_env, ok, one_line_error
+from tests.test_cli import ok, one_line_error, run, run_make
 
-CONSOLE_SCRIPT = REPO / ".venv" / "bin" / "hybrid-audio"
 KEY = "cli-storage-key"
 
 
@@ -40,18 +39,8 @@ def fake() -> Iterator[FakeCartesia]:
 
 
 def hybrid_audio(tmp_path: Path, server: ApiServer, *args: str) -> subprocess.CompletedProcess[str]:
-    """`hybrid-audio ARGS` (the installed console script) against `server`, with its key."""
-    env = cli_env(tmp_path, HYBRID_AUDIO_API_URL=server.base_url, INTERNAL_API_KEY=server.key)
-    return subprocess.run(
-        [str(CONSOLE_SCRIPT), *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=120,
-        check=False,
-    )
+    """`hybrid-audio ARGS` against `server`, with its key."""
+    return run(tmp_path, server.base_url, *args, key=server.key)
 
 
 def wait_uploaded(tmp_path: Path, server: ApiServer, timeout: float = 30) -> None:
@@ -100,16 +89,7 @@ def test_check_in_bucket_exits_0_when_consistent_and_1_on_differences(
     ok(hybrid_audio(tmp_path, server, "generate", "name", "Ann"))
     wait_uploaded(tmp_path, server)
     assert "consistency" in ok(hybrid_audio(tmp_path, server, "cache", "check-in-bucket"))
-    # The Makefile shortcut; -o: the venv is treated as set up (no pip install mid-test).
-    make = subprocess.run(
-        ["make", "-s", "-o", ".venv/.installed", "cli-cache", "ARGS=check-in-bucket"],
-        cwd=REPO,
-        env=cli_env(tmp_path, HYBRID_AUDIO_API_URL=server.base_url, INTERNAL_API_KEY=KEY),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    make = run_make(tmp_path, server, "cli-cache", "check-in-bucket")  # the Makefile shortcut
     assert make.returncode == 0, make.stdout + make.stderr
     assert gcs_bucket in make.stdout
 
