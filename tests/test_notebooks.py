@@ -13,6 +13,7 @@ import json
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import nbformat
@@ -80,6 +81,7 @@ def test_notebooks_are_committed_without_outputs() -> None:
         "01_quickstart.ipynb",
         "02_rotation_and_bulk.ipynb",
         "03_headless_batch.ipynb",
+        "04_campaign.ipynb",
     ]
     for path in notebooks:
         notebook = nbformat.read(path, as_version=4)
@@ -132,6 +134,27 @@ def test_rotation_and_bulk_runs_a_logged_job_and_a_clean_audit(
     audits = [e for e in events if e["event"] == "cache_audit"]
     assert len(audits) == 1  # the notebook's audit is logged as the server's are
     assert audits[0]["ok"] is True
+
+
+def test_campaign_notebook_runs_a_list_to_a_zip_and_audits_storage(
+    base_dir: Path, workspace: Workspace
+) -> None:
+    """04 turns a small list (one bad row) into verified messages, a zip and a logged audit."""
+    recipients = "id,name,developer\nr1,Ann,Hilton\nr2,Bob,Hilton\nr3,,Hilton\n"
+    execute("04_campaign.ipynb", base_dir=str(base_dir), recipients=recipients)
+
+    (info,) = workspace.campaigns.list()
+    assert (info.state, info.done, info.failed) == ("done", 2, 1)
+    assert [p.row for p in workspace.campaigns.problems(info.id)] == [3]
+    assert_outputs_verify(workspace.assembler, 2)
+    zip_path = base_dir / "output" / "campaigns" / f"{info.id}.zip"
+    with zipfile.ZipFile(zip_path) as archive:
+        assert archive.testzip() is None
+        assert {"r1.wav", "r2.wav", "messages.csv", "campaign.json"} <= set(archive.namelist())
+    audits = [
+        e for e in jsonl(base_dir / "logs" / "storage.jsonl") if e["event"] == "gcs_consistency"
+    ]
+    assert len(audits) == 1  # the notebook's audit is logged as the server's are
 
 
 def test_headless_batch_notebook_writes_verified_messages_and_a_summary(
