@@ -503,12 +503,16 @@ class Campaigns(param.Parameterized):
         return [_message(values) for values in rows.fetchall()]
 
     def iter_messages(self, campaign_id: str, state: str | None = None) -> Iterator[MessageRow]:
-        """Every message row in row order, read `CHUNK_ROWS` at a time."""
+        """Every message row in row order, read `CHUNK_ROWS` at a time.
+
+        Each chunk is read with the connection of the thread asking for it: a streamed
+        export is advanced by whichever threadpool thread is free, and a connection is
+        usable only on the thread that made it."""
         after = 0
         clause = "" if state is None else " AND state = ?"
         extra = () if state is None else (state,)
-        db = self.database.connection()
         while True:
+            db = self.database.connection()  # this thread's, for this chunk
             rows = db.execute(
                 f"SELECT {_MESSAGE_COLUMNS} FROM campaign_messages WHERE campaign_id = ?"
                 f" AND row > ?{clause} ORDER BY row LIMIT ?",

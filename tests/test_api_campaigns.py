@@ -16,6 +16,7 @@ import csv
 import io
 import secrets
 import tempfile
+import threading
 import time
 import zipfile
 from collections.abc import Iterator
@@ -308,6 +309,40 @@ def test_body_limit_is_the_campaigns_own(client: httpx.Client) -> None:
         "100,000"
         in error(upload(client, "/campaigns", rows, template="double_anchor"), 422)["message"]
     )
+
+
+def test_a_long_export_stays_whole_while_other_requests_run(
+    server: ApiServer, client: httpx.Client
+) -> None:
+    """Over 500 rows (one SQLite read per 500) downloaded while four clients keep the
+    threadpool busy: each chunk of the stream may come from another thread, and the zip
+    must still be complete (it was cut: a connection used outside its own thread)."""
+    text = "name,developer\nAnn,Acme Homes\n" + ",Acme Homes\n" * 1_500  # 1 made, 1,500 refused
+    body = started(upload(client, "/campaigns", text.encode(), template="double_anchor"))
+    campaign_id = wait_campaign(client, body)["id"]
+    stop = threading.Event()
+
+    def busy() -> None:
+        with server.client(timeout=60) as other:
+            while not stop.is_set():
+                other.get(f"/campaigns/{campaign_id}")
+
+    threads = [threading.Thread(target=busy) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        for _ in range(3):
+            with client.stream("GET", f"/campaigns/{campaign_id}/export.zip") as response:
+                assert response.status_code == 200
+                data = b"".join(response.iter_bytes(1024))
+            archive = zipfile.ZipFile(io.BytesIO(data))
+            assert archive.testzip() is None
+            rows = list(csv.DictReader(io.StringIO(archive.read("messages.csv").decode())))
+            assert [int(row["row"]) for row in rows] == list(range(1, 1_502))
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
 
 
 # --- cancel, resume, delete ---------------------------------------------------------------

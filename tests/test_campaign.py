@@ -8,6 +8,7 @@ import csv
 import hashlib
 import io
 import json
+import threading
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -150,6 +151,40 @@ def test_zip_streams_small_chunks_and_holds_the_outputs(workspace: Workspace, bi
     in_zip = list(csv.DictReader(io.StringIO(archive.read("messages.csv").decode())))
     assert in_zip == listed
     assert json.loads(archive.read("campaign.json"))["counts"]["done"] == 200
+
+
+def test_zip_read_one_chunk_per_thread_is_whole(
+    workspace: Workspace, big: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A StreamingResponse asks for each chunk from whichever threadpool thread is free, and
+    the rows are read from SQLite `CHUNK_ROWS` at a time: each read must use the connection
+    of the thread it runs on (a connection made on another thread raises ProgrammingError,
+    which cut every export of more than 500 rows under load)."""
+    monkeypatch.setattr("hybrid_audio.campaign.CHUNK_ROWS", 7)
+    chunks = workspace.campaigns.export_zip(big)
+    received: list[bytes] = []
+
+    def one(step: list[bytes | BaseException | None]) -> None:
+        try:
+            step.append(next(chunks, None))
+        except BaseException as error:  # raised on the reading thread: report it here
+            step.append(error)
+
+    while True:
+        step: list[bytes | BaseException | None] = []
+        thread = threading.Thread(target=one, args=(step,))
+        thread.start()
+        thread.join()
+        if isinstance(step[0], BaseException):
+            raise step[0]
+        if step[0] is None:
+            break
+        received.append(step[0])
+    archive = zipfile.ZipFile(io.BytesIO(b"".join(received)))
+    assert archive.testzip() is None
+    assert len([n for n in archive.namelist() if n.endswith(".wav")]) == 200
+    rows = list(csv.DictReader(io.StringIO(archive.read("messages.csv").decode())))
+    assert [int(r["row"]) for r in rows] == list(range(1, 206))
 
 
 def test_zip_names_without_ids_use_row_and_slug_and_never_collide(workspace: Workspace) -> None:
