@@ -11,7 +11,8 @@ In GCS mode (`remote` set) a miss first asks the bucket: a stem another machine 
 under the same contract is downloaded, proven and adopted instead of synthesized
 (`storage.readthrough.pull_stem`); the returned record then says `cached=True` (no
 synthesis happened). A bucket that is down or holds nothing usable only costs that look:
-the stem is synthesized as in local mode, never failed.
+the stem is synthesized as in local mode, never failed; after the bucket failed a look it
+is not asked again for `READ_THROUGH_PAUSE` seconds (a look can wait GCS_RETRY_DEADLINE).
 
 Batches (`generate_rotational_stems`) make every distinct stem of the datasets once, skip
 compatible cached stems, and are resumable: each stem is committed as soon as it is made,
@@ -24,6 +25,7 @@ import fcntl
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -65,6 +67,9 @@ log = logging.getLogger(__name__)
 ProgressCallback = Callable[[int, int, StemRecord | None], None]
 #: Errors that would repeat for every stem: stop the batch instead of failing each one.
 _FATAL = (EngineConfigError, EngineQuotaError)
+#: Seconds a read-through is not tried after the bucket failed one: each attempt on a bucket
+#: that is down costs up to `GCS_RETRY_DEADLINE` (60 s) before the stem is synthesized.
+READ_THROUGH_PAUSE = 60.0
 
 
 class BatchReport(BaseModel):
@@ -166,6 +171,7 @@ class Generator(param.Parameterized):
     def __init__(self, **params) -> None:
         super().__init__(**params)
         self._contract_lock = threading.Lock()
+        self._remote_failed_at: float | None = None  # monotonic; see READ_THROUGH_PAUSE
 
     # --- the contract -------------------------------------------------------------------
 
@@ -279,12 +285,25 @@ class Generator(param.Parameterized):
         or the bucket is down — local work never fails because of the bucket)."""
         if self.remote is None:
             return None
+        failed_at = self._remote_failed_at
+        if failed_at is not None and time.monotonic() < failed_at + READ_THROUGH_PAUSE:
+            return None  # the bucket failed a moment ago: do not wait for it again
         name = stem_object_name(stem_id)
         try:
             outcome = pull_stem(self.remote, self.cache, name, text=spoken)
         except ObjectMissingError:
             return None
-        except (StorageUnavailableError, ChecksumMismatchError) as error:
+        except StorageUnavailableError as error:
+            self._remote_failed_at = time.monotonic()
+            log.warning(
+                "read-through of %s skipped, synthesizing (the bucket is not asked again "
+                "for %g s): %s",
+                name,
+                READ_THROUGH_PAUSE,
+                error,
+            )
+            return None
+        except ChecksumMismatchError as error:
             log.warning("read-through of %s skipped, synthesizing: %s", name, error)
             return None
         if outcome.status in ("adopted", "already"):

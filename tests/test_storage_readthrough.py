@@ -8,6 +8,7 @@ engine is wrapped in a counting proxy to count syntheses; storage is never mocke
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from hybrid_audio import generation
 from hybrid_audio.cache import StemCache
 from hybrid_audio.config import Settings
 from hybrid_audio.contract import VoiceContract
@@ -219,3 +221,39 @@ def test_with_the_bucket_down_a_stem_is_synthesized(
         assert calls(ws) == ["Ana"]
         assert ws.cache.lookup(record.stem_id) is not None
     assert "down-bucket" in caplog.text  # the skipped read-through is logged, bucket named
+
+
+class CountingStore(GcsStore):
+    """A GcsStore that counts the downloads asked of it (each is a read-through attempt)."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.downloads: list[str] = []
+
+    def download(self, name: str):  # type: ignore[no-untyped-def]
+        self.downloads.append(name)
+        return super().download(name)
+
+
+def test_a_bucket_that_is_down_is_not_asked_again_for_every_missing_stem(
+    tmp_path: Path, piper: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each read-through of an unreachable bucket costs GCS_RETRY_DEADLINE (60 s by
+    default) before the stem is synthesized; asked for every miss, a batch of 1,000 new
+    stems with the bucket down would take 1,000 minutes. After one failure the bucket is
+    left alone for `READ_THROUGH_PAUSE`, then asked again."""
+    settings = gcs_settings(make_base_dir(tmp_path), "down-bucket", dead_url(), 1.0)
+    with workspace(settings, piper) as ws:
+        ws.uploads.close()
+        store = CountingStore(settings)
+        ws.generator.remote = store
+        started = time.monotonic()
+        for name in ("Ana", "Bob", "Carla", "Dora"):
+            assert ws.generator.generate_name(name).cached is False
+        assert calls(ws) == ["Ana", "Bob", "Carla", "Dora"]
+        assert store.downloads == [stem_object_name("stem.name.ana")]
+        assert time.monotonic() - started < 4 * 1.0  # not one deadline per stem
+
+        monkeypatch.setattr(generation, "READ_THROUGH_PAUSE", 0.0)  # the pause is over
+        ws.generator.generate_name("Eva")
+        assert store.downloads[-1] == stem_object_name("stem.name.eva")
