@@ -45,8 +45,8 @@ Hooks for browser tests (stable names and CSS classes):
   to make"); "Run campaign" (`.campaign-run`), "Cancel", "Resume"; `.campaign-progress`
   (bar, status `.campaign-status`: state, done/total, %, ETA); `.campaign-results`: search
   `.campaign-search`, "◀ Previous"/"Next ▶", messages Tabulator `.campaign-messages`
-  (click a row: player, "Download message (WAV)", "Open proof" `.campaign-open-proof` →
-  the Assemble page shows that output), refused/failed rows `.campaign-problems`, the zip
+  (click a row: player; "Open proof" `.campaign-open-proof` → the Assemble page shows
+  that output, with its Download), refused/failed rows `.campaign-problems`, the zip
   link `.campaign-download` (`/campaigns/{id}/export.zip`, streamed by the API); past
   campaigns `.campaign-list` (click one to show it).
 - Cache: totals `.cache-totals`; stems Tabulator `.stems-table` (checkbox selection);

@@ -18,7 +18,6 @@ text formatters, never as HTML.
 from __future__ import annotations
 
 import html
-from io import BytesIO
 from typing import Any
 
 import pandas as pd
@@ -26,7 +25,7 @@ import panel as pn
 import param
 
 from app.views.assemble import AssembleView
-from app.views.common import PageState, audio_player, friendly, md, notify_info, wav_download
+from app.views.common import PageState, audio_player, friendly, md, notify_info
 from app.views.live import live
 from hybrid_audio.campaign import CampaignInfo, CampaignPlan, CampaignState
 from hybrid_audio.jobs import FINISHED_STATES, Job, JobState
@@ -117,7 +116,7 @@ class CampaignView(PageState, pn.viewable.Viewer):
         self.previous_button = pn.widgets.Button(label="◀ Previous", disabled=True, width=110)
         self.next_button = pn.widgets.Button(label="Next ▶", width=110)
         self.proof_button = pn.widgets.Button(
-            label="Open proof", disabled=True, css_classes=["campaign-open-proof"]
+            label="Open proof", disabled=True, width=120, css_classes=["campaign-open-proof"]
         )
         self.results_table = pn.widgets.Tabulator(
             pn.bind(
@@ -156,8 +155,8 @@ class CampaignView(PageState, pn.viewable.Viewer):
         self.cancel_button.on_click(lambda _: self.cancel())
         self.resume_button.on_click(lambda _: self.resume())
         self.previous_button.on_click(lambda _: self.turn_page(-1))
-        self.next_button.on_click(lambda _: self.turn_page(1))
         self.proof_button.on_click(lambda _: self.open_proof())
+        self.next_button.on_click(lambda _: self.turn_page(1))
         self.results_table.on_click(self._handle_message_click)
         self.campaigns_table.on_click(self._handle_campaign_click)
 
@@ -295,9 +294,9 @@ class CampaignView(PageState, pn.viewable.Viewer):
             raise ValueError("pick a finished message in the results first")
         if self.assemble is None:
             raise ValueError("the Assemble page is not part of this dashboard")
-        self.assemble.load_output(self.playing)
         if self.open_page is not None:
             self.open_page("Assemble")
+        self.assemble.load_output(self.playing)
 
     # --- derived values -----------------------------------------------------------------
 
@@ -481,13 +480,6 @@ class CampaignView(PageState, pn.viewable.Viewer):
         )
 
     @friendly
-    def message_bytes(self) -> BytesIO:
-        """The played message's WAV for its Download button (proven bytes, never a path)."""
-        if self.playing is None:
-            raise ValueError("pick a finished message first")
-        return BytesIO(self.workspace.assembler.read_output(self.playing)[0])
-
-    @friendly
     def _player(self, output_id: str | None) -> pn.viewable.Viewable:
         if output_id is None:
             return pn.pane.Markdown("Click a finished message to play it.")
@@ -495,25 +487,22 @@ class CampaignView(PageState, pn.viewable.Viewer):
             player = audio_player(f"/assemble/outputs/{output_id}/audio", None)
         else:
             player = audio_player(None, self.workspace.assembler.read_output(output_id)[0])
-        return pn.Column(
-            md(output_id),
-            pn.Row(
-                player,
-                wav_download(self.message_bytes, output_id, "message"),
-                self.proof_button,
-                sizing_mode="stretch_width",
-            ),
-            sizing_mode="stretch_width",
-        )
+        # No Download button here: a FileDownload made inside this re-rendered pane dropped
+        # the session's websocket (1006) in Chromium; the zip has every message, and the
+        # Assemble page ("Open proof") has the message's own Download.
+        return pn.Column(md(output_id), player, sizing_mode="stretch_width")
 
     def __panel__(self) -> pn.viewable.Viewable:
+        rotation = pn.Row(
+            pn.widgets.IntInput.from_param(self.param.rotation_count, width=120),
+            pn.widgets.IntInput.from_param(self.param.seed, width=120),
+            visible=self.param.source.rx() == "rotation",
+        )
+        self.file_input.visible = self.param.source.rx() == "upload"
         source = pn.Column(
             pn.widgets.RadioButtonGroup.from_param(self.param.source),
             self.file_input,
-            pn.Row(
-                pn.widgets.IntInput.from_param(self.param.rotation_count, width=120),
-                pn.widgets.IntInput.from_param(self.param.seed, width=120),
-            ),
+            rotation,
             pn.Row(
                 pn.widgets.Select.from_param(self.param.template, label="Template", width=220),
                 pn.widgets.RadioButtonGroup.from_param(self.param.join),
@@ -572,7 +561,11 @@ class CampaignView(PageState, pn.viewable.Viewer):
                 pn.panel(pn.bind(self._download, self.param.campaign_id)),
             ),
             self.results_table,
-            pn.panel(pn.bind(self._player, self.param.playing)),
+            pn.Row(
+                pn.panel(pn.bind(self._player, self.param.playing)),
+                self.proof_button,
+                sizing_mode="stretch_width",
+            ),
             "#### Rows not made (row numbers as in the list)",
             pn.widgets.Tabulator(
                 pn.bind(self._problems, self.param.campaign_id, self._revision),
