@@ -159,6 +159,17 @@ _MESSAGE_COLUMNS = (
 )
 
 
+def _outcome(info: CampaignInfo) -> dict[str, Any]:
+    """A campaign job's result."""
+    return {
+        "campaign_id": info.id,
+        "state": info.state.value,
+        "done": info.done,
+        "failed": info.failed,
+        "pending": info.pending,
+    }
+
+
 def _message(values: Sequence[Any]) -> MessageRow:
     row, recipient_id, name, developer, script, state, output_id, duration, sha, ok, error = values
     return MessageRow(
@@ -634,14 +645,43 @@ class Campaigns(param.Parameterized):
         return job
 
     def _work(self, job: Job) -> dict[str, Any]:
-        info = self.run(job.params["campaign_id"], job)
-        return {
-            "campaign_id": info.id,
-            "state": info.state.value,
-            "done": info.done,
-            "failed": info.failed,
-            "pending": info.pending,
-        }
+        return _outcome(self.run(job.params["campaign_id"], job))
+
+    def _run_recorded(self, campaign_id: str) -> CampaignInfo:
+        """`run()` without a job: claimed and recorded as a `campaign` job of this process
+        (source "python"), so a process that dies mid-run leaves the campaign `interrupted`
+        — resumable, deletable — rather than `running` under no job for ever."""
+        info = self.get(campaign_id)
+        if info.state == CampaignState.DONE:
+            return info
+        store = self.jobs.store
+        params = {"campaign_id": campaign_id, "source": "python"}
+        now = time.time()
+        job = Job(store, kind="campaign", params=params, owner_pid=store.pid, created_at=now)
+        store.insert(job)
+        with self.database.write() as db:  # claimed as _submit does: one runner at a time
+            state = db.execute("SELECT state FROM campaigns WHERE id = ?", (campaign_id,))
+            claimed = state.fetchone()[0] != CampaignState.RUNNING
+            if claimed:
+                db.execute(
+                    "UPDATE campaigns SET state = 'running', pause_reason = '', job_id = ?,"
+                    " updated_at = ? WHERE id = ?",
+                    (job.id, _now(), campaign_id),
+                )
+        if not claimed:
+            job.param.update(state=JobState.CANCELLED, finished_at=time.time())
+            raise CampaignError(f"campaign {campaign_id} is already running")
+        job.param.update(state=JobState.RUNNING, started_at=time.time())
+        try:
+            info = self.run(campaign_id, job)
+        except JobCancelledError:
+            job.param.update(state=JobState.CANCELLED, message="cancelled", finished_at=time.time())
+            raise
+        except BaseException as error:
+            job.param.update(state=JobState.FAILED, message=str(error), finished_at=time.time())
+            raise
+        job.param.update(state=JobState.DONE, result=_outcome(info), finished_at=time.time())
+        return info
 
     def cancel(self, campaign_id: str) -> CampaignInfo:
         """Stop a running campaign between two messages (its job is cancelled); a campaign
@@ -659,8 +699,11 @@ class Campaigns(param.Parameterized):
         """Make every pending message (synchronously; the job calls this, notebooks may).
 
         Raises `JobCancelledError` when the job is cancelled (the campaign is then
-        `cancelled`); returns with the campaign `paused` when the contract changed.
+        `cancelled`); returns with the campaign `paused` when the contract changed. Without
+        `job`, the run is recorded as a job of this process (see `_run_recorded`).
         """
+        if job is None:
+            return self._run_recorded(campaign_id)
         info = self.get(campaign_id)
         if info.state == CampaignState.DONE:
             return info

@@ -126,3 +126,51 @@ def test_resume_adopts_a_recorded_output_and_replaces_a_wav_without_manifest(
         assert messages[2].verified
     finally:
         workspace.close()
+
+
+RUN_HERE = """
+import sys
+from hybrid_audio.config import Settings
+from hybrid_audio.workspace import Workspace
+workspace = Workspace.build(Settings(base_dir=sys.argv[1]))
+workspace.campaigns.run(sys.argv[2])
+"""
+
+
+def test_a_python_run_killed_half_way_is_interrupted_not_running_forever(tmp_path: Path) -> None:
+    """`Campaigns.run(id)` in a notebook or script (no job given) records a job of its own
+    process, so a kill -9 of that process shows as interrupted and the campaign can be
+    resumed or deleted (it stayed `running` with no job: resume and delete refused forever,
+    cancel did nothing — recipients' names could no longer be erased)."""
+    base = make_base_dir(tmp_path / "base", TINY_DATASETS)
+    settings = Settings(base_dir=base)
+    engine = create_engine(Settings(tts_engine="piper"))
+    first = Workspace.build(settings, engine=engine)
+    campaign_id = first.campaigns.create("double_anchor", parse_recipients(recipients())).id
+    first.close()
+    process = subprocess.Popen(
+        [sys.executable, "-c", RUN_HERE, str(base), campaign_id], cwd=REPO, env=dict(os.environ)
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while committed(settings.database_path, campaign_id) < ROWS // 3:
+            assert process.poll() is None, "the campaign process ended before the kill"
+            assert time.monotonic() < deadline, "the campaign made no progress"
+            time.sleep(0.01)
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    workspace = Workspace.build(settings, engine=engine)
+    try:
+        campaigns = workspace.campaigns
+        interrupted = campaigns.get(campaign_id)
+        assert interrupted.state == CampaignState.INTERRUPTED
+        assert interrupted.job_id is not None
+        assert workspace.jobs.get(interrupted.job_id).state == JobState.INTERRUPTED
+        job = workspace.jobs.wait(campaigns.resume(campaign_id).id, timeout=120)
+        assert job.state == JobState.DONE
+        assert campaigns.get(campaign_id).done == ROWS
+        campaigns.delete(campaign_id)
+    finally:
+        workspace.close()
