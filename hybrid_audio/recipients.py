@@ -127,11 +127,11 @@ def _from_csv(text: str, filename: str | None, keys: Collection[str] | None) -> 
     if "\x00" in text:
         raise RecipientsError(f"{where} is not a CSV file (it holds NUL bytes)")
     first = text.split("\n", 1)[0]
-    try:
-        dialect: Any = csv.Sniffer().sniff(first, delimiters=",;\t")
+    try:  # only the separator is sniffed (from the header line); quoting is RFC 4180's
+        delimiter = csv.Sniffer().sniff(first, delimiters=",;\t").delimiter
     except csv.Error:
-        dialect = csv.excel
-    reader = csv.reader(io.StringIO(text, newline=""), dialect)
+        delimiter = ","
+    reader = csv.reader(io.StringIO(text, newline=""), csv.excel, delimiter=delimiter)
     try:
         header = next(reader)
     except StopIteration:

@@ -55,6 +55,15 @@ def test_header_case_bom_semicolons_and_quotes() -> None:
     ]
 
 
+def test_doubled_quotes_inside_a_field_are_one_quote() -> None:
+    """RFC 4180: `"Ann ""Nan"" Lee"` is `Ann "Nan" Lee`, whichever separator the file uses
+    (the separator was sniffed from the header, which turned doubled quotes off)."""
+    for separator in (",", ";"):
+        data = f'name{separator}developer\n"Ann ""Nan"" Lee"{separator}"Acme ""A"""\n'
+        (row,) = parse_recipients(data.encode(), "x.csv").rows
+        assert (row.name, row.developer) == ('Ann "Nan" Lee', 'Acme "A"')
+
+
 def test_json_list_of_objects() -> None:
     data = '[{"name": "Ann", "developer": "Acme", "id": 7}, "junk", {"name": "Bob"}]'
     parsed = parse_recipients(data)
