@@ -31,6 +31,7 @@ What is kept where (recipients' names are personal data; `delete()` erases all o
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import secrets
@@ -535,13 +536,12 @@ class Campaigns(param.Parameterized):
                 yield _message(values)
             after = rows[-1][0]
 
-    def problems(self, campaign_id: str) -> list[RowProblem]:
-        """Rows refused at creation and rows that failed while running, by row number."""
+    def problems(self, campaign_id: str, limit: int | None = None) -> list[RowProblem]:
+        """Rows refused at creation and rows that failed while running, by row number (the
+        first `limit` of them: only those are read)."""
         self.get(campaign_id)
-        return [
-            RowProblem(row=m.row, recipient_id=m.recipient_id, message=m.error)
-            for m in self.iter_messages(campaign_id, "failed")
-        ]
+        failed = itertools.islice(self.iter_messages(campaign_id, "failed"), limit)
+        return [RowProblem(row=m.row, recipient_id=m.recipient_id, message=m.error) for m in failed]
 
     def refresh(self) -> bool:
         """Show the campaigns revision the database holds (other processes' changes)."""

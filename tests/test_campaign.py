@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import threading
+import tracemalloc
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -195,6 +196,27 @@ def test_zip_names_without_ids_use_row_and_slug_and_never_collide(workspace: Wor
     archive = zipfile.ZipFile(io.BytesIO(b"".join(campaigns.export_zip(info.id))))
     wavs = sorted(n for n in archive.namelist() if n.endswith(".wav"))
     assert wavs == ["000001_ann.wav", "x.wav", "x_2.wav"]
+
+
+def test_reading_a_campaign_does_not_load_every_refused_row(workspace: Workspace) -> None:
+    """GET /campaigns/{id} shows the first MAX_PAGE problems: it must not read every failed
+    row of a long list into memory to show them (it did: 30,000 refused rows, ~17 MB and a
+    second per request, growing with the list)."""
+    from hybrid_audio.api.models import MAX_PAGE
+    from hybrid_audio.api.routers.campaigns import get_campaign
+
+    text = "name,developer\nAnn,Acme Homes\n" + ",Acme Homes\n" * 30_000
+    info = workspace.campaigns.create("double_anchor", parse_recipients(text.encode()))
+    tracemalloc.start()
+    try:
+        detail = get_campaign(info.id, workspace)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert detail.failed == 30_000
+    assert [p.row for p in detail.problems] == list(range(2, MAX_PAGE + 2))
+    assert peak < 4 * 1024 * 1024, f"{peak / 1e6:.1f} MB to read one campaign"
+    workspace.campaigns.delete(info.id)
 
 
 def test_same_list_and_template_give_the_same_bytes(workspace: Workspace, big: str) -> None:

@@ -281,7 +281,7 @@ def list_campaigns(
 )
 def get_campaign(campaign_id: str, workspace: WorkspaceDep) -> CampaignDetail:
     info = _campaign(workspace, campaign_id)
-    problems = workspace.campaigns.problems(campaign_id)[:MAX_PAGE]
+    problems = workspace.campaigns.problems(campaign_id, MAX_PAGE)
     return CampaignDetail(**info.model_dump(), problems=problems)
 
 
