@@ -44,7 +44,7 @@ TIMEOUT_MS = 20_000
 #: The browser window: the smallest screen the dashboard is laid out for.
 VIEWPORT = {"width": 1400, "height": 900}
 #: Every tab, in order.
-TABS = ("Workflow", "Generate", "Assemble", "Cache", "Rotation", "Storage")
+TABS = ("Workflow", "Generate", "Assemble", "Campaign", "Cache", "Rotation", "Storage")
 #: Names for the bulk job typed into the Cache page.
 BULK_NAMES = ["Ann", "Bob", "Cid", "Dee", "Eve"]
 sync_api.expect.set_options(timeout=TIMEOUT_MS)
@@ -410,6 +410,7 @@ def test_every_page_and_widget_is_served_by_the_server(ui: Session) -> None:
     ready = {
         "Generate": ".contract-summary",
         "Assemble": ".byte-diff .tabulator",
+        "Campaign": ".campaign-list-table .tabulator",
         "Cache": ".stems-table .tabulator",
         "Rotation": ".rotation-progress-pair progress",
         "Storage": ".storage-status",
