@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -273,3 +276,63 @@ def test_refresh_shows_rows_another_process_queued(
         assert ws.uploads.pending == 0  # nothing arrives by itself
         ws.refresh()
         assert ws.uploads.pending == 1
+
+
+EXIT_SCRIPT = """
+import sys, time
+from pathlib import Path
+from hybrid_audio.config import Settings
+from hybrid_audio.engines import create_engine
+from hybrid_audio.workspace import Workspace
+
+base_dir, url = Path(sys.argv[1]), sys.argv[2]
+settings = Settings(
+    base_dir=base_dir, gcs_bucket="down-bucket", storage_emulator_host=url,
+    gcs_retry_deadline=10, gcs_upload_workers=1,
+)
+ws = Workspace.build(settings, engine=create_engine(Settings(tts_engine="piper")))
+ws.uploads.close()  # make the stems with the uploader stopped and no read-through
+ws.generator.remote = None
+for name in ("Ana", "Bob"):
+    ws.generator.generate_name(name)
+uploads = ws.uploads.__class__(
+    settings=settings, store=ws.store, queue=ws.uploads.queue, cache=ws.cache
+)
+uploads.start()
+while not uploads.queue.counts().due == 0:  # the batch is taken: its uploads are in flight
+    time.sleep(0.01)
+time.sleep(0.2)
+uploads.close(timeout=0.2)
+ws.close()
+print("closed", flush=True)
+"""
+
+
+def test_a_process_exits_at_once_with_uploads_in_flight_to_a_bucket_that_is_down(
+    tmp_path: Path,
+) -> None:
+    """Uploads in flight when a process ends are abandoned, not waited for: their rows
+    stay queued (leased) and the next start resumes them. Before, the pool's worker
+    threads were joined at interpreter exit, so a server stopped with the bucket down hung
+    for every upload of the batch in turn, each retried for GCS_RETRY_DEADLINE: 64 rows,
+    8 workers, 60 s → 8 minutes. Here: 2 rows, 1 worker, 10 s each at most."""
+    base_dir = make_base_dir(tmp_path)
+    root = Path(__file__).resolve().parent.parent
+    process = subprocess.Popen(
+        [sys.executable, "-c", EXIT_SCRIPT, str(base_dir), dead_url()],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "closed"
+        closed = time.monotonic()
+        assert process.wait(timeout=30) == 0
+        assert time.monotonic() - closed < 2.0
+    finally:
+        process.kill()
+        process.wait()
+    rows = UploadQueue(Database(Settings(base_dir=base_dir).database_path)).rows()
+    assert len(rows) == 2  # nothing lost: the next start uploads them

@@ -47,7 +47,6 @@ import io
 import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -375,10 +374,37 @@ class GcsStore:
         self, items: Sequence[UploadItem], workers: int | None = None
     ) -> list[ObjectInfo | Exception]:
         """`upload` of every item, `workers` at once (one multipart request each; see the
-        module doc for why not `transfer_manager.upload_many`)."""
-        with ThreadPoolExecutor(max_workers=workers or self.workers) as pool:
-            futures = [pool.submit(self.upload, *item) for item in items]
-        return [future.exception() or future.result() for future in futures]  # type: ignore[misc]
+        module doc for why not `transfer_manager.upload_many`).
+
+        The workers are daemon threads, not a `ThreadPoolExecutor`'s: the interpreter joins
+        those at exit, so a process ending with a batch in flight to a bucket that is down
+        would hang for every upload left in it, each retried for GCS_RETRY_DEADLINE. The
+        upload queue is durable, so uploads cut off by an exit are simply resumed later.
+        """
+        results: list[ObjectInfo | Exception | None] = [None] * len(items)
+        indexes = iter(range(len(items)))
+        lock = threading.Lock()
+
+        def work() -> None:
+            while True:
+                with lock:
+                    index = next(indexes, None)
+                if index is None:
+                    return
+                try:
+                    results[index] = self.upload(*items[index])
+                except Exception as error:
+                    results[index] = error
+
+        threads = [
+            threading.Thread(target=work, name="gcs-upload", daemon=True)
+            for _ in range(min(workers or self.workers, len(items)))
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return results  # type: ignore[return-value]  # every slot is filled by now
 
     def download_many(
         self, names: Sequence[str], workers: int | None = None
