@@ -142,10 +142,11 @@ def _from_csv(text: str, filename: str | None, keys: Collection[str] | None) -> 
     _check_columns(columns, where)
     checker = _Checker(keys)
     try:
-        for record in reader:
+        # Rows are records, as a spreadsheet shows them (a blank line is a row too; a
+        # quoted cell spanning lines is not several): the first data row is 1.
+        for row, record in enumerate(reader, start=1):
             if not any(cell.strip() for cell in record):
                 continue  # a blank line is no recipient
-            row = reader.line_num - 1
             _check_size(row)
             fields = dict(zip(columns, record, strict=False))
             checker.add(row, {k: fields.get(k, "").strip() or None for k in COLUMNS})

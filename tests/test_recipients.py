@@ -64,6 +64,20 @@ def test_doubled_quotes_inside_a_field_are_one_quote() -> None:
         assert (row.name, row.developer) == ('Ann "Nan" Lee', 'Acme "A"')
 
 
+def test_a_cell_spanning_lines_does_not_shift_the_row_numbers() -> None:
+    """A quoted cell with line breaks (a CRM "notes" column) is one row, as a spreadsheet
+    shows it: the rows after it keep their numbers (they were numbered by the last line of
+    each record, so the first row was 2 and every later refused row was off)."""
+    data = (
+        'name,developer,notes\nAnn,Acme Homes,"called twice\nprefers email"\n'
+        ",Acme Homes,\n"  # row 2: empty name
+        "Bob,Beta Builders,\n"
+    )
+    parsed = parse_recipients(data.encode(), "crm.csv")
+    assert [(r.row, r.name) for r in parsed.rows] == [(1, "Ann"), (3, "Bob")]
+    assert [(p.row, p.message) for p in parsed.problems] == [(2, "the name is empty")]
+
+
 def test_json_list_of_objects() -> None:
     data = '[{"name": "Ann", "developer": "Acme", "id": 7}, "junk", {"name": "Bob"}]'
     parsed = parse_recipients(data)
