@@ -200,18 +200,22 @@ def test_uploads_wait_out_an_unreachable_bucket_and_a_restart_resumes_them(
         )
 
 
-@pytest.mark.parametrize("same_sha256", [False, True])
+@pytest.mark.parametrize("theirs", ["other", "same", "same_sha256_other_bytes"])
 def test_an_object_already_in_the_bucket_is_a_conflict_unless_it_is_the_same(
-    tmp_path: Path, bucket: Bucket, piper: Engine, same_sha256: bool
+    tmp_path: Path, bucket: Bucket, piper: Engine, theirs: str
 ) -> None:
+    """Same bytes → done; other bytes → a conflict, also when the object's metadata claims
+    the right sha256 (corrupted bytes, or an upload the bucket stored wrong and whose retry
+    met the object): judged by the object's CRC32C, not by its metadata alone."""
     settings = gcs_settings(make_base_dir(tmp_path), bucket.name, bucket.url)
     with workspace(settings, piper) as ws:
         ws.uploads.close()
         record = ws.generator.generate_name("Ana")
         local = ws.cache.path_of(STEM).read_bytes()
         # Another machine's object under that name, arrived after this one made its stem.
-        theirs = {"sha256": record.sha256 if same_sha256 else "f" * 64, "stem_id": STEM}
-        ws.store.upload(STEM_OBJECT, b"their bytes", theirs, "audio/wav")
+        metadata = {"sha256": "f" * 64 if theirs == "other" else record.sha256, "stem_id": STEM}
+        their_bytes = local if theirs == "same" else b"their bytes"
+        ws.store.upload(STEM_OBJECT, their_bytes, metadata, "audio/wav")
 
         uploads = Uploads(
             settings=settings,
@@ -228,7 +232,7 @@ def test_an_object_already_in_the_bucket_is_a_conflict_unless_it_is_the_same(
         finally:
             uploads.close()
 
-        if same_sha256:
+        if theirs == "same":
             assert rows == []  # someone uploaded the same stem first: done
             assert uploads.conflicts == 0
         else:
@@ -237,7 +241,7 @@ def test_an_object_already_in_the_bucket_is_a_conflict_unless_it_is_the_same(
             assert uploads.conflicts == 1
             assert STEM_OBJECT in uploads.last_error
         assert uploads.uploaded == 0
-        assert ws.store.download(STEM_OBJECT)[0] == b"their bytes"  # never overwritten
+        assert ws.store.download(STEM_OBJECT)[0] == their_bytes  # never overwritten
         assert ws.cache.path_of(STEM).read_bytes() == local
         assert ws.cache.read(ws.cache.get(STEM)).record.sha256 == record.sha256
 

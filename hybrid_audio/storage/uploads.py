@@ -48,6 +48,7 @@ from hybrid_audio.storage.base import (
     ObjectExistsError,
     ObjectInfo,
     ObjectStore,
+    crc32c_of,
     output_object_names,
     parse_object_name,
     stem_metadata,
@@ -377,14 +378,19 @@ class Uploads(param.Parameterized):
                 return False
             ours = item.metadata.get("sha256")
             theirs = remote.metadata.get("sha256") if remote is not None else None
-            if remote is not None and theirs == ours:
+            # The same bytes, not only metadata that says so: an object whose bytes were
+            # corrupted (or that the bucket stored wrong on a first attempt) keeps its
+            # metadata, and is a conflict to report, not an upload done.
+            same_bytes = remote is not None and remote.crc32c in ("", crc32c_of(item.data))
+            if remote is not None and theirs == ours and same_bytes:
                 self.queue.done(name, sha256)  # someone (another machine) uploaded it first
             elif remote is None:
                 self.queue.failed(name, "the object vanished after a refused upload", sha256)
             else:
+                crc = "" if same_bytes else f", its CRC32C {remote.crc32c} is not these bytes'"
                 detail = (
                     f"the bucket holds other bytes under {name} (sha256 {theirs or 'unknown'}, "
-                    f"here {ours}); nothing was overwritten"
+                    f"here {ours}{crc}); nothing was overwritten"
                 )
                 self.queue.conflict(name, detail, sha256)
             return False
