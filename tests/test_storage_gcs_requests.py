@@ -257,6 +257,19 @@ def test_a_foreign_page_token_is_refused(tmp_path: Path, canned: Canned) -> None
     assert canned.requests == []
 
 
+def test_a_server_token_the_bucket_rejects_is_a_bad_token_not_an_outage(
+    tmp_path: Path, canned: Canned
+) -> None:
+    """A page token comes from the client: one GCS refuses (400, a token edited, cut or
+    from another listing) is the caller's error (422), not the bucket down (503)."""
+    canned.reply(400, {"error": {"code": 400, "message": "Invalid page token"}})
+    with pytest.raises(ValueError, match="page token") as caught:
+        make_store(tmp_path, canned).list_page("stems/", 5, page_token="g:tampered")
+    assert not isinstance(caught.value, StorageUnavailableError)
+    assert canned.query(0)["pageToken"] == ["tampered"]
+    assert len(canned.requests) == 1
+
+
 def test_iterate_follows_next_page_token_across_pages(tmp_path: Path, canned: Canned) -> None:
     pages = [[f"team/stems/name/stem.name.p{p}_{i}.wav" for i in range(2)] for p in range(3)]
     canned.reply(200, {"items": [resource(n) for n in pages[0]], "nextPageToken": "t1"})

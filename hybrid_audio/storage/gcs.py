@@ -333,19 +333,25 @@ class GcsStore:
         if limit < 1:
             raise ValueError("limit must be at least 1")
         server_token, after = _parse_token(page_token)
-        with self._guard():
-            iterator = self.bucket.client.list_blobs(
-                self.bucket_name,
-                prefix=self.prefix + prefix,
-                max_results=limit if after is None else limit + 1,
-                page_token=server_token,
-                start_offset=self.prefix + after if after is not None else None,
-                retry=self.retry,
-                timeout=self.timeout,
-            )
-            page = next(iterator.pages, None)
-            objects = sorted(map(self._object, page or []), key=lambda info: info.name)
-            server_next = iterator.next_page_token
+        try:
+            with self._guard():
+                iterator = self.bucket.client.list_blobs(
+                    self.bucket_name,
+                    prefix=self.prefix + prefix,
+                    max_results=limit if after is None else limit + 1,
+                    page_token=server_token,
+                    start_offset=self.prefix + after if after is not None else None,
+                    retry=self.retry,
+                    timeout=self.timeout,
+                )
+                page = next(iterator.pages, None)
+                objects = sorted(map(self._object, page or []), key=lambda info: info.name)
+                server_next = iterator.next_page_token
+        except StorageUnavailableError as error:
+            if server_token is not None and isinstance(error.__cause__, api.BadRequest):
+                # the token came from the caller: one the bucket rejects is theirs to fix
+                raise ValueError(f"the bucket rejected the page token {page_token!r}") from None
+            raise
         if after is not None:
             objects = [info for info in objects if info.name > after]
         if len(objects) > limit:
