@@ -70,25 +70,33 @@ def file_stem(row: int, recipient_id: str | None, name: str, used: set[str]) -> 
     return candidate
 
 
-def named(messages: Iterable[MessageRow]) -> Iterator[tuple[MessageRow, str]]:
-    """Each message with its zip file stem ("" for messages without an output)."""
+def named(
+    messages: Iterable[MessageRow], through: int | None = None
+) -> Iterator[tuple[MessageRow, str]]:
+    """Each message with its zip file stem ("" for messages without an output, and for
+    rows after `through`: made after the zip's WAVs were written, so not in it)."""
     used: set[str] = set()
     for message in messages:
         done = message.state == "done" and message.output_id
+        done = done and (through is None or message.row <= through)
         yield (
             message,
             file_stem(message.row, message.recipient_id, message.name, used) if done else "",
         )
 
 
-def messages_csv(campaigns: Campaigns, campaign_id: str) -> Iterator[bytes]:
-    """messages.csv in chunks (UTF-8, header first), rows in row order."""
+def messages_csv(
+    campaigns: Campaigns, campaign_id: str, through: int | None = None
+) -> Iterator[bytes]:
+    """messages.csv in chunks (UTF-8, header first), rows in row order; a zip's copy gives
+    a `file` only to rows up to `through`, the last message it holds (see `named`)."""
     prefix = campaigns.settings.gcs_prefix if campaigns.gcs else ""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     extra = ("object_name", "manifest_object_name") if campaigns.gcs else ()
     writer.writerow((*CSV_COLUMNS, *extra))
-    for count, (m, stem) in enumerate(named(campaigns.iter_messages(campaign_id)), start=1):
+    rows = named(campaigns.iter_messages(campaign_id), through)
+    for count, (m, stem) in enumerate(rows, start=1):
         cells: list[Any] = [
             m.recipient_id or "",
             m.row,
@@ -198,8 +206,10 @@ def export_zip(campaigns: Campaigns, campaign_id: str) -> Iterator[bytes]:
         return entry
 
     done = campaigns.iter_messages(campaign_id, "done")
+    through = 0  # the last row written: rows made later (the campaign runs) are not in it
     for message, stem in named(done):
         assert message.output_id is not None
+        through = message.row
         data, _ = campaigns.assembler.read_output(message.output_id)
         entry = member(f"{stem}.wav", zipfile.ZIP_STORED)
         entry.file_size = len(data)
@@ -212,7 +222,7 @@ def export_zip(campaigns: Campaigns, campaign_id: str) -> Iterator[bytes]:
         archive.writestr(member(f"manifests/{stem}.json", zipfile.ZIP_DEFLATED), manifest)
         yield sink.drain()
     with archive.open(member("messages.csv", zipfile.ZIP_DEFLATED), "w", force_zip64=True) as f:
-        for chunk in messages_csv(campaigns, campaign_id):
+        for chunk in messages_csv(campaigns, campaign_id, through):
             f.write(chunk)
             yield sink.drain()
     document = json.dumps(campaign_document(campaigns, info), ensure_ascii=False, indent=1)

@@ -219,6 +219,36 @@ def test_reading_a_campaign_does_not_load_every_refused_row(workspace: Workspace
     workspace.campaigns.delete(info.id)
 
 
+def test_a_zip_taken_while_the_campaign_runs_names_only_files_it_holds(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Messages finished after the zip's WAVs were written are not in it: its messages.csv
+    must not name files for them (it did: a row made while messages.csv was streaming got
+    a `file` the zip did not hold)."""
+    monkeypatch.setattr("hybrid_audio.campaign.CHUNK_ROWS", 100)
+    campaigns = workspace.campaigns
+    good = "".join(f"{NAMES[i % 3]},{DEVELOPERS[i % 2]}\n" for i in range(5))
+    data = "name,developer\n" + good + ",Acme Homes\n" * 195 + good  # 1-5, 201-205 made
+    info = campaigns.create("double_anchor", parse_recipients(data))
+    job = Job(kind="campaign")
+    cancel_at(job, campaigns, 5)
+    with pytest.raises(JobCancelledError):
+        campaigns.run(info.id, job)
+    assert campaigns.get(info.id).done == 5
+    chunks = campaigns.export_zip(info.id)
+    received: list[bytes] = []
+    while not received or b"messages.csv" not in received[-1]:
+        received.append(next(chunks))  # until messages.csv has its first 200 rows out
+    campaigns.run(info.id)  # meanwhile the campaign makes rows 201-205
+    assert campaigns.get(info.id).done == 10
+    received += list(chunks)
+    archive = zipfile.ZipFile(io.BytesIO(b"".join(received)))
+    wavs = {n for n in archive.namelist() if n.endswith(".wav")}
+    assert len(wavs) == 5
+    rows = list(csv.DictReader(io.StringIO(archive.read("messages.csv").decode())))
+    assert {r["file"] for r in rows if r["file"]} == wavs
+
+
 def test_same_list_and_template_give_the_same_bytes(workspace: Workspace, big: str) -> None:
     campaigns = workspace.campaigns
     again = campaigns.create("double_anchor", parse_recipients(recipients_csv(30)))
