@@ -340,3 +340,47 @@ def test_a_process_exits_at_once_with_uploads_in_flight_to_a_bucket_that_is_down
         process.wait()
     rows = UploadQueue(Database(Settings(base_dir=base_dir).database_path)).rows()
     assert len(rows) == 2  # nothing lost: the next start uploads them
+
+
+class ErasedInFlightStore(GcsStore):
+    """A GcsStore during whose batch an output is erased (as `Campaigns.delete` does: its
+    files, its queue rows and its bucket copies) after the uploader read its bytes."""
+
+    def __init__(self, settings: Settings, erase: list[Path], queue: UploadQueue) -> None:
+        super().__init__(settings)
+        self.erase, self.queue = erase, queue
+
+    def upload_many(
+        self, items: Sequence[UploadItem], workers: int | None = None
+    ) -> list[ObjectInfo | Exception]:
+        for path in self.erase:
+            path.unlink()
+            name = f"output/{path.name}"
+            self.queue.done(name)
+            self.delete(name)  # nothing there yet: the erasure finds no bucket copy
+        self.erase = []
+        return super().upload_many(items, workers)
+
+
+def test_an_output_erased_while_its_upload_is_in_flight_does_not_stay_in_the_bucket(
+    tmp_path: Path, bucket: Bucket, piper: Engine
+) -> None:
+    """Erasing a campaign removes its messages here and in the bucket (personal data). An
+    upload already in flight lands after that erasure looked at the bucket, so the
+    uploader itself removes an output it has just uploaded whose local file is gone."""
+    settings = gcs_settings(make_base_dir(tmp_path), bucket.name, bucket.url)
+    with workspace(settings, piper) as ws:
+        ws.uploads.close()
+        result = ws.assembler.assemble("double_anchor", name="Ana", developer="Hilton")
+        erase = [Path(result.wav_path), Path(result.manifest_path)]
+        store = ErasedInFlightStore(settings, erase, ws.uploads.queue)
+        uploads = Uploads(settings=settings, store=store, queue=ws.uploads.queue, cache=ws.cache)
+        uploads.start()
+        try:
+            assert uploads.wait_idle(30)
+        finally:
+            uploads.close()
+
+        assert ws.uploads.queue.rows() == []
+        names = {info.name for info in ws.store.iterate("")}
+        assert names == {stem_object_name(r.stem_id) for r in ws.cache.list()}  # stems only

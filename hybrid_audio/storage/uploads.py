@@ -369,7 +369,7 @@ class Uploads(param.Parameterized):
         name, sha256 = item.row.name, item.row.sha256
         if isinstance(result, ObjectInfo):
             self.queue.done(name, sha256)
-            return True
+            return not self._erased_meanwhile(name)
         if isinstance(result, ObjectExistsError):
             try:
                 remote = self.store.info(name)
@@ -396,6 +396,24 @@ class Uploads(param.Parameterized):
             return False
         self.queue.failed(name, f"{type(result).__name__}: {result}", sha256)
         return False
+
+    def _erased_meanwhile(self, name: str) -> bool:
+        """Remove an output just uploaded if its local file was erased while it was in
+        flight (`Campaigns.delete`: personal data must not outlive the erasure, which
+        looked at the bucket before this upload landed); True if it was removed. Stems
+        are left alone: a stem invalidated here may still be wanted in the bucket."""
+        parsed = parse_object_name(name)
+        if parsed is None or parsed.area != "output":
+            return False
+        if (Path(self.settings.output_dir) / f"{parsed.output_id}.{parsed.suffix}").exists():
+            return False
+        try:
+            self.store.delete(name)
+        except Exception as error:  # the bucket went down meanwhile: say what stays there
+            log.error("%s was erased here but stays in the bucket: %s", name, error)
+            return False
+        log.info("upload of %s removed again: the output was erased meanwhile", name)
+        return True
 
     # --- reading what to upload ---------------------------------------------------------
 
