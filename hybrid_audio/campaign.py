@@ -27,6 +27,8 @@ What is kept where (recipients' names are personal data; `delete()` erases all o
   (`output/<campaign id>_<row>.wav|json`): `delete()` removes the queue rows and, when the
   bucket answers, the objects (a bucket that does not answer is logged to jobs.jsonl, and
   those objects stay until deleted with the storage tools).
+Not erased by `delete()`: the name stems (text in the `stems` table, audio under `stems/`,
+bucket copies), shared by every message of that name; `/cache/invalidate` removes one.
 """
 
 from __future__ import annotations
