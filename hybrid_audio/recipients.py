@@ -156,6 +156,11 @@ def _from_csv(text: str, filename: str | None, keys: Collection[str] | None) -> 
 
 
 def _check_columns(columns: list[str], where: str) -> None:
+    repeated = sorted({c for c in columns if c in COLUMNS and columns.count(c) > 1})
+    if repeated:  # which `name` is meant? Refused rather than silently taking the last
+        raise RecipientsError(
+            f"{where} has the column {' and '.join(repeated)} more than once; keep one"
+        )
     missing = [column for column in REQUIRED if column not in columns]
     if missing:
         raise RecipientsError(

@@ -78,6 +78,11 @@ def test_a_cell_spanning_lines_does_not_shift_the_row_numbers() -> None:
     assert [(p.row, p.message) for p in parsed.problems] == [(2, "the name is empty")]
 
 
+def test_a_repeated_column_is_refused_not_guessed() -> None:
+    with pytest.raises(RecipientsError, match="the column name more than once"):
+        parse_recipients(b"name,developer,Name\nAnn,Acme,Bob\n", "x.csv")
+
+
 def test_json_list_of_objects() -> None:
     data = '[{"name": "Ann", "developer": "Acme", "id": 7}, "junk", {"name": "Bob"}]'
     parsed = parse_recipients(data)

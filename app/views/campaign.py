@@ -38,6 +38,7 @@ SOURCES = {"Upload a list (CSV/JSON)": "upload", "Next N pairs of the rotation":
 JOINS = {"template's": "", "exact": "exact", "hybrid": "hybrid"}
 PREVIEW_ROWS = 10
 PAGE_SIZE = 25
+PROBLEMS_SHOWN = 1000  # rows not made that the page lists (the first, by row number)
 PREVIEW_COLUMNS = ["row", "id", "name", "developer", "script"]
 PROBLEM_COLUMNS = ["row", "recipient_id", "problem"]
 MESSAGE_COLUMNS = [
@@ -441,7 +442,7 @@ class CampaignView(PageState, pn.viewable.Viewer):
     def _problems(self, campaign_id: str | None, *_revision: object) -> pd.DataFrame:
         if campaign_id is None:
             return _problems_frame([])
-        return _problems_frame(self.workspace.campaigns.problems(campaign_id))
+        return _problems_frame(self.workspace.campaigns.problems(campaign_id, PROBLEMS_SHOWN))
 
     def _campaigns_frame(self, *_revision: object) -> pd.DataFrame:
         rows = [
