@@ -12,6 +12,11 @@ Files in the zip: `<stem>.wav` per made message and `manifests/<stem>.json` (its
 then `messages.csv` and `campaign.json`. `<stem>` is the recipient id made safe as a file
 name, else `<row:06d>_<slug of the name>`; a stem already used gets `_2`, `_3`… The
 `file` column of messages.csv names each message's WAV in the zip.
+
+messages.csv is opened in spreadsheets, and its texts come from whoever wrote the recipient
+list: a cell that starts with `=`, `+`, `-`, `@`, a tab or a carriage return would run as a
+formula there (CSV injection), so such a text is written with a leading `'` (OWASP's
+advice); a program reading the file strips it.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from hybrid_audio.storage.base import output_object_names
 if TYPE_CHECKING:
     from hybrid_audio.campaign import CampaignInfo, Campaigns, MessageRow
 
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 #: Largest piece of a WAV written to the zip (and so the largest chunk, near enough).
 PIECE_BYTES = 64 * 1024
 #: messages.csv columns (GCS mode adds `object_name` and `manifest_object_name`).
@@ -85,6 +91,11 @@ def named(
         )
 
 
+def inert(text: str) -> str:
+    """`text` as a spreadsheet shows it and never runs (see the module docstring)."""
+    return f"'{text}" if text.startswith(_FORMULA_STARTS) else text
+
+
 def messages_csv(
     campaigns: Campaigns, campaign_id: str, through: int | None = None
 ) -> Iterator[bytes]:
@@ -98,16 +109,16 @@ def messages_csv(
     rows = named(campaigns.iter_messages(campaign_id), through)
     for count, (m, stem) in enumerate(rows, start=1):
         cells: list[Any] = [
-            m.recipient_id or "",
+            inert(m.recipient_id or ""),
             m.row,
-            m.name,
-            m.developer,
-            m.script or "",
+            inert(m.name),
+            inert(m.developer),
+            inert(m.script or ""),
             m.output_id or "",
             "" if m.duration is None else f"{m.duration:.6f}",
             m.sha256 or "",
             "true" if m.verified else "false",
-            m.error,
+            inert(m.error),
             f"{stem}.wav" if stem else "",
         ]
         if campaigns.gcs:

@@ -198,6 +198,17 @@ def test_zip_names_without_ids_use_row_and_slug_and_never_collide(workspace: Wor
     assert wavs == ["000001_ann.wav", "x.wav", "x_2.wav"]
 
 
+def test_messages_csv_texts_never_run_as_spreadsheet_formulas(workspace: Workspace) -> None:
+    """Recipient lists come from third parties; messages.csv is opened in spreadsheets."""
+    campaigns = workspace.campaigns
+    data = 'id,name,developer\n"=HYPERLINK(""http://x"")",Ann,Acme Homes\n@cmd,Bob,Acme Homes\n'
+    info = campaigns.create("single_anchor", parse_recipients(data))
+    campaigns.run(info.id)
+    rows = read_messages_csv(campaigns.folder(info.id) / "messages.csv")
+    assert [r["recipient_id"] for r in rows] == ['\'=HYPERLINK("http://x")', "'@cmd"]
+    assert [r["name"] for r in rows] == ["Ann", "Bob"]  # ordinary texts unchanged
+
+
 def test_reading_a_campaign_does_not_load_every_refused_row(workspace: Workspace) -> None:
     """GET /campaigns/{id} shows the first MAX_PAGE problems: it must not read every failed
     row of a long list into memory to show them (it did: 30,000 refused rows, ~17 MB and a
