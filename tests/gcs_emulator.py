@@ -118,4 +118,3 @@ def gcs_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]
 def gcs_bucket(gcs_emulator: Emulator) -> str:
     """A fresh, empty bucket on the session's emulator."""
     return gcs_emulator.new_bucket()
-
