@@ -14,6 +14,7 @@ cannot make the server hand out another file.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import stat
 import uuid
@@ -173,3 +174,19 @@ def read_inside(folder: Path, relative: str | os.PathLike[str]) -> tuple[bytes, 
         for fd in fds:
             os.close(fd)
     return data, info
+
+
+@contextmanager
+def stem_lock(state_dir: Path | str, stem_id: object) -> Iterator[None]:
+    """Hold the lock of one stem: whoever writes that stem's file (generation, a pull from
+    the bucket) takes it, in this process or another — a `flock` on
+    `<state_dir>/locks/<stem id>.lock`; each call opens its own file description, so threads
+    exclude each other too."""
+    folder = Path(state_dir) / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / f"{stem_id}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock

@@ -21,16 +21,12 @@ so a rerun after a crash starts where the last one stopped.
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import param
@@ -48,6 +44,7 @@ from hybrid_audio.engines import (
     EngineQuotaError,
     create_engine,
 )
+from hybrid_audio.files import stem_lock
 from hybrid_audio.jobs import Job
 from hybrid_audio.stems import StemId, same_identity, spoken_text
 from hybrid_audio.storage.base import (
@@ -262,7 +259,7 @@ class Generator(param.Parameterized):
         hit = self.cache.lookup(stem_id)
         if hit is not None and same_identity(hit.text, spoken):
             return hit.model_copy(update={"cached": True})
-        with self._stem_lock(stem_id):
+        with stem_lock(self.settings.state_dir, stem_id):
             hit = self.cache.lookup(stem_id)  # another thread or process may have made it
             if hit is not None and same_identity(hit.text, spoken):
                 return hit.model_copy(update={"cached": True})
@@ -310,17 +307,6 @@ class Generator(param.Parameterized):
             return outcome.record
         log.info("bucket stem %s not used (%s): %s", name, outcome.status, outcome.detail)
         return None
-
-    @contextmanager
-    def _stem_lock(self, stem_id: StemId) -> Iterator[None]:
-        folder = Path(self.settings.state_dir) / "locks"
-        folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder / f"{stem_id}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # closing releases the lock
 
     # --- many stems ---------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from google.cloud import storage
 
 from hybrid_audio.config import Settings
 from hybrid_audio.engines import create_engine
+from hybrid_audio.files import stem_lock
 from hybrid_audio.jobs import JobState
 from hybrid_audio.logs import JsonlLog
 from hybrid_audio.storage.base import stem_metadata, stem_object_name
@@ -177,6 +179,28 @@ def test_pull_never_overwrites_local_bytes(tmp_path: Path, open_workspace, bucke
     assert not (base / "output" / f"{output_id}.json").exists()  # no half-adopted output
     assert second.cache.lookup("stem.name.bea") is not None  # the rest was pulled
     assert second.cache.lookup(HILTON) is not None
+
+
+def test_a_pull_waits_for_a_generation_of_the_same_stem(
+    tmp_path: Path, open_workspace, piper
+) -> None:
+    """A pull takes the generator's lock of the stem: one that arrives while this machine is
+    making that stem waits, then finds the new local stem — a conflict, never an overwrite."""
+    first = open_workspace(make_base_dir(tmp_path / "first"))
+    first.generator.generate_name("Ana")
+    assert first.uploads.wait_idle(30)
+    second = open_workspace(make_base_dir(tmp_path / "second"))
+    ours = piper.synthesize("Ana, said slowly", second.contract)  # not the first one's Ana
+    with stem_lock(second.settings.state_dir, ANA):  # as generate() holds it while it works
+        job = second.storage.start_sync("pull", "stems/", source="test")
+        time.sleep(1.0)  # the pull reaches the stem and must wait here
+        # upload=False: the emulator ignores if_generation_match, so its upload would
+        # replace the bucket's Ana under the pull (GCS refuses it: a queued conflict).
+        second.cache.store(ANA, "Ana", ours, upload=False)
+    job = second.jobs.wait(job.id, timeout=60)
+    assert job.state == JobState.DONE, job.errors
+    assert [c.split(":")[0] for c in job.result["conflicts"]] == [stem_object_name(ANA)], job.result
+    assert second.cache.get(ANA).sha256 == ours.sha256  # the local stem stayed
 
 
 def test_a_sync_can_be_cancelled_between_batches(open_workspace, tmp_path: Path, bucket) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 
 from hybrid_audio.assembly import Assembler
 from hybrid_audio.cache import StemCache
-from hybrid_audio.files import discard, read_inside, storage_errors, write_temp
+from hybrid_audio.files import discard, read_inside, stem_lock, storage_errors, write_temp
 from hybrid_audio.jobs import Job
 from hybrid_audio.storage.base import (
     OUTPUT_PREFIX,
@@ -217,16 +217,16 @@ class Syncer:
     def pull(self, prefix: str, job: Job) -> SyncReport:
         """Adopt every stem and output under `prefix` that this machine lacks."""
         report = SyncReport(direction="pull", prefix=prefix)
-        stems: list[ObjectInfo] = []
+        stems: list[tuple[str, ObjectInfo]] = []  # (stem id, its object)
         outputs: dict[str, dict[str, ObjectInfo]] = {}
         for info in self.store.iterate(prefix):
             parsed = parse_object_name(info.name)
             if parsed is None:
                 continue  # an orphan: consistency reports it, nothing to adopt
-            if parsed.area == "stem":
-                here = self.cache.lookup(parsed.stem_id or "")
+            if parsed.area == "stem" and parsed.stem_id:
+                here = self.cache.lookup(parsed.stem_id)
                 if here is None or here.sha256 != info.metadata.get("sha256"):
-                    stems.append(info)
+                    stems.append((parsed.stem_id, info))
             else:
                 outputs.setdefault(parsed.output_id or "", {})[parsed.suffix] = info
         outputs = {oid: pair for oid, pair in outputs.items() if self._output_missing(oid)}
@@ -234,8 +234,8 @@ class Syncer:
         job.param.update(total=report.considered)
         for batch in _batches(stems):
             job.raise_if_cancelled()
-            for info in batch:
-                self._pull_stem(info, report)
+            for stem_id, info in batch:
+                self._pull_stem(stem_id, info, report)
             job.advance(len(batch), message=f"pulled {report.transferred}")
         for batch in _batches(sorted(outputs), BATCH // 2):  # two objects per output
             job.raise_if_cancelled()
@@ -249,9 +249,12 @@ class Syncer:
         folder = self.assembler.output_dir
         return not all((folder / f"{output_id}.{suffix}").exists() for suffix in ("wav", "json"))
 
-    def _pull_stem(self, info: ObjectInfo, report: SyncReport) -> None:
+    def _pull_stem(self, stem_id: str, info: ObjectInfo, report: SyncReport) -> None:
         try:
-            outcome = pull_stem(self.store, self.cache, info)
+            # The generator's lock of that stem: a pull never lands between its lookup and
+            # its store (pull_stem looks at the local stem again inside the lock).
+            with stem_lock(self.assembler.settings.state_dir, stem_id):
+                outcome = pull_stem(self.store, self.cache, info)
         except StorageUnavailableError:
             raise
         except Exception as error:  # one bad object must not stop the others
