@@ -100,19 +100,31 @@ def test_sigkill_half_way_then_resume_matches_an_uninterrupted_run(tmp_path: Pat
 def test_resume_adopts_a_recorded_output_and_replaces_a_wav_without_manifest(
     tmp_path: Path,
 ) -> None:
-    """What a crash between writing outputs and committing their rows leaves behind."""
+    """What a crash between writing outputs and committing their rows leaves behind: a
+    recorded output (adopted), a WAV without manifest and a changed WAV (both made again)."""
     settings = Settings(base_dir=make_base_dir(tmp_path / "base", TINY_DATASETS))
     workspace = Workspace.build(settings, engine=create_engine(Settings(tts_engine="piper")))
     try:
         campaigns = workspace.campaigns
         info = campaigns.create(
             "double_anchor",
-            parse_recipients(b"name,developer\nAnn,Acme Homes\nBob,Beta Builders\n"),
+            parse_recipients(
+                b"name,developer\nAnn,Acme Homes\nBob,Beta Builders\nCid,Acme Homes\n"
+            ),
         )
-        first, second = (campaigns.message_output_id(info.id, row) for row in (1, 2))
+        first, second, third = (campaigns.message_output_id(info.id, row) for row in (1, 2, 3))
         made = workspace.assembler.assemble(
             "double_anchor", "Ann", "Acme Homes", None, output_id=first
         )
+        # Row 3's output was written and recorded in its manifest, then changed on disk.
+        changed = Path(
+            workspace.assembler.assemble(
+                "double_anchor", "Cid", "Acme Homes", None, output_id=third
+            ).wav_path
+        )
+        tampered = bytearray(changed.read_bytes())
+        tampered[-1] ^= 0xFF
+        changed.write_bytes(bytes(tampered))
         inode = os.stat(made.wav_path).st_ino
         output = Path(settings.output_dir)
         (output / f"{second}.wav").write_bytes(b"RIFF half a file")  # no manifest
@@ -124,6 +136,10 @@ def test_resume_adopts_a_recorded_output_and_replaces_a_wav_without_manifest(
         data = (output / f"{second}.wav").read_bytes()
         assert hashlib.sha256(data).hexdigest() == messages[2].sha256
         assert messages[2].verified
+        remade = changed.read_bytes()  # not adopted: made again, and proven
+        assert remade != bytes(tampered)
+        assert hashlib.sha256(remade).hexdigest() == messages[3].sha256
+        assert (messages[3].state, messages[3].verified) == ("done", True)
     finally:
         workspace.close()
 
