@@ -240,6 +240,8 @@ def test_an_object_already_in_the_bucket_is_a_conflict_unless_it_is_the_same(
             assert STEM_OBJECT in rows[0]["last_error"]
             assert uploads.conflicts == 1
             assert STEM_OBJECT in uploads.last_error
+            ws.uploads.refresh()  # the workspace's own uploader reads the shared queue
+            assert ws.storage.status().conflicts == 1  # GET /storage, storage status
         assert uploads.uploaded == 0
         assert ws.store.download(STEM_OBJECT)[0] == their_bytes  # never overwritten
         assert ws.cache.path_of(STEM).read_bytes() == local

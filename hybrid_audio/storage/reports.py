@@ -103,5 +103,6 @@ class StorageStatus(BaseModel):
     storage: StorageDescription
     pending: int = 0
     failing: int = 0
+    conflicts: int = 0  # the bucket holds other bytes under the name: reported, not retried
     uploaded: int = 0
     last_error: str = ""

@@ -85,6 +85,7 @@ class StorageService(param.Parameterized):
         if self.uploads is not None:
             status.pending = self.uploads.pending
             status.failing = self.uploads.failing
+            status.conflicts = self.uploads.conflicts
             status.uploaded = self.uploads.uploaded
             status.last_error = self.uploads.last_error
         return status
