@@ -40,7 +40,7 @@ import secrets
 import shutil
 import stat
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -190,6 +190,17 @@ def _message(values: Sequence[Any]) -> MessageRow:
     )
 
 
+def _slot_values(rows: Iterable[Recipient]) -> dict[str, set[str]]:
+    """The distinct texts (and script keys) the rows put in each slot kind."""
+    values: dict[str, set[str]] = {kind: set() for kind in ROW_SLOTS}
+    for row in rows:
+        values["name"].add(row.name)
+        values["developer"].add(row.developer)
+        if row.script:
+            values["script"].add(row.script)
+    return values
+
+
 class Campaigns(param.Parameterized):
     """Every campaign of the state database: create, run as jobs, read, export, delete."""
 
@@ -306,12 +317,7 @@ class Campaigns(param.Parameterized):
         """What `create()` would accept and how many stems it would make (nothing is written)."""
         tpl = self._template(template, join)
         rows, problems = self._check_rows(tpl, recipients)
-        values: dict[str, set[str]] = {kind: set() for kind in ROW_SLOTS}
-        for row in rows:
-            values["name"].add(row.name)
-            values["developer"].add(row.developer)
-            if row.script:
-                values["script"].add(row.script)
+        values = _slot_values(rows)
         needed = self._needed_stems(tpl, values)
         cached = sum(self._cached(stem_id, text) for stem_id, text in needed.items())
         return CampaignPlan(
@@ -357,12 +363,7 @@ class Campaigns(param.Parameterized):
                 engine = RotationEngine(settings=self.settings, seed=seed)
             params = {"rotation_count": rotation_count, "seed": engine.seed}
             rows = self._rotation_rows(engine, rotation_count, "script" in tpl.slots)
-        values: dict[str, set[str]] = {kind: set() for kind in ROW_SLOTS}
-        for row in rows:
-            values["name"].add(row.name)
-            values["developer"].add(row.developer)
-            if row.script:
-                values["script"].add(row.script)
+        values = _slot_values(rows)
         distinct = len(self._needed_stems(tpl, values))
         del values
         campaign_id = "c" + secrets.token_hex(6)

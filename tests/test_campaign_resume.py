@@ -14,7 +14,7 @@ from pathlib import Path
 
 from hybrid_audio.campaign import CampaignState
 from hybrid_audio.config import Settings
-from hybrid_audio.engines import create_engine
+from hybrid_audio.engines import Engine, create_engine
 from hybrid_audio.jobs import JobState
 from hybrid_audio.recipients import parse_recipients
 from hybrid_audio.workspace import Workspace
@@ -43,16 +43,17 @@ def committed(database: Path, campaign_id: str) -> int:
     return row[0] if row else 0
 
 
-def test_sigkill_half_way_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
-    base = make_base_dir(tmp_path / "base", TINY_DATASETS)
-    settings = Settings(base_dir=base)
-    engine = create_engine(Settings(tts_engine="piper"))
+def kill_a_third_in(tmp_path: Path, script: str, engine: Engine) -> tuple[Settings, str]:
+    """A campaign of ROWS rows run by `script` in another process, SIGKILLed once a third
+    of its rows is committed (a little later, so into the next batch); (settings, its id)."""
+    settings = Settings(base_dir=make_base_dir(tmp_path / "base", TINY_DATASETS))
     first = Workspace.build(settings, engine=engine)
     campaign_id = first.campaigns.create("double_anchor", parse_recipients(recipients())).id
     first.close()
-
     process = subprocess.Popen(
-        [sys.executable, "-c", RUN, str(base), campaign_id], cwd=REPO, env=dict(os.environ)
+        [sys.executable, "-c", script, str(settings.base_dir), campaign_id],
+        cwd=REPO,
+        env=dict(os.environ),
     )
     try:
         deadline = time.monotonic() + 120
@@ -65,6 +66,12 @@ def test_sigkill_half_way_then_resume_matches_an_uninterrupted_run(tmp_path: Pat
     finally:
         process.kill()
         process.wait()
+    return settings, campaign_id
+
+
+def test_sigkill_half_way_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+    engine = create_engine(Settings(tts_engine="piper"))
+    settings, campaign_id = kill_a_third_in(tmp_path, RUN, engine)
     killed_at = committed(settings.database_path, campaign_id)
     assert killed_at < ROWS, "killed too late to test a resume"
 
@@ -158,25 +165,8 @@ def test_a_python_run_killed_half_way_is_interrupted_not_running_forever(tmp_pat
     process, so a kill -9 of that process shows as interrupted and the campaign can be
     resumed or deleted (it stayed `running` with no job: resume and delete refused forever,
     cancel did nothing — recipients' names could no longer be erased)."""
-    base = make_base_dir(tmp_path / "base", TINY_DATASETS)
-    settings = Settings(base_dir=base)
     engine = create_engine(Settings(tts_engine="piper"))
-    first = Workspace.build(settings, engine=engine)
-    campaign_id = first.campaigns.create("double_anchor", parse_recipients(recipients())).id
-    first.close()
-    process = subprocess.Popen(
-        [sys.executable, "-c", RUN_HERE, str(base), campaign_id], cwd=REPO, env=dict(os.environ)
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while committed(settings.database_path, campaign_id) < ROWS // 3:
-            assert process.poll() is None, "the campaign process ended before the kill"
-            assert time.monotonic() < deadline, "the campaign made no progress"
-            time.sleep(0.01)
-        os.kill(process.pid, signal.SIGKILL)
-    finally:
-        process.kill()
-        process.wait()
+    settings, campaign_id = kill_a_third_in(tmp_path, RUN_HERE, engine)
     workspace = Workspace.build(settings, engine=engine)
     try:
         campaigns = workspace.campaigns

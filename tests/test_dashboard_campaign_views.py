@@ -25,6 +25,7 @@ from hybrid_audio.jobs import JobState
 from hybrid_audio.recipients import parse_recipients
 from hybrid_audio.workspace import Workspace
 from tests.api_server import TINY_DATASETS, make_base_dir
+from tests.test_dashboard_views import _error_messages, _fresh_notifications  # noqa: F401
 
 #: Five recipients, one refused (row 3: empty name); ids kept in every output.
 CSV = (
@@ -48,20 +49,6 @@ def workspace(tmp_path: Path, piper):
     workspace = Workspace.build(Settings(base_dir=base), engine=piper)
     yield workspace
     workspace.close()
-
-
-@pytest.fixture(autouse=True)
-def _fresh_notifications():
-    area = pn.state.notifications
-    if area is not None:
-        area.clear()
-
-
-def _error_messages() -> list[str]:
-    area = pn.state.notifications
-    if area is None:
-        return []
-    return [n.message for n in area.notifications if n.notification_type == "error"]
 
 
 def _view(workspace: Workspace, **params) -> CampaignView:
