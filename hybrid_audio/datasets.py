@@ -118,6 +118,7 @@ def _entries_from_text(raw: str, suffix: str, kind: str, source: str) -> list[tu
 
 def _entries_from_csv(raw: str, kind: str, source: str) -> list[tuple[int, str, str]]:
     entries = []
+    mapping = _is_mapping(kind)  # once, not per row: it looks the kind up in the registry
     reader = csv.reader(io.StringIO(raw))
     try:
         for row in reader:
@@ -125,7 +126,7 @@ def _entries_from_csv(raw: str, kind: str, source: str) -> list[tuple[int, str, 
             cells = [c.strip() for c in row]
             if all(_blank(c) for c in row) or cells[0].startswith("#"):
                 continue
-            if _is_mapping(kind):
+            if mapping:
                 if len(row) != 2 or any(_blank(c) for c in row):
                     got = _short(row)
                     raise DatasetError(f"{source}:{line}: expected 'key,phrase', got {got}")
