@@ -397,11 +397,7 @@ class RotationEngine(param.Parameterized):
         """
         now = _now()
         with self._db().write() as db:
-            row = db.execute(
-                "SELECT cycle, position, size, fingerprint FROM rotation_cursors "
-                "WHERE stream = ? AND seed = ?",
-                (stream, seed),
-            ).fetchone()
+            row = self._row(db, stream, seed)
             if row is not None and row[3] != data.fingerprint:
                 data = self._data(stream)
             runs, cycle, position, changed = self._plan(row, data, count)
@@ -626,19 +622,17 @@ class RotationEngine(param.Parameterized):
         _check_count(count)
         data = self._data(stream)
         seed = self.seed
-        runs, *_ = self._plan(self._row(stream, seed), data, count)
+        runs, *_ = self._plan(self._row(self._connection(), stream, seed), data, count)
         return self._steps_of(stream, seed, data, runs)
 
-    def _row(self, stream: str, seed: int) -> tuple[int, int, int, str] | None:
-        return (
-            self._connection()
-            .execute(
-                "SELECT cycle, position, size, fingerprint FROM rotation_cursors "
-                "WHERE stream = ? AND seed = ?",
-                (stream, seed),
-            )
-            .fetchone()
-        )
+    @staticmethod
+    def _row(db: sqlite3.Connection, stream: str, seed: int) -> tuple[int, int, int, str] | None:
+        """The stored cursor of (`stream`, `seed`): cycle, position, size, fingerprint."""
+        return db.execute(
+            "SELECT cycle, position, size, fingerprint FROM rotation_cursors "
+            "WHERE stream = ? AND seed = ?",
+            (stream, seed),
+        ).fetchone()
 
     def state(self) -> dict[str, StreamState]:
         """Every stream's cursor. Never raises for a bad dataset: a stream whose data cannot
