@@ -22,6 +22,7 @@ from app.views.common import (
     friendly,
     md,
     notify_info,
+    progress_bar,
     wav_download,
 )
 from app.views.live import live
@@ -250,18 +251,6 @@ class CacheView(PageState, pn.viewable.Viewer):
         return BytesIO(self.workspace.cache.read(record).data)
 
     @staticmethod
-    def _progress_bar(done: int, total: int) -> pn.indicators.Progress:
-        # A new bar each time: a Progress's value is bounded by its max, so updating the
-        # two separately fails whenever the value is set first (0/1 → 5/5).
-        total = max(total, 1)
-        return pn.indicators.Progress(
-            value=min(done, total),
-            max=total,
-            css_classes=["bulk-progress"],
-            sizing_mode="stretch_width",
-        )
-
-    @staticmethod
     def _job_status(job: Job, state: JobState, done: int, total: int, *_: object) -> str:
         status = f"job {md(job.id)}: **{md(state)}** — {done}/{total}"
         eta = job.eta_seconds
@@ -277,7 +266,8 @@ class CacheView(PageState, pn.viewable.Viewer):
         """The bar and status of `job`, bound to its own parameters (through the feed)."""
         if job is None:
             return pn.Column(
-                self._progress_bar(0, 0), pn.pane.Markdown(css_classes=["bulk-status"])
+                progress_bar(0, 0, css_class="bulk-progress"),
+                pn.pane.Markdown(css_classes=["bulk-status"]),
             )
         feed = live(self.workspace)
         done, total = feed.ref(job, "done"), feed.ref(job, "total")
@@ -289,7 +279,7 @@ class CacheView(PageState, pn.viewable.Viewer):
             feed.ref(job, "result"),
         )
         return pn.Column(
-            pn.panel(pn.bind(self._progress_bar, done, total)),
+            pn.panel(pn.bind(progress_bar, done, total, css_class="bulk-progress")),
             pn.pane.Markdown(pn.bind(self._job_status, job, *refs), css_classes=["bulk-status"]),
             sizing_mode="stretch_width",
         )

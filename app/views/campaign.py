@@ -25,7 +25,7 @@ import panel as pn
 import param
 
 from app.views.assemble import AssembleView
-from app.views.common import PageState, audio_player, friendly, md, notify_info
+from app.views.common import PageState, audio_player, friendly, md, notify_info, progress_bar
 from app.views.live import live
 from hybrid_audio.campaign import CampaignInfo, CampaignPlan, CampaignState
 from hybrid_audio.jobs import FINISHED_STATES, Job, JobState
@@ -334,15 +334,6 @@ class CampaignView(PageState, pn.viewable.Viewer):
             text += f" · columns ignored: {md(', '.join(ignored))}"
         return text
 
-    def _progress_bar(self, done: int, total: int, state: str) -> pn.indicators.Progress:
-        total = max(total, 1)  # a new bar each time: its value is bounded by its max
-        return pn.indicators.Progress(
-            value=total if state == JobState.DONE else min(done, total),
-            max=total,
-            css_classes=["campaign-bar"],
-            sizing_mode="stretch_width",
-        )
-
     @friendly
     def _info(self, campaign_id: str | None) -> CampaignInfo | None:
         return None if campaign_id is None else self.workspace.campaigns.get(campaign_id)
@@ -382,11 +373,13 @@ class CampaignView(PageState, pn.viewable.Viewer):
             info = self._info(campaign_id)
             done = 0 if info is None else info.done + info.failed
             state = JobState.DONE if info and info.state == CampaignState.DONE else ""
-            bar: Any = self._progress_bar(done, 0 if info is None else info.total, state)
+            bar: Any = progress_bar(
+                done, 0 if info is None else info.total, state, css_class="campaign-bar"
+            )
         else:
             feed = live(self.workspace)
             refs = [feed.ref(job, name) for name in ("done", "total", "state")]
-            bar = pn.bind(self._progress_bar, *refs)
+            bar = pn.bind(progress_bar, *refs, css_class="campaign-bar")
             status_args += [*refs, feed.ref(job, "message")]
         return pn.Column(
             pn.panel(bar),

@@ -27,6 +27,7 @@ from bokeh.plotting import figure
 
 from hybrid_audio.config import Settings
 from hybrid_audio.datasets import load_dataset
+from hybrid_audio.jobs import JobState
 from hybrid_audio.wav import read_wav
 from hybrid_audio.waveform import envelope
 
@@ -162,6 +163,21 @@ def wav_download(
         disabled=name is None,
         width=220,
         css_classes=[f"download-{what}"],
+    )
+
+
+def progress_bar(
+    done: int, total: int, state: str = "", *, css_class: str
+) -> pn.indicators.Progress:
+    """A job's progress bar, made anew for every value: a Progress's value is bounded by its
+    max, so updating the two separately fails whenever the value is set first (0/1 → 5/5).
+    A `state` of done fills it, even for a job that had nothing to do (total 0)."""
+    total = max(total, 1)
+    return pn.indicators.Progress(
+        value=total if state == JobState.DONE else min(done, total),
+        max=total,
+        css_classes=[css_class],
+        sizing_mode="stretch_width",
     )
 
 

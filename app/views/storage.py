@@ -24,7 +24,7 @@ import pandas as pd
 import panel as pn
 import param
 
-from app.views.common import PageState, friendly, md, notify_info
+from app.views.common import PageState, friendly, md, notify_info, progress_bar
 from app.views.live import live
 from hybrid_audio.jobs import FINISHED_STATES, Job, JobState
 from hybrid_audio.storage.base import (
@@ -346,18 +346,6 @@ class StorageView(PageState, pn.viewable.Viewer):
         return pd.DataFrame(rows, columns=["key", "value"])
 
     @staticmethod
-    def _progress_bar(done: int, total: int, state: JobState) -> pn.indicators.Progress:
-        # A new bar each time (a Progress's value is bounded by its max); a finished job
-        # fills it even when it had nothing to do (total 0).
-        total = max(total, 1)
-        return pn.indicators.Progress(
-            value=total if state == JobState.DONE else min(done, total),
-            max=total,
-            css_classes=["storage-progress"],
-            sizing_mode="stretch_width",
-        )
-
-    @staticmethod
     def _job_status(
         job: Job,
         state: JobState,
@@ -385,7 +373,7 @@ class StorageView(PageState, pn.viewable.Viewer):
         """The bar and status of `job`, bound to its own parameters (through the feed)."""
         if job is None:
             return pn.Column(
-                self._progress_bar(0, 0, JobState.QUEUED),
+                progress_bar(0, 0, css_class="storage-progress"),
                 pn.pane.Markdown(css_classes=["storage-job"]),
                 sizing_mode="stretch_width",
             )
@@ -398,7 +386,7 @@ class StorageView(PageState, pn.viewable.Viewer):
             *(feed.ref(job, name) for name in ("message", "errors", "result")),
         )
         return pn.Column(
-            pn.panel(pn.bind(self._progress_bar, done, total, state)),
+            pn.panel(pn.bind(progress_bar, done, total, state, css_class="storage-progress")),
             pn.pane.Markdown(pn.bind(self._job_status, job, *refs), css_classes=["storage-job"]),
             sizing_mode="stretch_width",
         )
