@@ -119,6 +119,21 @@ def atomic_write(path: Path, data: bytes) -> None:
         fsync_folder(path.parent)
 
 
+def create_new(path: Path, data: bytes) -> bool:
+    """Write `path` atomically unless a file has that name: False then, nothing overwritten
+    (the fsynced temp file is linked, and `os.link` fails on a taken name)."""
+    tmp = write_temp(path, data)
+    try:
+        with storage_errors(path.parent):
+            os.link(tmp, path)  # atomic, and fails if the name is taken
+            fsync_folder(path.parent)
+    except FileExistsError:
+        return False
+    finally:
+        discard(tmp)
+    return True
+
+
 def writer_is_gone(temp: Path) -> bool:
     """Was this temp file left by a process that no longer exists?"""
     try:

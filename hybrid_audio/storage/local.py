@@ -3,8 +3,8 @@
 An object name maps to its file through `base.resolve` (the stems and output folders from
 `Settings`), so a name that is not a stem or output name — `..`, an absolute path, another
 folder — is refused before any disk access. Reads go through `files.read_inside`, which
-refuses symbolic links and anything but a regular file; uploads create the file the way the
-rest of the code base writes (fsynced temp file, then `os.link`, which never overwrites).
+refuses symbolic links and anything but a regular file; uploads create the file with
+`files.create_new` (fsynced temp file, then `os.link`, which never overwrites).
 
 There is no metadata store here: the stem index is the metadata, so `ObjectInfo.metadata`
 is always empty. Listings skip temp files (`.<name>.<pid>.….tmp`), dot-files, links and
@@ -24,11 +24,10 @@ from pathlib import Path
 from hybrid_audio.config import Settings
 from hybrid_audio.files import (
     UnsafeFileError,
-    discard,
+    create_new,
     fsync_folder,
     read_inside,
     storage_errors,
-    write_temp,
 )
 from hybrid_audio.storage.base import (
     OUTPUT_PREFIX,
@@ -75,15 +74,8 @@ class LocalStore:
         path = folder / relative
         if path.parent != folder and path.parent.is_symlink():
             raise UnsafeFileError(f"{relative.parent} in {folder.name}/ is a symbolic link")
-        tmp = write_temp(path, data)
-        try:
-            with storage_errors(path.parent):
-                os.link(tmp, path)  # atomic, and fails if the name is taken
-                fsync_folder(path.parent)
-        except FileExistsError:
-            raise ObjectExistsError(name) from None
-        finally:
-            discard(tmp)
+        if not create_new(path, data):
+            raise ObjectExistsError(name)
         return self._info(name, data, os.stat(path))
 
     def download(self, name: str) -> tuple[bytes, ObjectInfo]:

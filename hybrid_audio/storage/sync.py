@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 
 from hybrid_audio.assembly import Assembler
 from hybrid_audio.cache import StemCache
-from hybrid_audio.files import discard, read_inside, stem_lock, storage_errors, write_temp
+from hybrid_audio.files import create_new, read_inside, stem_lock
 from hybrid_audio.jobs import Job
 from hybrid_audio.storage.base import (
     OUTPUT_PREFIX,
@@ -306,7 +305,7 @@ class Syncer:
         for name in sorted(files, key=lambda n: n.endswith(".json")):
             if targets[name].exists():
                 report.skipped += 1
-            elif _create(targets[name], files[name]):
+            elif create_new(targets[name], files[name]):
                 report.transferred += 1
             else:
                 report.conflicts.append(f"{name}: written locally meanwhile (kept)")
@@ -324,16 +323,3 @@ def _output_problem(output_id: str, wav: bytes, manifest: bytes) -> str:
     if hashlib.sha256(wav).hexdigest() != recorded:
         return "the WAV differs from the sha256 its manifest records"
     return ""
-
-
-def _create(path: Path, data: bytes) -> bool:
-    """Write `path` atomically only if no file has that name (False if one appeared)."""
-    tmp = write_temp(path, data)
-    try:
-        with storage_errors(path.parent):
-            os.link(tmp, path)  # atomic, and fails if the name is taken
-        return True
-    except FileExistsError:
-        return False
-    finally:
-        discard(tmp)
