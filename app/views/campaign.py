@@ -69,6 +69,19 @@ def _problems_frame(problems: list) -> pd.DataFrame:
     return _frame(rows, PROBLEM_COLUMNS)
 
 
+def _problems_table(frame: Any, css_class: str) -> pn.widgets.Tabulator:
+    """Rows not made (refused or failed), from a bound `_problems_frame`."""
+    return pn.widgets.Tabulator(
+        frame,
+        show_index=False,
+        disabled=True,
+        formatters={"recipient_id": _WRAPPED, "problem": _WRAPPED},
+        widths={"row": 60},
+        css_classes=[css_class],
+        sizing_mode="stretch_width",
+    )
+
+
 class CampaignView(PageState, pn.viewable.Viewer):
     """Upload → preview and plan → Run (a job) → results (play, proof) → zip."""
 
@@ -516,16 +529,11 @@ class CampaignView(PageState, pn.viewable.Viewer):
                 css_classes=["campaign-preview-table"],
                 sizing_mode="stretch_width",
             ),
-            pn.widgets.Tabulator(
+            _problems_table(
                 pn.bind(
                     lambda plan: _problems_frame(plan.problems if plan else []), self.param.plan
                 ),
-                show_index=False,
-                disabled=True,
-                formatters={"recipient_id": _WRAPPED, "problem": _WRAPPED},
-                widths={"row": 60},
-                css_classes=["campaign-preview-problems"],
-                sizing_mode="stretch_width",
+                "campaign-preview-problems",
             ),
             css_classes=["campaign-preview"],
             sizing_mode="stretch_width",
@@ -561,14 +569,9 @@ class CampaignView(PageState, pn.viewable.Viewer):
                 sizing_mode="stretch_width",
             ),
             "#### Rows not made (row numbers as in the list)",
-            pn.widgets.Tabulator(
+            _problems_table(
                 pn.bind(self._problems, self.param.campaign_id, self._revision),
-                show_index=False,
-                disabled=True,
-                formatters={"recipient_id": _WRAPPED, "problem": _WRAPPED},
-                widths={"row": 60},
-                css_classes=["campaign-problems"],
-                sizing_mode="stretch_width",
+                "campaign-problems",
             ),
             title="Results",
             collapsible=False,
