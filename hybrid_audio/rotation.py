@@ -59,6 +59,11 @@ _LIST_PARAM = {"name": "names", "developer": "developers", "script": "script_key
 STREAM_CHUNK = 16
 
 
+def stream_names() -> tuple[str, ...]:
+    """The streams of the kinds known in this process: the rotation kinds, then `pair`."""
+    return (*(kind.name for kind in kinds.rotation_kinds()), PAIR)
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
@@ -266,7 +271,7 @@ class RotationEngine(param.Parameterized):
     def streams(self) -> tuple[str, ...]:
         """The rotation kinds of the registry (kinds.json included), then `pair`."""
         kinds.load(self.settings)
-        return (*(kind.name for kind in kinds.rotation_kinds()), PAIR)
+        return stream_names()
 
     def _check_stream(self, stream: str) -> str:
         if stream in STREAMS:  # built-ins always exist: no need to look at kinds.json

@@ -19,6 +19,7 @@ from hybrid_audio.cache import StemRecord
 from hybrid_audio.campaign import CampaignInfo
 from hybrid_audio.jobs import JobInfo
 from hybrid_audio.recipients import MAX_RECIPIENTS, RowProblem
+from hybrid_audio.rotation import stream_names
 from hybrid_audio.storage.base import StorageDescription
 
 Text = Field(min_length=1, max_length=256)
@@ -50,14 +51,9 @@ def _known_kind(value: str) -> str:
     return value
 
 
-def _streams() -> list[str]:
-    """The rotation's streams: the rotation kinds, then the name × developer `pair`."""
-    return [*(kind.name for kind in kinds.rotation_kinds()), "pair"]
-
-
 def _known_stream(value: str) -> str:
-    if value not in _streams():
-        raise ValueError(f"unknown stream {value!r}; streams: {', '.join(_streams())}")
+    if value not in stream_names():
+        raise ValueError(f"unknown stream {value!r}; streams: {', '.join(stream_names())}")
     return value
 
 
@@ -67,7 +63,7 @@ def _kind_enum(schema: dict[str, Any]) -> None:
 
 
 def _stream_enum(schema: dict[str, Any]) -> None:
-    schema["enum"] = _streams()
+    schema["enum"] = list(stream_names())
 
 
 #: A kind's name (`GET /kinds`), checked against the registry when the request arrives.
