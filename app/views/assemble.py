@@ -19,6 +19,7 @@ import panel as pn
 import param
 
 from app.views.common import (
+    WRAPPED,
     PageState,
     audio_player,
     friendly,
@@ -43,8 +44,7 @@ EXACT_MEANS = (
 )
 #: The byte-diff table wraps long cells (stem ids, hashes, verdicts) instead of clipping
 #: them: Tabulator's textarea formatter wraps (and escapes HTML); hashes break anywhere.
-_WRAPPED = {"type": "textarea"}
-_DIFF_FORMATTERS = {"stem": _WRAPPED, "source sha256": _WRAPPED, "verdict": _WRAPPED}
+_DIFF_FORMATTERS = {"stem": WRAPPED, "source sha256": WRAPPED, "verdict": WRAPPED}
 _BREAK_ANYWHERE = [".tabulator-cell { overflow-wrap: anywhere; }"]
 _DIFF_WIDTHS = {"#": 50, "kind": 70, "byte range": 130}
 
@@ -116,7 +116,7 @@ class AssembleView(PageState, pn.viewable.Viewer):
             page_size=10,
             layout="fit_columns",
             widths={"template": 130, "duration": 80, "verified": 80},
-            formatters={"id": _WRAPPED},
+            formatters={"id": WRAPPED},
             stylesheets=_BREAK_ANYWHERE,
             css_classes=["outputs-table"],
             sizing_mode="stretch_width",

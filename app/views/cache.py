@@ -17,6 +17,7 @@ import param
 from panel.io.state import set_curdoc
 
 from app.views.common import (
+    WRAPPED,
     PageState,
     audio_player,
     friendly,
@@ -57,7 +58,6 @@ _COMPATIBILITY = {"all": None, "compatible": True, "incompatible": False}
 _SELECTION_SETTLE_MS = 250
 #: Long texts wrap inside these widths (px) instead of widening the table past the page.
 _WIDTHS = {PLAY: 44, "stem_id": 220, "text": 260, "incompatible_because": 260, "sha256": 140}
-_WRAPPED = {"type": "textarea"}  # Tabulator's textarea formatter escapes HTML, and wraps
 
 
 def _dataset_text(kind: str, workspace: Workspace) -> str:
@@ -116,7 +116,7 @@ class CacheView(PageState, pn.viewable.Viewer):
             pagination="local",
             page_size=15,
             widths=_WIDTHS,
-            formatters={"text": _WRAPPED, "incompatible_because": _WRAPPED},
+            formatters={"text": WRAPPED, "incompatible_because": WRAPPED},
             css_classes=["stems-table"],
             sizing_mode="stretch_width",
         )

@@ -25,7 +25,15 @@ import panel as pn
 import param
 
 from app.views.assemble import AssembleView
-from app.views.common import PageState, audio_player, friendly, md, notify_info, progress_bar
+from app.views.common import (
+    WRAPPED,
+    PageState,
+    audio_player,
+    friendly,
+    md,
+    notify_info,
+    progress_bar,
+)
 from app.views.live import live
 from hybrid_audio.campaign import CampaignInfo, CampaignPlan, CampaignState
 from hybrid_audio.jobs import FINISHED_STATES, Job, JobState
@@ -54,7 +62,6 @@ MESSAGE_COLUMNS = [
     "error",
 ]
 CAMPAIGN_COLUMNS = ["id", "state", "template", "source", "done", "total", "failed", "created_at"]
-_WRAPPED = {"type": "textarea"}  # Tabulator's textarea formatter escapes HTML, and wraps
 _TEXT = {"type": "plaintext"}  # escapes HTML too, on one line
 
 
@@ -75,7 +82,7 @@ def _problems_table(frame: Any, css_class: str) -> pn.widgets.Tabulator:
         frame,
         show_index=False,
         disabled=True,
-        formatters={"recipient_id": _WRAPPED, "problem": _WRAPPED},
+        formatters={"recipient_id": WRAPPED, "problem": WRAPPED},
         widths={"row": 60},
         css_classes=[css_class],
         sizing_mode="stretch_width",
@@ -144,7 +151,7 @@ class CampaignView(PageState, pn.viewable.Viewer):
             disabled=True,
             selectable=1,
             layout="fit_columns",
-            formatters={c: _WRAPPED for c in ("name", "developer", "recipient_id", "error")}
+            formatters={c: WRAPPED for c in ("name", "developer", "recipient_id", "error")}
             | {c: _TEXT for c in ("script", "state", "output_id")},
             widths={"row": 60, "state": 80, "duration": 80, "verified": 80},
             css_classes=["campaign-messages"],
@@ -525,7 +532,7 @@ class CampaignView(PageState, pn.viewable.Viewer):
                 pn.bind(self._preview_frame, self.param.recipients, self.param.plan),
                 show_index=False,
                 disabled=True,
-                formatters={c: _WRAPPED for c in PREVIEW_COLUMNS[1:]},
+                formatters={c: WRAPPED for c in PREVIEW_COLUMNS[1:]},
                 css_classes=["campaign-preview-table"],
                 sizing_mode="stretch_width",
             ),

@@ -36,6 +36,8 @@ log = logging.getLogger("hybrid_audio.dashboard")
 #: Shading per segment kind (audio segments alternate two tones so neighbours stand apart).
 _SHADES = {"silence": "#dddddd", "gap": "#eeeeee"}
 _AUDIO_SHADES = ("#cfe3f7", "#f7e3cf")
+#: Tabulator's textarea formatter: a cell shown as text (it escapes HTML), wrapped.
+WRAPPED = {"type": "textarea"}
 #: Characters with a meaning in (GFM) Markdown that `html.escape` leaves alone.
 _MARKDOWN_SYNTAX = re.compile(r"([\\`*_{}\[\]()#+\-.!|~:=])")
 

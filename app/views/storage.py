@@ -24,7 +24,7 @@ import pandas as pd
 import panel as pn
 import param
 
-from app.views.common import PageState, friendly, md, notify_info, progress_bar
+from app.views.common import WRAPPED, PageState, friendly, md, notify_info, progress_bar
 from app.views.live import live
 from hybrid_audio.jobs import FINISHED_STATES, Job, JobState
 from hybrid_audio.storage.base import (
@@ -69,7 +69,6 @@ DIFFERENCE_COLUMNS = [
 ]
 OBJECT_COLUMNS = ["name", "size", "updated", "crc32c", "stem_id", "text"]
 PREFIXES = ["stems/name/", "stems/developer/", "stems/script/", "output/"]
-_WRAPPED = {"type": "textarea"}  # Tabulator's textarea formatter escapes HTML, and wraps
 #: The upload queue's parameters the header shows (`Uploads`, GCS mode).
 _UPLOAD_COUNTERS = ("pending", "failing", "conflicts", "uploaded", "last_error")
 _NEEDS_BUCKET = "Push and Pull need a bucket: set GCS_BUCKET (see the README)."
@@ -135,7 +134,7 @@ class StorageView(PageState, pn.viewable.Viewer):
             disabled=True,
             pagination="local",
             page_size=15,
-            formatters={"detail": _WRAPPED, "name": _WRAPPED},
+            formatters={"detail": WRAPPED, "name": WRAPPED},
             widths={"name": 260, "detail": 260, "local_sha256": 140, "remote_sha256": 140},
             css_classes=["storage-table"],
             sizing_mode="stretch_width",
@@ -156,7 +155,7 @@ class StorageView(PageState, pn.viewable.Viewer):
             selectable=1,
             pagination="local",
             page_size=15,
-            formatters={"name": _WRAPPED, "text": _WRAPPED},
+            formatters={"name": WRAPPED, "text": WRAPPED},
             widths={"name": 320, "text": 220, "stem_id": 220},
             css_classes=["storage-objects"],
             sizing_mode="stretch_width",
@@ -436,7 +435,7 @@ class StorageView(PageState, pn.viewable.Viewer):
                 pn.bind(self._metadata_frame, self.param.selected),
                 show_index=False,
                 disabled=True,
-                formatters={"value": _WRAPPED},
+                formatters={"value": WRAPPED},
                 widths={"key": 180},
                 css_classes=["storage-metadata"],
                 sizing_mode="stretch_width",
