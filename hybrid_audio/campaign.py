@@ -271,11 +271,11 @@ class Campaigns(param.Parameterized):
             for item in load_dataset("script", self.settings).items
         }
 
+    @staticmethod
     def _check_rows(
-        self, tpl: Template, recipients: RecipientList
+        tpl: Template, recipients: RecipientList, scripts: dict[str, tuple[StemId, str]]
     ) -> tuple[list[Recipient], list[RowProblem]]:
-        """Rows this template and the live scripts dataset accept; the others as problems."""
-        scripts = self._script_texts()
+        """Rows this template and the live `scripts` accept; the others as problems."""
         needs_script = "script" in tpl.slots
         rows, problems = [], list(recipients.problems)
         for row in recipients.rows:
@@ -290,9 +290,11 @@ class Campaigns(param.Parameterized):
                 problems.append(RowProblem(row=row.row, recipient_id=row.id, message=message))
         return rows, sorted(problems, key=lambda p: p.row)
 
-    def _needed_stems(self, tpl: Template, values: dict[str, set[str]]) -> dict[StemId, str | None]:
+    @staticmethod
+    def _needed_stems(
+        tpl: Template, values: dict[str, set[str]], scripts: dict[str, tuple[StemId, str]]
+    ) -> dict[StemId, str | None]:
         """Stem id → the text it speaks (None if unknown) of every distinct stem needed."""
-        scripts = self._script_texts()
         needed: dict[StemId, str | None] = {}
         for kind in ("name", "developer"):
             if kind in tpl.slots:
@@ -316,9 +318,9 @@ class Campaigns(param.Parameterized):
     ) -> CampaignPlan:
         """What `create()` would accept and how many stems it would make (nothing is written)."""
         tpl = self._template(template, join)
-        rows, problems = self._check_rows(tpl, recipients)
-        values = _slot_values(rows)
-        needed = self._needed_stems(tpl, values)
+        scripts = self._script_texts()
+        rows, problems = self._check_rows(tpl, recipients, scripts)
+        needed = self._needed_stems(tpl, _slot_values(rows), scripts)
         cached = sum(self._cached(stem_id, text) for stem_id, text in needed.items())
         return CampaignPlan(
             recipients=len(rows),
@@ -350,7 +352,8 @@ class Campaigns(param.Parameterized):
         params: dict[str, Any] = {}
         if recipients is not None:
             source = "recipients"
-            rows, problems = self._check_rows(tpl, recipients)
+            scripts = self._script_texts()
+            rows, problems = self._check_rows(tpl, recipients, scripts)
             if recipients.ignored_columns:
                 params["ignored_columns"] = recipients.ignored_columns[:20]
         else:
@@ -363,9 +366,8 @@ class Campaigns(param.Parameterized):
                 engine = RotationEngine(settings=self.settings, seed=seed)
             params = {"rotation_count": rotation_count, "seed": engine.seed}
             rows = self._rotation_rows(engine, rotation_count, "script" in tpl.slots)
-        values = _slot_values(rows)
-        distinct = len(self._needed_stems(tpl, values))
-        del values
+            scripts = self._script_texts()
+        distinct = len(self._needed_stems(tpl, _slot_values(rows), scripts))
         campaign_id = "c" + secrets.token_hex(6)
         now = _now()
         with self.database.write() as db:
