@@ -716,10 +716,9 @@ class Campaigns(param.Parameterized):
         if problem is not None:
             self._set_state(campaign_id, CampaignState.PAUSED, problem)
             return self.get(campaign_id)
-        self._set_state(campaign_id, CampaignState.RUNNING, job_id=job.id if job else None)
-        self._log("campaign_started", campaign=campaign_id, job=job.id if job else None)
-        if job is not None:
-            job.param.update(total=info.pending, done=0)
+        self._set_state(campaign_id, CampaignState.RUNNING, job_id=job.id)
+        self._log("campaign_started", campaign=campaign_id, job=job.id)
+        job.param.update(total=info.pending, done=0)
         tpl = self.assembler.load_template(info.template)
         try:
             failures = self._make_stems(info, tpl, job)
@@ -727,8 +726,7 @@ class Campaigns(param.Parameterized):
         except _PausedError as paused:
             self._set_state(campaign_id, CampaignState.PAUSED, str(paused))
             self._log("campaign_paused", campaign=campaign_id)
-            if job is not None:
-                job.message = f"paused: {paused}"
+            job.message = f"paused: {paused}"
             return self.get(campaign_id)
         except JobCancelledError:
             self._set_state(campaign_id, CampaignState.CANCELLED)
@@ -761,7 +759,7 @@ class Campaigns(param.Parameterized):
             yield from (value for (value,) in batch)
 
     def _make_stems(
-        self, info: CampaignInfo, tpl: Template, job: Job | None
+        self, info: CampaignInfo, tpl: Template, job: Job
     ) -> dict[tuple[str, str], str]:
         """Every distinct stem the pending rows need, made once; (kind, text or key) →
         error for those that could not be made (their rows fail without trying again)."""
@@ -775,9 +773,8 @@ class Campaigns(param.Parameterized):
         ]
         wanted += [(s.kind, str(s)) for s in tpl.fixed_stems]
         for index, (kind, value) in enumerate(wanted, start=1):
-            if job is not None:
-                job.raise_if_cancelled()
-                job.message = f"making stems: {index}/{len(wanted)}"
+            job.raise_if_cancelled()
+            job.message = f"making stems: {index}/{len(wanted)}"
             self._check_contract(info)
             try:
                 if kind in ("name", "developer"):
@@ -794,21 +791,19 @@ class Campaigns(param.Parameterized):
         self,
         info: CampaignInfo,
         tpl: Template,
-        job: Job | None,
+        job: Job,
         failures: dict[tuple[str, str], str],
     ) -> None:
         batch: list[tuple[Any, ...]] = []
         flushed = time.monotonic()
         try:
             for row in self.iter_messages(info.id, "pending"):
-                if job is not None:
-                    job.raise_if_cancelled()
+                job.raise_if_cancelled()
                 self._check_contract(info)
                 update = self._one(info, tpl, row, failures)
                 batch.append(update)
-                if job is not None:
-                    error = f"row {row.row}: {update[5]}" if update[0] == "failed" else None
-                    job.advance(error=error, message=f"messages: row {row.row}")
+                error = f"row {row.row}: {update[5]}" if update[0] == "failed" else None
+                job.advance(error=error, message=f"messages: row {row.row}")
                 if len(batch) >= BATCH_ROWS or time.monotonic() - flushed > BATCH_SECONDS:
                     self._flush(info.id, batch)
                     flushed = time.monotonic()
