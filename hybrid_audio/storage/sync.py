@@ -37,11 +37,10 @@ from hybrid_audio.storage.base import (
 )
 from hybrid_audio.storage.readthrough import pull_stem
 from hybrid_audio.storage.reports import SyncReport
-from hybrid_audio.storage.uploads import UploadQueue, output_metadata
+from hybrid_audio.storage.uploads import CONTENT_TYPES, UploadQueue, output_upload
 
 #: Objects per upload_many/download_many call: one progress step and cancel check each.
 BATCH = 50
-CONTENT_TYPES = {"wav": "audio/wav", "json": "application/json"}
 
 
 @dataclass(frozen=True)
@@ -184,14 +183,14 @@ class Syncer:
             record = self.cache.get(obj.stem_id)
             if record is None:
                 raise KeyError(f"{obj.stem_id} left the index")
-            return obj.name, self.cache.read(record).data, stem_metadata(record), "audio/wav"
+            data = self.cache.read(record).data
+            return obj.name, data, stem_metadata(record), CONTENT_TYPES["wav"]
         assert obj.output_id is not None
-        data = obj.read()
-        if hashlib.sha256(data).hexdigest() != obj.sha256:
+        suffix = obj.name.rpartition(".")[2]
+        data, metadata, content_type = output_upload(obj.folder, obj.output_id, suffix)
+        if metadata["sha256"] != obj.sha256:
             raise ValueError("the file differs from the sha256 its manifest recorded")
-        manifest = json.loads(read_inside(obj.folder, f"{obj.output_id}.json")[0])
-        metadata = output_metadata(obj.output_id, obj.sha256, manifest)
-        return obj.name, data, metadata, CONTENT_TYPES[obj.name.rpartition(".")[2]]
+        return obj.name, data, metadata, content_type
 
     def _settle_existing(self, obj: LocalObject, info: ObjectInfo, report: SyncReport) -> None:
         """The bucket has the name already: same sha256 → skipped (and dequeued), else a

@@ -30,7 +30,6 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -67,8 +66,8 @@ LEASE = 120.0
 #: at worst (sooner when `Workspace.refresh()` wakes it).
 IDLE_POLL = 5.0
 
-WAV_TYPE = "audio/wav"
-JSON_TYPE = "application/json"
+#: Content type of an object by its file's suffix.
+CONTENT_TYPES = {"wav": "audio/wav", "json": "application/json"}
 
 
 def _now_iso() -> str:
@@ -433,27 +432,29 @@ class Uploads(param.Parameterized):
             stored = self.cache.read(record)  # proves the samples against the index
         except (CorruptStemError, OSError) as error:
             raise _StaleError(str(error)) from None
-        return _Prepared(row, stored.data, stem_metadata(record), WAV_TYPE)
+        return _Prepared(row, stored.data, stem_metadata(record), CONTENT_TYPES["wav"])
 
     def _prepare_output(self, row: QueuedUpload, output_id: str, suffix: str) -> _Prepared:
         folder = Path(self.settings.output_dir)
         try:
-            data, _ = read_inside(folder, f"{output_id}.{suffix}")
-            manifest = json.loads(read_inside(folder, f"{output_id}.json")[0])
+            data, metadata, content_type = output_upload(folder, output_id, suffix)
         except (OSError, ValueError) as error:
             raise _StaleError(f"the output's files are gone or unreadable ({error})") from None
-        sha256 = hashlib.sha256(data).hexdigest()
-        if sha256 != row.sha256:
+        if metadata["sha256"] != row.sha256:
             raise _StaleError("the file changed since it was queued")
-        metadata = output_metadata(output_id, sha256, manifest)
-        return _Prepared(row, data, metadata, WAV_TYPE if suffix == "wav" else JSON_TYPE)
+        return _Prepared(row, data, metadata, content_type)
 
 
-def output_metadata(output_id: str, sha256: str, manifest: Mapping[str, Any]) -> dict[str, str]:
-    """Object metadata of an output file: its id, its own sha256, template and contract."""
-    return {
+def output_upload(folder: Path, output_id: str, suffix: str) -> tuple[bytes, dict[str, str], str]:
+    """One output file as it is uploaded: its bytes, its object metadata (its id, its own
+    sha256, and the template and contract of its manifest) and its content type. Raises
+    `OSError` when a file is gone or unsafe, `ValueError` when the manifest does not read."""
+    data = read_inside(folder, f"{output_id}.{suffix}")[0]
+    manifest = json.loads(data if suffix == "json" else read_inside(folder, f"{output_id}.json")[0])
+    metadata = {
         "output_id": output_id,
-        "sha256": sha256,
+        "sha256": hashlib.sha256(data).hexdigest(),
         "template": str(manifest.get("template", "")),
         "contract_signature": str(manifest.get("contract_signature", "")),
     }
+    return data, metadata, CONTENT_TYPES[suffix]
