@@ -435,8 +435,7 @@ class Assembler(param.Parameterized):
                 for wav in folder.glob("*.wav"):
                     if not _OUTPUT_ID.fullmatch(wav.stem) or wav.with_suffix(".json").exists():
                         continue
-                    info = os.lstat(wav)
-                    if stat.S_ISREG(info.st_mode) and info.st_nlink == 1:
+                    if writer_finished(wav):
                         wav.unlink(missing_ok=True)
                         removed += 1
         except (StorageError, FileNotFoundError) as error:
@@ -513,6 +512,14 @@ class Assembler(param.Parameterized):
         if not isinstance(output_id, str) or not _OUTPUT_ID.fullmatch(output_id):
             raise AssemblyError(f"{output_id!r} is not an output id")
         return self.output_dir / f"{output_id}.json"
+
+
+def writer_finished(wav: Path) -> bool:
+    """Is this output WAV (found without its manifest) a regular file no temp name links any
+    more? Its assembly then died before the manifest; while one runs, its temp file keeps a
+    second link (`st_nlink` 2), so a live writer's output is never taken for a leftover."""
+    info = os.lstat(wav)
+    return stat.S_ISREG(info.st_mode) and info.st_nlink == 1
 
 
 def _identity(info: os.stat_result) -> tuple[int, ...]:

@@ -35,10 +35,8 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import secrets
 import shutil
-import stat
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -49,7 +47,7 @@ from typing import Any, Literal
 import param
 from pydantic import BaseModel
 
-from hybrid_audio.assembly import Assembler
+from hybrid_audio.assembly import Assembler, writer_finished
 from hybrid_audio.config import Settings
 from hybrid_audio.database import Database
 from hybrid_audio.datasets import load_dataset
@@ -873,7 +871,7 @@ class Campaigns(param.Parameterized):
         manifest = wav.with_suffix(".json")
         if not manifest.exists():
             try:
-                if os.lstat(wav).st_nlink == 1 and stat.S_ISREG(os.lstat(wav).st_mode):
+                if writer_finished(wav):
                     discard(wav)
             except FileNotFoundError:
                 pass
