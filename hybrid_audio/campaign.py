@@ -840,9 +840,10 @@ class Campaigns(param.Parameterized):
             raise
         except (ValueError, KeyError, RuntimeError) as error:
             return ("failed", None, None, None, 0, str(error), row.row)
-        if self._contract_problem(info) is not None:  # changed while this one was made
+        problem = self._contract_problem(info)
+        if problem is not None:  # changed while this one was made
             self._discard_output(output_id)
-            self._check_contract(info)
+            raise _PausedError(problem)
         summary = result.summary
         # A message whose proof fails is not delivered: the row fails, saying so (the output
         # stays on disk, with its manifest naming the first differing byte, for inspection).
