@@ -6,35 +6,25 @@ dashboard binds to them; nothing here talks to a store.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, computed_field
 
 from hybrid_audio.storage.base import Mode, ObjectInfo, StorageDescription
 
 #: GCS mode: the local index against the bucket.
-REMOTE_STATUSES = (
+RemoteStatus = Literal[
     "missing_remote",
     "missing_local",
     "checksum_mismatch",
     "contract_mismatch",
     "orphan_remote",
-)
-#: Local mode: the files against the index (`StemCache.verify` and the output manifests).
-LOCAL_STATUSES = ("missing_file", "orphan_file", "hash_mismatch", "unreadable", "temp_file")
-
-Status = Literal[
-    "missing_remote",
-    "missing_local",
-    "checksum_mismatch",
-    "contract_mismatch",
-    "orphan_remote",
-    "missing_file",
-    "orphan_file",
-    "hash_mismatch",
-    "unreadable",
-    "temp_file",
 ]
+#: Local mode: the files against the index (`StemCache.verify` and the output manifests).
+LocalStatus = Literal["missing_file", "orphan_file", "hash_mismatch", "unreadable", "temp_file"]
+Status = Literal[RemoteStatus, LocalStatus]
+REMOTE_STATUSES: tuple[str, ...] = get_args(RemoteStatus)
+LOCAL_STATUSES: tuple[str, ...] = get_args(LocalStatus)
 
 
 class Difference(BaseModel):
