@@ -97,6 +97,7 @@ _UNREACHABLE = (
     TimeoutError,
 )
 _OURS = (StorageUnavailableError, ObjectExistsError, ObjectMissingError, ChecksumMismatchError)
+NO_SUCH_BUCKET = "no such bucket (404): create it or fix GCS_BUCKET"
 CREDENTIALS_HELP = (
     "no Google credentials found: run `gcloud auth application-default login`, set "
     "GOOGLE_APPLICATION_CREDENTIALS to a service-account key file, or run on Google Cloud "
@@ -191,7 +192,7 @@ class GcsStore:
                 "roles/storage.objectAdmin on the bucket"
             )
         if isinstance(error, api.NotFound):
-            return self._unavailable("no such bucket (404): create it or fix GCS_BUCKET")
+            return self._unavailable(NO_SUCH_BUCKET)
         if isinstance(error, auth.DefaultCredentialsError):
             return self._unavailable(CREDENTIALS_HELP)
         if isinstance(error, auth.RefreshError):
@@ -237,7 +238,7 @@ class GcsStore:
     def _check_bucket(self) -> None:
         """After a 404 on an object: raise `StorageUnavailableError` if the bucket is gone."""
         if self._bucket_missing():
-            raise self._unavailable("no such bucket (404): create it or fix GCS_BUCKET")
+            raise self._unavailable(NO_SUCH_BUCKET)
 
     # --- one object --------------------------------------------------------------------
 
@@ -245,7 +246,9 @@ class GcsStore:
         self, name: str, data: bytes, metadata: Mapping[str, str], content_type: str
     ) -> ObjectInfo:
         """Create `name` with `metadata` (412: `ObjectExistsError`); CRC32C sent and checked."""
-        blob = self._new_blob(name, metadata, content_type)
+        blob = self._blob(name)
+        blob.metadata = dict(metadata)
+        blob.content_type = content_type
         with self._guard(name):
             blob.upload_from_string(
                 data,
@@ -255,21 +258,10 @@ class GcsStore:
                 retry=self.upload_retry,
                 timeout=self.timeout,
             )
-        return self._uploaded(blob, data)
-
-    def _new_blob(self, name: str, metadata: Mapping[str, str], content_type: str) -> Blob:
-        blob = self._blob(name)
-        blob.metadata = dict(metadata)
-        blob.content_type = content_type
-        return blob
-
-    def _uploaded(self, blob: Blob, data: bytes) -> ObjectInfo:
-        """The stored object, once the CRC32C the bucket reports matches what was sent."""
-        info = self._object(blob)
-        if info.crc32c and info.crc32c != crc32c_of(data):
+        info = self._object(blob)  # the stored object: its CRC32C must be what was sent
+        if info.crc32c and info.crc32c != (sent := crc32c_of(data)):
             raise ChecksumMismatchError(
-                f"{info.name}: the bucket stored CRC32C {info.crc32c}, the bytes sent have "
-                f"{crc32c_of(data)}"
+                f"{info.name}: the bucket stored CRC32C {info.crc32c}, the bytes sent have {sent}"
             )
         return info
 
