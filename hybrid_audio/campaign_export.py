@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import re
 import zipfile
@@ -137,20 +138,19 @@ def campaign_document(campaigns: Campaigns, info: CampaignInfo) -> dict[str, Any
     from hybrid_audio.campaign import MAX_MANIFEST_PROBLEMS
 
     contract = campaigns.assembler.contract
-    problems, count = [], 0
-    for message in campaigns.iter_messages(info.id, "failed"):
-        count += 1
-        if len(problems) < MAX_MANIFEST_PROBLEMS:
-            problems.append(
-                {"row": message.row, "recipient_id": message.recipient_id, "message": message.error}
-            )
-    verified = (
+    failed = itertools.islice(campaigns.iter_messages(info.id, "failed"), MAX_MANIFEST_PROBLEMS)
+    problems = [
+        {"row": message.row, "recipient_id": message.recipient_id, "message": message.error}
+        for message in failed
+    ]
+    verified, count = (
         campaigns.database.connection()
         .execute(
-            "SELECT count(*) FROM campaign_messages WHERE campaign_id = ? AND verified = 1",
+            "SELECT coalesce(sum(verified = 1), 0), coalesce(sum(state = 'failed'), 0)"
+            " FROM campaign_messages WHERE campaign_id = ?",
             (info.id,),
         )
-        .fetchone()[0]
+        .fetchone()
     )
     return {
         "id": info.id,
