@@ -25,7 +25,7 @@ import pytest
 from hybrid_audio import kinds
 from hybrid_audio.config import Settings
 from hybrid_audio.kinds import KindsError
-from tests.api_server import REPO, ApiServer, make_base_dir, start_server
+from tests.api_server import NO_FAILURE_LIMIT, REPO, ApiServer, make_base_dir, start_server
 
 CLI = REPO / ".venv" / "bin" / "hybrid-audio"
 INTRO_KIND = {"name": "intro", "plural": "intros", "dataset": "intros.txt"}
@@ -53,9 +53,8 @@ def intro_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer
         },
     )
     (base / "templates" / "intro_offer.json").write_text(json.dumps(INTRO_TEMPLATE))
-    server = start_server(base, key="kinds-test-key", env={"AUTH_FAILURE_LIMIT": "0"})
-    yield server
-    server.stop()
+    with start_server(base, key="kinds-test-key", env=NO_FAILURE_LIMIT) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

@@ -31,6 +31,7 @@ from hybrid_audio.api.session import COOKIE
 from hybrid_audio.config import Settings
 from tests.api_server import (  # noqa: F401  (fixtures are used by name)
     HEADER,
+    NO_FAILURE_LIMIT,
     ApiServer,
     free_port,
     make_base_dir,
@@ -87,26 +88,20 @@ def login(server: ApiServer, key: str | None = None) -> httpx.Client:
 def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     """A server with a key and a failure limit too high to matter for these tests."""
     base = make_base_dir(tmp_path_factory.mktemp("access"))
-    server = start_server(
+    with start_server(
         base,
         key=secrets.token_urlsafe(24),
-        env={"AUTH_FAILURE_LIMIT": "0"},
+        env=NO_FAILURE_LIMIT,
         args=["--header-timeout", "2", "--body-timeout", "2", "--keep-alive", "2"],
-    )
-    try:
+    ) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
 def keyless(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     """A server without a key (loopback only)."""
-    server = start_server(make_base_dir(tmp_path_factory.mktemp("access-keyless")))
-    try:
+    with start_server(make_base_dir(tmp_path_factory.mktemp("access-keyless"))) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def mounted_dashboard_paths(tmp_path: Path) -> list[str]:
@@ -190,9 +185,7 @@ def test_sessions_and_failures_are_shared_by_server_processes(tmp_path: Path) ->
     base = make_base_dir(tmp_path / "shared")
     key = secrets.token_urlsafe(24)
     env = {"AUTH_FAILURE_LIMIT": "3", "AUTH_FAILURE_WINDOW": "600"}
-    one = start_server(base, key=key, env=env)
-    two = start_server(base, key=key, env=env)
-    try:
+    with start_server(base, key=key, env=env) as one, start_server(base, key=key, env=env) as two:
         session = login(one)
         on_two = two.client(key="")
         on_two.cookies.set(COOKIE, session.cookies[COOKIE])
@@ -205,9 +198,6 @@ def test_sessions_and_failures_are_shared_by_server_processes(tmp_path: Path) ->
         refused = two.client(key="bad").get("/jobs")
         assert refused.status_code == 429
         assert two.client().get("/jobs").status_code == 429  # the right key too: no oracle
-    finally:
-        one.stop()
-        two.stop()
 
 
 # --- rate limits ------------------------------------------------------------------------

@@ -275,8 +275,7 @@ def test_a_job_killed_with_its_server_shows_as_interrupted_after_restart(
     _wait_row_progress(first.base_dir, job_id)  # progress reaches the row at most every 0.25 s
     first.process.kill()
     first.process.wait(timeout=10)
-    second = start_server(first.base_dir, key=first.key)
-    try:
+    with start_server(first.base_dir, key=first.key) as second:
         client = second.client()
         info = client.get(f"/jobs/{job_id}").json()
         assert info["state"] == "interrupted", info
@@ -284,8 +283,6 @@ def test_a_job_killed_with_its_server_shows_as_interrupted_after_restart(
         assert info["done"] >= 1
         assert info["finished_at"] is not None
         assert job_id in [j["id"] for j in client.get("/jobs").json()]
-    finally:
-        second.stop()
 
 
 @pytest.mark.slow
@@ -294,8 +291,7 @@ def test_a_second_server_on_the_folder_sees_and_cancels_the_first_ones_job(
 ) -> None:
     """Two server processes share one job store: either can report or stop a job."""
     first = server_factory(key="k" * 32)
-    second = start_server(first.base_dir, key=first.key)
-    try:
+    with start_server(first.base_dir, key=first.key) as second:
         job_id = _long_bulk_job(first.client())
         seen = _wait_state(second.client(), job_id, {"running"})
         assert seen["owner_pid"] == first.process.pid
@@ -306,8 +302,6 @@ def test_a_second_server_on_the_folder_sees_and_cancels_the_first_ones_job(
             time.sleep(0.05)
         assert info["state"] == "cancelled"
         assert info["done"] < 3000
-    finally:
-        second.stop()
 
 
 def test_job_and_output_lists_are_pages_with_a_maximum(scratch: httpx.Client) -> None:

@@ -494,14 +494,10 @@ def test_a_restart_clears_what_a_crash_left_and_keeps_live_work(
     aside = stems / rel
     aside.rename(stems / Path(rel).parent / f".{aside.name}.{dead.pid}.{'0' * 32}.aside")
 
-    again = start_server(server.base_dir, key=server.key)
-    try:
-        with again.client() as client:
-            assert [o["id"] for o in client.get("/assemble/outputs").json()] == [good["id"]]
-            assert client.get(f"/cache/stems/{stem_id}/audio").status_code == 200
-            assert client.get("/cache/verify").json()["ok"] is True
-    finally:
-        again.stop()
+    with start_server(server.base_dir, key=server.key) as again, again.client() as client:
+        assert [o["id"] for o in client.get("/assemble/outputs").json()] == [good["id"]]
+        assert client.get(f"/cache/stems/{stem_id}/audio").status_code == 200
+        assert client.get("/cache/verify").json()["ok"] is True
     assert [p.name for p in gone if p.exists()] == []
     assert live.exists()
     assert aside.is_file()
@@ -511,25 +507,24 @@ def test_a_full_disk_under_the_whole_server_is_507_and_recovers(tmp_path: Path) 
     """One full disk under state/, stems/ and output/: 507 naming each, no lost position."""
     base = tmp_path / "disk"
     base.mkdir()
-    with _mount(base, "-t", "tmpfs", "-o", "size=32m", "tmpfs"):
-        server = start_server(make_base_dir(base), key="d" * 32)
-        try:
-            with server.client() as client:
-                _message(client, "Disk Filler")
-                steps = [client.get("/rotation/next_pair").json() for _ in range(5)]
-                with (base / "filler").open("wb", buffering=0) as filler:
-                    with contextlib.suppress(OSError):
-                        while True:
-                            filler.write(b"\0" * 65536)
-                    _storage_refusal(client.get("/rotation/next_pair"), "state", full=True)
-                    made = client.post("/generate/name", json={"name": "No Room"})
-                    _storage_refusal(made, "stems/name", full=True)
-                    body = {"template": "single_anchor", "name": "Disk Filler", "developer": "Acme"}
-                    _storage_refusal(client.post("/assemble/template", json=body), "output", True)
-                (base / "filler").unlink()
-                steps += [client.get("/rotation/next_pair").json() for _ in range(5)]
-                _message(client, "No Room")
-        finally:
-            server.stop()
+    with (
+        _mount(base, "-t", "tmpfs", "-o", "size=32m", "tmpfs"),
+        start_server(make_base_dir(base), key="d" * 32) as server,
+        server.client() as client,
+    ):
+        _message(client, "Disk Filler")
+        steps = [client.get("/rotation/next_pair").json() for _ in range(5)]
+        with (base / "filler").open("wb", buffering=0) as filler:
+            with contextlib.suppress(OSError):
+                while True:
+                    filler.write(b"\0" * 65536)
+            _storage_refusal(client.get("/rotation/next_pair"), "state", full=True)
+            made = client.post("/generate/name", json={"name": "No Room"})
+            _storage_refusal(made, "stems/name", full=True)
+            body = {"template": "single_anchor", "name": "Disk Filler", "developer": "Acme"}
+            _storage_refusal(client.post("/assemble/template", json=body), "output", True)
+        (base / "filler").unlink()
+        steps += [client.get("/rotation/next_pair").json() for _ in range(5)]
+        _message(client, "No Room")
     positions = [s["cycle"] * s["size"] + s["position"] for s in steps]
     assert positions == list(range(positions[0], positions[0] + 10))  # none lost, none twice
