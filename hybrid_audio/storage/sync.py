@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hybrid_audio.assembly import Assembler
-from hybrid_audio.cache import StemCache
+from hybrid_audio.cache import StemCache, StemRecord
 from hybrid_audio.files import create_new, read_inside, stem_lock
 from hybrid_audio.jobs import Job
 from hybrid_audio.storage.base import (
@@ -67,8 +67,8 @@ def local_objects(
     found: dict[str, LocalObject] = {}
     if STEMS_PREFIX.startswith(prefix) or prefix.startswith(STEMS_PREFIX):
         for record in cache.list():
-            obj = stem_object(cache, record.stem_id)
-            if obj is not None and obj.name.startswith(prefix):
+            obj = _stem_object(cache, record)
+            if obj.name.startswith(prefix):
                 found[obj.name] = obj
     if OUTPUT_PREFIX.startswith(prefix) or prefix.startswith(OUTPUT_PREFIX):
         for output_id in assembler.output_ids():
@@ -81,8 +81,10 @@ def local_objects(
 def stem_object(cache: StemCache, stem_id: str) -> LocalObject | None:
     """The indexed stem `stem_id` as an object, or None if the index does not hold it."""
     record = cache.get(stem_id)
-    if record is None:
-        return None
+    return None if record is None else _stem_object(cache, record)
+
+
+def _stem_object(cache: StemCache, record: StemRecord) -> LocalObject:
     return LocalObject(
         name=stem_object_name(record.stem_id),
         folder=Path(cache.stems_dir),
