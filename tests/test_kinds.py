@@ -13,8 +13,6 @@ one runs in the server; the in-process tests below only check refusals (which ad
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,9 +23,9 @@ import pytest
 from hybrid_audio import kinds
 from hybrid_audio.config import Settings
 from hybrid_audio.kinds import KindsError
-from tests.api_server import NO_FAILURE_LIMIT, REPO, ApiServer, make_base_dir, start_server
+from tests.api_server import NO_FAILURE_LIMIT, ApiServer, make_base_dir, start_server
+from tests.test_cli import run as run_cli
 
-CLI = REPO / ".venv" / "bin" / "hybrid-audio"
 INTRO_KIND = {"name": "intro", "plural": "intros", "dataset": "intros.txt"}
 INTRO_TEMPLATE = {
     "description": "<intro> <name>, <developer> has a new offer for you.",
@@ -185,21 +183,13 @@ def test_an_added_kind_is_a_rotation_stream_only_when_it_says_so(client: httpx.C
     assert "unknown stream 'intro'" in response.json()["error"]["message"]
 
 
-def test_cli_lists_the_added_kinds_stems(client: httpx.Client, intro_server: ApiServer) -> None:
+def test_cli_lists_the_added_kinds_stems(
+    client: httpx.Client, intro_server: ApiServer, tmp_path: Path
+) -> None:
     """The CLI, which imports no core, handles a kind it has never been told about."""
     _ok(client.post("/generate/stem", json={"kind": "intro", "text": "Welcome back"}))
-    env = {k: v for k, v in os.environ.items() if k not in ("HYBRID_AUDIO_API_URL",)}
-    env |= {"HYBRID_AUDIO_API_URL": intro_server.base_url, "INTERNAL_API_KEY": intro_server.key}
-    env["XDG_STATE_HOME"] = str(intro_server.base_dir / "cli-state")  # not the user's folder
-    result = subprocess.run(
-        [str(CLI), "--json", "cache", "list", "--kind", "intro"],
-        cwd=intro_server.base_dir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    args = ("--json", "cache", "list", "--kind", "intro")
+    result = run_cli(tmp_path, intro_server.base_url, *args, key=intro_server.key)
     assert result.returncode == 0, result.stderr
     from_api = _ok(client.get("/cache/list", params={"kind": "intro"}))
     assert json.loads(result.stdout) == from_api
