@@ -119,7 +119,7 @@ def check_in_bucket(
     """Missing on either side, checksum or contract mismatches, orphan objects (`ok` when
     there are none); `stem_id` checks that stem only. Without a bucket, the local files
     are audited against the index and `note` says so."""
-    return workspace.storage.consistency(None if stem_id is None else str(StemId.parse(stem_id)))
+    return workspace.storage.consistency(stem_id)  # parses the id (422 when it is not one)
 
 
 @router.get(
