@@ -12,12 +12,8 @@ and Reset, none of it clipped.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-import textwrap
 
 from tests import test_dashboard_browser as pages
-from tests.api_server import REPO
 from tests.test_dashboard_browser import (
     Session,
     assert_clean,
@@ -31,6 +27,7 @@ from tests.test_dashboard_browser import (
     sync_api,
     visible,
 )
+from tests.test_live_model import run_elsewhere
 
 #: The browser, the server and a fresh page, as `test_dashboard_browser` makes them (pytest
 #: registers a fixture under the name of the attribute holding it).
@@ -50,14 +47,14 @@ def test_cache_page_follows_stems_made_and_removed_elsewhere(live_page: Session)
     client = live_page.server.client()
     assert client.post("/generate/name", json={"name": "Quentin"}).status_code == 200
     sync_api.expect(table).to_contain_text("stem.name.quentin")
-    code = f"""
+    run_elsewhere(
+        """
         from hybrid_audio.cache import StemCache
-        from hybrid_audio.config import Settings
-        settings = Settings(base_dir={str(live_page.server.base_dir)!r})
         cache = StemCache(stems_dir=settings.stems_dir, database_path=settings.database_path)
         assert cache.invalidate("stem.name.quentin")
-    """
-    subprocess.run([sys.executable, "-c", textwrap.dedent(code)], check=True, cwd=REPO)
+        """,
+        live_page.server.base_dir,
+    )
     sync_api.expect(table).not_to_contain_text("stem.name.quentin")
     assert_clean(live_page)
 

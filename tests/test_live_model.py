@@ -50,7 +50,7 @@ def _watch(obj: param.Parameterized, name: str) -> list[object]:
     return seen
 
 
-def _run(code: str, base_dir: Path) -> None:
+def run_elsewhere(code: str, base_dir: Path) -> None:
     """`code` in another Python process, with `settings` for the same base dir."""
     prelude = (
         "from hybrid_audio.config import Settings\n"
@@ -84,7 +84,7 @@ def test_another_process_reaches_this_one_through_refresh(
     workspace.generator.generate_name("Ana")
     workspace.refresh()
     revisions, cursors = _watch(workspace.cache, "revision"), _watch(workspace.rotation, "cursors")
-    _run(
+    run_elsewhere(
         """
         from hybrid_audio.cache import StemCache
         from hybrid_audio.rotation import RotationEngine
