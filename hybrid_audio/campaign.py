@@ -33,6 +33,7 @@ bucket copies), shared by every message of that name; `/cache/invalidate` remove
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import secrets
@@ -60,7 +61,13 @@ from hybrid_audio.files import atomic_write, discard
 from hybrid_audio.jobs import Job, JobCancelledError, JobRunner, JobState
 from hybrid_audio.live import RevisionPublisher, read_revision
 from hybrid_audio.logs import JsonlLog
-from hybrid_audio.recipients import MAX_RECIPIENTS, Recipient, RecipientList, RowProblem
+from hybrid_audio.recipients import (
+    MAX_RECIPIENTS,
+    Recipient,
+    RecipientList,
+    RowProblem,
+    recipients_from_dicts,
+)
 from hybrid_audio.rotation import RotationEngine
 from hybrid_audio.stems import StemId, same_identity, spoken_text
 from hybrid_audio.storage.base import OUTPUT_PREFIX, ObjectStore
@@ -359,11 +366,9 @@ class Campaigns(param.Parameterized):
             if not 1 <= rotation_count <= MAX_RECIPIENTS:
                 raise CampaignError(f"rotation count must be 1 to {MAX_RECIPIENTS:,}")
             source, problems = "rotation", []
-            engine = self.rotation
-            if seed is not None and seed != engine.seed:
-                engine = RotationEngine(settings=self.settings, seed=seed)
-            params = {"rotation_count": rotation_count, "seed": engine.seed}
-            rows = self._rotation_rows(engine, rotation_count, "script" in tpl.slots)
+            with self._rotation_for(seed) as engine:
+                params = {"rotation_count": rotation_count, "seed": engine.seed}
+                rows = self._rotation_rows(engine, rotation_count, "script" in tpl.slots)
             scripts = self._script_texts()
         distinct = len(self._needed_stems(tpl, _slot_values(rows), scripts))
         campaign_id = "c" + secrets.token_hex(6)
@@ -402,6 +407,32 @@ class Campaigns(param.Parameterized):
         self._revision.publish(revision)
         self._log("campaign_created", campaign=campaign_id, source=source, rows=len(rows))
         return self.get(campaign_id)
+
+    @contextlib.contextmanager
+    def _rotation_for(self, seed: int | None) -> Iterator[RotationEngine]:
+        """The workspace's rotation, or for another `seed` an engine of its own (closed after)."""
+        if seed is None or seed == self.rotation.seed:
+            yield self.rotation
+            return
+        engine = RotationEngine(settings=self.settings, seed=seed)
+        try:
+            yield engine
+        finally:
+            engine.close()
+
+    def rotation_preview(self, template: str, count: int, seed: int | None = None) -> RecipientList:
+        """The `count` pairs (and script keys, if the template has a script slot) a rotation
+        campaign would take now, as a recipient list for `plan()`: no cursor moves."""
+        with self._rotation_for(seed) as engine:
+            pairs = engine.preview("pair", count)
+            slots = self.assembler.load_template(template).slots
+            scripts = engine.preview("script", count) if "script" in slots else []
+        rows: list[dict[str, str | None]] = [
+            {"name": p.name, "developer": p.developer} for p in pairs
+        ]
+        for row, step in zip(rows, scripts, strict=False):
+            row["script"] = step.item
+        return recipients_from_dicts(rows)
 
     @staticmethod
     def _rotation_rows(engine: RotationEngine, count: int, scripts: bool) -> list[Recipient]:

@@ -34,7 +34,6 @@ from hybrid_audio.api.models import (
     PageLimit,
     PageOffset,
     RecipientsCampaign,
-    RotationSource,
     set_page_headers,
 )
 from hybrid_audio.campaign import (
@@ -45,7 +44,6 @@ from hybrid_audio.campaign import (
     MessageRow,
 )
 from hybrid_audio.recipients import RecipientList, parse_recipients, recipients_from_dicts
-from hybrid_audio.rotation import RotationEngine
 from hybrid_audio.workspace import Workspace
 
 #: Largest campaign body (upload or JSON): above the general limit, for long lists.
@@ -170,26 +168,6 @@ def _usable(recipients: RecipientList) -> RecipientList:
     )
 
 
-def _rotation_rows(workspace: Workspace, template: str, rotation: RotationSource) -> RecipientList:
-    """The pairs (and script keys, if the template speaks one) a rotation campaign would
-    take now, as a recipient list — previewed, so no cursor moves."""
-    engine = workspace.rotation
-    own = rotation.seed is not None and rotation.seed != engine.seed
-    if own:
-        engine = RotationEngine(settings=workspace.settings, seed=rotation.seed)
-    try:
-        pairs = engine.preview("pair", rotation.count)
-        slots = workspace.assembler.load_template(template).slots
-        scripts = engine.preview("script", rotation.count) if "script" in slots else []
-    finally:
-        if own:
-            engine.close()
-    rows = [{"name": p.name, "developer": p.developer} for p in pairs]
-    for row, step in zip(rows, scripts, strict=False):
-        row["script"] = step.item
-    return recipients_from_dicts(rows)
-
-
 def _campaign(workspace: Workspace, campaign_id: str) -> CampaignInfo:
     try:
         return workspace.campaigns.get(campaign_id)
@@ -261,8 +239,9 @@ async def preview_campaign(request: Request, workspace: WorkspaceDep) -> Campaig
     template, join, recipients, rotation = await _read(request)
 
     def plan() -> CampaignPlan:
-        listed = recipients or _rotation_rows(workspace, template, rotation)
-        return workspace.campaigns.plan(template, listed, join=join)
+        campaigns = workspace.campaigns
+        listed = recipients or campaigns.rotation_preview(template, rotation.count, rotation.seed)
+        return campaigns.plan(template, listed, join=join)
 
     return await run_in_threadpool(plan)
 
