@@ -74,6 +74,11 @@ def cli_env(workdir: Path, **variables: str) -> dict[str, str]:
     return env | variables
 
 
+def call_log(workdir: Path) -> str:
+    """The call log the CLI wrote under `cli_env(workdir)`'s state folder."""
+    return (workdir / "state" / "hybrid-audio" / "cli.jsonl").read_text(encoding="utf-8")
+
+
 def run(
     workdir: Path,
     url: str,
@@ -453,7 +458,7 @@ def test_every_call_is_logged_without_the_key(keyed_server: ApiServer, workdir: 
     ok(run(workdir, url, "rotation", "next-name", key=keyed_server.key))
     one_line_error(run(workdir, f"http://127.0.0.1:{free_port()}", "cache", "verify"), 3)
     assert run(workdir, url, "jobs", "show").returncode == 2
-    text = (workdir / "state" / "hybrid-audio" / "cli.jsonl").read_text(encoding="utf-8")
+    text = call_log(workdir)
     assert keyed_server.key not in text
     records = [json.loads(line) for line in text.splitlines()]
     fields = {"ts", "event", "command", "method", "path", "status", "ms", "exit_code"}
@@ -495,7 +500,7 @@ def test_global_options_are_accepted_after_the_sub_command(
     assert "--url" in helped
     assert run(workdir, dead, "generate", "name", "José", "--url", "ftp://x").returncode == 2
 
-    log = (workdir / "state" / "hybrid-audio" / "cli.jsonl").read_text(encoding="utf-8")
+    log = call_log(workdir)
     commands = {json.loads(line)["command"] for line in log.splitlines()}
     assert {"generate name", "cache list", "health"} <= commands
     assert not [c for c in commands if "José" in c or "http" in c]  # values are not commands
@@ -572,7 +577,7 @@ def test_kinds_and_streams_come_from_the_server(server: ApiServer, workdir: Path
         run(workdir, server.base_url, "generate", "stem", "scripts", "hello")
     )
 
-    log = (workdir / "state" / "hybrid-audio" / "cli.jsonl").read_text(encoding="utf-8")
+    log = call_log(workdir)
     shown = [json.loads(line) for line in log.splitlines() if '"generate stem"' in line][-1]
     assert (shown["path"], shown["requests"]) == ("/generate/stem", 2)  # not the lookup
 
