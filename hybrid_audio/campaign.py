@@ -654,15 +654,8 @@ class Campaigns(param.Parameterized):
         problem = self._contract_problem(info)
         if problem is not None:
             raise CampaignError(f"campaign {info.id} cannot run: {problem}")
-        with self.database.write() as db:  # claim it: two resumes at once start one job
-            state = db.execute("SELECT state FROM campaigns WHERE id = ?", (info.id,)).fetchone()
-            if state is None or state[0] == CampaignState.RUNNING:
-                raise CampaignError(f"campaign {info.id} is already running")
-            db.execute(
-                "UPDATE campaigns SET state = 'running', pause_reason = '', job_id = NULL,"
-                " updated_at = ? WHERE id = ?",
-                (_now(), info.id),
-            )
+        if not self._claim(info.id, None):  # two resumes at once start one job
+            raise CampaignError(f"campaign {info.id} is already running")
         params = {"campaign_id": info.id, "source": source}
         try:
             job = self.jobs.submit("campaign", self._work, info.pending, params=params)
@@ -677,6 +670,20 @@ class Campaigns(param.Parameterized):
             revision = read_revision(db, "campaigns")
         self._revision.publish(revision)
         return job
+
+    def _claim(self, campaign_id: str, job_id: str | None) -> bool:
+        """Mark the campaign running under `job_id`, in one transaction, unless it is running
+        already (or gone): False then, so two runners at once never both start."""
+        with self.database.write() as db:
+            row = db.execute("SELECT state FROM campaigns WHERE id = ?", (campaign_id,)).fetchone()
+            if row is None or row[0] == CampaignState.RUNNING:
+                return False
+            db.execute(
+                "UPDATE campaigns SET state = 'running', pause_reason = '', job_id = ?,"
+                " updated_at = ? WHERE id = ?",
+                (job_id, _now(), campaign_id),
+            )
+        return True
 
     def _work(self, job: Job) -> dict[str, Any]:
         return _outcome(self.run(job.params["campaign_id"], job))
@@ -693,16 +700,7 @@ class Campaigns(param.Parameterized):
         now = time.time()
         job = Job(store, kind="campaign", params=params, owner_pid=store.pid, created_at=now)
         store.insert(job)
-        with self.database.write() as db:  # claimed as _submit does: one runner at a time
-            state = db.execute("SELECT state FROM campaigns WHERE id = ?", (campaign_id,))
-            claimed = state.fetchone()[0] != CampaignState.RUNNING
-            if claimed:
-                db.execute(
-                    "UPDATE campaigns SET state = 'running', pause_reason = '', job_id = ?,"
-                    " updated_at = ? WHERE id = ?",
-                    (job.id, _now(), campaign_id),
-                )
-        if not claimed:
+        if not self._claim(campaign_id, job.id):  # one runner at a time
             job.param.update(state=JobState.CANCELLED, finished_at=time.time())
             raise CampaignError(f"campaign {campaign_id} is already running")
         job.param.update(state=JobState.RUNNING, started_at=time.time())
