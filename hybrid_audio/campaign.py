@@ -979,7 +979,7 @@ class Campaigns(param.Parameterized):
         shutil.rmtree(self.folder(campaign_id), ignore_errors=True)
         if self.gcs:
             self._delete_remote(campaign_id)
-        like = f"output/{campaign_id}\\_%"
+        like = f"{OUTPUT_PREFIX}{campaign_id}\\_%"
         with self.database.write() as db:
             db.execute("DELETE FROM campaign_messages WHERE campaign_id = ?", (campaign_id,))
             db.execute("DELETE FROM campaigns WHERE id = ?", (campaign_id,))
