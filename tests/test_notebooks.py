@@ -10,7 +10,6 @@ must be committed without outputs, so a diff shows code, not base64 audio.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -23,8 +22,8 @@ from nbclient import NotebookClient
 from hybrid_audio.assembly import Assembler
 from hybrid_audio.config import Settings
 from hybrid_audio.workspace import Workspace
+from tests.api_server import REPO, make_base_dir
 
-REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
 SCRIPT = REPO / "scripts" / "headless_batch.py"
 
@@ -32,9 +31,7 @@ SCRIPT = REPO / "scripts" / "headless_batch.py"
 @pytest.fixture
 def base_dir(tmp_path: Path) -> Path:
     """A fresh base folder with the repository's templates and datasets, nothing else."""
-    for folder in ("templates", "data"):
-        shutil.copytree(REPO / folder, tmp_path / folder)
-    return tmp_path
+    return make_base_dir(tmp_path)
 
 
 @pytest.fixture
