@@ -37,8 +37,7 @@ from app.views.common import (
 from app.views.live import live
 from hybrid_audio.campaign import CampaignInfo, CampaignPlan, CampaignState
 from hybrid_audio.jobs import FINISHED_STATES, Job, JobState
-from hybrid_audio.recipients import RecipientList, parse_recipients, recipients_from_dicts
-from hybrid_audio.rotation import RotationEngine
+from hybrid_audio.recipients import RecipientList, parse_recipients
 from hybrid_audio.templates import list_templates
 from hybrid_audio.workspace import Workspace
 
@@ -204,34 +203,14 @@ class CampaignView(PageState, pn.viewable.Viewer):
         if not self.template:
             return None
         if self.source == "rotation":
-            recipients = self._rotation_recipients(self.template, self.rotation_count, self.seed)
+            recipients = self.workspace.campaigns.rotation_preview(
+                self.template, self.rotation_count, self.seed
+            )
         elif self.recipients is None:
             return None
         else:
             recipients = self.recipients
         return self.workspace.campaigns.plan(self.template, recipients, join=self.join or None)
-
-    def _rotation_recipients(self, template: str, count: int, seed: int | None) -> RecipientList:
-        """The pairs (and scripts, for a template with a script slot) `create()` would take
-        now, looked at without taking them."""
-        rotation = self.workspace.rotation
-        own = seed is not None and seed != rotation.seed
-        if own:
-            rotation = RotationEngine(settings=self.workspace.settings, seed=seed, log_steps=False)
-        try:
-            pairs = rotation.preview("pair", count)
-            scripts: list[str | None] = [None] * count
-            if "script" in self.workspace.assembler.load_template(template).slots:
-                scripts = [step.item for step in rotation.preview("script", count)]
-        finally:
-            if own:
-                rotation.close()
-        return recipients_from_dicts(
-            [
-                {"name": pair.name, "developer": pair.developer, "script": script}
-                for pair, script in zip(pairs, scripts, strict=True)
-            ]
-        )
 
     @friendly
     def run(self) -> Job:
