@@ -23,7 +23,12 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from hybrid_audio.contract import ENGINES
+from hybrid_audio.contract import (
+    DEFAULT_EDGE_FADE_MS,
+    DEFAULT_LOUDNESS_LUFS,
+    DEFAULT_TRUE_PEAK_DBTP,
+    ENGINES,
+)
 
 DEFAULT_CARTESIA_MODEL = "sonic-3-2025-10-27"
 
@@ -114,6 +119,18 @@ class Settings(BaseSettings):
     )
     encoding: str = Field(
         default="pcm_s16le", validation_alias="AUDIO_ENCODING", description="Stem encoding."
+    )
+    loudness_lufs: float | None = Field(
+        default=DEFAULT_LOUDNESS_LUFS,
+        ge=-40.0,
+        le=-5.0,
+        description="Loudness every stem is gained to (LUFS); 'off' keeps the engine's level.",
+    )
+    true_peak_dbtp: float = Field(
+        default=DEFAULT_TRUE_PEAK_DBTP, ge=-12.0, le=0.0, description="True-peak ceiling (dBTP)."
+    )
+    edge_fade_ms: float = Field(
+        default=DEFAULT_EDGE_FADE_MS, ge=0.0, le=50.0, description="Fade at each stem edge (ms)."
     )
 
     cartesia_api_key: str = _secret("Cartesia API key.")
@@ -208,6 +225,14 @@ class Settings(BaseSettings):
             return value  # pydantic reports the wrong type
         path = Path(value).expanduser()
         return path if path.is_absolute() else base / path
+
+    @field_validator("loudness_lufs", mode="before")
+    @classmethod
+    def _loudness_off(cls, value: object) -> object:
+        """`off` / `none` (any case) switch loudness normalisation off."""
+        if isinstance(value, str) and value.strip().lower() in ("off", "none"):
+            return None
+        return value
 
     @field_validator("gcs_prefix", mode="after")
     @classmethod

@@ -64,6 +64,15 @@ SILENCE_BYTE: dict[Encoding, int] = {
     Encoding.PCM_ALAW: 0xD5,
 }
 
+#: Sound processing defaults (see `sound`): −16 LUFS is what mobile and ad-delivery tools
+#: target; −1 dBTP leaves room for lossy encoders' overshoot; 5 ms fades hide no speech.
+DEFAULT_LOUDNESS_LUFS = -16.0
+DEFAULT_TRUE_PEAK_DBTP = -1.0
+DEFAULT_EDGE_FADE_MS = 5.0
+#: Version of the processing algorithm (`sound.process`): part of the signature, so a
+#: change of the algorithm re-keys the stems it made, as a change of its settings does.
+SOUND_VERSION = 1
+
 #: TTS engines a contract can name.
 ENGINES = ("piper", "cartesia")
 
@@ -182,6 +191,23 @@ class VoiceContract(param.Parameterized):
     sample_rate = param.Integer(
         default=22050, bounds=(8000, 48000), doc="Sample rate (Hz) of every stem."
     )
+    loudness_lufs = param.Number(
+        default=DEFAULT_LOUDNESS_LUFS,
+        bounds=(-40.0, -5.0),
+        allow_None=True,
+        doc="Integrated loudness (ITU-R BS.1770, LUFS) every stem is gained to at "
+        "generation; None leaves the engine's level as it is.",
+    )
+    true_peak_dbtp = param.Number(
+        default=DEFAULT_TRUE_PEAK_DBTP,
+        bounds=(-12.0, 0.0),
+        doc="True-peak ceiling (dBTP, 4× oversampled) a loudness-gained stem is limited to.",
+    )
+    edge_fade_ms = param.Number(
+        default=DEFAULT_EDGE_FADE_MS,
+        bounds=(0.0, 50.0),
+        doc="Fade to silence at each edge of a stem (ms), so no join clicks; 0 = none.",
+    )
 
     def __setattr__(self, name: str, value: Any) -> None:
         """Every assignment of a parameter drops the memoized format and signature.
@@ -216,9 +242,33 @@ class VoiceContract(param.Parameterized):
         """A new contract with `changes` applied; raises ValueError on an invalid value."""
         return VoiceContract(**{**self.values(), **changes})
 
-    def canonical(self) -> dict[str, Any]:
-        """Every field that changes the audio bytes, as plain JSON values."""
+    @property
+    def processes_sound(self) -> bool:
+        """Is any processing (loudness, fades, and the trim that goes with them) on?"""
+        return self.loudness_lufs is not None or self.edge_fade_ms > 0
+
+    def sound(self) -> dict[str, Any] | None:
+        """The processing settings as plain JSON values, or None when processing is off."""
+        if not self.processes_sound:
+            return None
+        loudness = self.loudness_lufs
         return {
+            "version": SOUND_VERSION,
+            "loudness_lufs": None if loudness is None else float(loudness),
+            # The ceiling only acts with a loudness target; without one it changes nothing.
+            "true_peak_dbtp": None if loudness is None else float(self.true_peak_dbtp),
+            "edge_fade_ms": float(self.edge_fade_ms),
+        }
+
+    def canonical(self) -> dict[str, Any]:
+        """Every field that changes the audio bytes, as plain JSON values.
+
+        `sound` is present only when processing is on: a contract with loudness off and no
+        fades has the signature it had before processing existed, so such caches stay valid.
+        """
+        sound = self.sound()
+        return {
+            **({"sound": sound} if sound is not None else {}),
             "engine": self.engine,
             "engine_version": self.engine_version,
             "model": self.model,
@@ -251,4 +301,7 @@ CONTRACT_PARAMETERS = (
     "emotion",
     "encoding",
     "sample_rate",
+    "loudness_lufs",
+    "true_peak_dbtp",
+    "edge_fade_ms",
 )

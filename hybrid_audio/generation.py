@@ -113,6 +113,9 @@ def contract_for(settings: Settings, engine: Engine) -> VoiceContract:
         voice=facts.get("voice", ""),
         encoding=Encoding(settings.encoding),
         sample_rate=settings.sample_rate,
+        loudness_lufs=settings.loudness_lufs,
+        true_peak_dbtp=settings.true_peak_dbtp,
+        edge_fade_ms=settings.edge_fade_ms,
     )
 
 
