@@ -42,6 +42,8 @@ from hybrid_audio.storage.base import stem_object_name
 from hybrid_audio.wav import Wav, WavError, read_wav, write_wav
 
 if TYPE_CHECKING:
+    from hybrid_audio.pronunciation import Pronounced
+    from hybrid_audio.sound import SoundReport
     from hybrid_audio.storage.uploads import UploadQueue
 
 log = logging.getLogger(__name__)
@@ -82,6 +84,13 @@ class StemRecord(BaseModel):
     repairs: str = ""
     created_at: str
     updated_at: str
+    # Sound processing (`sound.SoundReport`): None for a stem made without it.
+    loudness_before: float | None = None  # LUFS of the engine's clip
+    loudness_after: float | None = None  # LUFS of the stored stem
+    true_peak_after: float | None = None  # dBTP of the stored stem
+    gain_db: float | None = None
+    pronunciation: str = ""  # hash of the dictionary entries applied ("" none)
+    spoken_as: str = ""  # the text the engine was given ("" = `text`)
     compatible: bool | None = None  # against the cache's active contract, when known
     cached: bool | None = None  # True when returned from the cache without synthesis
 
@@ -293,6 +302,8 @@ class StemCache(param.Parameterized):
         *,
         api_version: str = "",
         upload: bool = True,
+        sound: SoundReport | None = None,
+        pronounced: Pronounced | None = None,
     ) -> StemRecord:
         """Check an engine's `wav` against the contract, write the file atomically, index it.
 
@@ -300,6 +311,8 @@ class StemCache(param.Parameterized):
         to read its service's answer (`Wav.repairs`) are recorded in `repairs`. With an
         upload queue the stem is queued in the index's own transaction, so a committed stem
         is never left unqueued; `upload=False` for a stem just adopted from the bucket.
+        `sound` (what processing measured) and `pronounced` (the dictionary entries applied)
+        are recorded in the row.
         """
         sid = StemId.parse(str(stem_id))
         contract = self.contract
@@ -341,6 +354,12 @@ class StemCache(param.Parameterized):
             "repairs": "; ".join(wav.repairs),
             "created_at": now,
             "updated_at": now,
+            "loudness_before": sound.loudness_before if sound else None,
+            "loudness_after": sound.loudness_after if sound else None,
+            "true_peak_after": sound.true_peak_after if sound else None,
+            "gain_db": sound.gain_db if sound else None,
+            "pronunciation": pronounced.entry_hash if pronounced else "",
+            "spoken_as": pronounced.engine_text if pronounced and pronounced.entry_hash else "",
         }
         placeholders = ", ".join("?" for _ in _COLUMNS)
         with self._db.write() as db:

@@ -46,6 +46,8 @@ from hybrid_audio.engines import (
 )
 from hybrid_audio.files import stem_lock
 from hybrid_audio.jobs import Job
+from hybrid_audio.pronunciation import Pronounced, PronunciationDictionary
+from hybrid_audio.sound import process
 from hybrid_audio.stems import StemId, same_identity, spoken_text
 from hybrid_audio.storage.base import (
     ChecksumMismatchError,
@@ -130,6 +132,12 @@ class Generator(param.Parameterized):
     )
     contract = param.ClassSelector(class_=VoiceContract, doc="Active voice contract.")
     cache = param.ClassSelector(class_=StemCache, doc="Where stems are kept.")
+    pronunciations = param.ClassSelector(
+        class_=PronunciationDictionary,
+        default=None,
+        allow_None=True,
+        doc="How words are to be said, applied before synthesis; None → as written.",
+    )
     remote = param.ClassSelector(
         class_=ObjectStore,
         default=None,
@@ -165,7 +173,12 @@ class Generator(param.Parameterized):
         )
         workers = settings.cartesia_max_concurrency if engine.name == "cartesia" else 1
         return cls(
-            settings=settings, engine=engine, contract=contract, cache=cache, workers=workers
+            settings=settings,
+            engine=engine,
+            contract=contract,
+            cache=cache,
+            pronunciations=PronunciationDictionary(database_path=settings.database_path),
+            workers=workers,
         )
 
     def __init__(self, **params) -> None:
@@ -254,25 +267,37 @@ class Generator(param.Parameterized):
     def generate(self, kind: str, text: str, *, slug_source: str | None = None) -> StemRecord:
         """The stem of `text` as a `kind`: from the cache, or synthesized once and stored.
 
-        A cached stem counts only if it speaks the same text: a script key whose phrase
-        was edited keeps its id, and its stem is made again (see `stems` for the rule).
+        A cached stem counts only if it speaks the same text (a script key whose phrase was
+        edited keeps its id, and its stem is made again: see `stems`) with the same
+        pronunciation entries. A new stem is made in the order of shared/DESIGN.md: the
+        dictionary applied to the text → synthesis → `sound.process` (trim, loudness,
+        true-peak ceiling, fades) → stored.
         """
         stem_id = StemId.for_text(kind, slug_source or text)
         spoken = spoken_text(text)
-        hit = self.cache.lookup(stem_id)
-        if hit is not None and same_identity(hit.text, spoken):
+        said = self.pronounce(spoken)
+        hit = self._usable(self.cache.lookup(stem_id), spoken, said)
+        if hit is not None:
             return hit.model_copy(update={"cached": True})
         with stem_lock(self.settings.state_dir, stem_id):
-            hit = self.cache.lookup(stem_id)  # another thread or process may have made it
-            if hit is not None and same_identity(hit.text, spoken):
+            # another thread or process may have made it meanwhile
+            hit = self._usable(self.cache.lookup(stem_id), spoken, said)
+            if hit is not None:
                 return hit.model_copy(update={"cached": True})
-            pulled = self._pull(stem_id, spoken)
+            pulled = self._pull(stem_id, spoken, said.entry_hash)
             if pulled is not None:
                 return pulled.model_copy(update={"cached": True})
-            audio = self.engine.synthesize(spoken, self.contract)
+            audio, report = process(
+                self.engine.synthesize(said.engine_text, self.contract), self.contract
+            )
             try:
                 record = self.cache.store(
-                    stem_id, spoken, audio, api_version=getattr(self.engine, "api_version", "")
+                    stem_id,
+                    spoken,
+                    audio,
+                    api_version=getattr(self.engine, "api_version", ""),
+                    sound=report,
+                    pronounced=said,
                 )
             except WavError as error:
                 raise EngineOutputError(
@@ -280,7 +305,26 @@ class Generator(param.Parameterized):
                 ) from None
         return record.model_copy(update={"cached": False})
 
-    def _pull(self, stem_id: StemId, spoken: str) -> StemRecord | None:
+    def pronounce(self, spoken: str) -> Pronounced:
+        """What the engine is given for `spoken`: the dictionary's entries applied."""
+        if self.pronunciations is None:
+            return Pronounced(engine_text=spoken, entry_hash="", entries=[])
+        return self.pronunciations.resolve(spoken, self.contract.engine)
+
+    def current(self, kind: str, text: str, *, slug_source: str | None = None) -> StemRecord | None:
+        """The cached stem `generate` would return without synthesis, or None."""
+        stem_id = StemId.for_text(kind, slug_source or text)
+        spoken = spoken_text(text)
+        return self._usable(self.cache.lookup(stem_id), spoken, self.pronounce(spoken))
+
+    @staticmethod
+    def _usable(hit: StemRecord | None, spoken: str, said: Pronounced) -> StemRecord | None:
+        """`hit` if it speaks `spoken` made with the entries `said` applies, else None."""
+        if hit is None or not same_identity(hit.text, spoken):
+            return None
+        return hit if hit.pronunciation == said.entry_hash else None
+
+    def _pull(self, stem_id: StemId, spoken: str, pronunciation: str) -> StemRecord | None:
         """The stem adopted from the bucket, or None: synthesize it (nothing usable there,
         or the bucket is down — local work never fails because of the bucket)."""
         if self.remote is None:
@@ -290,7 +334,9 @@ class Generator(param.Parameterized):
             return None  # the bucket failed a moment ago: do not wait for it again
         name = stem_object_name(stem_id)
         try:
-            outcome = pull_stem(self.remote, self.cache, name, text=spoken)
+            outcome = pull_stem(
+                self.remote, self.cache, name, text=spoken, pronunciation=pronunciation
+            )
         except ObjectMissingError:
             return None
         except StorageUnavailableError as error:
@@ -339,7 +385,7 @@ class Generator(param.Parameterized):
         """
         self.cache.sweep_temp_files()
         items, name_set, developer_set = self._batch_items(names, developers)
-        pending = [item for item in items if self.cache.lookup(item.stem_id) is None]
+        pending = [item for item in items if self.current(item.stem_id.kind, item.text) is None]
         cached = len(items) - len(pending)
         report = BatchReport(
             total=len(items),

@@ -158,9 +158,15 @@ _ISSUE_10_COUNTERS = {"stems": "stems", "rotation": "rotation_cursors", "jobs": 
 _UPLOAD_COUNTERS = {"uploads": "storage_uploads"}
 #: The counter migration 7 adds: campaigns and their message rows (issue 12).
 _CAMPAIGN_COUNTERS = {"campaigns": "campaigns"}
+_PRONUNCIATION_COUNTERS = {"pronunciations": "pronunciations"}
 #: What each revision counter follows: `name` → the table whose every write bumps it
 #: (the "campaigns" counter also follows `campaign_messages`, see `campaign_counter`).
-REVISED_TABLES = {**_ISSUE_10_COUNTERS, **_UPLOAD_COUNTERS, **_CAMPAIGN_COUNTERS}
+REVISED_TABLES = {
+    **_ISSUE_10_COUNTERS,
+    **_UPLOAD_COUNTERS,
+    **_CAMPAIGN_COUNTERS,
+    **_PRONUNCIATION_COUNTERS,
+}
 
 
 def revision_counters(db: sqlite3.Connection) -> None:
@@ -269,6 +275,35 @@ def campaign_counter(db: sqlite3.Connection) -> None:
     _count_writes(db, {"campaigns": "campaign_messages"})
 
 
+#: Sound (issue 13): what processing measured for each stem (`sound.SoundReport`: loudness
+#: before and after in LUFS, true peak after in dBTP, the gain; NULL for stems made without
+#: processing), the pronunciation entries it was made with (their hash, "" for none) and the
+#: text the engine was actually given; and the pronunciation dictionary itself, keyed by the
+#: casefolded spoken text, `phonemes` a JSON object engine → phonemes.
+SOUND_AND_PRONUNCIATIONS = """
+ALTER TABLE stems ADD COLUMN loudness_before REAL;
+ALTER TABLE stems ADD COLUMN loudness_after REAL;
+ALTER TABLE stems ADD COLUMN true_peak_after REAL;
+ALTER TABLE stems ADD COLUMN gain_db REAL;
+ALTER TABLE stems ADD COLUMN pronunciation TEXT NOT NULL DEFAULT '';
+ALTER TABLE stems ADD COLUMN spoken_as TEXT NOT NULL DEFAULT '';
+CREATE TABLE IF NOT EXISTS pronunciations (
+    key TEXT PRIMARY KEY,
+    text TEXT NOT NULL,
+    respelling TEXT NOT NULL DEFAULT '',
+    phonemes TEXT NOT NULL DEFAULT '{}',
+    note TEXT NOT NULL DEFAULT '',
+    updated_at TEXT NOT NULL
+) WITHOUT ROWID
+"""
+
+
+def pronunciation_counter(db: sqlite3.Connection) -> None:
+    """The dictionary's revision counter ("pronunciations"): a process rebuilds its matcher
+    and its views when another process edited an entry."""
+    _count_writes(db, _PRONUNCIATION_COUNTERS)
+
+
 #: Append only. The position (1-based) is the schema version a database reaches.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("stem index and rotation cursors (wave 1)", sql=STEMS_AND_CURSORS),
@@ -285,5 +320,10 @@ MIGRATIONS: tuple[Migration, ...] = (
         "campaigns, their messages and their counter (issue 12)",
         sql=CAMPAIGNS,
         function=campaign_counter,
+    ),
+    Migration(
+        "stem loudness and pronunciation columns, the pronunciation dictionary (issue 13)",
+        sql=SOUND_AND_PRONUNCIATIONS,
+        function=pronunciation_counter,
     ),
 )

@@ -34,6 +34,7 @@ from hybrid_audio.generation import Generator
 from hybrid_audio.jobs import Job, JobRunner
 from hybrid_audio.live import read_revisions
 from hybrid_audio.logs import JsonlLog
+from hybrid_audio.pronunciation import PronunciationDictionary
 from hybrid_audio.rotation import RotationEngine, RotationStep
 from hybrid_audio.storage import open_store
 from hybrid_audio.storage.base import ObjectStore
@@ -83,6 +84,10 @@ class Workspace(param.Parameterized):
     campaigns = param.ClassSelector(
         class_=Campaigns, doc="Recipient lists → proven messages, run as 'campaign' jobs."
     )
+    pronunciations = param.ClassSelector(
+        class_=PronunciationDictionary,
+        doc="How words are to be said; the generator applies it before synthesis.",
+    )
 
     @classmethod
     def build(cls, settings: Settings, engine: Engine | None = None) -> Workspace:
@@ -120,6 +125,7 @@ class Workspace(param.Parameterized):
             jobs_log=JsonlLog(Path(settings.logs_dir) / "jobs.jsonl", settings.log_max_bytes),
             store=store,
             uploads=uploads,
+            pronunciations=generator.pronunciations,
         )
         workspace.storage = StorageService(
             settings=settings,
@@ -172,6 +178,8 @@ class Workspace(param.Parameterized):
             self.uploads.refresh()
         if "campaigns" in changed and self.campaigns is not None:
             self.campaigns.refresh()
+        if "pronunciations" in changed:
+            self.pronunciations.refresh()
 
     # --- orchestration ------------------------------------------------------------------
 

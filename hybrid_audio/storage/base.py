@@ -231,6 +231,7 @@ STEM_METADATA = (
     "voice",
     "api_version",
     "sha256",
+    "pronunciation",  # hash of the dictionary entries it was made with ("" none)
 )
 
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from hybrid_audio import kinds
 from hybrid_audio.cache import StemCache, StemRecord
+from hybrid_audio.pronunciation import Pronounced
 from hybrid_audio.stems import StemId, same_identity
 from hybrid_audio.storage.base import (
     ObjectInfo,
@@ -44,6 +45,7 @@ def pull_stem(
     name_or_info: str | ObjectInfo,
     *,
     text: str | None = None,
+    pronunciation: str | None = None,
 ) -> PullOutcome:
     """Download one stem object, prove it, and store it locally unless it is already here.
 
@@ -53,7 +55,8 @@ def pull_stem(
     another text (a phrase edited since) is "incompatible". An `ObjectInfo` from a
     listing lets an incompatible object be skipped without downloading it. Raises
     `ObjectMissingError` when there is no such object and `StorageUnavailableError` when
-    the bucket cannot be reached.
+    the bucket cannot be reached. `pronunciation` (the hash of the dictionary entries the
+    caller would apply) rules out an object made with other entries; None accepts any.
     """
     name = name_or_info.name if isinstance(name_or_info, ObjectInfo) else name_or_info
     parsed = parse_object_name(name)
@@ -61,11 +64,11 @@ def pull_stem(
         return PullOutcome(status="invalid", name=name, detail="not a stem object name")
     stem_id = StemId.parse(str(parsed.stem_id))
     if isinstance(name_or_info, ObjectInfo):
-        refused = _refusal(cache, stem_id, name_or_info.metadata, text)
+        refused = _refusal(cache, stem_id, name_or_info.metadata, text, pronunciation)
         if refused is not None:
             return PullOutcome(status=refused[0], name=name, detail=refused[1])
     data, info = store.download(name)
-    refused = _refusal(cache, stem_id, info.metadata, text)
+    refused = _refusal(cache, stem_id, info.metadata, text, pronunciation)
     if refused is not None:
         return PullOutcome(status=refused[0], name=name, detail=refused[1])
     sha256 = info.metadata["sha256"]
@@ -92,7 +95,15 @@ def pull_stem(
     spoken = metadata_text(info.metadata)
     try:
         record = cache.store(
-            stem_id, spoken, wav, api_version=info.metadata.get("api_version", ""), upload=False
+            stem_id,
+            spoken,
+            wav,
+            api_version=info.metadata.get("api_version", ""),
+            upload=False,
+            # The entries' hash travels with the object; the text they made does not.
+            pronounced=Pronounced(
+                engine_text="", entry_hash=info.metadata.get("pronunciation", ""), entries=[]
+            ),
         )
     except WavError as error:  # another format than the contract's
         return PullOutcome(status="invalid", name=name, detail=str(error))
@@ -100,7 +111,11 @@ def pull_stem(
 
 
 def _refusal(
-    cache: StemCache, stem_id: StemId, metadata: dict[str, str], text: str | None
+    cache: StemCache,
+    stem_id: StemId,
+    metadata: dict[str, str],
+    text: str | None,
+    pronunciation: str | None,
 ) -> tuple[PullStatus, str] | None:
     """Why an object's metadata rules it out, or None when it may be downloaded/adopted."""
     if not metadata.get("sha256") or metadata.get("stem_id") != str(stem_id):
@@ -121,4 +136,6 @@ def _refusal(
             return "invalid", f"its text {spoken!r} is not the text of {stem_id}"
     if text is not None and not same_identity(spoken, text):
         return "incompatible", f"it speaks {spoken!r}, not {text!r}"
+    if pronunciation is not None and metadata.get("pronunciation", "") != pronunciation:
+        return "incompatible", "it was made with other pronunciation dictionary entries"
     return None
