@@ -32,7 +32,8 @@ import stat
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,6 +62,7 @@ from hybrid_audio.files import (
     discard,
     leftovers,
     read_inside,
+    stem_lock,
     storage_errors,
     write_temp,
 )
@@ -507,6 +509,23 @@ class Assembler(param.Parameterized):
         ]
         written = _bytes_or_path(self.output_dir, f"{output_id}.wav")
         return verify(written, Manifest(**document["merge"]), parts)
+
+    @contextmanager
+    def manifest_lock(self, output_id: str) -> Iterator[None]:
+        """Hold the lock of one output's manifest, in this process or another (a `flock`
+        in the state folder's locks/): whoever rewrites a manifest takes it, so no two
+        rewrites lose each other's change."""
+        self._manifest_path(output_id)  # an id, never a path
+        with stem_lock(self.settings.state_dir, f"output-{output_id}"):
+            yield
+
+    def record_in_manifest(self, output_id: str, section: str, key: str, value: Any) -> None:
+        """Set `section[key]` of a manifest and rewrite it atomically (a delivery record:
+        later additions go to the manifest, never into the WAV). Hold `manifest_lock`."""
+        document = self.load_output(output_id)
+        document.setdefault(section, {})[key] = value
+        manifest = json.dumps(document, ensure_ascii=False).encode()
+        atomic_write(self._manifest_path(output_id), manifest)
 
     def _manifest_path(self, output_id: str) -> Path:
         if not isinstance(output_id, str) or not _OUTPUT_ID.fullmatch(output_id):
