@@ -165,12 +165,19 @@ def _trim_range(x: np.ndarray, threshold: float, keep: int) -> tuple[int, int]:
 def process(wav: Wav, contract: VoiceContract) -> tuple[Wav, SoundReport | None]:
     """The stem `contract` wants from an engine's `wav`, and what was done to it.
 
-    Returns `(wav, None)` unchanged when the contract processes nothing. The result has the
-    same format as the input; only its samples (and length, by the trim) differ.
+    Returns `(wav, None)` unchanged when the contract processes nothing, and for audio the
+    cache will refuse anyway (another format than the contract's, a partial frame, none), so
+    that refusal names the engine's real fault. The result has the same format as the
+    input; only its samples (and length, by the trim) differ.
     """
-    if not contract.processes_sound:
-        return wav, None
     fmt = wav.format
+    if (
+        not contract.processes_sound
+        or fmt != contract.audio_format
+        or len(wav.pcm) % fmt.block_align
+        or not wav.pcm
+    ):
+        return wav, None
     rate = fmt.sample_rate
     source = codecs.decode(wav.pcm, fmt).mean(axis=1)  # contracts are mono
     target = contract.loudness_lufs

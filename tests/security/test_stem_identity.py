@@ -211,7 +211,8 @@ def _wave1_cache(root: Path, rows: dict[str, str]) -> VoiceContract:
     for seed, (stem_id, text) in enumerate(rows.items()):
         audio = read_wav(make_wav(contract.audio_format, 2205, seed=seed))
         record = scratch.store(stem_id, text, audio)
-        values = record.model_dump(exclude={"compatible", "cached"})
+        wave1_columns = [row[1] for row in db.execute("PRAGMA table_info(stems)")]
+        values = {column: getattr(record, column) for column in wave1_columns}
         columns = ", ".join(values)
         db.execute(
             f"INSERT INTO stems ({columns}) VALUES ({', '.join('?' * len(values))})",
