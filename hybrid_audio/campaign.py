@@ -960,12 +960,13 @@ class Campaigns(param.Parameterized):
 
     # --- export and deletion ------------------------------------------------------------
 
-    def export_zip(self, campaign_id: str) -> Iterator[bytes]:
-        """The campaign as a zip, streamed in small chunks (see `campaign_export`)."""
+    def export_zip(self, campaign_id: str, fmt: str = "wav") -> Iterator[bytes]:
+        """The campaign as a zip, streamed in small chunks, each message in delivery format
+        `fmt` (see `campaign_export`)."""
         from hybrid_audio.campaign_export import export_zip
 
         self.get(campaign_id)
-        return export_zip(self, campaign_id)
+        return export_zip(self, campaign_id, fmt)
 
     def delete(self, campaign_id: str) -> None:
         """Erase the campaign: its rows, its folder, every message output (WAV and
@@ -974,8 +975,9 @@ class Campaigns(param.Parameterized):
         info = self.get(campaign_id)
         if info.state == CampaignState.RUNNING:
             raise CampaignError(f"campaign {campaign_id} is running; cancel it first")
-        for path in self.output_dir.glob(f"{campaign_id}_*"):
-            discard(path)
+        for folder in (self.output_dir, self.output_dir / "deliveries"):
+            for path in folder.glob(f"{campaign_id}_*"):
+                discard(path)
         shutil.rmtree(self.folder(campaign_id), ignore_errors=True)
         if self.gcs:
             self._delete_remote(campaign_id)

@@ -13,6 +13,12 @@ then `messages.csv` and `campaign.json`. `<stem>` is the recipient id made safe 
 name, else `<row:06d>_<slug of the name>`; a stem already used gets `_2`, `_3`… The
 `file` column of messages.csv names each message's WAV in the zip.
 
+Exported in another delivery format (`fmt`, see `hybrid_audio.delivery`), each message is
+its delivery (`<stem>.mp3`, `<stem>.mulaw.wav`…), encoded from the proven master once and
+recorded in its manifest (so `manifests/<stem>.json` holds the record), and messages.csv
+gains a `file_sha256` column: the sha256 of the delivered file (`sha256` stays the
+master's).
+
 messages.csv is opened in spreadsheets, and its texts come from whoever wrote the recipient
 list: a cell that starts with `=`, `+`, `-`, `@`, a tab or a carriage return would run as a
 formula there (CSV injection), so such a text is written with a leading `'` (OWASP's
@@ -27,10 +33,11 @@ import itertools
 import json
 import re
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from hybrid_audio.delivery import MASTER, get_format, read_delivery
 from hybrid_audio.files import read_inside
 from hybrid_audio.stems import normalize
 from hybrid_audio.storage.base import output_object_names
@@ -98,14 +105,21 @@ def inert(text: str) -> str:
 
 
 def messages_csv(
-    campaigns: Campaigns, campaign_id: str, through: int | None = None
+    campaigns: Campaigns,
+    campaign_id: str,
+    through: int | None = None,
+    delivered: Mapping[int, str] | None = None,
+    suffix: str = ".wav",
 ) -> Iterator[bytes]:
     """messages.csv in chunks (UTF-8, header first), rows in row order; a zip's copy gives
-    a `file` only to rows up to `through`, the last message it holds (see `named`)."""
+    a `file` only to rows up to `through`, the last message it holds (see `named`).
+    `delivered` (row → sha256 of its delivered file) adds the `file_sha256` column of an
+    export in a delivery format whose files end in `suffix`."""
     prefix = campaigns.settings.gcs_prefix if campaigns.gcs else ""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     extra = ("object_name", "manifest_object_name") if campaigns.gcs else ()
+    extra += ("file_sha256",) if delivered is not None else ()
     writer.writerow((*CSV_COLUMNS, *extra))
     rows = named(campaigns.iter_messages(campaign_id), through)
     for count, (m, stem) in enumerate(rows, start=1):
@@ -120,11 +134,13 @@ def messages_csv(
             m.sha256 or "",
             "true" if m.verified else "false",
             inert(m.error),
-            f"{stem}.wav" if stem else "",
+            f"{stem}{suffix}" if stem else "",
         ]
         if campaigns.gcs:
             names = output_object_names(m.output_id) if m.output_id else ("", "")
             cells += [f"{prefix}{n}" if n else "" for n in names]
+        if delivered is not None:
+            cells.append(delivered.get(m.row, "") if stem else "")
         writer.writerow(cells)
         if count % _CSV_ROWS == 0:
             yield buffer.getvalue().encode()
@@ -203,8 +219,10 @@ def _stamp(iso: str) -> tuple[int, int, int, int, int, int]:
     return (max(when.year, 1980), when.month, when.day, when.hour, when.minute, when.second)
 
 
-def export_zip(campaigns: Campaigns, campaign_id: str) -> Iterator[bytes]:
-    """The campaign's zip as a stream of chunks (see the module docstring)."""
+def export_zip(campaigns: Campaigns, campaign_id: str, fmt: str = MASTER) -> Iterator[bytes]:
+    """The campaign's zip as a stream of chunks, each message in delivery format `fmt`
+    (see the module docstring); an unknown format is a ValueError before any chunk."""
+    suffix = get_format(fmt).suffix
     info = campaigns.get(campaign_id)
     when = _stamp(info.finished_at or info.updated_at)
     sink = _Sink()
@@ -218,11 +236,14 @@ def export_zip(campaigns: Campaigns, campaign_id: str) -> Iterator[bytes]:
 
     done = campaigns.iter_messages(campaign_id, "done")
     through = 0  # the last row written: rows made later (the campaign runs) are not in it
+    delivered: dict[int, str] | None = None if fmt == MASTER else {}
     for message, stem in named(done):
         assert message.output_id is not None
         through = message.row
-        data, _ = campaigns.assembler.read_output(message.output_id)
-        entry = member(f"{stem}.wav", zipfile.ZIP_STORED)
+        record, data, _ = read_delivery(campaigns.assembler, message.output_id, fmt)
+        if delivered is not None:
+            delivered[message.row] = record.sha256
+        entry = member(f"{stem}{suffix}", zipfile.ZIP_STORED)
         entry.file_size = len(data)
         with archive.open(entry, "w") as target:
             for start in range(0, len(data), PIECE_BYTES):
@@ -233,7 +254,7 @@ def export_zip(campaigns: Campaigns, campaign_id: str) -> Iterator[bytes]:
         archive.writestr(member(f"manifests/{stem}.json", zipfile.ZIP_DEFLATED), manifest)
         yield sink.drain()
     with archive.open(member("messages.csv", zipfile.ZIP_DEFLATED), "w", force_zip64=True) as f:
-        for chunk in messages_csv(campaigns, campaign_id, through):
+        for chunk in messages_csv(campaigns, campaign_id, through, delivered, suffix):
             f.write(chunk)
             yield sink.drain()
     document = json.dumps(campaign_document(campaigns, info), ensure_ascii=False, indent=1)

@@ -64,6 +64,7 @@ ROUTES = {
     ("GET", "/assemble/outputs/{output_id}"),
     ("GET", "/assemble/outputs/{output_id}/audio"),
     ("GET", "/assemble/outputs/{output_id}/verify"),
+    ("GET", "/assemble/formats"),
     ("GET", "/rotation/next_name"),
     ("GET", "/rotation/next_developer"),
     ("GET", "/rotation/next_script"),

@@ -25,11 +25,11 @@ from app.views.common import (
     friendly,
     md,
     script_choices,
-    wav_download,
     waveform_figure,
 )
 from app.views.live import live
 from hybrid_audio.bitmerge import VerifyReport
+from hybrid_audio.delivery import FORMATS, file_name, read_delivery
 from hybrid_audio.templates import SilenceSegment, SlotSegment, StemSegment, list_templates
 from hybrid_audio.waveform import segment_boundaries, segment_spans
 from hybrid_audio.workspace import Workspace
@@ -68,6 +68,12 @@ class AssembleView(PageState, pn.viewable.Viewer):
     )
     output_id = param.String(
         default=None, allow_None=True, doc="The output shown (the user's choice, an id)."
+    )
+    delivery_format = param.Selector(
+        default="wav",
+        objects=list(FORMATS),
+        label="Format",
+        doc="What Download delivers: wav (the proven master) or a format encoded from it.",
     )
     reverified = param.ClassSelector(
         class_=VerifyReport,
@@ -327,13 +333,23 @@ class AssembleView(PageState, pn.viewable.Viewer):
 
     @friendly
     def download_bytes(self) -> BytesIO:
-        """The shown message's WAV for the Download button (proven bytes, never a path)."""
+        """The shown message in the chosen format for the Download button: the proven master,
+        or its delivery (encoded once, checked against its manifest record); never a path."""
         if self.output_id is None:
             raise ValueError("no output shown: assemble one or pick one from the list")
-        return BytesIO(self._wav_bytes(self.output_id))
+        delivered = read_delivery(self.workspace.assembler, self.output_id, self.delivery_format)
+        return BytesIO(delivered[1])
 
-    def _download_button(self, output_id: str | None) -> pn.widgets.FileDownload:
-        return wav_download(self.download_bytes, output_id, "message")
+    def _download_button(self, output_id: str | None, fmt: str) -> pn.widgets.FileDownload:
+        kind = FORMATS[fmt]
+        return pn.widgets.FileDownload(
+            callback=self.download_bytes,
+            filename=file_name(output_id, fmt) if output_id else f"message{kind.suffix}",
+            label=f"Download message ({fmt.upper()})",
+            disabled=output_id is None,
+            width=220,
+            css_classes=["download-message"],
+        )
 
     # --- panes shared with the workflow page (new objects on every call) ------------------
 
@@ -346,8 +362,16 @@ class AssembleView(PageState, pn.viewable.Viewer):
         return summary, pn.panel(pn.bind(self._player, self.param.output_id))
 
     def download_button(self) -> pn.viewable.Viewable:
-        """The Download button of the shown message (disabled while there is none)."""
-        return pn.panel(pn.bind(self._download_button, self.param.output_id))
+        """The format selector and the Download button of the shown message (disabled while
+        there is none); the file is named for the chosen format."""
+        return pn.Row(
+            pn.widgets.Select.from_param(
+                self.param.delivery_format, width=100, css_classes=["delivery-format"]
+            ),
+            pn.panel(
+                pn.bind(self._download_button, self.param.output_id, self.param.delivery_format)
+            ),
+        )
 
     def __panel__(self) -> pn.viewable.Viewable:
         def with_next(widget: pn.widgets.Widget, slot: str) -> pn.Row:

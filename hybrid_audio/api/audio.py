@@ -23,16 +23,17 @@ _PATHSEND = "http.response.pathsend"
 
 
 class VerifiedAudio(FileResponse):
-    """`audio/wav` from bytes in memory, with `FileResponse`'s Range support."""
+    """Audio (`audio/wav` unless told) from bytes in memory, with `FileResponse`'s Range
+    support."""
 
-    def __init__(self, data: bytes, info: os.stat_result, filename: str) -> None:
+    def __init__(
+        self, data: bytes, info: os.stat_result, filename: str, media_type: str = "audio/wav"
+    ) -> None:
         size_fixed = os.stat_result(
             (*info[:6], len(data), int(info.st_atime), int(info.st_mtime), int(info.st_ctime))
         )
         # The path is only a name: nothing is ever opened by it (see _open_file).
-        super().__init__(
-            filename, media_type="audio/wav", filename=filename, stat_result=size_fixed
-        )
+        super().__init__(filename, media_type=media_type, filename=filename, stat_result=size_fixed)
         self._data = data
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -5,6 +5,7 @@ A proof that does not pass exits 1, so scripts can rely on the exit code alone.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
 from enum import StrEnum
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from hybrid_audio.cli.client import CliError, segment
+from hybrid_audio.cli.client import EXIT_USAGE, CliError, segment
 from hybrid_audio.cli.context import CommandGroup, Session, session
 from hybrid_audio.cli.render import Limit, err, kv_table, out, print_rows, rows_table, safe
 
@@ -32,6 +33,9 @@ AlsoOut = Annotated[
 ]
 OutFile = Annotated[
     Path, typer.Option("--out", dir_okay=False, help="Where to write the WAV ('-': stdout).")
+]
+AudioOut = Annotated[
+    Path, typer.Option("--out", dir_okay=False, help="Where to write the file ('-': stdout).")
 ]
 
 
@@ -206,13 +210,72 @@ def assemble_show(ctx: typer.Context, output_id: OutputId) -> None:
     cli.show(data, render)
 
 
+def delivery_format(cli: Session, typed: str) -> str:
+    """The delivery format a user typed, as the server names it (`GET /assemble/formats`,
+    asked unless it is the master, `wav`); exit 2 naming the formats the server has."""
+    if typed.strip().lower() == "wav":
+        return "wav"
+    listed = cli.api.json("GET", "/assemble/formats", lookup=True)
+    try:
+        names = [str(f["name"]) for f in listed]
+    except (TypeError, KeyError):
+        raise CliError("GET /assemble/formats: the server answered an unexpected shape") from None
+    word = typed.strip().lower()
+    if word not in names:
+        raise CliError(
+            f"unknown format {typed!r}: this server delivers {', '.join(names)}", EXIT_USAGE
+        )
+    return word
+
+
+def download_checked(cli: Session, output_id: str, fmt: str, target: Path) -> None:
+    """Download an output's audio in `fmt` and check the bytes received against the sha256
+    its manifest records (the master's, or its delivery's); a mismatch removes the file."""
+    digest = hashlib.sha256()
+    size = cli.api.download(audio_path(output_id), target, digest, params={"format": fmt})
+    manifest = cli.api.json("GET", f"/assemble/outputs/{segment(output_id)}", lookup=True)
+    record = manifest.get("output") if fmt == "wav" else (manifest.get("deliveries") or {}).get(fmt)
+    expected = (record or {}).get("sha256")
+    if digest.hexdigest() != expected:
+        if str(target) != "-":
+            target.unlink(missing_ok=True)
+        raise CliError(
+            f"output {output_id} ({fmt}): the bytes received (sha256 {digest.hexdigest()}) "
+            f"are not the ones its manifest records ({expected or 'none'}); download again"
+        )
+    saved(target, size)
+
+
+FormatOption = Annotated[
+    str,
+    typer.Option(
+        "--format",
+        help="wav (the master), or a delivery format the server lists: flac, mp3, ogg "
+        "(Opus), mulaw, alaw (8 kHz telephony).",
+    ),
+]
+
+
+@app.command("download")
+def assemble_download(
+    ctx: typer.Context, output_id: OutputId, out_file: AudioOut, fmt: FormatOption = "wav"
+) -> None:
+    """Download an output's audio: the WAV master or a delivery format, checked against the
+    sha256 its manifest records.
+
+    Example: hybrid-audio assemble download ID --format mp3 --out message.mp3
+    """
+    cli = session(ctx)
+    download_checked(cli, output_id, delivery_format(cli, fmt), out_file)
+
+
 @app.command("audio")
 def assemble_audio(ctx: typer.Context, output_id: OutputId, out_file: OutFile) -> None:
-    """Download an output's WAV file.
+    """Download an output's WAV file (the master; `download --format` for other formats).
 
     Example: hybrid-audio assemble audio ID --out message.wav
     """
-    saved(out_file, session(ctx).api.download(audio_path(output_id), out_file))
+    download_checked(session(ctx), output_id, "wav", out_file)
 
 
 @app.command("verify")

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
-from hybrid_audio.cli.assemble import JoinMode, saved
+from hybrid_audio.cli.assemble import JoinMode, delivery_format, saved
 from hybrid_audio.cli.client import EXIT_USAGE, CliError, segment
 from hybrid_audio.cli.context import CommandGroup, Session, session
 from hybrid_audio.cli.jobs import Wait, follow
@@ -53,6 +53,14 @@ ZipOut = Annotated[
         "--out",
         dir_okay=False,
         help="Download the campaign's zip here when it ends (implies --wait; '-': stdout).",
+    ),
+]
+ZipFormat = Annotated[
+    str,
+    typer.Option(
+        "--format",
+        help="Each message's audio in the zip: wav (the masters) or a delivery format the "
+        "server lists (flac, mp3, ogg, mulaw, alaw).",
     ),
 ]
 RecipientsFile = Annotated[
@@ -150,7 +158,15 @@ def _outcome(detail: Mapping[str, Any]) -> None:
         )
 
 
-def finish_campaign(cli: Session, answer: dict[str, Any], wait: bool, target: Path | None) -> None:
+def download_zip(cli: Session, campaign_id: str, target: Path, fmt: str) -> None:
+    """The campaign's zip, its messages in delivery format `fmt`, written to `target`."""
+    path = _path(campaign_id, "/export.zip")
+    saved(target, cli.api.download(path, target, params={"format": fmt}))
+
+
+def finish_campaign(
+    cli: Session, answer: dict[str, Any], wait: bool, target: Path | None, fmt: str = "wav"
+) -> None:
     """Show a started campaign, or follow its job, summarise it, download its zip."""
     if not (wait or target):
         cli.show(answer, _started)
@@ -159,7 +175,7 @@ def finish_campaign(cli: Session, answer: dict[str, Any], wait: bool, target: Pa
     follow(cli.api, answer["job"])
     detail = cli.api.json("GET", _path(campaign_id))
     if target is not None and (detail.get("done") or 0) > 0:
-        saved(target, cli.api.download(_path(campaign_id, "/export.zip"), target))
+        download_zip(cli, campaign_id, target, fmt)
     elif target is not None:
         err.print(safe(f"no zip written: campaign {campaign_id} has no finished message"))
     if cli.as_json:
@@ -178,6 +194,7 @@ def campaign_run(
     join: Join = None,
     wait: Wait = False,
     target: ZipOut = None,
+    fmt: ZipFormat = "wav",
 ) -> None:
     """Upload a recipient list and start its campaign; --wait follows it to a summary.
 
@@ -190,10 +207,11 @@ def campaign_run(
     Example: hybrid-audio campaign run list.csv --template double_anchor --wait --out c.zip
     """
     cli = session(ctx)
+    fmt = delivery_format(cli, fmt)  # before the campaign starts: a typo is not found later
     form = {"template": template} | ({"join": join.value} if join else {})
     with _upload(recipients) as upload:
         answer = cli.api.json("POST", "/campaigns", data=form, files=upload)
-    finish_campaign(cli, answer, wait, target)
+    finish_campaign(cli, answer, wait, target, fmt)
 
 
 @app.command("rotation")
@@ -205,6 +223,7 @@ def campaign_rotation(
     join: Join = None,
     wait: Wait = False,
     target: ZipOut = None,
+    fmt: ZipFormat = "wav",
 ) -> None:
     """Start a campaign over the next COUNT name × developer pairs of the rotation.
 
@@ -213,11 +232,12 @@ def campaign_rotation(
     Example: hybrid-audio campaign rotation --count 50 --template double_anchor --wait
     """
     cli = session(ctx)
+    fmt = delivery_format(cli, fmt)
     rotation: dict[str, int] = {"count": count} | ({"seed": seed} if seed is not None else {})
     body: dict[str, Any] = {"template": template, "rotation": rotation}
     if join:
         body["join"] = join.value
-    finish_campaign(cli, cli.api.json("POST", "/campaigns", json=body), wait, target)
+    finish_campaign(cli, cli.api.json("POST", "/campaigns", json=body), wait, target, fmt)
 
 
 @app.command("preview")
@@ -299,13 +319,15 @@ def campaign_export(
     target: Annotated[
         Path, typer.Option("--out", dir_okay=False, help="Where to write the zip ('-': stdout).")
     ],
+    fmt: ZipFormat = "wav",
 ) -> None:
-    """Download a campaign's zip: its WAVs, messages.csv and manifests.
+    """Download a campaign's zip: its audio (WAV masters or --format), messages.csv and
+    manifests.
 
-    Example: hybrid-audio campaign export c3f9a0b1c2d4e --out campaign.zip
+    Example: hybrid-audio campaign export c3f9a0b1c2d4e --format mp3 --out campaign.zip
     """
     cli = session(ctx)
-    saved(target, cli.api.download(_path(campaign_id, "/export.zip"), target))
+    download_zip(cli, campaign_id, target, delivery_format(cli, fmt))
 
 
 @app.command("cancel")

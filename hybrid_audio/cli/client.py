@@ -189,14 +189,17 @@ class Api:
                 self.call.record(method, path, None)
             raise self._unreachable(error) from None
 
-    def download(self, path: str, target: Path) -> int:
-        """Stream a body to `target` (written aside, then renamed; `-` is stdout)."""
+    def download(self, path: str, target: Path, digest: Any = None, **kwargs: Any) -> int:
+        """Stream a body to `target` (written aside, then renamed; `-` is stdout), feeding
+        every chunk to `digest` (a hashlib object) when given."""
         written = 0
-        with self.stream("GET", path) as response:
+        with self.stream("GET", path, **kwargs) as response:
             if str(target) == "-":
                 for chunk in response.iter_bytes():
                     sys.stdout.buffer.write(chunk)
                     written += len(chunk)
+                    if digest is not None:
+                        digest.update(chunk)
                 sys.stdout.buffer.flush()
                 return written
             partial = target.with_name(f".{target.name}.part")
@@ -205,6 +208,8 @@ class Api:
                     for chunk in response.iter_bytes():
                         handle.write(chunk)
                         written += len(chunk)
+                        if digest is not None:
+                            digest.update(chunk)
                 partial.replace(target)
             except OSError as error:
                 partial.unlink(missing_ok=True)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from enum import StrEnum
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import FileResponse
+from pydantic import BaseModel
 
 from hybrid_audio.api.audio import VerifiedAudio
 from hybrid_audio.api.deps import WorkspaceDep
@@ -19,9 +21,23 @@ from hybrid_audio.api.models import (
 )
 from hybrid_audio.assembly import OutputSummary
 from hybrid_audio.bitmerge import VerifyReport
+from hybrid_audio.delivery import FORMATS, file_name, read_delivery
 from hybrid_audio.workspace import Workspace
 
 router = APIRouter(prefix="/assemble", tags=["assemble"])
+
+#: The delivery formats, an enum in the OpenAPI schema (an unknown one is a 422 naming them).
+DeliveryName = StrEnum("DeliveryName", {name: name for name in FORMATS})
+_AUDIO_TYPES = {kind.media_type: {} for kind in FORMATS.values()}
+
+
+class DeliveryFormatInfo(BaseModel):
+    """A format `GET /assemble/outputs/{id}/audio?format=` delivers."""
+
+    name: str
+    suffix: str
+    media_type: str
+    description: str
 
 
 def _known(workspace: Workspace, output_id: str) -> str:
@@ -74,19 +90,43 @@ def get_output(output_id: str, workspace: WorkspaceDep) -> dict[str, Any]:
         raise not_found(f"output {output_id!r}") from None
 
 
+@router.get("/formats", response_model=list[DeliveryFormatInfo], summary="Delivery formats")
+def list_formats() -> list[DeliveryFormatInfo]:
+    """What `?format=` of an output's audio takes (the CLI asks here)."""
+    return [
+        DeliveryFormatInfo(
+            name=k.name, suffix=k.suffix, media_type=k.media_type, description=k.description
+        )
+        for k in FORMATS.values()
+    ]
+
+
 @router.get(
     "/outputs/{output_id}/audio",
     response_class=FileResponse,
-    responses={200: {"content": {"audio/wav": {}}}, 206: {"content": {"audio/wav": {}}}},
-    summary="The WAV file (Range requests supported)",
+    responses={200: {"content": _AUDIO_TYPES}, 206: {"content": _AUDIO_TYPES}},
+    summary="The message's audio: the WAV master or a delivery format (Range requests supported)",
 )
-def get_output_audio(output_id: str, workspace: WorkspaceDep) -> FileResponse:
-    """The bytes the manifest recorded: 409 if the file changed or is a symbolic link."""
+def get_output_audio(
+    output_id: str,
+    workspace: WorkspaceDep,
+    fmt: Annotated[
+        DeliveryName,
+        Query(
+            alias="format",
+            description="wav: the master; other formats are encoded from it once, cached, "
+            "and recorded in the manifest's `deliveries`.",
+        ),
+    ] = DeliveryName.wav,
+) -> FileResponse:
+    """The bytes the manifest recorded (a delivery: the bytes its record holds, encoded
+    from the proven master): 409 if the master changed or a file is a symbolic link."""
     try:
-        data, info = workspace.assembler.read_output(output_id)
+        record, data, info = read_delivery(workspace.assembler, output_id, fmt.value)
     except KeyError:
         raise not_found(f"output {output_id!r}") from None
-    return VerifiedAudio(data, info, f"{output_id}.wav")
+    media_type = FORMATS[record.format].media_type
+    return VerifiedAudio(data, info, file_name(output_id, record.format), media_type)
 
 
 @router.get(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -36,6 +36,7 @@ from hybrid_audio.api.models import (
     RecipientsCampaign,
     set_page_headers,
 )
+from hybrid_audio.api.routers.assemble import DeliveryName
 from hybrid_audio.campaign import (
     CampaignError,
     CampaignInfo,
@@ -297,13 +298,24 @@ def campaign_messages(
     "/{campaign_id}/export.zip",
     response_class=StreamingResponse,
     responses={200: {"content": {"application/zip": {}}, "description": "The campaign zip"}},
-    summary="The campaign as a zip: WAVs by recipient, messages.csv, manifests (streamed)",
+    summary="The campaign as a zip: audio by recipient, messages.csv, manifests (streamed)",
 )
-def export_campaign(campaign_id: str, workspace: WorkspaceDep) -> StreamingResponse:
+def export_campaign(
+    campaign_id: str,
+    workspace: WorkspaceDep,
+    fmt: Annotated[
+        DeliveryName,
+        Query(
+            alias="format",
+            description="Each message's audio: wav (the masters) or a delivery format, "
+            "encoded once from the master and recorded in its manifest.",
+        ),
+    ] = DeliveryName.wav,
+) -> StreamingResponse:
     info = _campaign(workspace, campaign_id)
     if info.done == 0:
         raise ApiError(409, f"campaign {campaign_id} has no finished message yet")
-    chunks = workspace.campaigns.export_zip(campaign_id)
+    chunks = workspace.campaigns.export_zip(campaign_id, fmt.value)
     first = next(chunks, b"")  # a message that fails its check before any byte: an error status
     return StreamingResponse(
         itertools.chain([first], chunks),
