@@ -95,6 +95,11 @@ class Health(BaseModel):
     engine_version: str
     contract_signature: str
     audio_format: str
+    sound: dict[str, float | int | None] | None = Field(
+        default=None,
+        description="Processing every stem gets at generation (loudness target LUFS, "
+        "true-peak ceiling dBTP, edge fade ms, algorithm version); null when it is off.",
+    )
     auth_required: bool
     storage: StorageDescription = Field(
         description="Where stems and outputs are mirrored: local (no bucket) or a GCS bucket."

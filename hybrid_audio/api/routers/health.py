@@ -28,6 +28,7 @@ def health(workspace: WorkspaceDep) -> Health:
         engine_version=contract.engine_version,
         contract_signature=contract.signature(),
         audio_format=contract.audio_format.describe(),
+        sound=contract.sound(),
         auth_required=bool(workspace.settings.internal_api_key),
         storage=storage
         if not workspace.settings.internal_api_key
