@@ -64,6 +64,8 @@ def cache_list(
     columns: list[str | tuple[str, str]] = ["stem_id", "kind", "text", "duration", "compatible"]
     if extended:
         columns += ["voice", "encoding", ("rate", "sample_rate"), "size", ("sha256", "sha")]
+        columns += [("LUFS before", "loudness_before"), ("LUFS", "loudness_after")]
+        columns += [("dBTP", "true_peak_after"), ("said as", "spoken_as")]
         rows = [{**r, "sha": str(r.get("sha256", ""))[:12]} for r in data]
     else:
         rows = data
