@@ -21,6 +21,7 @@ import hashlib
 import json
 import re
 import threading
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -39,6 +40,17 @@ PHONEME_SYNTAX = {
 }
 #: Characters an entry's fields may not hold: they would break the engines' inline syntax.
 _RESERVED = re.compile(r"\[\[|\]\]|<<|>>")
+
+
+def whole_words(words: Iterable[str]) -> re.Pattern[str] | None:
+    """The matcher of `words` as whole words or phrases, any case, longest first (so a
+    phrase wins over a word it starts with); None for no words. Entries are applied with it,
+    and `staleness.stems_using` finds the stems an entry touches with it."""
+    ordered = sorted(set(words), key=lambda word: (-len(word), word))
+    if not ordered:
+        return None
+    alternatives = "|".join(re.escape(word) for word in ordered)
+    return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
 
 
 class PronunciationEntry(BaseModel):
@@ -149,11 +161,7 @@ class PronunciationDictionary(param.Parameterized):
             built, pattern, entries = self._compiled
             if built != revision:
                 entries = {entry.text.casefold(): entry for entry in self.list()}
-                pattern = None
-                if entries:
-                    words = sorted(entries, key=len, reverse=True)
-                    alternatives = "|".join(re.escape(word) for word in words)
-                    pattern = re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
+                pattern = whole_words(entries)
                 self._compiled = (revision, pattern, entries)
         self._revision.publish(revision)
         return pattern, entries
