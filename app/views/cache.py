@@ -14,6 +14,9 @@ from io import BytesIO
 import pandas as pd
 import panel as pn
 import param
+from bokeh.models import ColumnDataSource, FactorRange, Span
+from bokeh.plotting import figure
+from bokeh.transform import jitter
 from panel.io.state import set_curdoc
 
 from app.views.common import (
@@ -48,6 +51,10 @@ STEM_COLUMNS = [
     "encoding",
     "sample_rate",
     "duration",
+    "loudness_before",
+    "loudness_after",
+    "true_peak_after",
+    "gain_db",
     "size",
     "sha256",
     "updated_at",
@@ -58,6 +65,17 @@ _COMPATIBILITY = {"all": None, "compatible": True, "incompatible": False}
 _SELECTION_SETTLE_MS = 250
 #: Long texts wrap inside these widths (px) instead of widening the table past the page.
 _WIDTHS = {PLAY: 44, "stem_id": 220, "text": 260, "incompatible_because": 260, "sha256": 140}
+#: Measurements in LUFS / dBTP / dB, shown to a tenth (None: processing was off).
+_LEVELS = ("loudness_before", "loudness_after", "true_peak_after", "gain_db")
+_LEVEL_FORMAT = {"type": "number", "precision": 1}
+_TITLES = {
+    "loudness_before": "LUFS before",
+    "loudness_after": "LUFS after",
+    "true_peak_after": "peak dBTP",
+    "gain_db": "gain dB",
+}
+#: Rows of the loudness plot, bottom to top.
+_STAGES = ("after", "before")
 
 
 def _dataset_text(kind: str, workspace: Workspace) -> str:
@@ -116,7 +134,12 @@ class CacheView(PageState, pn.viewable.Viewer):
             pagination="local",
             page_size=15,
             widths=_WIDTHS,
-            formatters={"text": WRAPPED, "incompatible_because": WRAPPED},
+            formatters={
+                "text": WRAPPED,
+                "incompatible_because": WRAPPED,
+                **dict.fromkeys(_LEVELS, _LEVEL_FORMAT),
+            },
+            titles=_TITLES,
             css_classes=["stems-table"],
             sizing_mode="stretch_width",
         )
@@ -213,6 +236,41 @@ class CacheView(PageState, pn.viewable.Viewer):
             row["incompatible_because"] = "; ".join(cache.incompatibility(record))
             rows.append(row)
         return pd.DataFrame(rows, columns=STEM_COLUMNS)
+
+    def _loudness_figure(self, *_cache: object):
+        """Loudness of every measured stem before and after processing, one dot per stem,
+        with the contract's target: a spread that processing should bring to one line."""
+        records = [r for r in self.workspace.cache.list() if r.loudness_before is not None]
+        rows = {"stage": [], "lufs": [], "stem_id": []}
+        for record in records:
+            for stage in _STAGES:
+                value = getattr(record, f"loudness_{stage}")
+                if value is not None:
+                    rows["stage"].append(stage)
+                    rows["lufs"].append(value)
+                    rows["stem_id"].append(record.stem_id)
+        fig = figure(
+            y_range=FactorRange(*_STAGES),
+            height=180,
+            sizing_mode="stretch_width",
+            x_axis_label="integrated loudness (LUFS, BS.1770)",
+            title=f"Loudness of {len(records)} processed stems, before and after",
+            tools="xpan,xwheel_zoom,reset,hover",
+            tooltips=[("stem", "@stem_id"), ("LUFS", "@lufs{0.0}")],
+            toolbar_location="right",
+        )
+        fig.scatter(
+            x="lufs",
+            y=jitter("stage", width=0.5, range=fig.y_range),
+            source=ColumnDataSource(rows),
+            size=6,
+            alpha=0.5,
+            color="#1f4e79",
+        )
+        target = self.workspace.contract.loudness_lufs
+        if target is not None:
+            fig.add_layout(Span(location=target, dimension="height", line_color="#c0392b"))
+        return fig
 
     def _totals(self, *_cache: object) -> str:
         records = self.workspace.cache.list()
@@ -339,10 +397,16 @@ class CacheView(PageState, pn.viewable.Viewer):
             title="Audit",
             sizing_mode="stretch_width",
         )
+        loudness = pn.pane.Bokeh(
+            pn.bind(self._loudness_figure, *self._cache_refs),
+            css_classes=["loudness-plot"],
+            sizing_mode="stretch_width",
+        )
         return pn.Column(
             totals,
             filters,
             self.table,
+            loudness,
             pn.panel(pn.bind(self._player, self.param.playing)),
             bulk,
             audit,

@@ -26,12 +26,30 @@ from app.views.common import (
 )
 from app.views.live import live
 from hybrid_audio.cache import StemRecord
-from hybrid_audio.contract import VoiceContract
+from hybrid_audio.contract import DEFAULT_LOUDNESS_LUFS, VoiceContract
 from hybrid_audio.generation import ContractChange
 from hybrid_audio.workspace import Workspace
 
 #: Contract parameters a user may edit here.
-CONTRACT_FIELDS = ["engine", "voice", "language", "speed", "encoding", "sample_rate"]
+CONTRACT_FIELDS = [
+    "engine",
+    "voice",
+    "language",
+    "speed",
+    "encoding",
+    "sample_rate",
+    "loudness_lufs",
+    "true_peak_dbtp",
+    "edge_fade_ms",
+]
+
+
+def _sound(contract: VoiceContract) -> str:
+    """The processing of the contract in words (loudness off: fades only, or none)."""
+    fade = f"fades {contract.edge_fade_ms:g} ms" if contract.edge_fade_ms > 0 else "no fades"
+    if contract.loudness_lufs is None:
+        return f"loudness off, {fade}"
+    return f"{contract.loudness_lufs:g} LUFS, ceiling {contract.true_peak_dbtp:g} dBTP, {fade}"
 
 
 class GenerateView(PageState, pn.viewable.Viewer):
@@ -79,6 +97,13 @@ class GenerateView(PageState, pn.viewable.Viewer):
             "speed": pn.widgets.FloatSlider.from_param(draft.speed, step=0.05),
             "encoding": pn.widgets.Select.from_param(draft.encoding),
             "sample_rate": pn.widgets.IntInput.from_param(draft.sample_rate, step=50),
+            **self._loudness_widgets(),
+            "true_peak_dbtp": pn.widgets.FloatSlider.from_param(
+                draft.true_peak_dbtp, step=0.5, name="True-peak ceiling (dBTP)"
+            ),
+            "edge_fade_ms": pn.widgets.FloatSlider.from_param(
+                draft.edge_fade_ms, step=0.5, name="Edge fade (ms)"
+            ),
         }
         self.apply_contract_button = pn.widgets.Button(
             label="Apply contract", css_classes=["apply-contract"]
@@ -90,6 +115,47 @@ class GenerateView(PageState, pn.viewable.Viewer):
             label="Cancel change", css_classes=["cancel-contract"]
         )
         self._init_callbacks()
+
+    def _loudness_widgets(self) -> dict[str, pn.widgets.Widget]:
+        """ "Normalise loudness" (off → `loudness_lufs` None) and the target, kept in step
+        with the draft both ways (Cancel and Confirm reset the draft)."""
+        draft = self.draft
+        target = draft.loudness_lufs
+        switch = pn.widgets.Checkbox(
+            name="Normalise loudness", value=target is not None, css_classes=["loudness-on"]
+        )
+        bounds = draft.param.loudness_lufs.bounds
+        value = pn.widgets.FloatInput(
+            name="Loudness target (LUFS)",
+            value=DEFAULT_LOUDNESS_LUFS if target is None else target,
+            start=bounds[0],
+            end=bounds[1],
+            step=0.5,
+            disabled=target is None,
+            css_classes=["loudness-target"],
+        )
+
+        syncing = False  # the widgets are being set from the draft: do not write it back
+
+        def to_draft(*_: object) -> None:
+            value.disabled = not switch.value
+            if not syncing:
+                draft.loudness_lufs = value.value if switch.value else None
+
+        def from_draft(event: param.parameterized.Event) -> None:
+            nonlocal syncing
+            syncing = True
+            try:
+                if event.new is not None:
+                    value.value = event.new
+                switch.value = event.new is not None
+            finally:
+                syncing = False
+
+        switch.param.watch(to_draft, "value")
+        value.param.watch(to_draft, "value")
+        draft.param.watch(from_draft, "loudness_lufs")
+        return {"loudness_on": switch, "loudness_lufs": value}
 
     def _init_callbacks(self) -> None:
         self.generate_name_button.on_click(lambda _: self.generate_name())
@@ -155,7 +221,7 @@ class GenerateView(PageState, pn.viewable.Viewer):
         fmt = contract.audio_format
         return (
             f"**Active:** engine **{md(self.workspace.generator.engine.name)}** · contract "
-            f"{md(contract.signature()[:16])}… · {md(fmt.describe())}"
+            f"{md(contract.signature()[:16])}… · {md(fmt.describe())} · {_sound(contract)}"
         )
 
     def contract_summary_pane(self) -> pn.pane.Markdown:
