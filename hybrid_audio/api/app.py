@@ -32,6 +32,7 @@ from hybrid_audio.api.routers import (
     health,
     jobs,
     kinds,
+    pronunciations,
     rotation,
     storage,
 )
@@ -100,7 +101,8 @@ def create_app(
     errors.install(app)
     app.include_router(health.router)
     protected = [Depends(require_key)]
-    for module in (generate, assemble, rotation, cache, storage, datasets, jobs, kinds, campaigns):
+    routers = (generate, assemble, rotation, cache, storage, datasets, jobs, kinds)
+    for module in (*routers, campaigns, pronunciations):
         app.include_router(module.router, dependencies=protected)
     dashboard = _mount_dashboard(app)
     database = Database(settings.database_path)  # sessions and failure counts, shared

@@ -17,9 +17,11 @@ from hybrid_audio.assembly import OutputSummary
 from hybrid_audio.bitmerge import VerifyReport
 from hybrid_audio.cache import StemRecord
 from hybrid_audio.campaign import CampaignInfo
+from hybrid_audio.contract import ENGINES
 from hybrid_audio.jobs import JobInfo
 from hybrid_audio.recipients import MAX_RECIPIENTS, RowProblem
 from hybrid_audio.rotation import stream_names
+from hybrid_audio.stems import MAX_TEXT
 from hybrid_audio.storage.base import StorageDescription
 
 Text = Field(min_length=1, max_length=256)
@@ -326,4 +328,27 @@ class CampaignDetail(CampaignInfo):
     problems: list[RowProblem] = Field(
         description=f"Refused and failed rows by row number (the first {MAX_PAGE}; "
         "all of them: /campaigns/{id}/messages?state=failed)."
+    )
+
+
+#: The longest text, respelling, phoneme string or note of a pronunciation entry.
+PronunciationText = Annotated[str, Field(max_length=MAX_TEXT)]
+
+
+class PronunciationRequest(BaseModel):
+    """`PUT /pronunciations`: how `text` should be said; the core refuses text that cannot
+    be spoken (control characters, no letter or digit) and the engines' `[[`/`<<` syntax."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    text: PronunciationText = Field(min_length=1, examples=["Nguyen"])
+    respelling: PronunciationText = Field(default="", examples=["Win"])
+    phonemes: dict[Literal[ENGINES], PronunciationText] = Field(
+        default_factory=dict,
+        description="Per engine, in its notation: espeak phonemes for piper, IPA for "
+        'cartesia, e.g. {"piper": "wˈɪn"}.',
+    )
+    note: PronunciationText = ""
+    regenerate: StrictBool = Field(
+        default=True, description="Make every stem using the entry again now."
     )
