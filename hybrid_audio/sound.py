@@ -200,7 +200,9 @@ def process(wav: Wav, contract: VoiceContract) -> tuple[Wav, SoundReport | None]
         shaped = clip * 10 ** (gain_db / 20)
         if target is not None:
             shaped, limited = _limit(shaped, rate, limit_at)
-        pcm = codecs.encode(shaped * window, fmt)
+        # + 0.0: a negative sample times the window's 0 is −0.0, which is not float
+        # silence (its sign bit is set); the edges must be the encoding's silence value.
+        pcm = codecs.encode(shaped * window + 0.0, fmt)
         stored = codecs.decode(pcm, fmt)[:, 0]
         loudness = integrated_loudness(stored, rate)
         peak = true_peak_dbtp(stored, rate)
