@@ -68,7 +68,7 @@ clean:  ## remove the venv and generated files
 
 # CLI shortcuts: the `hybrid-audio` client against a running server (`make run`; the URL
 # comes from HYBRID_AUDIO_API_URL, default http://127.0.0.1:8000).
-.PHONY: cli-generate cli-assemble cli-cache cli-rotation cli-storage cli-campaign
+.PHONY: cli-generate cli-assemble cli-cache cli-rotation cli-storage cli-campaign cli-pronounce
 
 cli-generate: setup  ## hybrid-audio generate $(ARGS), e.g. make cli-generate ARGS="name Jose --extended"
 	$(VENV)/bin/hybrid-audio generate $(ARGS)
@@ -87,3 +87,6 @@ cli-storage: setup  ## hybrid-audio storage $(ARGS), e.g. make cli-storage ARGS=
 
 cli-campaign: setup  ## hybrid-audio campaign $(ARGS), e.g. ARGS="run recipients.csv --template double_anchor --wait --out campaign.zip"
 	$(VENV)/bin/hybrid-audio campaign $(ARGS)
+
+cli-pronounce: setup  ## hybrid-audio pronounce $(ARGS), e.g. make cli-pronounce ARGS="set Nguyen --respelling Win"
+	$(VENV)/bin/hybrid-audio pronounce $(ARGS)

@@ -21,6 +21,7 @@ from hybrid_audio.cli import (
     datasets,
     generate,
     jobs,
+    pronounce,
     rotation,
     storage,
 )
@@ -110,6 +111,7 @@ app.add_typer(datasets.app, name="external")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(storage.app, name="storage")
 app.add_typer(campaign.app, name="campaign")
+app.add_typer(pronounce.app, name="pronounce")
 
 
 @app.command()
