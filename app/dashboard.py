@@ -1,5 +1,5 @@
 """The Hybrid Audio dashboard: the Workflow page, then Generate, Assemble, Campaign, Cache,
-Rotation and Storage.
+Pronunciation, Rotation and Storage.
 
 Run it alone with `panel serve app/dashboard.py`, or mounted at `/dashboard` by the API
 server (`panel.io.fastapi.add_applications`), where it shares the API's workspace (a job
@@ -10,7 +10,7 @@ module only wires them into tabs. It never computes anything itself.
 Hooks for browser tests (stable names and CSS classes):
 
 - Tabs (`.dashboard-tabs`): "Workflow" (first), "Generate", "Assemble", "Campaign",
-  "Cache", "Rotation", "Storage".
+  "Cache", "Pronunciation", "Rotation", "Storage".
 - Workflow (`.workflow`): intro `.workflow-intro`; one card per step `.workflow-step-1` …
   `.workflow-step-6` (contract, datasets, stems, message, proof, export), each with
   "Open the <page> page →" buttons (`.open-page`) that switch tabs; step 3 has the
@@ -22,8 +22,10 @@ Hooks for browser tests (stable names and CSS classes):
   (`.generate-name`, `.generate-developer`, `.generate-script`); text inputs named "Name",
   "Developer"; contract widgets in `.contract` (they edit a draft), button "Apply contract"
   (`.apply-contract`) → confirmation `.contract-confirm` ("makes N cached stems
-  incompatible") with "Confirm change" / "Cancel change"; active contract
-  `.contract-summary`; result text
+  incompatible") with "Confirm change" / "Cancel change"; the sound widgets are
+  "Normalise loudness" (`.loudness-on`; off → no loudness target), "Loudness target
+  (LUFS)" (`.loudness-target`), "True-peak ceiling (dBTP)", "Edge fade (ms)"; active
+  contract `.contract-summary` (names the processing); result text
   `.generate-result` (contains "(new)" or "(cached)" and the sha256); waveform
   `.waveform.stem-waveform`; player `.audio-player`; "Download stem (WAV)"
   (`.download-stem`). Script choices read "key — phrase".
@@ -54,7 +56,16 @@ Hooks for browser tests (stable names and CSS classes):
   (`.bulk-generate`), "Cancel job" (`.cancel-job`), "Verify cache" (`.verify-cache`);
   text areas "Names", "Developers"; progress bar `.bulk-progress`; job status
   `.bulk-status` (state, done/total, ETA); audit text `.cache-audit`; ▶ plays a stem
-  (`.cache-player`) with its "Download stem (WAV)" (`.download-stem`).
+  (`.cache-player`) with its "Download stem (WAV)" (`.download-stem`); the table has
+  "LUFS before", "LUFS after", "peak dBTP", "gain dB"; loudness plot `.loudness-plot`
+  (one dot per stem, before and after, with the contract's target).
+- Pronunciation (`.pronunciation`): "Kind" select, "Word or name" (`.pron-text`, offers
+  the datasets' and cached texts), "Listen" (`.pron-listen`) → the text's current stem
+  `.pron-stem` (stem id, sha256, "spoken as") with its `.audio-player`; "Respelling",
+  "Phonemes (<engine>)", "Note"; "Preview" → `.pron-preview-text`; "Fix & regenerate"
+  (`.pron-fix`) and "Remove entry" (`.pron-remove`) run a job, status `.pron-status`;
+  stale messages Tabulator `.pron-stale` (output_id, stem_id, text, reason) with "Check
+  messages"; the dictionary Tabulator `.pron-dictionary` (click a row to edit it).
 - Rotation: `.rotation-state` with one `.rotation-progress-<stream>` bar per stream
   (name, developer, script, pair); buttons "Next name" … "Next pair"
   (`.rotation-next-<stream>`), "Refresh" (`.rotation-refresh`); last step
@@ -89,6 +100,7 @@ from app.views.cache import CacheView  # noqa: E402
 from app.views.campaign import CampaignView  # noqa: E402
 from app.views.common import md  # noqa: E402
 from app.views.generate import GenerateView  # noqa: E402
+from app.views.pronunciation import PronunciationView  # noqa: E402
 from app.views.rotation import RotationView  # noqa: E402
 from app.views.storage import StorageView  # noqa: E402
 from app.views.workflow import WorkflowView  # noqa: E402
@@ -137,6 +149,7 @@ def create_dashboard(
         ("Assemble", assemble),
         ("Campaign", campaign),
         ("Cache", CacheView(workspace=workspace, audio_urls=audio_urls)),
+        ("Pronunciation", PronunciationView(workspace=workspace, audio_urls=audio_urls)),
         ("Rotation", RotationView(workspace=workspace)),
         ("Storage", StorageView(workspace=workspace)),
     ]

@@ -44,7 +44,16 @@ TIMEOUT_MS = 20_000
 #: The browser window: the smallest screen the dashboard is laid out for.
 VIEWPORT = {"width": 1400, "height": 900}
 #: Every tab, in order.
-TABS = ("Workflow", "Generate", "Assemble", "Campaign", "Cache", "Rotation", "Storage")
+TABS = (
+    "Workflow",
+    "Generate",
+    "Assemble",
+    "Campaign",
+    "Cache",
+    "Pronunciation",
+    "Rotation",
+    "Storage",
+)
 #: Names for the bulk job typed into the Cache page.
 BULK_NAMES = ["Ann", "Bob", "Cid", "Dee", "Eve"]
 sync_api.expect.set_options(timeout=TIMEOUT_MS)

@@ -65,6 +65,7 @@ def test_dashboard_builds_every_page(workspace: Workspace) -> None:
         "Assemble",
         "Campaign",
         "Cache",
+        "Pronunciation",
         "Rotation",
         "Storage",
     ]

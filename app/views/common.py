@@ -184,9 +184,12 @@ def progress_bar(
 
 
 def audio_player(url: str | None, wav_bytes: bytes | None) -> pn.viewable.Viewable:
-    """An audio player: by URL when the API serves the file, else from the proven bytes."""
+    """An audio player: by URL when the API serves the file, else from the proven bytes.
+
+    The URL's path is quoted; its query (a version, so a remade file is not played from
+    the browser's cache) is kept as given."""
     if url:
-        src = html.escape(quote(url, safe="/"), quote=True)
+        src = html.escape(quote(url, safe="/?=&"), quote=True)
         return pn.pane.HTML(
             f'<audio controls preload="none" src="{src}" style="width:100%"></audio>',
             css_classes=["audio-player"],
