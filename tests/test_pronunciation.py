@@ -1,0 +1,215 @@
+"""Pronunciation fixes over real Piper and SQLite: the stem changes, removal restores it,
+messages made before a fix are reported stale (and say why), other processes see the fix."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from hybrid_audio import staleness
+from hybrid_audio.config import Settings
+from hybrid_audio.engines import create_engine
+from hybrid_audio.workspace import Workspace
+from tests.api_server import TINY_DATASETS, make_base_dir
+
+
+@pytest.fixture(scope="module")
+def piper():
+    return create_engine(Settings(tts_engine="piper"))
+
+
+@pytest.fixture
+def base(tmp_path: Path) -> Path:
+    return make_base_dir(tmp_path / "base", TINY_DATASETS)
+
+
+@pytest.fixture
+def workspace(base: Path, piper) -> Workspace:
+    workspace = Workspace.build(Settings(base_dir=base), engine=piper)
+    yield workspace
+    workspace.close()
+
+
+def test_an_entry_changes_the_stem_and_its_removal_restores_the_bytes(
+    workspace: Workspace,
+) -> None:
+    before = workspace.generator.generate("developer", "Acme Homes")
+    file = Path(workspace.settings.stems_dir) / before.path
+    original = file.read_bytes()
+    untouched = workspace.generator.generate("developer", "Beta Builders")
+
+    fix = staleness.apply_fix(workspace, "acme", respelling="Akmee")
+
+    assert [r.stem_id for r in fix.regenerated] == [before.stem_id]
+    after = workspace.cache.get(before.stem_id)
+    assert after.sha256 != before.sha256
+    assert file.read_bytes() != original
+    assert after.spoken_as == "Akmee Homes"
+    assert after.pronunciation == workspace.generator.pronounce("Acme Homes").entry_hash != ""
+    assert after.text == "Acme Homes"  # the stem still stands for the written text
+    # the audio is what the respelling says: the same bytes as a stem of "Akmee Homes"
+    assert after.sha256 == workspace.generator.generate("developer", "Akmee Homes").sha256
+    assert workspace.cache.get(untouched.stem_id).sha256 == untouched.sha256
+
+    removal = staleness.remove_fix(workspace, "ACME")
+
+    assert removal.removed
+    assert removal.entry.text == "acme"
+    assert [r.stem_id for r in removal.regenerated] == [before.stem_id]
+    restored = workspace.cache.get(before.stem_id)
+    assert restored.sha256 == before.sha256
+    assert restored.pronunciation == ""
+    assert file.read_bytes() == original
+    assert staleness.remove_fix(workspace, "acme").removed is False
+
+
+def test_piper_phonemes_go_through_its_raw_phoneme_syntax(workspace: Workspace) -> None:
+    """Bob said with the espeak phonemes of Cid sounds exactly like Cid."""
+    cid = workspace.generator.generate("name", "Cid")
+    workspace.generator.generate("name", "Bob")
+
+    fix = staleness.apply_fix(workspace, "Bob", phonemes={"piper": "sˈɪd"})
+
+    (bob,) = fix.regenerated
+    assert bob.spoken_as == "[[ sˈɪd ]]"
+    assert bob.sha256 == cid.sha256
+    assert fix.failed == []
+
+
+def test_a_message_made_before_a_fix_is_stale_and_says_why(workspace: Workspace) -> None:
+    assembler = workspace.assembler
+    old = assembler.assemble("double_anchor", name="Ann", developer="Acme Homes").summary.id
+    assert staleness.stale_stems_of(workspace, assembler.load_output(old)) == []
+    assert staleness.stale_outputs(workspace) == []
+
+    staleness.apply_fix(workspace, "Acme", respelling="Akmee", regenerate=False)
+    stale = staleness.stale_stems_of(workspace, assembler.load_output(old))
+    assert [(s.stem_id, s.text, s.reason) for s in stale] == [
+        ("stem.developer.acme_homes", "Acme Homes", staleness.ENTRY_CHANGED)
+    ]
+
+    fix = staleness.apply_fix(workspace, "Acme", respelling="Ackmee")
+    assert [(o.output_id, [s.reason for s in o.stems]) for o in fix.stale_outputs] == [
+        (old, [staleness.REMADE])
+    ]
+
+    new = assembler.assemble("double_anchor", name="Ann", developer="Acme Homes").summary.id
+    assert staleness.stale_stems_of(workspace, assembler.load_output(new)) == []
+    assert [o.output_id for o in staleness.stale_outputs(workspace)] == [old]
+
+    workspace.cache.invalidate("stem.name.ann")
+    reasons = {
+        o.output_id: [(s.stem_id, s.reason) for s in o.stems]
+        for o in staleness.stale_outputs(workspace)
+    }
+    assert reasons == {  # Ann is heard twice in the template: reported once
+        new: [("stem.name.ann", staleness.GONE)],
+        old: [("stem.name.ann", staleness.GONE), ("stem.developer.acme_homes", staleness.REMADE)],
+    }
+    assert [o.output_id for o in staleness.stale_outputs(workspace, offset=1, limit=1)] == [old]
+
+
+def test_a_script_stem_is_made_again_under_its_key(workspace: Workspace) -> None:
+    """Script stems are named by their key, not their phrase: the fix keeps the id."""
+    hello = workspace.generator.generate_script("hello")
+
+    fix = staleness.apply_fix(workspace, "Hi", respelling="Hey")
+
+    assert [(r.stem_id, r.spoken_as) for r in fix.regenerated] == [(hello.stem_id, "Hey")]
+    assert workspace.cache.get(hello.stem_id).sha256 != hello.sha256
+
+
+def test_stems_using_matches_whole_words_any_case(workspace: Workspace) -> None:
+    for kind, text in (("developer", "Acme Homes"), ("developer", "Beta Builders")):
+        workspace.generator.generate(kind, text)
+    workspace.generator.generate("name", "Ann")
+    assert [r.text for r in staleness.stems_using(workspace, "ACME")] == ["Acme Homes"]
+    assert [r.text for r in staleness.stems_using(workspace, "acme homes")] == ["Acme Homes"]
+    assert staleness.stems_using(workspace, "Acm") == []  # a part of a word is not the word
+    assert staleness.stems_using(workspace, "An") == []
+    # a stem whose entry went away without regeneration is listed whatever the text asked
+    staleness.apply_fix(workspace, "Ann", respelling="Anne")
+    staleness.remove_fix(workspace, "Ann", regenerate=False)
+    assert {r.text for r in staleness.stems_using(workspace, "Beta")} == {"Ann", "Beta Builders"}
+
+
+def test_a_stem_that_fails_is_reported_and_keeps_its_audio(workspace: Workspace) -> None:
+    """A script whose phrase left the dataset cannot be made again; the others go on."""
+    hello = workspace.generator.generate_script("hello")
+    ann = workspace.generator.generate("name", "Ann")
+    scripts = Path(workspace.settings.scripts_file)
+    scripts.write_text('{"offer": "has a new offer for you"}\n', encoding="utf-8")
+
+    fix = staleness.apply_fix(workspace, "Hi", respelling="Hey")
+    assert fix.regenerated == []
+    assert len(fix.failed) == 1
+    assert fix.failed[0].startswith(f"{hello.stem_id}: ")
+    assert workspace.cache.get(hello.stem_id).sha256 == hello.sha256
+
+    fix = staleness.apply_fix(workspace, "Ann", respelling="Anne")
+    assert [r.stem_id for r in fix.regenerated] == [ann.stem_id]
+
+
+def test_bad_entries_are_refused_and_store_nothing(workspace: Workspace) -> None:
+    hostile = [  # (text, phonemes, what the error names)
+        ("", {}, "nothing to speak"),
+        ("x" * 10_000, {}, "at most 256"),
+        ("Ann", {"piper": "[[ a ]] b"}, "the engines' own syntax"),
+        ("Ann<<x>>", {}, "the engines' own syntax"),
+        ("Ann", {"espeak": "a"}, "unknown engines"),
+        ("Ann\x00", {}, "control characters"),
+        ("🎉🎉", {}, "nothing to speak"),
+    ]
+    for text, phonemes, problem in hostile:
+        respelling = "" if phonemes else "Anne"
+        with pytest.raises(ValueError, match=problem):
+            staleness.apply_fix(workspace, text, respelling=respelling, phonemes=phonemes)
+    with pytest.raises(ValueError, match="needs a respelling or phonemes"):
+        staleness.apply_fix(workspace, "Ann")
+    assert workspace.pronunciations.list() == []
+
+
+def test_another_workspace_on_the_same_folder_sees_the_fix(base: Path, piper) -> None:
+    first = Workspace.build(Settings(base_dir=base), engine=piper)
+    second = Workspace.build(Settings(base_dir=base), engine=piper)
+    try:
+        made = first.generator.generate("developer", "Acme Homes")
+        seen = second.pronunciations.revision
+        staleness.apply_fix(first, "Acme", respelling="Akmee")
+        second.refresh()
+        assert second.pronunciations.revision > seen
+        assert second.generator.pronounce("Acme Homes").entries == ["Acme"]
+        # the other workspace uses the stem made with the fix, without synthesizing it again
+        again = second.generator.generate("developer", "Acme Homes")
+        assert again.cached
+        assert again.sha256 != made.sha256
+        assert again.spoken_as == "Akmee Homes"
+    finally:
+        first.close()
+        second.close()
+
+
+def test_two_fixes_at_once_leave_the_stem_as_the_last_entry_says(workspace: Workspace) -> None:
+    workspace.generator.generate("developer", "Acme Homes")
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def fix(respelling: str) -> None:
+        barrier.wait()
+        try:
+            staleness.apply_fix(workspace, "Acme", respelling=respelling)
+        except BaseException as error:  # surfaced below
+            errors.append(error)
+
+    threads = [threading.Thread(target=fix, args=(r,)) for r in ("Akmee", "Ackmee")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    row = workspace.cache.get("stem.developer.acme_homes")
+    entry = workspace.pronunciations.get("acme")
+    assert row.spoken_as == f"{entry.respelling} Homes"
+    assert row.pronunciation == workspace.generator.pronounce("Acme Homes").entry_hash
