@@ -13,6 +13,8 @@ cache's (through the live feed), so another session's or process's fix shows her
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pandas as pd
 import panel as pn
 import param
@@ -211,13 +213,20 @@ class PronunciationView(PageState, pn.viewable.Viewer):
         self.listening = (self.kind, spoken)
         return self._start("remove", spoken, lambda: staleness.remove_fix(self.workspace, spoken))
 
-    def _start(self, action: str, text: str, work) -> Job:
+    def _start(self, action: str, text: str, work: Callable[[], staleness.FixReport]) -> Job:
+        """Run `work` as a job, then make the played text's stem if no fix touched it (a
+        text never listened to has none yet), so the player has the new one to play."""
         if self.job is not None and self.job.state not in FINISHED_STATES:
             raise ValueError(f"fix job {self.job.id} is still running")
+        kind = self.kind
+
+        def run(_job: Job) -> dict:
+            report = work()
+            self.workspace.generator.generate(kind, text)
+            return _summary(report)
+
         self.job = self.workspace.jobs.submit(
-            JOB_KIND,
-            lambda _job: _summary(work()),
-            params={"source": "dashboard", "action": action, "text": text},
+            JOB_KIND, run, params={"source": "dashboard", "action": action, "text": text}
         )
         state = live(self.workspace).ref(self.job, "state")
         pn.bind(self._settle, self.job, state, watch=True)
