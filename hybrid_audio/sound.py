@@ -1,4 +1,4 @@
-"""Sound processing at generation: trim → loudness gain → true-peak ceiling → edge fades.
+"""Sound processing at generation: loudness gain → true-peak ceiling → trim → edge fades.
 
 All of it happens once, before a stem is cached, so assembly stays a bit-exact join of
 stems that are already fit to be joined (shared/DESIGN.md "Sound"). The steps, for a
@@ -6,18 +6,19 @@ contract with `loudness_lufs` set:
 
 1. **Measure** the engine's clip: integrated loudness (ITU-R BS.1770-4, K-weighted, gated,
    with `pyloudnorm`) and true peak (BS.1770 Annex 2: 4× oversampled with `soxr`).
-2. **Trim** leading and trailing silence: frames quieter than `TRIM_DBFS` *after* the gain
-   the clip is about to get, keeping `edge_fade_ms` of room before the first and after the
-   last loud frame — so the fades below fall on that room, not on speech, and a template's
-   merge-time trim (same threshold, keep ≥ the fade) finds nothing left to cut.
-3. **Gain** to the target loudness, then **limit** so the true peak stays under the ceiling:
+2. **Gain** to the target loudness, then **limit** so the true peak stays under the ceiling:
    a look-ahead gain envelope (minimum filter, then a box average of the same radius, which
    can only lower the gain a peak needs) over the 4× oversampled peaks.
+3. **Trim** leading and trailing silence: frames no louder than `TRIM_DBFS` as they will be
+   stored (after the gain, the limiter and the encoding), keeping `edge_fade_ms` of room
+   before the first and after the last loud frame — so the fades below fall on that room,
+   not on speech, and a template's merge-time trim (same threshold, keep ≥ the fade) finds
+   nothing left to cut.
 4. **Fade** the first and last `edge_fade_ms` with a raised cosine that starts and ends at
    exactly 0, so every stem begins and ends on the encoding's silence value: any join of two
    stems, or of a stem and silence, has no step.
 5. **Check** the encoded result — loudness and true peak are measured again on the bytes
-   that will be stored; the gain and the limiter's threshold are corrected and steps 3–5
+   that will be stored; the gain and the limiter's threshold are corrected and steps 2–5
    repeated until the stem is within `TOLERANCE_LU` of the target and under the ceiling.
 
 **Short clips.** BS.1770 gates 400 ms blocks; a clip shorter than one block (a single
@@ -34,6 +35,7 @@ from __future__ import annotations
 import math
 import warnings
 from functools import cache
+from typing import NamedTuple
 
 import numpy as np
 import pyloudnorm
@@ -43,7 +45,7 @@ from scipy.ndimage import minimum_filter1d, uniform_filter1d
 
 from hybrid_audio import codecs
 from hybrid_audio.bitmerge import Manifest
-from hybrid_audio.contract import VoiceContract
+from hybrid_audio.contract import AudioFormat, VoiceContract
 from hybrid_audio.wav import Wav
 
 #: BS.1770's gating block (s); shorter clips are one block of their own length.
@@ -162,6 +164,52 @@ def _trim_range(x: np.ndarray, threshold: float, keep: int) -> tuple[int, int]:
     return max(0, int(loud[0]) - keep), min(x.size, int(loud[-1]) + 1 + keep)
 
 
+class _Round(NamedTuple):
+    """One try at the target: the stored bytes, what they measure, and how they were made."""
+
+    pcm: bytes
+    loudness_lufs: float | None  # None for silence
+    peak_dbtp: float
+    gain_db: float
+    limited: bool
+    start: int  # the kept range of the engine's clip
+    end: int
+    error: float = math.inf  # distance to the target (LU), +100 over the ceiling
+
+
+def _shape(
+    source: np.ndarray, fmt: AudioFormat, gain_db: float, limit_at: float | None, fade: int
+) -> _Round:
+    """`source` gained, limited (unless `limit_at` is None), trimmed and faded, encoded.
+
+    The trim looks at the samples as they will be stored — after this gain, the limiter and
+    the encoding — so a frame the merge-time trim calls loud (same `TRIM_DBFS`) is never
+    farther than the fade from a stem's edge, and a trim keeping at least the fade cuts
+    nothing. (Trimming with an earlier gain estimate left quiet tails that a later, lower
+    gain put under the threshold: the merge trim then cut into the fade.)
+    """
+    shaped = source * 10 ** (gain_db / 20)
+    limited = False
+    if limit_at is not None:
+        shaped, limited = _limit(shaped, fmt.sample_rate, limit_at)
+    as_stored = codecs.decode(codecs.encode(shaped, fmt), fmt)[:, 0]
+    start, end = _trim_range(as_stored, 10 ** (TRIM_DBFS / 20), fade)
+    # + 0.0: a negative sample times the window's 0 is −0.0, which is not float
+    # silence (its sign bit is set); the edges must be the encoding's silence value.
+    pcm = codecs.encode(shaped[start:end] * _fade_window(end - start, fade) + 0.0, fmt)
+    stored = codecs.decode(pcm, fmt)[:, 0]
+    loudness = integrated_loudness(stored, fmt.sample_rate)
+    return _Round(
+        pcm=pcm,
+        loudness_lufs=_finite(loudness),
+        peak_dbtp=true_peak_dbtp(stored, fmt.sample_rate),
+        gain_db=gain_db,
+        limited=limited,
+        start=start,
+        end=end,
+    )
+
+
 def process(wav: Wav, contract: VoiceContract) -> tuple[Wav, SoundReport | None]:
     """The stem `contract` wants from an engine's `wav`, and what was done to it.
 
@@ -182,60 +230,49 @@ def process(wav: Wav, contract: VoiceContract) -> tuple[Wav, SoundReport | None]
     source = codecs.decode(wav.pcm, fmt).mean(axis=1)  # contracts are mono
     target = contract.loudness_lufs
     before = integrated_loudness(source, rate)
+    fade = fmt.frames_for_ms(contract.edge_fade_ms)
     gain_db = 0.0
     if target is not None and math.isfinite(before):
         gain_db = _clamp_gain(target - before)
-    fade = fmt.frames_for_ms(contract.edge_fade_ms)
-    start, end = _trim_range(source, 10 ** ((TRIM_DBFS - gain_db) / 20), fade)
-    clip = source[start:end]
-    if target is not None and math.isfinite(before):  # a short clip measures louder trimmed
-        gain_db = _clamp_gain(target - integrated_loudness(clip, rate))
-    window = _fade_window(clip.size, fade)
+        start, end = _trim_range(source, 10 ** ((TRIM_DBFS - gain_db) / 20), fade)
+        # A short clip measures louder trimmed: start from the trimmed clip's measure.
+        gain_db = _clamp_gain(target - integrated_loudness(source[start:end], rate))
     ceiling = contract.true_peak_dbtp
     limit_at = 10 ** ((ceiling - CEILING_MARGIN_DB) / 20)
-    limited = False
-    best: tuple[float, bytes, float, float, bool] | None = None  # (error, pcm, L, TP, limited)
+    best: _Round | None = None
     last: tuple[float, float] | None = None  # (gain, loudness) of the previous round
     for _ in range(ROUNDS if target is not None else 1):
-        shaped = clip * 10 ** (gain_db / 20)
-        if target is not None:
-            shaped, limited = _limit(shaped, rate, limit_at)
-        # + 0.0: a negative sample times the window's 0 is −0.0, which is not float
-        # silence (its sign bit is set); the edges must be the encoding's silence value.
-        pcm = codecs.encode(shaped * window + 0.0, fmt)
-        stored = codecs.decode(pcm, fmt)[:, 0]
-        loudness = integrated_loudness(stored, rate)
-        peak = true_peak_dbtp(stored, rate)
-        if target is None or not math.isfinite(loudness):
-            best = (0.0, pcm, loudness, peak, limited)
+        result = _shape(source, fmt, gain_db, limit_at if target is not None else None, fade)
+        if target is None or result.loudness_lufs is None:
+            best = result
             break
-        over = peak > ceiling
-        error = abs(loudness - target) + (100.0 if over else 0.0)
-        if best is None or error < best[0]:
-            best = (error, pcm, loudness, peak, limited)
+        over = result.peak_dbtp > ceiling
+        error = abs(result.loudness_lufs - target) + (100.0 if over else 0.0)
+        if best is None or error < best.error:
+            best = result._replace(error=error)
         if error <= TOLERANCE_LU:
             break
         if over:
-            limit_at *= 10 ** ((ceiling - peak - CEILING_MARGIN_DB) / 20)
+            limit_at *= 10 ** ((ceiling - result.peak_dbtp - CEILING_MARGIN_DB) / 20)
         # Secant step: under the limiter a dB of gain buys less than a dB of loudness.
         slope = 1.0
         if last is not None and gain_db != last[0]:
-            slope = float(np.clip((loudness - last[1]) / (gain_db - last[0]), 0.2, 1.0))
-        last = (gain_db, loudness)
-        gain_db = _clamp_gain(gain_db + (target - loudness) / slope)
+            slope = float(np.clip((result.loudness_lufs - last[1]) / (gain_db - last[0]), 0.2, 1.0))
+        last = (gain_db, result.loudness_lufs)
+        gain_db = _clamp_gain(gain_db + (target - result.loudness_lufs) / slope)
     assert best is not None
-    _, pcm, loudness, peak, limited = best
     report = SoundReport(
-        loudness_before=before if math.isfinite(before) else None,
-        loudness_after=loudness if math.isfinite(loudness) else None,
+        loudness_before=_finite(before),
+        loudness_after=best.loudness_lufs,
         true_peak_before=_finite(true_peak_dbtp(source, rate)),
-        true_peak_after=_finite(peak),
-        gain_db=round(gain_db, 4),
-        limited=limited,
-        trimmed_start_frames=start,
-        trimmed_end_frames=source.size - end,
-        short_clip=clip.size < BLOCK_SECONDS * rate,
+        true_peak_after=_finite(best.peak_dbtp),
+        gain_db=round(best.gain_db, 4),
+        limited=best.limited,
+        trimmed_start_frames=best.start,
+        trimmed_end_frames=source.size - best.end,
+        short_clip=best.end - best.start < BLOCK_SECONDS * rate,
     )
+    pcm = best.pcm
     return Wav(format=fmt, pcm=pcm, repairs=wav.repairs, source=wav.source), report
 
 

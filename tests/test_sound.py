@@ -16,6 +16,7 @@ import pytest
 from scipy.signal import resample_poly
 
 from hybrid_audio import codecs, sound
+from hybrid_audio.bitmerge import Trim, _trim_range
 from hybrid_audio.cache import StemCache
 from hybrid_audio.contract import AudioFormat, Encoding, VoiceContract
 from hybrid_audio.wav import Wav
@@ -295,3 +296,21 @@ def test_processing_off_keeps_the_signature_of_a_contract_made_before_processing
     assert hashlib.sha256(text.encode()).hexdigest() == expected
     assert contract.signature() == expected
     assert VoiceContract(**{**contract.values(), "edge_fade_ms": 5.0}).signature() != expected
+
+
+@pytest.mark.parametrize(("encoding", "rate"), CONTRACT_FORMATS)
+def test_the_merge_time_trim_finds_nothing_to_cut_in_a_processed_stem(
+    encoding: Encoding, rate: int
+) -> None:
+    """Short words with soft endings (the gain settles lower once the clip is trimmed):
+    the default merge-time trim (−50 dBFS, keep 10 ms ≥ the 5 ms fade) must keep every
+    frame — cutting anything would cut into a fade and leave a step at the join."""
+    for seconds in (0.15, 0.3, 0.35):
+        for decay in (0.01, 0.03, 0.06):
+            n = np.arange(round(seconds * rate))
+            envelope = np.minimum(1, n / (0.01 * rate))
+            envelope *= np.exp(-np.maximum(0, n - n.size / 2) / (decay * rate))
+            word = 0.1 * np.sin(2 * np.pi * 160 * n / rate) * envelope
+            clip = np.concatenate([np.zeros(rate // 8), word, np.zeros(rate // 8)])
+            out, _ = sound.process(_wav(clip, encoding, rate), _contract(encoding, rate))
+            assert _trim_range(out, Trim()) == (0, out.frames), (seconds, decay)
