@@ -114,7 +114,9 @@ class PronunciationView(PageState, pn.viewable.Viewer):
             css_classes=["pron-stale"],
             sizing_mode="stretch_width",
         )
-        self.listen_button = pn.widgets.Button(label="Listen", css_classes=["pron-listen"])
+        self.listen_button = pn.widgets.Button(
+            label="Listen", align="end", css_classes=["pron-listen"]
+        )
         self.preview_button = pn.widgets.Button(label="Preview", css_classes=["pron-preview"])
         self.fix_button = pn.widgets.Button(
             label="Fix & regenerate", color="primary", css_classes=["pron-fix"]
