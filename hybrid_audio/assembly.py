@@ -224,7 +224,7 @@ class Assembler(param.Parameterized):
             merged = bitmerge_semantic(
                 parts,
                 gap_ms=tpl.gap_ms,
-                trim=tpl.trim.to_trim() if tpl.trim else None,
+                trim=tpl.trim.to_trim(self.contract.edge_fade_ms) if tpl.trim else None,
                 mode=join,
                 crossfade_ms=tpl.crossfade_ms,
                 format=self.contract.audio_format,

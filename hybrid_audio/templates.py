@@ -104,8 +104,13 @@ class TrimOptions(BaseModel):
     threshold_dbfs: Annotated[float, Field(ge=-120, le=0)] = -50.0
     keep_ms: Annotated[float, Field(ge=0, le=1000)] = 10.0
 
-    def to_trim(self) -> Trim:
-        return Trim(threshold_dbfs=self.threshold_dbfs, keep_ms=self.keep_ms)
+    def to_trim(self, edge_fade_ms: float = 0.0) -> Trim:
+        """The merge-time trim, keeping at least `edge_fade_ms` (the stems' fades, see
+        `sound`) around the loud part. A processed stem's first and last frames above
+        −50 dBFS lie within its fades, so at a threshold of −50 dBFS or below this trim
+        finds nothing to cut and never cuts into a fade. A template asking for a higher
+        threshold asks to cut quiet speech; it keeps the fade's length before what it keeps."""
+        return Trim(threshold_dbfs=self.threshold_dbfs, keep_ms=max(self.keep_ms, edge_fade_ms))
 
 
 class Template(BaseModel):
