@@ -10,13 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hybrid_audio import assembly
+from hybrid_audio import assembly, codecs, sound
 from hybrid_audio.assembly import Assembler, AssemblyError
+from hybrid_audio.bitmerge import _trim_range
 from hybrid_audio.cache import CorruptStemError
 from hybrid_audio.config import Settings
+from hybrid_audio.contract import VoiceContract
 from hybrid_audio.engines import create_engine
 from hybrid_audio.generation import Generator
-from hybrid_audio.templates import TemplateError
+from hybrid_audio.templates import TemplateError, TrimOptions
+from hybrid_audio.wav import Wav
 from hybrid_audio.workspace import Workspace
 from tests.api_server import make_base_dir
 
@@ -296,3 +299,18 @@ def test_an_assembler_without_generator_uses_cached_stems_only(assembler: Assemb
     assert cached_only.assemble("single_anchor", name="Ana", developer="Hilton").report.ok
     with pytest.raises(AssemblyError, match="no generator to make it"):
         cached_only.assemble("single_anchor", name="Bea", developer="Hilton")
+
+
+def test_a_template_trim_keeping_less_than_the_fade_never_cuts_into_it() -> None:
+    """A template may ask to keep 0 ms around speech; on a processed stem (5 ms fades) the
+    merge-time trim still keeps every frame, while the same trim without the fade's floor
+    would cut into the fade (so the floor is what keeps it whole)."""
+    contract = VoiceContract()
+    fmt = contract.audio_format
+    rng = np.random.default_rng(7)
+    speech = rng.standard_normal(fmt.sample_rate // 2) * 0.1
+    engine_audio = np.concatenate([np.zeros(2000), speech, np.zeros(2000)])
+    stem, _ = sound.process(Wav(format=fmt, pcm=codecs.encode(engine_audio, fmt)), contract)
+    options = TrimOptions(keep_ms=0)
+    assert _trim_range(stem, options.to_trim(contract.edge_fade_ms)) == (0, stem.frames)
+    assert _trim_range(stem, options.to_trim()) != (0, stem.frames)
