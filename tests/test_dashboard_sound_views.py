@@ -93,9 +93,12 @@ def test_loudness_target_ceiling_and_fade_edit_the_draft(workspace: Workspace) -
         -2.0,
         10.0,
     )
-    record = workspace.generator.generate_name("Bob")
+    view.name_text = "Bob"
+    record = view.generate_name()
     assert record.loudness_after == pytest.approx(-20.0, abs=0.5)
     assert record.true_peak_after <= -2.0
+    shown = f"loudness {record.loudness_after:.1f} LUFS (gain {record.gain_db:+.1f} dB)"
+    assert shown in view._result_text(record)
 
 
 # --- the Cache page ---------------------------------------------------------------------

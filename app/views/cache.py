@@ -1,5 +1,6 @@
-"""Cache page: the stem index (filtered, searchable, playable), totals, invalidation, bulk
-generation, audit.
+"""Cache page: the stem index (filtered, searchable, playable, with each stem's measured
+loudness before and after processing, true peak and gain), a plot of that loudness, totals,
+invalidation, bulk generation, audit.
 
 Everything shown follows the core's parameters through the session's live feed
 (`app.views.live`): the table and totals follow `StemCache.revision` and the contract, the

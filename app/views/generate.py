@@ -4,7 +4,8 @@ The active contract is the server's, shared by every user and deciding which cac
 are compatible, so the contract widgets edit a draft (a copy). "Apply contract" plans the
 change in the core (building the engine it names: a missing key is an error there and
 nothing changes) and asks for confirmation, saying how many cached stems the change makes
-incompatible; only "Confirm change" applies it, whole.
+incompatible; only "Confirm change" applies it, whole. The sound processing (loudness target
+or off, true-peak ceiling, edge fade) is part of the contract and edited the same way.
 """
 
 from __future__ import annotations
@@ -99,10 +100,10 @@ class GenerateView(PageState, pn.viewable.Viewer):
             "sample_rate": pn.widgets.IntInput.from_param(draft.sample_rate, step=50),
             **self._loudness_widgets(),
             "true_peak_dbtp": pn.widgets.FloatSlider.from_param(
-                draft.true_peak_dbtp, step=0.5, name="True-peak ceiling (dBTP)"
+                draft.true_peak_dbtp, step=0.5, label="True-peak ceiling (dBTP)"
             ),
             "edge_fade_ms": pn.widgets.FloatSlider.from_param(
-                draft.edge_fade_ms, step=0.5, name="Edge fade (ms)"
+                draft.edge_fade_ms, step=0.5, label="Edge fade (ms)"
             ),
         }
         self.apply_contract_button = pn.widgets.Button(
@@ -117,16 +118,16 @@ class GenerateView(PageState, pn.viewable.Viewer):
         self._init_callbacks()
 
     def _loudness_widgets(self) -> dict[str, pn.widgets.Widget]:
-        """ "Normalise loudness" (off → `loudness_lufs` None) and the target, kept in step
+        """The "Normalise loudness" switch (off: `loudness_lufs` None) and the target, kept in step
         with the draft both ways (Cancel and Confirm reset the draft)."""
         draft = self.draft
         target = draft.loudness_lufs
         switch = pn.widgets.Checkbox(
-            name="Normalise loudness", value=target is not None, css_classes=["loudness-on"]
+            label="Normalise loudness", value=target is not None, css_classes=["loudness-on"]
         )
         bounds = draft.param.loudness_lufs.bounds
         value = pn.widgets.FloatInput(
-            name="Loudness target (LUFS)",
+            label="Loudness target (LUFS)",
             value=DEFAULT_LOUDNESS_LUFS if target is None else target,
             start=bounds[0],
             end=bounds[1],
@@ -248,11 +249,17 @@ class GenerateView(PageState, pn.viewable.Viewer):
         if record is None:
             return "No stem yet: enter a text and press a Generate button."
         state = "cached" if record.cached else "new"
-        return (
+        text = (
             f"### {md(record.stem_id)} ({state})\n\n"
             f"*{md(record.text)}* — {record.duration:.2f} s, {md(record.encoding)} "
             f"{record.sample_rate} Hz\n\nsha256 {md(record.sha256)}"
         )
+        if record.loudness_after is not None and record.true_peak_after is not None:
+            text += (
+                f"\n\nloudness {record.loudness_after:.1f} LUFS (gain {record.gain_db:+.1f} dB),"
+                f" true peak {record.true_peak_after:.1f} dBTP"
+            )
+        return text
 
     def _stem_bytes(self, record: StemRecord | None) -> bytes | None:
         """The stem's file, proven against its index row (a changed file is an error)."""

@@ -276,16 +276,14 @@ class PronunciationView(PageState, pn.viewable.Viewer):
         if listening is None:
             return pn.pane.Markdown("Pick a text and press *Listen*.", css_classes=["pron-stem"])
         kind, text = listening
-        generator = self.workspace.generator
-        record = generator.current(kind, text)
-        said = generator.pronounce(text)
+        record = self.workspace.generator.current(kind, text)
         if record is None:
             return pn.pane.Markdown(
                 f"**{md(text)}**: being made with the dictionary as it is now…",
                 css_classes=["pron-stem"],
             )
         details = f"**{md(text)}** → {md(record.stem_id)} · sha256 {md(record.sha256)}"
-        if said.entries:
+        if record.spoken_as:  # an entry applied
             details += f"\n\nspoken as: {md(record.spoken_as)}"
         if self.audio_urls:
             # The sha256 in the query: a remade stem is fetched, not replayed from the cache.
