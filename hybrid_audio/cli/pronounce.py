@@ -82,8 +82,11 @@ def pronounce_list(ctx: typer.Context, limit: Limit = 200) -> None:
     """
     cli = session(ctx)
     data = cli.api.json("GET", "/pronunciations")
+    rows = [
+        {**e, "phonemes": [f"{k}: {v}" for k, v in (e.get("phonemes") or {}).items()]} for e in data
+    ]
     columns = ["text", "respelling", "phonemes", "note", ("updated", "updated_at")]
-    cli.show(data, lambda d: print_rows("pronunciations", d, columns, limit))
+    cli.show(data, lambda _d: print_rows("pronunciations", rows, columns, limit))
 
 
 @app.command("set")
