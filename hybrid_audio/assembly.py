@@ -67,6 +67,7 @@ from hybrid_audio.files import (
     write_temp,
 )
 from hybrid_audio.generation import Generator
+from hybrid_audio.manifests import manifest_bytes
 from hybrid_audio.stems import StemId, normalize
 from hybrid_audio.templates import (
     SilenceSegment,
@@ -282,9 +283,7 @@ class Assembler(param.Parameterized):
             "verify": report.model_dump(mode="json"),
         }
         manifest_path = wav_path.with_suffix(".json")
-        # Compact JSON: an indented dump takes Python's slow encoder and doubles the cost
-        # of an assembly; `python -m json.tool` makes it readable when needed.
-        manifest = json.dumps(document, ensure_ascii=False).encode()
+        manifest = manifest_bytes(document)
         atomic_write(manifest_path, manifest)
         self._queue_upload(output_id, merged.sha256, manifest)
         result = AssemblyResult(
@@ -524,8 +523,7 @@ class Assembler(param.Parameterized):
         later additions go to the manifest, never into the WAV). Hold `manifest_lock`."""
         document = self.load_output(output_id)
         document.setdefault(section, {})[key] = value
-        manifest = json.dumps(document, ensure_ascii=False).encode()
-        atomic_write(self._manifest_path(output_id), manifest)
+        atomic_write(self._manifest_path(output_id), manifest_bytes(document))
 
     def _manifest_path(self, output_id: str) -> Path:
         if not isinstance(output_id, str) or not _OUTPUT_ID.fullmatch(output_id):

@@ -21,6 +21,7 @@ import pytest
 from google.cloud import storage
 
 from hybrid_audio.config import Settings
+from hybrid_audio.delivery import deliver
 from hybrid_audio.engines import create_engine
 from hybrid_audio.files import stem_lock
 from hybrid_audio.jobs import JobState
@@ -227,3 +228,31 @@ def test_a_sync_can_be_cancelled_between_batches(open_workspace, tmp_path: Path,
         "storage_sync_failed",
         "cancelled",
     )
+
+
+def test_a_delivery_added_to_a_mirrored_manifest_is_no_difference(
+    tmp_path: Path, open_workspace, bucket
+) -> None:
+    """Deliveries (an MP3 of a message) are recorded in the local manifest only: the bucket
+    keeps the manifest as assembled, consistency stays ok, a push has nothing to send and a
+    pull of that output into a machine whose manifest gained a delivery sees no conflict."""
+    first = open_workspace(make_base_dir(tmp_path / "first"))
+    output_id = first.assembler.assemble("single_anchor", name="Ana", developer="Hilton").summary.id
+    assert first.uploads.wait_idle(30)
+    assembled = bucket.blob(f"output/{output_id}.json").download_as_bytes()
+
+    deliver(first.assembler, output_id, "mp3")
+
+    local = (Path(first.settings.output_dir) / f"{output_id}.json").read_bytes()
+    assert json.loads(local)["deliveries"]["mp3"]["size"] > 0
+    assert local != assembled
+    assert first.storage.consistency().ok
+    assert run(first, "push")["considered"] == 0
+    assert bucket.blob(f"output/{output_id}.json").download_as_bytes() == assembled
+
+    second = open_workspace(make_base_dir(tmp_path / "second"))
+    assert run(second, "pull")["conflicts"] == []
+    deliver(second.assembler, output_id, "flac")
+    report = run(second, "pull")
+    assert report["conflicts"] == report["failed"] == []
+    assert second.storage.consistency().ok

@@ -23,6 +23,7 @@ from hybrid_audio.assembly import Assembler
 from hybrid_audio.cache import StemCache, StemRecord
 from hybrid_audio.files import create_new, read_inside, stem_lock
 from hybrid_audio.jobs import Job
+from hybrid_audio.manifests import mirrored_manifest
 from hybrid_audio.storage.base import (
     OUTPUT_PREFIX,
     STEMS_PREFIX,
@@ -56,8 +57,10 @@ class LocalObject:
     output_id: str | None = None
 
     def read(self) -> bytes:
-        """The file's bytes (a link or a missing file raises `OSError`)."""
-        return read_inside(self.folder, self.relative)[0]
+        """The bytes the object holds (a link or a missing file raises `OSError`): the
+        file's, a manifest's without the sections only this machine keeps (`manifests`)."""
+        data = read_inside(self.folder, self.relative)[0]
+        return mirrored_manifest(data) if self.relative.endswith(".json") else data
 
 
 def local_objects(
@@ -99,7 +102,7 @@ def output_objects(assembler: Assembler, output_id: str) -> list[LocalObject]:
     """An output's WAV and manifest as objects; none if its manifest does not read."""
     folder = assembler.output_dir
     try:
-        manifest = read_inside(folder, f"{output_id}.json")[0]
+        manifest = mirrored_manifest(read_inside(folder, f"{output_id}.json")[0])
         document = json.loads(manifest)
         wav_sha256 = str(document["output"]["sha256"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -300,7 +303,7 @@ class Syncer:
         folder = self.assembler.output_dir
         targets = {name: folder / name[len(OUTPUT_PREFIX) :] for name in files}
         for name, path in targets.items():
-            if path.exists() and read_inside(folder, path.name)[0] != files[name]:
+            if path.exists() and _mirrored(folder, path.name) != files[name]:
                 report.conflicts.append(f"{name}: a local file holds other bytes (kept)")
                 return
         for name in sorted(files, key=lambda n: n.endswith(".json")):
@@ -310,6 +313,12 @@ class Syncer:
                 report.transferred += 1
             else:
                 report.conflicts.append(f"{name}: written locally meanwhile (kept)")
+
+
+def _mirrored(folder: Path, name: str) -> bytes:
+    """A local output file as the bucket would hold it (see `LocalObject.read`)."""
+    data = read_inside(folder, name)[0]
+    return mirrored_manifest(data) if name.endswith(".json") else data
 
 
 def _output_problem(output_id: str, wav: bytes, manifest: bytes) -> str:

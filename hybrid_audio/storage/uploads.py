@@ -43,6 +43,7 @@ from hybrid_audio.cache import CorruptStemError, StemCache
 from hybrid_audio.config import Settings
 from hybrid_audio.database import Database
 from hybrid_audio.files import read_inside
+from hybrid_audio.manifests import mirrored_manifest
 from hybrid_audio.storage.base import (
     ObjectExistsError,
     ObjectInfo,
@@ -450,6 +451,8 @@ def output_upload(folder: Path, output_id: str, suffix: str) -> tuple[bytes, dic
     sha256, and the template and contract of its manifest) and its content type. Raises
     `OSError` when a file is gone or unsafe, `ValueError` when the manifest does not read."""
     data = read_inside(folder, f"{output_id}.{suffix}")[0]
+    if suffix == "json":
+        data = mirrored_manifest(data)  # without what only this machine keeps (deliveries)
     manifest = json.loads(data if suffix == "json" else read_inside(folder, f"{output_id}.json")[0])
     metadata = {
         "output_id": output_id,
