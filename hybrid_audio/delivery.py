@@ -299,12 +299,14 @@ def read_delivery(
     assembler.load_output(output_id)  # an unknown output is a KeyError before any lock
     with assembler.manifest_lock(output_id):
         document = assembler.load_output(output_id)
+        # The master is proven first, also for a delivery made before: a message whose WAV
+        # changed on disk is refused in every format, as the WAV itself is.
+        master, _ = assembler.read_output(output_id)
         recorded = (document.get("deliveries") or {}).get(kind.name)
         if recorded is not None:
             stored = _stored(assembler.output_dir, Delivery(**recorded), document)
             if stored is not None:
                 return stored
-        master, _ = assembler.read_output(output_id)
         record, data = _encode(kind, output_id, master, document["output"]["sha256"])
         folder = assembler.output_dir / DELIVERIES
         if folder.is_dir():

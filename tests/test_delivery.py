@@ -294,3 +294,18 @@ def test_missing_or_changed_masters_give_the_existing_errors(workspace: Workspac
 @pytest.mark.parametrize("fmt", ENCODED)
 def test_encode_time_per_minute_is_measured(fmt: str) -> None:
     assert 0 < delivery.encode_seconds_per_minute(fmt, seconds=2.0) < 60
+
+
+def test_a_delivery_made_before_its_master_changed_on_disk_is_refused(
+    workspace: Workspace,
+) -> None:
+    """A message whose WAV changed on disk is refused in every format, also when its MP3
+    was delivered before the change (the master is proven on every delivery)."""
+    output_id = _message(workspace)
+    delivery.deliver(workspace.assembler, output_id, "mp3")
+    path = workspace.assembler.output_dir / f"{output_id}.wav"
+    data = bytearray(path.read_bytes())
+    data[-2] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptOutputError):
+        delivery.deliver(workspace.assembler, output_id, "mp3")
