@@ -21,6 +21,7 @@ import hashlib
 import json
 import re
 import threading
+import unicodedata
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -82,6 +83,9 @@ def _clean(value: str, what: str) -> str:
         raise ValueError(f"{what} is {len(value)} characters long; at most {MAX_TEXT} allowed")
     if _RESERVED.search(value):
         raise ValueError(f"{what} must not contain [[, ]], << or >> (the engines' own syntax)")
+    controls = sorted({f"U+{ord(c):04X}" for c in value if unicodedata.category(c) == "Cc"})
+    if controls:  # they would reach the engine, or a terminal listing the entries
+        raise ValueError(f"{what} contains control characters ({', '.join(controls)})")
     return value
 
 

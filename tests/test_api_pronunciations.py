@@ -139,6 +139,7 @@ def test_piper_phonemes_over_http(client: httpx.Client) -> None:
         ({"text": "Ann", "phonemes": {"piper": "<<a|n>>"}}, "[[, ]], << or >>"),
         ({"text": "Ann", "phonemes": {"espeak": "an"}}, "phonemes.espeak"),
         ({"text": "An\u0007n", "respelling": "Anne"}, "control characters"),
+        ({"text": "Ann", "respelling": "An\u0000ne"}, "respelling contains control characters"),
         ({"text": "🎉🎉🎉", "respelling": "party"}, "nothing to speak"),
         ({"text": "Ann"}, "needs a respelling or phonemes"),
         ({"text": "Ann", "respelling": "ANN"}, "is the text itself"),

@@ -160,6 +160,7 @@ def test_bad_entries_are_refused_and_store_nothing(workspace: Workspace) -> None
         ("Ann<<x>>", {}, "the engines' own syntax"),
         ("Ann", {"espeak": "a"}, "unknown engines"),
         ("Ann\x00", {}, "control characters"),
+        ("Ann", {"piper": "a\x1bn"}, "piper phonemes contains control characters"),
         ("🎉🎉", {}, "nothing to speak"),
     ]
     for text, phonemes, problem in hostile:
