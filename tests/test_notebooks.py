@@ -9,6 +9,7 @@ must be committed without outputs, so a diff shows code, not base64 audio.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -79,6 +80,7 @@ def test_notebooks_are_committed_without_outputs() -> None:
         "02_rotation_and_bulk.ipynb",
         "03_headless_batch.ipynb",
         "04_campaign.ipynb",
+        "05_sound.ipynb",
     ]
     for path in notebooks:
         notebook = nbformat.read(path, as_version=4)
@@ -152,6 +154,37 @@ def test_campaign_notebook_runs_a_list_to_a_zip_and_audits_storage(
         e for e in jsonl(base_dir / "logs" / "storage.jsonl") if e["event"] == "gcs_consistency"
     ]
     assert len(audits) == 1  # the notebook's audit is logged as the server's are
+
+
+def test_sound_notebook_levels_stems_fixes_a_name_and_delivers(
+    base_dir: Path, workspace: Workspace
+) -> None:
+    """05 makes stems at −16 LUFS ±0.5 under −1 dBTP, fixes a name's pronunciation (the
+    stem changes) and removes the fix (the old bytes return), and delivers a message in
+    three formats, each recorded in its manifest with the sha256 of the file on disk."""
+    execute(
+        "05_sound.ipynb",
+        base_dir=str(base_dir),
+        names=["Sarah", "Nguyen"],
+        developers=["Hilton"],
+        fix_text="Nguyen",
+        formats=["mp3", "mulaw"],
+    )
+
+    records = workspace.cache.list()
+    assert {r.text for r in records} >= {"Sarah", "Nguyen", "Hilton"}
+    for record in records:
+        assert abs(record.loudness_after - workspace.contract.loudness_lufs) <= 0.5
+        assert record.true_peak_after <= workspace.contract.true_peak_dbtp
+        assert record.pronunciation == ""  # the fix was removed again
+    assert workspace.pronunciations.list() == []
+    ids = assert_outputs_verify(workspace.assembler, 2)  # the message, the one made stale
+    delivered = [workspace.assembler.load_output(i).get("deliveries", {}) for i in ids]
+    (deliveries,) = [d for d in delivered if d]
+    assert set(deliveries) == {"mp3", "mulaw"}
+    for record in deliveries.values():
+        data = (Path(workspace.settings.output_dir) / record["path"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == record["sha256"]
 
 
 def test_headless_batch_notebook_writes_verified_messages_and_a_summary(
