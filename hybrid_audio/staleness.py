@@ -55,7 +55,7 @@ class FixReport(BaseModel):
 
     entry: PronunciationEntry | None  # the entry set, or the one removed
     removed: bool
-    regenerated: list[StemRecord]
+    regenerated: list[StemRecord]  # the stems made again (or by another process meanwhile)
     failed: list[str]  # "stem id: error"; those stems keep what was stored
     stale_outputs: list[StaleOutput]  # messages using the stems touched
 
@@ -201,14 +201,17 @@ def _regenerate(
             continue
         try:
             if kinds.get(row.kind).form == "mapping":  # the id comes from the key
-                made.append(generator.generate_keyed(row.kind, row.stem_id))
+                record = generator.generate_keyed(row.kind, row.stem_id)
             else:
-                made.append(generator.generate(row.kind, row.text))
+                record = generator.generate(row.kind, row.text)
         except (EngineConfigError, EngineQuotaError) as error:
             fatal = error
             failed.append(f"{row.stem_id}: {error}")
         except (EngineError, WavError, KeyError, ValueError) as error:
             failed.append(f"{row.stem_id}: {error}")
+            continue
+        if record.updated_at != row.updated_at:  # else the entry does not apply to this engine
+            made.append(record)
     return made, failed
 
 

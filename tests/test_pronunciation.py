@@ -78,6 +78,14 @@ def test_piper_phonemes_go_through_its_raw_phoneme_syntax(workspace: Workspace) 
     assert fix.failed == []
 
 
+def test_an_entry_for_another_engine_leaves_the_stem_alone(workspace: Workspace) -> None:
+    ann = workspace.generator.generate("name", "Ann")
+    fix = staleness.apply_fix(workspace, "Ann", phonemes={"cartesia": "æ|n"})
+    assert fix.regenerated == []
+    assert fix.failed == []
+    assert workspace.cache.get(ann.stem_id).updated_at == ann.updated_at
+
+
 def test_a_message_made_before_a_fix_is_stale_and_says_why(workspace: Workspace) -> None:
     assembler = workspace.assembler
     old = assembler.assemble("double_anchor", name="Ann", developer="Acme Homes").summary.id
