@@ -65,6 +65,9 @@ TOLERANCE_LU = 0.2
 CEILING_MARGIN_DB = 0.05
 #: Rounds of gain/limiter correction before the best result so far is kept.
 ROUNDS = 8
+#: First guess of dB of loudness per dB of gain once the limiter acts (later rounds use the
+#: measured slope): on Piper's stems it is 0.4–0.75; 1.0 took a round more, on most stems.
+LIMITED_SLOPE = 0.55
 
 
 class SoundReport(BaseModel):
@@ -132,9 +135,8 @@ def true_peak_dbtp(samples: np.ndarray, rate: int) -> float:
     return 20 * math.log10(peak) if peak > 0 else -math.inf
 
 
-def _limit(x: np.ndarray, rate: int, ceiling: float) -> tuple[np.ndarray, bool]:
-    """`x` with a smooth gain envelope that keeps its (oversampled) peaks ≤ `ceiling`."""
-    peaks = _oversampled_peaks(x, rate)
+def _limit(x: np.ndarray, peaks: np.ndarray, rate: int, ceiling: float) -> tuple[np.ndarray, bool]:
+    """`x` with a smooth gain envelope that keeps its oversampled `peaks` ≤ `ceiling`."""
     if peaks.max() <= ceiling:
         return x, False
     needed = np.minimum(1.0, ceiling / np.maximum(peaks, 1e-12))
@@ -178,7 +180,12 @@ class _Round(NamedTuple):
 
 
 def _shape(
-    source: np.ndarray, fmt: AudioFormat, gain_db: float, limit_at: float | None, fade: int
+    source: np.ndarray,
+    peaks: np.ndarray,
+    fmt: AudioFormat,
+    gain_db: float,
+    limit_at: float | None,
+    fade: int,
 ) -> _Round:
     """`source` gained, limited (unless `limit_at` is None), trimmed and faded, encoded.
 
@@ -186,12 +193,15 @@ def _shape(
     the encoding — so a frame the merge-time trim calls loud (same `TRIM_DBFS`) is never
     farther than the fade from a stem's edge, and a trim keeping at least the fade cuts
     nothing. (Trimming with an earlier gain estimate left quiet tails that a later, lower
-    gain put under the threshold: the merge trim then cut into the fade.)
+    gain put under the threshold: the merge trim then cut into the fade.) `peaks` are the
+    source's oversampled peaks: oversampling is linear, so the gained clip's are `peaks`
+    times the gain, without oversampling it again every round.
     """
-    shaped = source * 10 ** (gain_db / 20)
+    gain = 10 ** (gain_db / 20)
+    shaped = source * gain
     limited = False
     if limit_at is not None:
-        shaped, limited = _limit(shaped, fmt.sample_rate, limit_at)
+        shaped, limited = _limit(shaped, peaks * gain, fmt.sample_rate, limit_at)
     as_stored = codecs.decode(codecs.encode(shaped, fmt), fmt)[:, 0]
     start, end = _trim_range(as_stored, 10 ** (TRIM_DBFS / 20), fade)
     # + 0.0: a negative sample times the window's 0 is −0.0, which is not float
@@ -230,6 +240,7 @@ def process(wav: Wav, contract: VoiceContract) -> tuple[Wav, SoundReport | None]
     source = codecs.decode(wav.pcm, fmt).mean(axis=1)  # contracts are mono
     target = contract.loudness_lufs
     before = integrated_loudness(source, rate)
+    peaks = _oversampled_peaks(source, rate)
     fade = fmt.frames_for_ms(contract.edge_fade_ms)
     gain_db = 0.0
     if target is not None and math.isfinite(before):
@@ -242,7 +253,8 @@ def process(wav: Wav, contract: VoiceContract) -> tuple[Wav, SoundReport | None]
     best: _Round | None = None
     last: tuple[float, float] | None = None  # (gain, loudness) of the previous round
     for _ in range(ROUNDS if target is not None else 1):
-        result = _shape(source, fmt, gain_db, limit_at if target is not None else None, fade)
+        limit = limit_at if target is not None else None
+        result = _shape(source, peaks, fmt, gain_db, limit, fade)
         if target is None or result.loudness_lufs is None:
             best = result
             break
@@ -255,7 +267,7 @@ def process(wav: Wav, contract: VoiceContract) -> tuple[Wav, SoundReport | None]
         if over:
             limit_at *= 10 ** ((ceiling - result.peak_dbtp - CEILING_MARGIN_DB) / 20)
         # Secant step: under the limiter a dB of gain buys less than a dB of loudness.
-        slope = 1.0
+        slope = LIMITED_SLOPE if result.limited else 1.0
         if last is not None and gain_db != last[0]:
             slope = float(np.clip((result.loudness_lufs - last[1]) / (gain_db - last[0]), 0.2, 1.0))
         last = (gain_db, result.loudness_lufs)
@@ -264,7 +276,7 @@ def process(wav: Wav, contract: VoiceContract) -> tuple[Wav, SoundReport | None]
     report = SoundReport(
         loudness_before=_finite(before),
         loudness_after=best.loudness_lufs,
-        true_peak_before=_finite(true_peak_dbtp(source, rate)),
+        true_peak_before=_db(float(peaks.max(initial=0.0))),
         true_peak_after=_finite(best.peak_dbtp),
         gain_db=round(best.gain_db, 4),
         limited=best.limited,
