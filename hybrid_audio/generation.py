@@ -46,7 +46,7 @@ from hybrid_audio.engines import (
 )
 from hybrid_audio.files import stem_lock
 from hybrid_audio.jobs import Job
-from hybrid_audio.pronunciation import Pronounced, PronunciationDictionary
+from hybrid_audio.pronunciation import Pronounced, PronunciationDictionary, plain
 from hybrid_audio.sound import process
 from hybrid_audio.stems import StemId, same_identity, spoken_text
 from hybrid_audio.storage.base import (
@@ -280,7 +280,9 @@ class Generator(param.Parameterized):
         if hit is not None:
             return hit.model_copy(update={"cached": True})
         with stem_lock(self.settings.state_dir, stem_id):
-            # another thread or process may have made it meanwhile
+            # another thread or process may have made it meanwhile, or changed the
+            # dictionary: a stem stored now must be made with the entries as they are now
+            said = self.pronounce(spoken)
             hit = self._usable(self.cache.lookup(stem_id), spoken, said)
             if hit is not None:
                 return hit.model_copy(update={"cached": True})
@@ -308,7 +310,7 @@ class Generator(param.Parameterized):
     def pronounce(self, spoken: str) -> Pronounced:
         """What the engine is given for `spoken`: the dictionary's entries applied."""
         if self.pronunciations is None:
-            return Pronounced(engine_text=spoken, entry_hash="", entries=[])
+            return Pronounced(engine_text=plain(spoken), entry_hash="", entries=[])
         return self.pronunciations.resolve(spoken, self.contract.engine)
 
     def current(self, kind: str, text: str, *, slug_source: str | None = None) -> StemRecord | None:

@@ -137,7 +137,7 @@ def stems_using(workspace: Workspace, text: str) -> list[StemRecord]:
     """Cached stems (active contract) whose spoken text holds `text` as a whole word or
     phrase, any case — the rule the dictionary applies entries with — plus those whose
     recorded pronunciation the dictionary would no longer give them. By stem id."""
-    matcher = whole_words([spoken_text(text).casefold()])
+    matcher = whole_words([spoken_text(text)])
     rows = _Rows(workspace)
     return [
         row

@@ -222,3 +222,62 @@ def test_two_fixes_at_once_leave_the_stem_as_the_last_entry_says(workspace: Work
     entry = workspace.pronunciations.get("acme")
     assert row.spoken_as == f"{entry.respelling} Homes"
     assert row.pronunciation == workspace.generator.pronounce("Acme Homes").entry_hash
+
+
+def test_entries_match_their_text_under_full_case_folding(workspace: Workspace) -> None:
+    """An entry for "Straße" (casefolded: "strasse") applies to "Straße"; an entry for
+    "Istanbul" meets the dotted "İstanbul" (two characters once casefolded) without error."""
+    dictionary = workspace.pronunciations
+    dictionary.set("Straße", respelling="Strahsseh")
+    dictionary.set("Istanbul", respelling="Iss tan bool")
+    dictionary.set("Nguyen", respelling="Win")
+
+    assert dictionary.resolve("Straße Homes", "piper").engine_text == "Strahsseh Homes"
+    assert dictionary.resolve("STRASSE", "piper").engine_text == "Strahsseh"
+    assert dictionary.resolve("İstanbul Nguyen", "piper").engine_text == "Iss tan bool Win"
+    assert [r.text for r in staleness.stems_using(workspace, "Straße")] == []
+    made = workspace.generator.generate("developer", "Straße Homes")
+    assert made.spoken_as == "Strahsseh Homes"
+    assert [r.text for r in staleness.stems_using(workspace, "Straße")] == ["Straße Homes"]
+
+
+def test_a_name_cannot_carry_the_engines_own_syntax(workspace: Workspace) -> None:
+    """Only an entry's phonemes reach the engine as phonemes: `[[ ]]` or `<< >>` written in
+    a name, or made by two respellings side by side, is given to the engine as plain text."""
+    dictionary = workspace.pronunciations
+    assert workspace.generator.pronounce("Bob [[ sˈɪd ]]").engine_text == "Bob [ [ sˈɪd ] ]"
+    assert dictionary.resolve("Ann <<s|ɪ|d>>", "cartesia").engine_text == "Ann < <s|ɪ|d> >"
+    dictionary.set("Foo.", respelling="Fu [")
+    dictionary.set(".Bar", respelling="[ Ba")
+    said = dictionary.resolve("Foo..Bar", "piper").engine_text
+    assert said == "Fu [ [ Ba"
+    dictionary.set("Bob", phonemes={"piper": "sˈɪd"})
+    assert dictionary.resolve("[Bob]", "piper").engine_text == "[ [[ sˈɪd ]] ]"
+    # Piper reads a name's `[[ bˈɑːb ]]` as phonemes: "Cid Bob"; it is said as written
+    named = workspace.generator.generate("name", "Cid [[ bˈɑːb ]]")
+    assert named.sha256 != workspace.generator.generate("name", "Cid Bob").sha256
+    assert named.sha256 == workspace.generator.generate("name", "Cid [ bˈɑːb ]").sha256
+
+
+def test_a_generation_waiting_through_a_fix_makes_the_stem_with_the_fix(
+    workspace: Workspace,
+) -> None:
+    """A stem asked for before a fix and made after it (it waited for the stem's lock, held
+    by the fix's own regeneration or another process) is made with the entry, never stored
+    with the dictionary as it was when it was asked for."""
+    from hybrid_audio.files import stem_lock
+
+    generator = workspace.generator
+    made: list = []
+    with stem_lock(workspace.settings.state_dir, "stem.name.bob"):
+        asker = threading.Thread(target=lambda: made.append(generator.generate("name", "Bob")))
+        asker.start()
+        asker.join(timeout=1.0)  # it looked, missed, and now waits for the lock
+        assert asker.is_alive()
+        workspace.pronunciations.set("Bob", respelling="Cid")
+    asker.join()
+
+    (bob,) = made
+    assert bob.spoken_as == "Cid"
+    assert bob.pronunciation == generator.pronounce("Bob").entry_hash
+    assert generator.current("name", "Bob") is not None
