@@ -250,3 +250,28 @@ def test_a_hostile_text_is_shown_as_text(workspace: Workspace) -> None:
     shown = " ".join(_markdown(layout, "pron-stem") + _markdown(layout, "pron-preview-text"))
     assert "<img" not in shown
     assert "&lt;img" in shown
+
+
+def test_a_fix_from_the_page_keeps_the_other_engines_phonemes(workspace: Workspace) -> None:
+    """The form edits the active engine's phonemes only: an entry's phonemes for another
+    engine (set from the API or the CLI) survive a fix of its respelling made here."""
+    workspace.pronunciations.set("Ann", respelling="Anne", phonemes={"cartesia": "æ|n"})
+    view = PronunciationView(workspace=workspace)
+    view.__panel__()
+    view.entries._process_event(CellClickEvent(model=None, column="text", row=0))
+    assert (view.text, view.respelling, view.phonemes) == ("Ann", "Anne", "")
+    view.respelling = "Ahn"
+    view.fix()
+    _finish(workspace, view)
+    assert view.job.state == JobState.DONE
+    entry = workspace.pronunciations.get("Ann")
+    assert (entry.respelling, entry.phonemes) == ("Ahn", {"cartesia": "æ|n"})
+
+    view.phonemes = "ˈɑːn"
+    view.fix()
+    _finish(workspace, view)
+    assert workspace.pronunciations.get("Ann").phonemes == {"cartesia": "æ|n", "piper": "ˈɑːn"}
+    view.phonemes = ""  # cleared here: the active engine's phonemes go, the others stay
+    view.fix()
+    _finish(workspace, view)
+    assert workspace.pronunciations.get("Ann").phonemes == {"cartesia": "æ|n"}

@@ -194,10 +194,12 @@ class PronunciationView(PageState, pn.viewable.Viewer):
 
     @friendly
     def fix(self) -> Job:
-        """Set the entry and make its stems again, as a job."""
+        """Set the entry and make its stems again, as a job. The form holds the active
+        engine's phonemes only: the entry's phonemes for other engines are kept."""
         spoken = self._spoken()
         engine = self.workspace.contract.engine
-        phonemes = {engine: self.phonemes} if self.phonemes.strip() else None
+        entry = self.workspace.pronunciations.get(spoken)
+        phonemes = {**(entry.phonemes if entry else {}), engine: self.phonemes}  # "" drops it
         respelling, note = self.respelling, self.note
         self.listening = (self.kind, spoken)
         return self._start(
