@@ -281,3 +281,20 @@ def test_a_generation_waiting_through_a_fix_makes_the_stem_with_the_fix(
     assert bob.spoken_as == "Cid"
     assert bob.pronunciation == generator.pronounce("Bob").entry_hash
     assert generator.current("name", "Bob") is not None
+
+
+def test_an_apostrophe_inside_a_word_keeps_it_one_word(workspace: Workspace) -> None:
+    """An entry for the name "Can" fixes "Can" and the possessive "Can's", not the "can't"
+    of a script, nor "Brien" inside "O'Brien"; a hyphen joins two words, each fixable."""
+    dictionary = workspace.pronunciations
+    dictionary.set("Can", respelling="Jahn")
+    dictionary.set("Brien", respelling="Bryan")
+    dictionary.set("Nguyen", respelling="Win")
+
+    def said(text: str) -> str:
+        return dictionary.resolve(text, "piper").engine_text
+
+    assert said("Can and Can's offer") == "Jahn and Jahn's offer"
+    assert said("You can't miss it, you can’t") == "You can't miss it, you can’t"
+    assert said("O'Brien and Brien") == "O'Brien and Bryan"
+    assert said("Smith-Nguyen 'Nguyen'") == "Smith-Win 'Win'"
