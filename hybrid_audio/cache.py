@@ -359,7 +359,11 @@ class StemCache(param.Parameterized):
             "true_peak_after": sound.true_peak_after if sound else None,
             "gain_db": sound.gain_db if sound else None,
             "pronunciation": pronounced.entry_hash if pronounced else "",
-            "spoken_as": pronounced.engine_text if pronounced and pronounced.entry_hash else "",
+            # What the engine was given, when it is not `text` (an entry, or a name's
+            # `[[`/`<<` broken apart); "" when unknown (a stem adopted from the bucket).
+            "spoken_as": pronounced.engine_text
+            if pronounced and pronounced.engine_text not in ("", text)
+            else "",
         }
         placeholders = ", ".join("?" for _ in _COLUMNS)
         with self._db.write() as db:

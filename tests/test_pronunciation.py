@@ -255,6 +255,7 @@ def test_a_name_cannot_carry_the_engines_own_syntax(workspace: Workspace) -> Non
     assert dictionary.resolve("[Bob]", "piper").engine_text == "[ [[ sˈɪd ]] ]"
     # Piper reads a name's `[[ bˈɑːb ]]` as phonemes: "Cid Bob"; it is said as written
     named = workspace.generator.generate("name", "Cid [[ bˈɑːb ]]")
+    assert named.spoken_as == "Cid [ [ bˈɑːb ] ]"  # recorded: not the text as written
     assert named.sha256 != workspace.generator.generate("name", "Cid Bob").sha256
     assert named.sha256 == workspace.generator.generate("name", "Cid [ bˈɑːb ]").sha256
 
