@@ -15,7 +15,7 @@ usable now, and the next generation makes them with the dictionary applied.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
@@ -28,6 +28,7 @@ from hybrid_audio.stems import spoken_text
 from hybrid_audio.wav import WavError
 
 if TYPE_CHECKING:
+    from hybrid_audio.jobs import Job
     from hybrid_audio.workspace import Workspace
 
 GONE = "no longer cached"
@@ -153,27 +154,36 @@ def apply_fix(
     phonemes: dict[str, str] | None = None,
     note: str = "",
     regenerate: bool = True,
+    job: Job | None = None,
 ) -> FixReport:
     """Set the entry for `text` (ValueError for a bad one) and, with `regenerate`, make
-    every stem using it again; report the messages that use those stems and are stale."""
+    every stem using it again; report the messages that use those stems and are stale.
+    `job` (when run as one) shows progress: one step per stem made again."""
     entry = workspace.pronunciations.set(text, respelling, phonemes, note)
-    return _report(workspace, entry, removed=False, regenerate=regenerate)
+    return _report(workspace, entry, removed=False, regenerate=regenerate, job=job)
 
 
-def remove_fix(workspace: Workspace, text: str, regenerate: bool = True) -> FixReport:
+def remove_fix(
+    workspace: Workspace, text: str, regenerate: bool = True, job: Job | None = None
+) -> FixReport:
     """Remove the entry for `text` and, with `regenerate`, make its stems again as written
     (the bytes they had before the entry). `removed` is False when there was no entry."""
     entry = workspace.pronunciations.get(text)
     if entry is None or not workspace.pronunciations.remove(text):
         return FixReport(entry=None, removed=False, regenerated=[], failed=[], stale_outputs=[])
-    return _report(workspace, entry, removed=True, regenerate=regenerate)
+    return _report(workspace, entry, removed=True, regenerate=regenerate, job=job)
 
 
 def _report(
-    workspace: Workspace, entry: PronunciationEntry, *, removed: bool, regenerate: bool
+    workspace: Workspace,
+    entry: PronunciationEntry,
+    *,
+    removed: bool,
+    regenerate: bool,
+    job: Job | None,
 ) -> FixReport:
     touched = stems_using(workspace, entry.text)
-    regenerated, failed = _regenerate(workspace, touched) if regenerate else ([], [])
+    regenerated, failed = _regenerate(workspace, touched, job) if regenerate else ([], [])
     ids = {row.stem_id for row in touched}
     return FixReport(
         entry=entry,
@@ -185,33 +195,39 @@ def _report(
 
 
 def _regenerate(
-    workspace: Workspace, rows: Iterable[StemRecord]
+    workspace: Workspace, rows: list[StemRecord], job: Job | None = None
 ) -> tuple[list[StemRecord], list[str]]:
     """Make each stem again as `Generator.generate` would now. A stem that fails (engine
     error, its phrase gone from the dataset) is reported and keeps what was stored; the
     others go on — except after a configuration or quota error, which every further stem
-    would repeat: those are reported as not tried."""
+    would repeat: those are reported as not tried. `job` advances one step per stem."""
     generator = workspace.generator
     made: list[StemRecord] = []
     failed: list[str] = []
     fatal: EngineError | None = None
+    if job is not None:
+        job.param.update(total=len(rows))
     for row in rows:
+        error: str | None = None
         if fatal is not None:
-            failed.append(f"{row.stem_id}: not tried after {fatal}")
-            continue
-        try:
-            if kinds.get(row.kind).form == "mapping":  # the id comes from the key
-                record = generator.generate_keyed(row.kind, row.stem_id)
-            else:
-                record = generator.generate(row.kind, row.text)
-        except (EngineConfigError, EngineQuotaError) as error:
-            fatal = error
-            failed.append(f"{row.stem_id}: {error}")
-        except (EngineError, WavError, KeyError, ValueError) as error:
-            failed.append(f"{row.stem_id}: {error}")
-            continue
-        if record.updated_at != row.updated_at:  # else the entry does not apply to this engine
-            made.append(record)
+            error = f"{row.stem_id}: not tried after {fatal}"
+        else:
+            try:
+                if kinds.get(row.kind).form == "mapping":  # the id comes from the key
+                    record = generator.generate_keyed(row.kind, row.stem_id)
+                else:
+                    record = generator.generate(row.kind, row.text)
+                if record.updated_at != row.updated_at:  # else not this engine's entry
+                    made.append(record)
+            except (EngineConfigError, EngineQuotaError) as exc:
+                fatal = exc
+                error = f"{row.stem_id}: {exc}"
+            except (EngineError, WavError, KeyError, ValueError) as exc:
+                error = f"{row.stem_id}: {exc}"
+        if error is not None:
+            failed.append(error)
+        if job is not None:
+            job.advance(error=error, message=row.stem_id)
     return made, failed
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from hybrid_audio import staleness
 from hybrid_audio.config import Settings
-from hybrid_audio.engines import create_engine
+from hybrid_audio.engines import EngineConfigError, create_engine
 from hybrid_audio.workspace import Workspace
 from tests.api_server import TINY_DATASETS, make_base_dir
 
@@ -299,3 +299,43 @@ def test_an_apostrophe_inside_a_word_keeps_it_one_word(workspace: Workspace) -> 
     assert said("You can't miss it, you can’t") == "You can't miss it, you can’t"
     assert said("O'Brien and Brien") == "O'Brien and Bryan"
     assert said("Smith-Nguyen 'Nguyen'") == "Smith-Win 'Win'"
+
+
+class _Unconfigured:
+    """An engine whose configuration is broken: every synthesis fails the same way."""
+
+    def __init__(self, engine) -> None:
+        self.name = engine.name
+        self.version = engine.version
+        self._engine = engine
+
+    def describe(self) -> dict[str, str]:
+        return self._engine.describe()
+
+    def synthesize(self, text, contract):
+        raise EngineConfigError("the voice file is gone")
+
+
+def test_a_fix_job_advances_per_stem_and_stops_trying_after_a_configuration_error(
+    workspace: Workspace,
+) -> None:
+    """Run as a job, a fix shows one step per stem it makes again; when the engine's
+    configuration fails (every stem would fail alike), the first stem carries the error and
+    the rest are reported as not tried — the stored audio is kept, the job still ends."""
+    ann = workspace.generator.generate("name", "Ann")
+    homes = workspace.generator.generate("developer", "Ann Homes")
+    workspace.generator.engine = _Unconfigured(workspace.generator.engine)
+
+    job = workspace.jobs.submit(
+        "pronunciation",
+        lambda job: staleness.apply_fix(workspace, "Ann", "Anne", job=job).model_dump(),
+    )
+    job = workspace.jobs.wait(job.id, timeout=60)
+
+    assert job.state == "done", job.message
+    assert (job.done, job.total, job.error_count) == (2, 2, 2)
+    first, second = sorted(job.result["failed"])
+    assert "the voice file is gone" in first
+    assert "not tried after the voice file is gone" in second
+    assert workspace.cache.get(ann.stem_id).sha256 == ann.sha256
+    assert workspace.cache.get(homes.stem_id).sha256 == homes.sha256

@@ -27,6 +27,7 @@ from app.views.common import (
     md,
     notify_error,
     notify_info,
+    progress_bar,
 )
 from app.views.live import live
 from hybrid_audio import kinds, staleness
@@ -205,7 +206,9 @@ class PronunciationView(PageState, pn.viewable.Viewer):
         return self._start(
             "fix",
             spoken,
-            lambda: staleness.apply_fix(self.workspace, spoken, respelling, phonemes, note),
+            lambda job: staleness.apply_fix(
+                self.workspace, spoken, respelling, phonemes, note, job=job
+            ),
         )
 
     @friendly
@@ -215,17 +218,20 @@ class PronunciationView(PageState, pn.viewable.Viewer):
         if self.workspace.pronunciations.get(spoken) is None:
             raise ValueError(f"no pronunciation entry for {spoken!r}")
         self.listening = (self.kind, spoken)
-        return self._start("remove", spoken, lambda: staleness.remove_fix(self.workspace, spoken))
+        return self._start(
+            "remove", spoken, lambda job: staleness.remove_fix(self.workspace, spoken, job=job)
+        )
 
-    def _start(self, action: str, text: str, work: Callable[[], staleness.FixReport]) -> Job:
-        """Run `work` as a job, then make the played text's stem if no fix touched it (a
-        text never listened to has none yet), so the player has the new one to play."""
+    def _start(self, action: str, text: str, work: Callable[[Job], staleness.FixReport]) -> Job:
+        """Run `work` as a job (it advances it per stem made again), then make the played
+        text's stem if no fix touched it (a text never listened to has none yet), so the
+        player has the new one to play."""
         if self.job is not None and self.job.state not in FINISHED_STATES:
             raise ValueError(f"fix job {self.job.id} is still running")
         kind = self.kind
 
-        def run(_job: Job) -> dict:
-            report = work()
+        def run(job: Job) -> dict:
+            report = work(job)
             self.workspace.generator.generate(kind, text)
             return _summary(report)
 
@@ -316,12 +322,20 @@ class PronunciationView(PageState, pn.viewable.Viewer):
                 status += " — failed: " + md("; ".join(result["failed"]))
         return status
 
-    def _job_pane(self, job: Job | None) -> pn.pane.Markdown:
+    def _job_pane(self, job: Job | None) -> pn.viewable.Viewable:
+        """The fix job's bar (one step per stem made again) and status line."""
         if job is None:
             return pn.pane.Markdown(css_classes=["pron-status"])
         feed = live(self.workspace)
-        refs = (feed.ref(job, "state"), feed.ref(job, "result"))
-        return pn.pane.Markdown(pn.bind(self._job_status, job, *refs), css_classes=["pron-status"])
+        state, done, total = (feed.ref(job, name) for name in ("state", "done", "total"))
+        return pn.Column(
+            pn.panel(pn.bind(progress_bar, done, total, state, css_class="pron-progress")),
+            pn.pane.Markdown(
+                pn.bind(self._job_status, job, state, feed.ref(job, "result")),
+                css_classes=["pron-status"],
+            ),
+            sizing_mode="stretch_width",
+        )
 
     def __panel__(self) -> pn.viewable.Viewable:
         engine = self.workspace.contract.engine
