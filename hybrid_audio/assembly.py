@@ -522,7 +522,9 @@ class Assembler(param.Parameterized):
         """Set `section[key]` of a manifest and rewrite it atomically (a delivery record:
         later additions go to the manifest, never into the WAV). Hold `manifest_lock`."""
         document = self.load_output(output_id)
-        document.setdefault(section, {})[key] = value
+        if not isinstance(document.get(section), dict):
+            document[section] = {}  # absent, or a section that does not read: made anew
+        document[section][key] = value
         atomic_write(self._manifest_path(output_id), manifest_bytes(document))
 
     def _manifest_path(self, output_id: str) -> Path:

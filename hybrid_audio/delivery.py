@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import soundfile as sf
 import soxr
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from hybrid_audio import codecs
 from hybrid_audio.contract import AudioFormat, Encoding
@@ -302,9 +302,9 @@ def read_delivery(
         # The master is proven first, also for a delivery made before: a message whose WAV
         # changed on disk is refused in every format, as the WAV itself is.
         master, _ = assembler.read_output(output_id)
-        recorded = (document.get("deliveries") or {}).get(kind.name)
+        recorded = _recorded(document, kind.name)
         if recorded is not None:
-            stored = _stored(assembler.output_dir, Delivery(**recorded), document)
+            stored = _stored(assembler.output_dir, recorded, document, output_id)
             if stored is not None:
                 return stored
         record, data = _encode(kind, output_id, master, document["output"]["sha256"])
@@ -331,12 +331,28 @@ def _master_record(output: dict[str, Any], info: os.stat_result) -> Delivery:
     )
 
 
+def _recorded(document: dict[str, Any], fmt: str) -> Delivery | None:
+    """The manifest's record of `fmt`; None when there is none or it does not read (a
+    cache entry to make again, not the client's error)."""
+    deliveries = document.get("deliveries")
+    if not isinstance(deliveries, dict):
+        return None
+    try:
+        record = Delivery.model_validate(deliveries.get(fmt))
+    except ValidationError:
+        return None
+    return record if record.format == fmt else None
+
+
 def _stored(
-    folder: Path, record: Delivery, document: dict[str, Any]
+    folder: Path, record: Delivery, document: dict[str, Any], output_id: str
 ) -> tuple[Delivery, bytes, os.stat_result] | None:
-    """The recorded file, if it is still the one recorded, of this master, and made with
-    today's preset; None → encode it again."""
+    """The recorded file, if it is still the one recorded, of this master, at this output's
+    delivery path (a record naming another file, the master say, is not trusted), and made
+    with today's preset; None → encode it again."""
     if record.master_sha256 != document["output"]["sha256"]:
+        return None
+    if record.path != f"{DELIVERIES}/{file_name(output_id, record.format)}":
         return None
     try:
         master = AudioFormat(**document["contract"]["audio_format"])

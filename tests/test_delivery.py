@@ -11,6 +11,7 @@ the pre-skip (312); G.711 1 (soxr's rounding of the 8 kHz length).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -30,6 +32,7 @@ from hybrid_audio import delivery
 from hybrid_audio.assembly import CorruptOutputError
 from hybrid_audio.config import Settings
 from hybrid_audio.engines import create_engine
+from hybrid_audio.recipients import parse_recipients
 from hybrid_audio.wav import read_wav
 from hybrid_audio.workspace import Workspace
 from tests.api_server import REPO, make_base_dir
@@ -281,10 +284,7 @@ def test_missing_or_changed_masters_give_the_existing_errors(workspace: Workspac
     with pytest.raises(KeyError):
         delivery.deliver(workspace.assembler, "20990101T000000000000Z_none", "mp3")
     output_id = _message(workspace)
-    path = workspace.assembler.output_dir / f"{output_id}.wav"
-    data = bytearray(path.read_bytes())
-    data[-2] ^= 0x01
-    path.write_bytes(bytes(data))
+    _flip_a_master_byte(workspace, output_id)
     with pytest.raises(CorruptOutputError):
         delivery.deliver(workspace.assembler, output_id, "mp3")
     assert "deliveries" not in workspace.assembler.load_output(output_id)
@@ -303,9 +303,86 @@ def test_a_delivery_made_before_its_master_changed_on_disk_is_refused(
     was delivered before the change (the master is proven on every delivery)."""
     output_id = _message(workspace)
     delivery.deliver(workspace.assembler, output_id, "mp3")
+    _flip_a_master_byte(workspace, output_id)
+    with pytest.raises(CorruptOutputError):
+        delivery.deliver(workspace.assembler, output_id, "mp3")
+
+
+def _flip_a_master_byte(workspace: Workspace, output_id: str) -> None:
+    """Change one sample byte of the message's WAV on disk (its manifest says otherwise)."""
     path = workspace.assembler.output_dir / f"{output_id}.wav"
     data = bytearray(path.read_bytes())
     data[-2] ^= 0x01
     path.write_bytes(bytes(data))
-    with pytest.raises(CorruptOutputError):
-        delivery.deliver(workspace.assembler, output_id, "mp3")
+
+
+@pytest.mark.parametrize(
+    "section",
+    [
+        ["not", "a", "mapping"],
+        {"mp3": "junk"},
+        {"mp3": {"format": "mp3", "parameters": "junk"}},
+    ],
+)
+def test_a_malformed_delivery_record_is_encoded_again_not_an_error(
+    workspace: Workspace, section: object
+) -> None:
+    """A `deliveries` section that does not read (hand-edited, or written by another tool)
+    is a cache entry to make again, never a 500 (AttributeError, TypeError) or a 422 blaming
+    the client's request."""
+    output_id = _message(workspace)
+    path = workspace.assembler.output_dir / f"{output_id}.json"
+    document = json.loads(path.read_text())
+    path.write_text(json.dumps({**document, "deliveries": section}))
+    record = delivery.deliver(workspace.assembler, output_id, "mp3")
+    data = (workspace.assembler.output_dir / record.path).read_bytes()
+    assert (
+        hashlib.sha256(data).hexdigest() == record.sha256 == _recorded(workspace, output_id, "mp3")
+    )
+
+
+def test_a_record_naming_another_file_is_never_served(workspace: Workspace) -> None:
+    """The record's path is where this output's delivery lives, whatever a manifest (one
+    pulled from a bucket, say) says: a record pointing at another file — here the master
+    WAV, with its true sha256 — must not make that file the "mp3"."""
+    output_id = _message(workspace)
+    document = workspace.assembler.load_output(output_id)
+    record = delivery.deliver(workspace.assembler, output_id, "mp3").model_dump()
+    record.update(path=document["output"]["path"], sha256=document["output"]["sha256"])
+    with workspace.assembler.manifest_lock(output_id):
+        workspace.assembler.record_in_manifest(output_id, "deliveries", "mp3", record)
+    got, data, _ = delivery.read_delivery(workspace.assembler, output_id, "mp3")
+    assert got.path == f"deliveries/{output_id}.mp3"
+    assert data[:4] != b"RIFF"
+    with av.open(io.BytesIO(data)) as container:
+        assert container.streams.audio[0].codec_context.name == "mp3float"
+
+
+def test_deleting_a_campaign_while_a_message_is_delivered_leaves_none_of_its_audio(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Erasing a campaign erases its deliveries (personal data: a recipient's name spoken),
+    also one being encoded at that moment: the delivery must not write its file (or its
+    manifest again) after the erasure."""
+    campaigns = workspace.campaigns
+    data = "id,name,developer\nr1,Ann,Acme Homes\nr2,Bob,Acme Homes\n"
+    info = campaigns.create("double_anchor", parse_recipients(data))
+    campaigns.run(info.id)
+    first, second = (m.output_id for m in campaigns.iter_messages(info.id, "done"))
+    delivery.deliver(workspace.assembler, second, "flac")  # an earlier delivery
+    mp3 = delivery.FORMATS["mp3"]
+    deleting = threading.Thread(target=campaigns.delete, args=(info.id,))
+
+    def encode_while_deleted(*args: object) -> bytes:
+        deleting.start()
+        deleting.join(timeout=2)  # the erasure runs now, or waits for this delivery
+        return mp3.encode(*args)
+
+    monkeypatch.setitem(delivery.FORMATS, "mp3", replace(mp3, encode=encode_while_deleted))
+    with contextlib.suppress(KeyError):  # erased under it: an error for this request is fine
+        delivery.deliver(workspace.assembler, first, "mp3")
+    deleting.join()
+    folder = workspace.assembler.output_dir
+    left = [p.name for p in (*folder.glob(f"{info.id}_*"), *folder.glob(f"*/{info.id}_*"))]
+    left += [p.name for p in folder.glob(f"*/.{info.id}_*")]
+    assert left == []
