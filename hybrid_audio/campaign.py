@@ -48,7 +48,7 @@ from typing import Any, Literal
 import param
 from pydantic import BaseModel
 
-from hybrid_audio.assembly import Assembler, writer_finished
+from hybrid_audio.assembly import CAMPAIGN_OUTPUT_ID, Assembler, writer_finished
 from hybrid_audio.config import Settings
 from hybrid_audio.database import Database
 from hybrid_audio.datasets import load_dataset
@@ -975,9 +975,19 @@ class Campaigns(param.Parameterized):
         info = self.get(campaign_id)
         if info.state == CampaignState.RUNNING:
             raise CampaignError(f"campaign {campaign_id} is running; cancel it first")
-        for folder in (self.output_dir, self.output_dir / "deliveries"):
-            for path in folder.glob(f"{campaign_id}_*"):
-                discard(path)
+        folders = (self.output_dir, self.output_dir / "deliveries")
+        names = {p.name.split(".")[0] for f in folders for p in f.glob(f"{campaign_id}_*")}
+        for output_id in sorted(filter(CAMPAIGN_OUTPUT_ID.fullmatch, names)):
+            # Under the output's manifest lock: a delivery being encoded finishes first and
+            # is erased with the rest; one that starts later finds no output.
+            with self.assembler.manifest_lock(output_id):
+                for folder in folders:
+                    for path in folder.glob(f"{output_id}.*"):
+                        discard(path)
+        for folder in folders:  # anything else of it, and temp files a killed writer left
+            for pattern in (f"{campaign_id}_*", f".{campaign_id}_*"):
+                for path in folder.glob(pattern):
+                    discard(path)
         shutil.rmtree(self.folder(campaign_id), ignore_errors=True)
         if self.gcs:
             self._delete_remote(campaign_id)
