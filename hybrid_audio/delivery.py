@@ -18,8 +18,9 @@ again, never served. The check, the encoding and the manifest rewrite run under 
 output's lock (`Assembler.manifest_lock`), so concurrent deliveries of one output, from
 threads or processes, encode once and never lose each other's record.
 
-Presets (voice): `flac` lossless at the master's rate (16-bit for 16-bit masters, so the
-decoded samples equal the master's); `mp3` 64 kbit/s CBR at the master's rate when MPEG
+Presets (voice): `flac` at the master's rate, 16-bit for 16-bit and G.711 masters (the
+decoded samples equal the master's), 24-bit for float masters (libsndfile's FLAC has no
+float: within 2**-24, not identical); `mp3` 64 kbit/s CBR at the master's rate when MPEG
 audio has it, else at the next rate it has; `ogg` Opus ~32 kbit/s (VBR) at 48 kHz (Opus
 takes 8/12/16/24/48 kHz; resampled with soxr); `mulaw`/`alaw` mono 8 kHz G.711 WAV,
 resampled with soxr and encoded by `hybrid_audio.codecs` (the project's bit-exact G.711).
@@ -219,7 +220,7 @@ FORMATS: dict[str, DeliveryFormat] = {
         "flac",
         ".flac",
         "audio/flac",
-        "FLAC, lossless, at the master's rate.",
+        "FLAC at the master's rate: lossless for 16-bit and G.711 masters, 24-bit for float.",
         SOUNDFILE,
         _flac_parameters,
         _flac,
