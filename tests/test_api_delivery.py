@@ -20,6 +20,8 @@ import av
 import httpx
 import pytest
 
+from hybrid_audio.cli.calllog import Invocation
+from hybrid_audio.cli.client import Api, CliError
 from hybrid_audio.delivery import FORMAT_NAMES, FORMATS
 from tests.api_server import (
     NO_FAILURE_LIMIT,
@@ -185,3 +187,25 @@ def test_cli_downloads_a_format_and_checks_it(
     assert result.returncode == 2
     assert "wav, flac, mp3, ogg, mulaw, alaw" in result.stderr
     assert not (tmp_path / "x.aac").exists()
+
+
+def test_a_download_that_fails_its_check_leaves_the_target_as_it_was(
+    client: httpx.Client, server: ApiServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI checks a download before it takes the target's name: bytes that fail the
+    check never replace a good file already there (nor leave a part file behind)."""
+    output_id = _message(client)
+    target = tmp_path / "x.mp3"
+    target.write_bytes(b"an earlier, good download")
+    monkeypatch.setenv("INTERNAL_API_KEY", server.key)
+    api = Api(server.base_url, 30.0, Invocation())
+
+    def check() -> None:
+        raise CliError("sha256 differs")
+
+    with pytest.raises(CliError, match="sha256 differs"):
+        api.download(
+            f"/assemble/outputs/{output_id}/audio", target, check=check, params={"format": "mp3"}
+        )
+    assert target.read_bytes() == b"an earlier, good download"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.mp3"]

@@ -230,19 +230,24 @@ def delivery_format(cli: Session, typed: str) -> str:
 
 def download_checked(cli: Session, output_id: str, fmt: str, target: Path) -> None:
     """Download an output's audio in `fmt` and check the bytes received against the sha256
-    its manifest records (the master's, or its delivery's); a mismatch removes the file."""
+    its manifest records (the master's, or its delivery's, which exists once the server
+    has encoded it for this request); on a mismatch `target` is not written."""
     digest = hashlib.sha256()
-    size = cli.api.download(audio_path(output_id), target, digest, params={"format": fmt})
-    manifest = cli.api.json("GET", f"/assemble/outputs/{segment(output_id)}", lookup=True)
-    record = manifest.get("output") if fmt == "wav" else (manifest.get("deliveries") or {}).get(fmt)
-    expected = (record or {}).get("sha256")
-    if digest.hexdigest() != expected:
-        if str(target) != "-":
-            target.unlink(missing_ok=True)
-        raise CliError(
-            f"output {output_id} ({fmt}): the bytes received (sha256 {digest.hexdigest()}) "
-            f"are not the ones its manifest records ({expected or 'none'}); download again"
-        )
+
+    def check() -> None:
+        manifest = cli.api.json("GET", f"/assemble/outputs/{segment(output_id)}", lookup=True)
+        deliveries = manifest.get("deliveries") or {}
+        record = manifest.get("output") if fmt == "wav" else deliveries.get(fmt)
+        expected = (record or {}).get("sha256")
+        if digest.hexdigest() != expected:
+            raise CliError(
+                f"output {output_id} ({fmt}): the bytes received (sha256 {digest.hexdigest()}) "
+                f"are not the ones its manifest records ({expected or 'none'}); download again"
+            )
+
+    size = cli.api.download(
+        audio_path(output_id), target, digest, check=check, params={"format": fmt}
+    )
     saved(target, size)
 
 

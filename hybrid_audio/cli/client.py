@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -189,9 +189,19 @@ class Api:
                 self.call.record(method, path, None)
             raise self._unreachable(error) from None
 
-    def download(self, path: str, target: Path, digest: Any = None, **kwargs: Any) -> int:
+    def download(
+        self,
+        path: str,
+        target: Path,
+        digest: Any = None,
+        *,
+        check: Callable[[], None] | None = None,
+        **kwargs: Any,
+    ) -> int:
         """Stream a body to `target` (written aside, then renamed; `-` is stdout), feeding
-        every chunk to `digest` (a hashlib object) when given."""
+        every chunk to `digest` (a hashlib object) when given. `check` runs once the body is
+        in: if it raises, the file aside is removed and `target` (an older good copy,
+        say) is left as it was."""
         written = 0
         with self.stream("GET", path, **kwargs) as response:
             if str(target) == "-":
@@ -201,6 +211,8 @@ class Api:
                     if digest is not None:
                         digest.update(chunk)
                 sys.stdout.buffer.flush()
+                if check is not None:
+                    check()
                 return written
             partial = target.with_name(f".{target.name}.part")
             try:
@@ -210,10 +222,15 @@ class Api:
                         written += len(chunk)
                         if digest is not None:
                             digest.update(chunk)
+                if check is not None:
+                    check()
                 partial.replace(target)
             except OSError as error:
                 partial.unlink(missing_ok=True)
                 raise CliError(f"cannot write {target}: {error.strerror or error}") from None
+            except BaseException:
+                partial.unlink(missing_ok=True)
+                raise
         return written
 
     def kinds(self) -> tuple[Kind, ...]:
