@@ -512,3 +512,23 @@ def test_fake_enforces_headers_and_streams_wav_with_unknown_sizes(fake: FakeCart
     pcm = expected_pcm("Hi", DEFAULT_VOICE, "pcm_s16le", 8000)
     assert ok.content[44:] == pcm
     assert np.frombuffer(pcm, "<i2").any()
+
+
+def test_a_pronunciation_entry_reaches_sonic_as_its_inline_phonemes(
+    fake: FakeCartesia, tmp_path: Path
+) -> None:
+    """Through the real SDK: an entry's Cartesia phonemes are sent in the transcript as
+    Sonic's `<<p|h|o|n>>`, a respelling as plain text, and the stem stored is processed
+    (at the contract's loudness, starting and ending on silence)."""
+    settings = settings_for(fake, base_dir=tmp_path)
+    generator = Generator.from_settings(settings, engine=engine_for(fake, settings))
+    generator.pronunciations.set("Nguyen", phonemes={"cartesia": "w ɪ n"})
+    generator.pronunciations.set("Homes", respelling="Holmes")
+
+    record = generator.generate_developer("Nguyen Homes")
+
+    assert fake.requests[-1].body["transcript"] == "<<w|ɪ|n>> Holmes"
+    assert record.spoken_as == "<<w|ɪ|n>> Holmes"
+    assert abs(record.loudness_after - generator.contract.loudness_lufs) <= 0.5
+    samples = decode(generator.cache.load(record.stem_id).pcm, generator.contract.audio_format)
+    assert samples[0, 0] == samples[-1, 0] == 0.0
