@@ -179,6 +179,17 @@ class Settings(BaseSettings):
         default=10, description="Wrong keys/logins per client per window; 0 = no limit."
     )
     auth_failure_window: int = Field(default=60, description="That limit's window, in seconds.")
+    dask_scheduler_address: str = Field(
+        default="",
+        description="Bulk generation on Dask: unset → in-process; 'local' → a LocalCluster of "
+        "this machine; tcp://host:8786 or tls://host:8786 → that cluster's scheduler.",
+    )
+    dask_local_workers: int = Field(
+        default=2, ge=1, description="Worker processes of the 'local' cluster (1 thread each)."
+    )
+    dask_tls_ca_file: str = Field(default="", description="CA certificate (PEM) of tls://.")
+    dask_tls_cert: str = Field(default="", description="Client certificate (PEM) for tls://.")
+    dask_tls_key: str = Field(default="", description="Client certificate's key (PEM), tls://.")
 
     def __init__(self, **values: Any) -> None:
         try:
@@ -242,6 +253,13 @@ class Settings(BaseSettings):
         if any(part in (".", "..") for part in parts):
             raise ValueError("must be a folder path without . or .. parts")
         return "".join(f"{part}/" for part in parts)
+
+    @field_validator("dask_scheduler_address", mode="after")
+    @classmethod
+    def _dask_address(cls, value: str) -> str:
+        if value and value != "local" and not value.startswith(("tcp://", "tls://")):
+            raise ValueError("must be 'local', tcp://host:port or tls://host:port")
+        return value
 
     @field_validator("tts_engine", mode="after")
     @classmethod

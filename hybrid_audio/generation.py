@@ -60,6 +60,7 @@ from hybrid_audio.storage.readthrough import pull_stem
 from hybrid_audio.wav import WavError
 
 if TYPE_CHECKING:
+    from hybrid_audio.distributed import DaskCluster
     from hybrid_audio.storage.uploads import UploadQueue
 
 log = logging.getLogger(__name__)
@@ -145,6 +146,11 @@ class Generator(param.Parameterized):
         doc="The bucket a missing stem is first looked for in (GCS mode); None → local only.",
     )
     workers = param.Integer(default=1, bounds=(1, 32), doc="Parallel syntheses in a batch.")
+    cluster = param.Parameter(
+        default=None,
+        doc="The `distributed.DaskCluster` batches run on (DASK_SCHEDULER_ADDRESS); None → "
+        "in this process's threads. Single stems are always made here.",
+    )
     done = param.Integer(
         default=0, constant=True, doc="Stems finished in the latest batch to report."
     )
@@ -384,6 +390,7 @@ class Generator(param.Parameterized):
 
         Compatible cached stems are skipped; failures of single stems are collected and
         the batch goes on; configuration and quota errors stop it (they would repeat).
+        With a `cluster` the pending stems are synthesized by its workers and stored here.
         """
         self.cache.sweep_temp_files()
         items, name_set, developer_set = self._batch_items(names, developers)
@@ -405,6 +412,27 @@ class Generator(param.Parameterized):
         if job is not None:
             job.param.update(total=len(items), done=cached)
 
+        def finished(item: Item, record: StemRecord | None, error: str | None) -> None:
+            nonlocal done
+            if record is not None:
+                report.created += not record.cached
+                report.cached += bool(record.cached)
+            if error is not None:
+                report.failed.append(error)
+            done += 1
+            self._set_progress(done, len(items), f"{item.stem_id}")
+            if job is not None:
+                job.advance(error=error, message=str(item.stem_id))
+            if on_progress is not None:
+                on_progress(done, len(items), record)
+
+        cluster: DaskCluster | None = self.cluster
+        if cluster is not None:
+            cancelled = job.raise_if_cancelled if job is not None else lambda: None
+            cluster.generate(self, pending, finished, cancelled=cancelled)
+            self._set_progress(len(items), len(items), "done")
+            return report
+
         stop = threading.Event()  # set by the first fatal error: queued stems are not tried
 
         def make(item: Item) -> StemRecord | None:
@@ -422,24 +450,15 @@ class Generator(param.Parameterized):
             futures = [(item, pool.submit(make, item)) for item in pending]
             try:
                 for item, future in futures:
-                    record, error = None, None
                     try:
                         record = future.result()
-                        if record is None:
-                            continue  # skipped after a fatal error that is about to surface
-                        report.created += not record.cached
-                        report.cached += bool(record.cached)
                     except _FATAL:
                         raise
                     except (EngineError, ValueError) as exc:
-                        error = f"{item.stem_id}: {exc}"
-                        report.failed.append(error)
-                    done += 1
-                    self._set_progress(done, len(items), f"{item.stem_id}")
-                    if job is not None:
-                        job.advance(error=error, message=str(item.stem_id))
-                    if on_progress is not None:
-                        on_progress(done, len(items), record)
+                        finished(item, None, f"{item.stem_id}: {exc}")
+                        continue
+                    if record is not None:  # None: skipped after a fatal error about to surface
+                        finished(item, record, None)
             finally:
                 for _, future in futures:
                     future.cancel()

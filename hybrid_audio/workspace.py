@@ -145,6 +145,10 @@ class Workspace(param.Parameterized):
             log=workspace.jobs_log,
             store=store,
         )
+        if settings.dask_scheduler_address:  # bulk generation on Dask; `local` is ours to close
+            from hybrid_audio.distributed import DaskCluster  # dask's import is not free
+
+            generator.cluster = DaskCluster.open(settings, engine=contract.engine)
         if uploads is not None:
             uploads.start()
         return workspace
@@ -255,6 +259,9 @@ class Workspace(param.Parameterized):
         if self.uploads is not None:
             self.uploads.close()  # rows not yet uploaded stay queued for the next start
         self.jobs.shutdown()
+        if self.generator.cluster is not None:
+            self.generator.cluster.close()  # after the jobs: none still waits on it
+            self.generator.cluster = None
 
 
 def set_current(workspace: Workspace | None) -> None:

@@ -1,0 +1,199 @@
+"""Bulk generation on a real Dask `LocalCluster` (2 worker processes, real Piper).
+
+One workspace built with `DASK_SCHEDULER_ADDRESS=local` owns the cluster for the module
+(its `close()` closes it); generators of other base dirs borrow its cluster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hybrid_audio.config import Settings, SettingsError
+from hybrid_audio.distributed import DaskCluster, DaskConfigError
+from hybrid_audio.engines import create_engine
+from hybrid_audio.generation import Generator
+from hybrid_audio.jobs import JobRunner, JobState
+from hybrid_audio.workspace import Workspace
+from tests.test_generation import CountingEngine
+
+NAMES = ["Ana", "Bruno", "Chloé", "Dmitri", "Eve", "Farah"]
+DEVELOPERS = ["Brightwater Homes", "Kestrel Living"]
+STEMS = len(NAMES) + len(DEVELOPERS)
+TIMEOUT = 600  # seconds: a loaded 2-core machine
+
+
+@pytest.fixture(scope="module")
+def piper():
+    return create_engine(Settings(tts_engine="piper"))
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, piper) -> Iterator[Workspace]:
+    settings = Settings(
+        base_dir=tmp_path_factory.mktemp("dask"),
+        dask_scheduler_address="local",
+        dask_local_workers=2,
+    )
+    workspace = Workspace.build(settings, engine=piper)
+    cluster = workspace.generator.cluster
+    try:
+        yield workspace
+    finally:
+        workspace.close()
+    assert cluster.cluster.status.name == "closed"
+    assert cluster.client.status == "closed"
+
+
+@pytest.fixture
+def cluster(workspace: Workspace) -> DaskCluster:
+    return workspace.generator.cluster
+
+
+def _stems(generator: Generator) -> dict[str, str]:
+    """stem id → sha256 of the stored file's bytes."""
+    stems_dir = Path(generator.cache.stems_dir)
+    return {
+        record.stem_id: hashlib.sha256((stems_dir / record.path).read_bytes()).hexdigest()
+        for record in generator.cache.list()
+    }
+
+
+def _temp_files(base: Path) -> list[Path]:
+    return [path for path in base.rglob("*") if path.name.endswith((".tmp", ".aside"))]
+
+
+def test_dask_batch_gives_the_in_process_bytes_each_stem_made_once(
+    tmp_path: Path, piper, cluster: DaskCluster
+) -> None:
+    engine = CountingEngine(piper)
+    local = Generator.from_settings(Settings(base_dir=tmp_path / "local"), engine=engine)
+    local_report = local.generate_rotational_stems(NAMES, DEVELOPERS)
+    assert (local_report.created, local_report.failed, len(engine.calls)) == (STEMS, [], STEMS)
+
+    remote = Generator.from_settings(Settings(base_dir=tmp_path / "dask"), engine=piper)
+    remote.cluster = cluster
+    seen: list[int] = []
+    before_syntheses, before_revision = cluster.syntheses(), remote.cache.revision
+    report = remote.generate_rotational_stems(
+        NAMES, DEVELOPERS, on_progress=lambda done, total, record: seen.append(done)
+    )
+    assert (report.total, report.created, report.cached, report.failed) == (STEMS, STEMS, 0, [])
+    assert cluster.syntheses() - before_syntheses == STEMS  # each stem synthesized once
+    assert remote.cache.revision - before_revision == STEMS  # and stored once
+    assert seen == list(range(1, STEMS + 1))
+    assert (remote.done, remote.progress) == (STEMS, 1.0)
+
+    assert _stems(remote) == _stems(local)
+    assert len(_stems(remote)) == STEMS
+    by_id = {r.stem_id: r for r in local.cache.list()}
+    for record in remote.cache.list():
+        twin = by_id[record.stem_id]
+        assert (record.sha256, record.loudness_after, record.gain_db, record.spoken_as) == (
+            twin.sha256,
+            twin.loudness_after,
+            twin.gain_db,
+            twin.spoken_as,
+        )
+    assert remote.cache.verify().ok
+
+    again = remote.generate_rotational_stems(NAMES, DEVELOPERS)
+    assert (again.created, again.cached) == (0, STEMS)
+    assert cluster.syntheses() - before_syntheses == STEMS  # nothing made twice
+
+
+def test_a_worker_killed_mid_run_the_job_completes_each_stem_stored_once(
+    workspace: Workspace, cluster: DaskCluster
+) -> None:
+    """SIGKILL of a worker that is running a task: Dask reruns its tasks elsewhere (its
+    nanny restarts it); the driver stores every stem once, nothing half is left."""
+    killed: list[int] = []
+    lock = threading.Lock()
+
+    def kill_a_busy_worker(done: int, total: int, record) -> None:
+        with lock:
+            if killed:
+                return
+            busy = [address for address, keys in cluster.client.processing().items() if keys]
+            if busy:
+                pid = cluster.client.run(os.getpid, workers=[busy[0]])[busy[0]]
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+
+    generator = workspace.generator
+    revision = generator.cache.revision
+    old_pids = set(cluster.client.run(os.getpid).values())
+    job = workspace.jobs.submit(
+        "bulk_generate",
+        lambda job: generator.generate_rotational_stems(
+            NAMES, DEVELOPERS, on_progress=kill_a_busy_worker, job=job
+        ).model_dump(),
+        STEMS,
+    )
+    job = workspace.jobs.wait(job.id, timeout=TIMEOUT)
+    assert job.state == JobState.DONE, job.info()
+    assert killed, "no worker was busy at the first stem's progress"
+    assert killed[0] in old_pids
+    assert killed[0] not in cluster.client.run(os.getpid).values()  # it really died
+    assert (job.result["created"], job.result["failed"], job.done) == (STEMS, [], STEMS)
+
+    records = generator.cache.list()
+    assert len(records) == STEMS
+    assert generator.cache.revision - revision == STEMS  # stored exactly once each
+    assert all(record.created_at == record.updated_at for record in records)
+    assert generator.cache.verify().ok
+    assert _temp_files(Path(workspace.settings.base_dir)) == []
+
+
+def test_cancelling_a_dask_batch_stops_it(tmp_path: Path, piper, cluster: DaskCluster) -> None:
+    generator = Generator.from_settings(Settings(base_dir=tmp_path), engine=piper)
+    generator.cluster = cluster
+    runner = JobRunner()
+    try:
+        job = runner.submit(
+            "bulk_generate",
+            lambda job: generator.generate_rotational_stems(
+                NAMES, DEVELOPERS, on_progress=lambda *_: job.cancel(), job=job
+            ).model_dump(),
+            STEMS,
+        )
+        job = runner.wait(job.id, timeout=TIMEOUT)
+    finally:
+        runner.shutdown()
+    assert job.state == JobState.CANCELLED
+    assert 1 <= job.done < STEMS  # cancelled at the first stem's progress, checked at the next
+    assert len(generator.cache.list()) < STEMS
+    assert generator.cache.verify().ok
+
+
+def test_unset_address_keeps_the_in_process_path(tmp_path: Path, piper) -> None:
+    settings = Settings(base_dir=tmp_path)
+    assert DaskCluster.open(settings) is None
+    workspace = Workspace.build(settings, engine=piper)
+    try:
+        assert workspace.generator.cluster is None
+    finally:
+        workspace.close()
+
+
+def test_tls_address_without_its_files_is_a_clear_error(tmp_path: Path) -> None:
+    bare = Settings(base_dir=tmp_path, dask_scheduler_address="tls://127.0.0.1:8786")
+    with pytest.raises(DaskConfigError, match="DASK_TLS_CA_FILE, DASK_TLS_CERT, DASK_TLS_KEY"):
+        DaskCluster.open(bare)
+    absent = bare.model_copy(
+        update={
+            "dask_tls_ca_file": str(tmp_path / "ca.pem"),
+            "dask_tls_cert": str(tmp_path / "cert.pem"),
+            "dask_tls_key": str(tmp_path / "key.pem"),
+        }
+    )
+    with pytest.raises(DaskConfigError, match="TLS files not found: DASK_TLS_CA_FILE="):
+        DaskCluster.open(absent)
+    with pytest.raises(SettingsError, match="DASK_SCHEDULER_ADDRESS must be 'local'"):
+        Settings.from_env({"DASK_SCHEDULER_ADDRESS": "http://127.0.0.1:8786"})
