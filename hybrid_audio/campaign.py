@@ -344,8 +344,12 @@ class Campaigns(param.Parameterized):
         rotation_count: int | None = None,
         seed: int | None = None,
         join: str | None = None,
+        store: str = "wav",
     ) -> CampaignInfo:
         """A new campaign (state `created`) from a recipient list or `rotation_count` pairs.
+
+        `store="manifest"` keeps each message as its manifest only, rendered on request
+        (`hybrid_audio.render`); `"wav"` keeps the WAV too.
 
         Rotation pairs (and script keys, if the template has a script slot) are taken from
         the rotation's persisted cursors of `seed` (default: the workspace's seed) now, so
@@ -370,6 +374,7 @@ class Campaigns(param.Parameterized):
                 params = {"rotation_count": rotation_count, "seed": engine.seed}
                 rows = self._rotation_rows(engine, rotation_count, "script" in tpl.slots)
             scripts = self._script_texts()
+        params.update(self._store_params(store))
         distinct = len(self._needed_stems(tpl, _slot_values(rows), scripts))
         campaign_id = "c" + secrets.token_hex(6)
         now = _now()
@@ -855,6 +860,7 @@ class Campaigns(param.Parameterized):
                 return ("failed", None, None, None, 0, failures[(kind, value or "")], row.row)
         adopted = self._adopt(info, row, output_id)
         if adopted is not None:
+            self._keep(info, output_id)
             return ("done", output_id, *adopted, "", row.row)
         try:
             result = self.assembler.assemble(
@@ -877,6 +883,8 @@ class Campaigns(param.Parameterized):
         # A message whose proof fails is not delivered: the row fails, saying so (the output
         # stays on disk, with its manifest naming the first differing byte, for inspection).
         unproven = "" if result.report.ok else "the message did not verify byte for byte"
+        if not unproven:
+            self._keep(info, output_id)
         return (
             "failed" if unproven else "done",
             output_id,
@@ -886,6 +894,25 @@ class Campaigns(param.Parameterized):
             unproven,
             row.row,
         )
+
+    def _store_params(self, store: str) -> dict[str, Any]:
+        """The campaign params of a store mode (`hybrid_audio.render`); none for "wav"."""
+        from hybrid_audio.render import STORE_MODES
+
+        if store not in STORE_MODES:
+            raise CampaignError(f"store must be one of {', '.join(STORE_MODES)}, not {store!r}")
+        if store == "wav":
+            return {}
+        if self.gcs:  # the bucket mirrors each message's WAV; there would be none
+            raise CampaignError("store 'manifest' is not available in GCS storage mode")
+        return {"store": store}
+
+    def _keep(self, info: CampaignInfo, output_id: str) -> None:
+        """Keep a made message as its campaign's store mode says (manifest: drop the WAV)."""
+        if info.params.get("store") == "manifest":
+            from hybrid_audio.render import keep_manifest_only
+
+            keep_manifest_only(self.assembler, output_id)
 
     def _adopt(
         self, info: CampaignInfo, row: MessageRow, output_id: str

@@ -210,17 +210,26 @@ _LOCATION = {
     responses={**_UNSUPPORTED, **_LOCATION},
 )
 async def create_campaign(
-    request: Request, response: Response, workspace: WorkspaceDep
+    request: Request,
+    response: Response,
+    workspace: WorkspaceDep,
+    store: Annotated[
+        Literal["wav", "manifest"],
+        Query(
+            description="wav: keep each message's WAV; manifest: keep only its manifest "
+            "(~1 KB) and render the audio from the cached stems on request.",
+        ),
+    ] = "wav",
 ) -> CampaignStarted:
     template, join, recipients, rotation = await _read(request)
 
     def create() -> CampaignStarted:
         campaigns = workspace.campaigns
         if recipients is not None:
-            info = campaigns.create(template, _usable(recipients), join=join)
+            info = campaigns.create(template, _usable(recipients), join=join, store=store)
         else:
             info = campaigns.create(
-                template, rotation_count=rotation.count, seed=rotation.seed, join=join
+                template, rotation_count=rotation.count, seed=rotation.seed, join=join, store=store
             )
         job = campaigns.start(info.id, source="api")
         return _started(workspace, info.id, job, response)
