@@ -160,7 +160,7 @@ class DaskCluster:
                 n_workers=settings.dask_local_workers,
                 threads_per_worker=1,
                 processes=True,
-                dashboard_address=None,
+                dashboard_address=":0",  # a free port: never collide with another cluster
             )
             client = Client(cluster)
         else:

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from distributed import LocalCluster
+from distributed.security import Security
 
 from hybrid_audio.config import Settings, SettingsError
 from hybrid_audio.distributed import DaskCluster, DaskConfigError
@@ -197,3 +199,37 @@ def test_tls_address_without_its_files_is_a_clear_error(tmp_path: Path) -> None:
         DaskCluster.open(absent)
     with pytest.raises(SettingsError, match="DASK_SCHEDULER_ADDRESS must be 'local'"):
         Settings.from_env({"DASK_SCHEDULER_ADDRESS": "http://127.0.0.1:8786"})
+
+
+def test_a_tls_cluster_is_reached_with_the_tls_files(tmp_path: Path, piper) -> None:
+    """A scheduler that speaks only TLS (a temporary CA from Dask): DASK_TLS_* files
+    given, bulk generation runs on it (one in-process worker keeps this test light)."""
+    pems = Security.temporary()
+    files = {}
+    for field, pem in (
+        ("dask_tls_ca_file", pems.tls_ca_file),
+        ("dask_tls_cert", pems.tls_client_cert),
+        ("dask_tls_key", pems.tls_client_key),
+    ):
+        files[field] = str(tmp_path / f"{field}.pem")
+        Path(files[field]).write_text(pem)
+    with LocalCluster(
+        protocol="tls://",
+        security=pems,
+        n_workers=1,
+        threads_per_worker=1,
+        processes=False,
+        dashboard_address=":0",
+    ) as tls:
+        assert tls.scheduler_address.startswith("tls://")
+        address = tls.scheduler_address
+        settings = Settings(base_dir=tmp_path, dask_scheduler_address=address, **files)
+        cluster = DaskCluster.open(settings)
+        try:
+            generator = Generator.from_settings(settings, engine=piper)
+            generator.cluster = cluster
+            report = generator.generate_rotational_stems(NAMES[:2], [])
+            assert (report.created, report.failed, cluster.syntheses()) == (2, [], 2)
+            assert generator.cache.verify().ok
+        finally:
+            cluster.close()
