@@ -348,30 +348,33 @@ def test_a_long_export_stays_whole_while_other_requests_run(
 def test_a_long_json_list_is_read_off_the_event_loop(server: ApiServer) -> None:
     """A 100,000-row JSON body takes seconds to validate and check row by row: that work
     runs in the threadpool, so the server answers other requests meanwhile (it was done on
-    the event loop, and every request — /health included — waited for it)."""
+    the event loop, and every request — /health included — waited for it). Judged by order,
+    not by a time limit: several /health answers arrive while the list is still being read
+    (a blocked event loop answers none of them until the list is done)."""
     rows = [{"name": "Ann", "developer": "Acme Homes", "id": f"r{i}"} for i in range(100_000)]
     body = {"template": "double_anchor", "recipients": rows}
     answers: list[httpx.Response] = []
+    done = threading.Event()
 
     def preview() -> None:
         with server.client(timeout=120) as poster:
             answers.append(poster.post("/campaigns/preview", json=body))
+        done.set()
 
     poster = threading.Thread(target=preview)
-    slowest = 0.0
+    answered_meanwhile = 0
     with server.client(timeout=60) as other:
         other.get("/health")
         poster.start()
         time.sleep(0.5)  # the body is sent and being read
-        while poster.is_alive():
-            began = time.monotonic()
+        while not done.is_set():
             other.get("/health")
-            slowest = max(slowest, time.monotonic() - began)
+            answered_meanwhile += not done.is_set()  # answered before the list was done
             time.sleep(0.05)
     poster.join()
     assert answers[0].status_code == 200, answers[0].text
     assert answers[0].json()["recipients"] == 100_000
-    assert slowest < 1.0, f"/health waited {slowest:.1f} s behind the list"
+    assert answered_meanwhile >= 3, f"only {answered_meanwhile} /health answers while reading"
 
 
 # --- cancel, resume, delete ---------------------------------------------------------------
