@@ -4,6 +4,11 @@ Cases (one run, one machine; medians of repeats):
 - assemble: `Assembler.assemble("double_anchor", ...)` with every stem already cached,
   including writing the WAV and manifest (fsynced) and verifying the file from disk, on
   one thread. Target ≥ 300 messages/s.
+- naive script: what a user might write instead with pydub — the same stems held in memory
+  (already trimmed as ours trims them), the same silences and gaps, concatenated and
+  exported to one new WAV per message, fsynced. Its samples are checked to equal ours.
+  Timed interleaved with `assemble` (repeat by repeat), so both see the same machine load.
+  Target (issue #14): ours ≥ 0.6× the script.
 - next_pair: `RotationEngine.next_pair()` with its SQLite cursor and JSON-lines log.
   Target ≥ 5,000/s.
 - memory: Python allocations while stepping through a 10⁶ × 10⁴ pair space compared with a
@@ -15,24 +20,36 @@ Run: `make bench` or `.venv/bin/python benchmarks/bench_assembly.py [--quick]`.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import shutil
 import statistics
 import tempfile
 import time
 import tracemalloc
+import warnings
 from pathlib import Path
 
 from common import versions, write_results
 from rich.console import Console
 from rich.table import Table
 
-from hybrid_audio.assembly import Assembler
+from hybrid_audio.assembly import Assembler, AssemblyResult
+from hybrid_audio.bitmerge import Manifest
 from hybrid_audio.config import Settings
 from hybrid_audio.engines import create_engine
 from hybrid_audio.generation import Generator
 from hybrid_audio.rotation import RotationEngine
+from hybrid_audio.wav import read_wav
+
+with warnings.catch_warnings():
+    # pydub warns at import when ffmpeg is missing; WAV in and out never needs it.
+    warnings.simplefilter("ignore", RuntimeWarning)
+    from pydub import AudioSegment
 
 REPO = Path(__file__).resolve().parent.parent
+#: Issue #14: single messages through the Assembler against the naive script.
+TARGET_SCRIPT_RATIO = 0.6
 
 
 def _workspace() -> Settings:
@@ -47,6 +64,53 @@ def _rate(calls: int, fn) -> float:
     for _ in range(calls):
         fn()
     return calls / (time.perf_counter() - start)
+
+
+def naive_script(settings: Settings, first: AssemblyResult) -> tuple[object, Path]:
+    """The pydub script a user might write, with its inputs prepared outside the timer.
+
+    The pieces are the very segments of our first message (stems cut to the frames our
+    trim kept, silences and gaps as silence), held in memory as `AudioSegment`s. Returns
+    (a function writing one fsynced message per call, the folder it writes to).
+    """
+    document = json.loads(Path(first.manifest_path).read_bytes())
+    merge = Manifest(**document["merge"])
+    fmt = merge.format
+    stems = Path(settings.stems_dir)
+    pieces = []
+    for segment in merge.segments:
+        if segment.kind == "audio":
+            source = document["sources"][segment.part_index]
+            pcm = read_wav(stems / source["path"]).pcm
+            align = fmt.block_align
+            data = pcm[segment.trim_start_frame * align : segment.trim_end_frame * align]
+        else:
+            data = bytes([fmt.silence_byte]) * segment.byte_length
+        pieces.append(
+            AudioSegment(
+                data=data,
+                sample_width=fmt.bits_per_sample // 8,
+                frame_rate=fmt.sample_rate,
+                channels=fmt.channels,
+            )
+        )
+    folder = Path(tempfile.mkdtemp(prefix="bench-naive-"))
+    count = iter(range(10**9))
+
+    def write_message() -> Path:
+        path = folder / f"message{next(count)}.wav"
+        message = sum(pieces[1:], pieces[0])
+        with open(path, "wb") as handle:
+            message.export(handle, format="wav")
+            handle.flush()
+            os.fsync(handle.fileno())
+        return path
+
+    ours = read_wav(first.wav_path).pcm
+    theirs = read_wav(write_message()).pcm
+    if theirs != ours:
+        raise SystemExit("the naive script's samples differ from ours")
+    return write_message, folder
 
 
 def _step_memory(names: int, developers: int, steps: int) -> tuple[int, int]:
@@ -94,7 +158,12 @@ def main() -> None:
     def assemble() -> None:
         assembler.assemble("double_anchor", name="José", developer="Brightwater Homes")
 
-    messages = [_rate(args.messages, assemble) for _ in range(args.repeats)]
+    script, script_folder = naive_script(settings, first)
+    messages, scripted = [], []
+    for _ in range(args.repeats):  # interleaved: both see the same load
+        messages.append(_rate(args.messages, assemble))
+        scripted.append(_rate(args.messages, script))
+    shutil.rmtree(script_folder, ignore_errors=True)
     outputs = assembler.list_outputs()
     if not all(o.verified for o in outputs):
         raise SystemExit("an assembled message did not verify")
@@ -107,6 +176,8 @@ def main() -> None:
     large = _step_memory(10**6, 10**4, steps)
 
     message_rate, pair_rate = statistics.median(messages), statistics.median(pairs)
+    script_rate = statistics.median(scripted)
+    ratio = message_rate / script_rate
     table = Table(title="assembly and rotation — medians")
     for column in ("case", "per second", "target", "met"):
         table.add_column(column)
@@ -116,6 +187,13 @@ def main() -> None:
     }
     for label, (value, target) in targets.items():
         table.add_row(label, f"{value:,.0f}", f"≥ {target:,}", "yes" if value >= target else "NO")
+    table.add_row("naive pydub script (same stems in memory, fsynced WAV)", f"{script_rate:,.0f}")
+    table.add_row(
+        "ours / naive script",
+        f"{ratio:.2f}×",
+        f"≥ {TARGET_SCRIPT_RATIO}×",
+        "yes" if ratio >= TARGET_SCRIPT_RATIO else "NO",
+    )
     console.print(table)
     console.print(
         f"memory while stepping {steps} pairs: 100×100 peak {small[0] / 1024:.1f} KiB "
@@ -130,6 +208,13 @@ def main() -> None:
             "assemble_messages_per_s": messages,
             "assemble_median_per_s": message_rate,
             "message_seconds": first.summary.duration,
+            "naive_script_per_s": scripted,
+            "naive_script_median_per_s": script_rate,
+            "ours_over_naive_script": {
+                "value": ratio,
+                "target": TARGET_SCRIPT_RATIO,
+                "met": ratio >= TARGET_SCRIPT_RATIO,
+            },
             "pairs_per_repeat": args.pairs,
             "next_pair_per_s": pairs,
             "next_pair_median_per_s": pair_rate,
@@ -142,7 +227,7 @@ def main() -> None:
                 label: {"value": value, "target": target, "met": value >= target}
                 for label, (value, target) in targets.items()
             },
-            "versions": versions(["numpy", "pydantic", "param"]),
+            "versions": versions(["numpy", "pydantic", "param", "pydub"]),
         },
     )
     console.print(f"results: {path}")

@@ -59,9 +59,13 @@ LONG_STEMS_QUICK = 10  # 1 minute
 DEFAULT_REPEATS = 21
 QUICK_REPEATS = 3
 
-#: Targets from the issue.
+#: Targets from the issues.
 TARGET_PYDUB_RATIO = 10.0  # in-memory merge at least this many times faster than pydub
 TARGET_GB_S = 1.5  # 10-minute merge throughput, GB/s of PCM
+#: Issue #14: from WAV bytes, merge + verify (hashing included) against pydub's parse +
+#: concatenation + export, and the 10-minute merge + verify from bytes.
+TARGET_BYTES_PYDUB_RATIO = 1.5
+TARGET_BYTES_GB_S = 1.8
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 100)
 
@@ -230,6 +234,45 @@ def bench_small(tmp: Path, repeats: int, cases: list[Case]) -> dict[str, Any]:
     )
     assert_same_samples("pydub (in-memory)", case.timing.result, expected)
 
+    # ---- from WAV bytes: parsing and every hash inside the timer (issue #14)
+    def fresh_bytes() -> list[bytes]:
+        return [bytes(bytearray(b)) for b in stem_bytes]  # new objects: nothing cached
+
+    def bytes_merge_verify(parts: list[bytes]) -> Any:
+        result = bitmerge_semantic(parts)
+        return result, verify(result.wav, result.manifest, parts)
+
+    case = run_case(
+        cases,
+        "ours_bytes_merge_verify",
+        mem,
+        "ours merge+verify from WAV bytes",
+        bytes_merge_verify,
+        repeats=repeats,
+        nbytes=nbytes,
+        setup=fresh_bytes,
+    )
+    result, report = case.timing.result
+    assert report.ok, f"verify failed on the merge from bytes: {report.errors}"
+    assert result.wav == ours_wav, "the merge from bytes differs from the merge of Wavs"
+
+    def pydub_bytes(parts: list[bytes]) -> bytes:
+        buf = io.BytesIO()
+        sum(AudioSegment.from_wav(io.BytesIO(b)) for b in parts).export(buf, format="wav")
+        return buf.getvalue()
+
+    case = run_case(
+        cases,
+        "pydub_bytes",
+        mem,
+        "pydub from_wav ×6 + sum + export BytesIO",
+        pydub_bytes,
+        repeats=repeats,
+        nbytes=nbytes,
+        setup=fresh_bytes,
+    )
+    assert_same_samples("pydub (from bytes)", case.timing.result, expected)
+
     # ---- numpy + soundfile, in memory
     arrays = [sf.read(io.BytesIO(b), dtype="int16")[0] for b in stem_bytes]
 
@@ -395,6 +438,27 @@ def bench_long(repeats: int, n_stems: int, cases: list[Case]) -> dict[str, Any]:
         nbytes=nbytes,
         setup=fresh_wavs,
     )
+
+    def fresh_bytes() -> list[bytes]:
+        return [bytes(bytearray(b)) for b in stem_bytes]
+
+    def bytes_merge_verify(parts: list[bytes]) -> Any:
+        merged = bitmerge_semantic(parts)
+        return merged, verify(merged.wav, merged.manifest, parts)
+
+    case = run_case(
+        cases,
+        "long_bytes_merge_verify",
+        group,
+        "ours merge+verify from WAV bytes",
+        bytes_merge_verify,
+        repeats=repeats,
+        nbytes=nbytes,
+        setup=fresh_bytes,
+    )
+    merged, report = case.timing.result
+    assert report.ok, f"verify failed on the long merge from bytes: {report.errors}"
+    assert merged.wav == result.wav, "the long merge from bytes differs"
     return {
         "stems": n_stems,
         "stem_seconds": LONG_STEM_SECONDS,
@@ -409,12 +473,13 @@ def bench_long(repeats: int, n_stems: int, cases: list[Case]) -> dict[str, Any]:
 #: (competitor, ours) pairs whose ratio competitor/ours is reported.
 RATIO_PAIRS = {
     "in-memory": (
-        ["pydub_mem", "sf_mem"],
+        ["pydub_mem", "sf_mem", "pydub_bytes"],
         [
             "ours_mem_merge_cold",
             "ours_mem_merge_warm",
             "ours_mem_merge_verify_cold",
             "ours_mem_merge_verify_warm",
+            "ours_bytes_merge_verify",
         ],
     ),
     "file": (["pydub_file", "sox_file", "sf_file"], ["ours_file_merge", "ours_file_merge_verify"]),
@@ -423,6 +488,9 @@ RATIO_PAIRS = {
 SHORT = {
     "pydub_mem": "pydub",
     "sf_mem": "numpy+soundfile",
+    "pydub_bytes": "pydub from bytes",
+    "ours_bytes_merge_verify": "merge+verify from bytes",
+    "long_bytes_merge_verify": "merge+verify from bytes",
     "pydub_file": "pydub",
     "sox_file": "sox",
     "sf_file": "numpy+soundfile",
@@ -463,12 +531,33 @@ def compute_targets(by_key: dict[str, Case], long_group: str) -> dict[str, Any]:
         ratio = pydub / by_key[key].timing.median
         return {"ours": key, "ratio": ratio, "met": ratio >= TARGET_PYDUB_RATIO}
 
-    def gbs(key: str) -> dict[str, Any]:
+    def gbs(key: str, target: float = TARGET_GB_S) -> dict[str, Any]:
         case = by_key[key]
         rate = case.timing.throughput(case.nbytes) / 1e9
-        return {"case": key, "throughput_gb_s": rate, "met": rate >= TARGET_GB_S}
+        return {"case": key, "throughput_gb_s": rate, "met": rate >= target}
 
+    bytes_ratio = (
+        by_key["pydub_bytes"].timing.median / by_key["ours_bytes_merge_verify"].timing.median
+    )
     return {
+        "bytes_merge_verify_vs_pydub": {
+            "goal": "pydub from bytes / ours merge+verify from bytes "
+            f"≥ {TARGET_BYTES_PYDUB_RATIO:g}×",
+            "threshold": TARGET_BYTES_PYDUB_RATIO,
+            "checks": [
+                {
+                    "ours": "ours_bytes_merge_verify",
+                    "ratio": bytes_ratio,
+                    "met": bytes_ratio >= TARGET_BYTES_PYDUB_RATIO,
+                }
+            ],
+        },
+        "long_bytes_merge_verify_throughput": {
+            "goal": f"{long_group} merge+verify from bytes ≥ {TARGET_BYTES_GB_S:g} GB/s of PCM",
+            "threshold_gb_s": TARGET_BYTES_GB_S,
+            "full_size": long_group == "10-minute",
+            "checks": [gbs("long_bytes_merge_verify", TARGET_BYTES_GB_S)],
+        },
         "in_memory_merge_vs_pydub": {
             "goal": f"pydub / ours in-memory merge ≥ {TARGET_PYDUB_RATIO:g}×",
             "threshold": TARGET_PYDUB_RATIO,

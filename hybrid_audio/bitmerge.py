@@ -22,6 +22,8 @@ import itertools
 import math
 import os
 import threading
+import weakref
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import cached_property
@@ -228,6 +230,8 @@ def _as_entry(index: int, part: Part | Silence | AudioSource) -> _Entry:
     audio = part.audio if isinstance(part, Part) else part
     if isinstance(audio, Wav):
         wav = audio
+    elif type(audio) is bytes:
+        wav = _parse_bytes(audio)
     elif isinstance(audio, bytes | bytearray | memoryview | str | os.PathLike):
         wav = read_wav(audio)
     else:
@@ -238,6 +242,36 @@ def _as_entry(index: int, part: Part | Silence | AudioSource) -> _Entry:
     if label is None:
         label = Path(wav.source).stem if wav.source != "<bytes>" else f"part{index}"
     return _Entry("audio", label, index, wav=wav, end=wav.frames)
+
+
+#: WAV bytes parsed lately, by object: `verify` is usually given the very `bytes` objects
+#: the merge was, and a `bytes` object never changes, so its parse (and the sha256 cached
+#: on it) is reused instead of made again. Bounded in count and in bytes held.
+_PARSED: OrderedDict[int, tuple[bytes, Wav]] = OrderedDict()
+_PARSED_LOCK = threading.Lock()
+_PARSED_MAX_ITEMS = 256
+_PARSED_MAX_BYTES = 64 * 1024 * 1024
+_parsed_bytes = 0  # held by _PARSED (the bytes objects; their parses hold as much again)
+
+
+def _parse_bytes(data: bytes) -> Wav:
+    """`read_wav(data)`, reusing the parse of this same object when it is still kept."""
+    global _parsed_bytes
+    with _PARSED_LOCK:
+        kept = _PARSED.get(id(data))
+        if kept is not None and kept[0] is data:
+            _PARSED.move_to_end(id(data))
+            return kept[1]
+    wav = read_wav(data)
+    if len(data) <= _PARSED_MAX_BYTES // 4:
+        with _PARSED_LOCK:
+            replaced = _PARSED.pop(id(data), None)
+            _parsed_bytes -= len(replaced[0]) if replaced else 0
+            _PARSED[id(data)] = (data, wav)
+            _parsed_bytes += len(data)
+            while len(_PARSED) > _PARSED_MAX_ITEMS or _parsed_bytes > _PARSED_MAX_BYTES:
+                _parsed_bytes -= len(_PARSED.popitem(last=False)[1][0])
+    return wav
 
 
 def _common_format(entries: list[_Entry], fmt: AudioFormat | None) -> AudioFormat:
@@ -263,8 +297,23 @@ def _format_text(fmt: AudioFormat) -> str:
     return f"{fmt.describe()} ({fmt.bits_per_sample}-bit)"
 
 
+#: Trim ranges found, per parsed stem (a `Wav` never changes): the Assembler keeps its
+#: stems parsed, so each stem's range is computed once, not at every message.
+_TRIMMED: weakref.WeakKeyDictionary[Wav, dict[Trim, tuple[int, int]]] = weakref.WeakKeyDictionary()
+
+
 def _trim_range(wav: Wav, trim: Trim) -> tuple[int, int]:
     """Kept frame range: from `keep_ms` before the first loud frame to after the last."""
+    try:
+        return _TRIMMED[wav][trim]
+    except KeyError:
+        pass
+    found = _find_trim_range(wav, trim)
+    _TRIMMED.setdefault(wav, {})[trim] = found
+    return found
+
+
+def _find_trim_range(wav: Wav, trim: Trim) -> tuple[int, int]:
     peaks = codecs.peak_per_frame(wav.pcm, wav.format)
     loud = np.flatnonzero(peaks > 10 ** (trim.threshold_dbfs / 20))
     if loud.size == 0:
@@ -354,7 +403,7 @@ def bitmerge_semantic(
         records = []
         wav = b"".join([header, *pieces, pad])
     if hashing is not None:
-        hashing.join()
+        _finish_hashing(entries, hashing)
     manifest = Manifest(
         format=fmt,
         mode=mode,
@@ -374,24 +423,35 @@ def bitmerge_semantic(
     return MergeResult(wav=wav, manifest=manifest)
 
 
-#: Below this many source bytes, hashing in a thread costs more than it saves.
-_CONCURRENT_HASH_BYTES = 4 * 1024 * 1024
+#: Below this many unhashed source bytes, a hashing thread costs more than it saves.
+_CONCURRENT_HASH_BYTES = 256 * 1024
 
 
 def _hash_sources_concurrently(entries: list[_Entry]) -> threading.Thread | None:
-    """Start hashing large sources in a thread so it overlaps the join.
+    """Start hashing the sources not hashed yet in a thread, so it overlaps the join.
 
-    hashlib releases the GIL, and a large join spends its time in page faults, so the two
-    overlap almost perfectly: a cold 10-minute merge takes the longer of the two, not the
-    sum. `Wav.sha256` caches the result on each object. A fresh thread per merge (not a
+    hashlib releases the GIL, so the thread hashes from the first source on while this one
+    joins, then hashes from the last source back (`_finish_hashing`): the one SHA-256 pass
+    is shared by two cores. `Wav.sha256` caches the result on each object (two threads
+    meeting on one source both compute the same value). A fresh thread per merge (not a
     pool) keeps this safe in processes forked after import.
     """
-    wavs = [entry.wav for entry in entries if entry.wav is not None]
+    wavs = [e.wav for e in entries if e.wav is not None and "sha256" not in e.wav.__dict__]
     if sum(len(wav.pcm) for wav in wavs) < _CONCURRENT_HASH_BYTES:
         return None
     thread = threading.Thread(target=lambda: [wav.sha256 for wav in wavs], daemon=True)
     thread.start()
     return thread
+
+
+def _finish_hashing(entries: list[_Entry], thread: threading.Thread) -> None:
+    """Hash from the last source back until meeting the thread's work, then wait for it."""
+    for entry in reversed(entries):
+        if entry.wav is not None:
+            if "sha256" in entry.wav.__dict__:
+                break
+            entry.wav.sha256  # noqa: B018 (cached on the object)
+    thread.join()
 
 
 def _mix_overlaps(

@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 #: Suffix of a stem file moved aside by `invalidate()` until its row is gone.
 ASIDE_SUFFIX = ".aside"
+#: Parsed index rows kept by `get` (a campaign's messages reuse the same few stems).
+_RECORD_MEMORY = 4096
 
 
 class CorruptStemError(ValueError):
@@ -160,6 +162,12 @@ class StemCache(param.Parameterized):
         if self.contract is None:
             self.contract = VoiceContract()
         Path(self.stems_dir).mkdir(parents=True, exist_ok=True)
+        # param.Path resolves the folder at every read (a Parameterized built each time:
+        # a third of a cached lookup), so the resolved folder is kept until it is set anew.
+        self._root = Path(self.stems_dir)
+        self.param.watch(self._new_root, "stems_dir")
+        # index row (as read) → its record: parsing the row was most of the rest.
+        self._records: dict[tuple, StemRecord] = {}
         self._db = Database(self.database_path, rows_as_dicts=True)
         self._revision = RevisionPublisher(self, "revision")
         self.revision = read_revision(self._db.connection(), "stems")  # also makes the schema
@@ -185,6 +193,9 @@ class StemCache(param.Parameterized):
                     old.unlink(missing_ok=True)
                 db.execute("DELETE FROM stem_file_moves WHERE old_id = ?", (row["old_id"],))
 
+    def _new_root(self, event: param.parameterized.Event) -> None:
+        self._root = Path(event.new)
+
     def _record(self, row: sqlite3.Row) -> StemRecord:
         record = StemRecord(**dict(row))
         record.compatible = record.contract_signature == self.contract.signature()
@@ -204,7 +215,17 @@ class StemCache(param.Parameterized):
             .execute("SELECT * FROM stems WHERE stem_id = ?", (str(key),))
             .fetchone()
         )
-        return self._record(row) if row else None
+        if row is None:
+            return None
+        # Memoised by the whole row as read now and the contract: a changed row (another
+        # process stored the stem again) or contract is a new key, never a stale record.
+        key = (tuple(row), self.contract.signature())
+        record = self._records.get(key)
+        if record is None:
+            if len(self._records) >= _RECORD_MEMORY:
+                self._records.clear()
+            record = self._records[key] = self._record(row)
+        return record.model_copy()  # callers may change their copy
 
     def lookup(self, stem_id: StemId | str) -> StemRecord | None:
         """A usable stem: indexed, compatible with the active contract, and its file a
@@ -214,7 +235,7 @@ class StemCache(param.Parameterized):
         if record is None or not record.compatible:
             return None
         try:
-            info = os.lstat(Path(self.stems_dir) / record.path)
+            info = os.lstat(self._root / record.path)
         except FileNotFoundError:
             return None
         if not stat.S_ISREG(info.st_mode) or info.st_size != record.size:
@@ -230,7 +251,7 @@ class StemCache(param.Parameterized):
         """
         fix = "invalidate the stem and generate it again (cache verify lists all such stems)"
         try:
-            data, info = read_inside(Path(self.stems_dir), record.path)
+            data, info = read_inside(self._root, record.path)
         except FileNotFoundError:
             raise CorruptStemError(f"{record.stem_id}: its file is missing; {fix}") from None
         try:

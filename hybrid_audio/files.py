@@ -81,8 +81,10 @@ def discard(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def write_temp(target: Path, data: bytes) -> Path:
-    """`data` in a fsynced temp file beside `target` (same folder, so rename is atomic)."""
+def write_temp(target: Path, data: bytes, *, sync: bool = True) -> Path:
+    """`data` in a fsynced temp file beside `target` (same folder, so rename is atomic).
+
+    `sync=False` leaves the fsync to the caller (who may overlap it with other work)."""
     folder = target.parent
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}{TEMP_SUFFIX}")
     with storage_errors(folder):
@@ -91,7 +93,8 @@ def write_temp(target: Path, data: bytes) -> Path:
             with open(tmp, "wb") as handle:
                 handle.write(data)
                 handle.flush()
-                os.fsync(handle.fileno())
+                if sync:
+                    os.fsync(handle.fileno())
         except BaseException:
             discard(tmp)
             raise

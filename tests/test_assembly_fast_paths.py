@@ -1,0 +1,141 @@
+"""The speed-ups of issue #14 keep every guarantee: memoised index rows, parses, trim
+ranges and hashes never hide a change, and an assembly's files are all in place."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from hybrid_audio import bitmerge
+from hybrid_audio.assembly import Assembler
+from hybrid_audio.bitmerge import Silence, Trim, bitmerge_semantic, verify
+from hybrid_audio.cache import StemCache
+from hybrid_audio.config import Settings
+from hybrid_audio.contract import AudioFormat, VoiceContract
+from hybrid_audio.engines import create_engine
+from hybrid_audio.files import TEMP_SUFFIX
+from hybrid_audio.generation import Generator
+from hybrid_audio.wav import read_wav, write_wav
+from tests.api_server import make_base_dir
+from tests.audio_factory import make_pcm, make_wav
+
+FMT = AudioFormat(encoding="pcm_s16le", sample_rate=22050)
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> StemCache:
+    return StemCache(
+        stems_dir=tmp_path / "stems",
+        database_path=tmp_path / "state" / "index.sqlite3",
+        contract=VoiceContract(voice="v1", engine_version="test 1"),
+    )
+
+
+def test_a_row_stored_again_by_another_cache_is_seen_at_once(cache: StemCache) -> None:
+    first = cache.store("stem.name.ana", "Ana", read_wav(make_wav(FMT, 2205, seed=1)))
+    assert cache.lookup("stem.name.ana").sha256 == first.sha256
+    other = StemCache(
+        stems_dir=cache.stems_dir, database_path=cache.database_path, contract=cache.contract
+    )  # another process's view of the same index
+    again = other.store("stem.name.ana", "Ana", read_wav(make_wav(FMT, 2205, seed=2)))
+    assert again.sha256 != first.sha256
+    assert cache.lookup("stem.name.ana").sha256 == again.sha256  # no refresh needed
+
+
+def test_a_looked_up_record_is_the_callers_own_copy(cache: StemCache) -> None:
+    cache.store("stem.name.ana", "Ana", read_wav(make_wav(FMT, 2205)))
+    record = cache.lookup("stem.name.ana")
+    record.text = "changed by a caller"
+    assert cache.lookup("stem.name.ana").text == "Ana"
+
+
+def test_compatibility_follows_a_new_contract(cache: StemCache) -> None:
+    cache.store("stem.name.ana", "Ana", read_wav(make_wav(FMT, 2205)))
+    assert cache.lookup("stem.name.ana") is not None
+    cache.contract = VoiceContract(voice="v2", engine_version="test 1")
+    assert cache.lookup("stem.name.ana") is None
+    assert cache.get("stem.name.ana").compatible is False
+
+
+def test_a_new_stems_folder_is_used_at_once(cache: StemCache, tmp_path: Path) -> None:
+    cache.store("stem.name.ana", "Ana", read_wav(make_wav(FMT, 2205)))
+    cache.stems_dir = tmp_path / "elsewhere"  # the file is not there
+    assert cache.lookup("stem.name.ana") is None
+
+
+def test_verify_given_other_bytes_with_one_changed_sample_refuses_that_segment() -> None:
+    parts = [make_wav(FMT, 4000, seed=s) for s in range(3)]
+    merged = bitmerge_semantic(parts)
+    assert verify(merged.wav, merged.manifest, parts).ok
+    changed = bytearray(parts[1])
+    changed[-2] ^= 0x01  # the last sample of part 1
+    report = verify(merged.wav, merged.manifest, [parts[0], bytes(changed), parts[2]])
+    assert not report.ok
+    assert [s.exact for s in report.segments] == [True, False, True]
+    assert "sha256 differs" in report.segments[1].detail
+
+
+def test_a_bytearray_changed_after_the_merge_is_parsed_again() -> None:
+    source = bytearray(make_wav(FMT, 4000, seed=4))
+    merged = bitmerge_semantic([source])
+    source[-2] ^= 0x01
+    report = verify(merged.wav, merged.manifest, [source])
+    assert not report.ok
+    assert "sha256 differs" in report.segments[0].detail
+
+
+def test_the_first_changed_output_byte_is_named_with_the_same_sources() -> None:
+    parts = [make_wav(FMT, 3000, seed=s) for s in range(2)]
+    merged = bitmerge_semantic([parts[0], Silence(ms=20), parts[1]])
+    broken = bytearray(merged.wav)
+    target = merged.manifest.segments[2].byte_offset + 10
+    broken[target] ^= 0xFF
+    report = verify(bytes(broken), merged.manifest, [parts[0], Silence(ms=20), parts[1]])
+    assert report.first_diff_offset == target
+
+
+def test_concurrent_hashing_records_the_same_hashes_as_hashlib(monkeypatch) -> None:
+    pcms = [make_pcm(FMT, 60_000, seed=s) for s in range(4)]  # ~480 KB: over the threshold
+    parts = [write_wav(FMT, pcm) for pcm in pcms]
+    assert sum(map(len, pcms)) >= bitmerge._CONCURRENT_HASH_BYTES
+    merged = bitmerge_semantic(parts)
+    assert [s.source_sha256 for s in merged.manifest.segments] == [
+        hashlib.sha256(pcm).hexdigest() for pcm in pcms
+    ]
+    monkeypatch.setattr(bitmerge, "_CONCURRENT_HASH_BYTES", 1 << 62)
+    serial = bitmerge_semantic([bytes(bytearray(p)) for p in parts])
+    assert serial.wav == merged.wav
+    assert serial.manifest == merged.manifest
+
+
+def test_a_kept_trim_range_is_the_one_computed_afresh_for_each_trim() -> None:
+    wav = read_wav(make_wav(FMT, 8000, seed=5, edge=0.3))
+    loose, tight = Trim(threshold_dbfs=-60.0, keep_ms=0.0), Trim(threshold_dbfs=-6.0, keep_ms=0.0)
+    for trim in (loose, tight, loose, tight):
+        assert bitmerge._trim_range(wav, trim) == bitmerge._find_trim_range(wav, trim)
+    assert bitmerge._find_trim_range(wav, loose) != bitmerge._find_trim_range(wav, tight)
+
+
+def test_an_assembly_leaves_its_wav_and_manifest_and_no_temp_file(tmp_path: Path) -> None:
+    settings = Settings(base_dir=make_base_dir(tmp_path))
+    generator = Generator.from_settings(settings, engine=create_engine(settings))
+    assembler = Assembler(
+        settings=settings, cache=generator.cache, contract=generator.contract, generator=generator
+    )
+    results = [
+        assembler.assemble("double_anchor", name="José", developer="Brightwater Homes")
+        for _ in range(3)
+    ]
+    folder = Path(settings.output_dir)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        name for r in results for name in (Path(r.wav_path).name, Path(r.manifest_path).name)
+    )
+    assert not list(folder.glob(f"*{TEMP_SUFFIX}"))
+    for result in results:
+        assert result.report.ok
+        assert assembler.verify_output(result.summary.id).ok
+        assert hashlib.sha256(Path(result.wav_path).read_bytes()).hexdigest() == (
+            result.summary.sha256
+        )
