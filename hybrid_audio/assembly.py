@@ -60,7 +60,6 @@ from hybrid_audio.files import (
     StorageError,
     atomic_write,
     discard,
-    fsync_folder,
     leftovers,
     read_inside,
     stem_lock,
@@ -236,15 +235,7 @@ class Assembler(param.Parameterized):
         base = output_id or "_".join(
             [utc_stamp(), normalize(tpl.name), _slug(name), _slug(developer)]
         )
-        tmp = write_temp(self.output_dir / f"{base}.wav", merged.wav, sync=False)
-        # The WAV's fsync runs while the proof is made; the manifest is renamed into place
-        # only after it (and the manifest's own) returned, so a crash in between leaves a
-        # WAV without manifest, which recover_outputs removes.
-        try:
-            syncing = _Fsync(tmp)
-        except BaseException:
-            discard(tmp)
-            raise
+        tmp = write_temp(self.output_dir / f"{base}.wav", merged.wav)
         try:  # the temp name stays linked until the manifest exists (see recover_outputs)
             output_id, wav_path = self._link_new(base, tmp, suffixes=output_id is None)
             try:
@@ -253,14 +244,11 @@ class Assembler(param.Parameterized):
                     Part(self._checked_wav(r), r.stem_id) if r is not None else part
                     for part, r in zip(parts, records, strict=True)
                 ]
-                return self._finish(
-                    tpl, inputs, output_id, wav_path, merged, sources, on_disk, syncing
-                )
+                return self._finish(tpl, inputs, output_id, wav_path, merged, sources, on_disk)
             except BaseException:
                 discard(wav_path)  # no output without its manifest
                 raise
         finally:
-            syncing.join()
             discard(tmp)
 
     def _finish(
@@ -272,10 +260,8 @@ class Assembler(param.Parameterized):
         merged: MergeResult,
         sources: list[dict[str, Any]],
         on_disk: list[Part | Silence],
-        syncing: _Fsync,
     ) -> AssemblyResult:
-        """Prove the written output against the stems as read from disk; write the manifest
-        once the WAV (`syncing`) and the manifest are both on disk."""
+        """Prove the written output against the stems as read from disk; write the manifest."""
         written, _ = read_inside(self.output_dir, wav_path.name)
         report = verify(written, merged.manifest, on_disk)
         created = datetime.now(UTC).isoformat(timespec="microseconds")
@@ -298,15 +284,7 @@ class Assembler(param.Parameterized):
         }
         manifest_path = wav_path.with_suffix(".json")
         manifest = manifest_bytes(document)
-        tmp = write_temp(manifest_path, manifest, sync=False)
-        try:
-            with storage_errors(self.output_dir):
-                _fsync(tmp)
-                syncing.wait()
-                os.replace(tmp, manifest_path)
-                fsync_folder(self.output_dir)  # the WAV's link and the manifest's rename
-        finally:
-            discard(tmp)
+        atomic_write(manifest_path, manifest)
         self._queue_upload(output_id, merged.sha256, manifest)
         result = AssemblyResult(
             summary=_summary(document),
@@ -500,14 +478,9 @@ class Assembler(param.Parameterized):
         """The output's WAV bytes, proven to be what its manifest recorded.
 
         Read through one descriptor that refuses links (`files.read_inside`); bytes that
-        differ from the manifest's sha256 raise `CorruptOutputError`. A message kept as a
-        manifest only is rendered from its stems (`hybrid_audio.render`).
+        differ from the manifest's sha256 raise `CorruptOutputError`.
         """
         document = self.load_output(output_id)
-        if _manifest_only(document):
-            from hybrid_audio.render import render_output
-
-            return render_output(self, document)
         try:
             data, info = read_inside(self.output_dir, f"{output_id}.wav")
         except FileNotFoundError:
@@ -526,10 +499,6 @@ class Assembler(param.Parameterized):
         stem file is reported in the proof, not raised.
         """
         document = self.load_output(output_id)
-        if _manifest_only(document):
-            from hybrid_audio.render import verify_manifest_only
-
-            return verify_manifest_only(self, document)
         stems = Path(self.settings.stems_dir)
         parts: list[Part | Silence] = [
             Part(_bytes_or_path(stems, s["path"]), s["stem_id"])
@@ -564,52 +533,12 @@ class Assembler(param.Parameterized):
         return self.output_dir / f"{output_id}.json"
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-class _Fsync(threading.Thread):
-    """fsync a file in a thread (the disk works while the proof is computed); `wait()`
-    re-raises its error. The file is opened here, so its data is synced even if the
-    name is gone by the time the thread runs."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(daemon=True)
-        with storage_errors(path.parent):
-            self._fd = os.open(path, os.O_RDONLY)
-        self._error: OSError | None = None
-        self.start()
-
-    def run(self) -> None:
-        try:
-            os.fsync(self._fd)
-        except OSError as error:
-            self._error = error
-        finally:
-            os.close(self._fd)
-
-    def wait(self) -> None:
-        self.join()
-        if self._error is not None:
-            raise self._error
-
-
 def writer_finished(wav: Path) -> bool:
     """Is this output WAV (found without its manifest) a regular file no temp name links any
     more? Its assembly then died before the manifest; while one runs, its temp file keeps a
     second link (`st_nlink` 2), so a live writer's output is never taken for a leftover."""
     info = os.lstat(wav)
     return stat.S_ISREG(info.st_mode) and info.st_nlink == 1
-
-
-def _manifest_only(document: dict[str, Any]) -> bool:
-    """Is this output kept as its manifest only (`hybrid_audio.render`)?"""
-    output = document.get("output")
-    return isinstance(output, dict) and output.get("store") == "manifest"
 
 
 def _identity(info: os.stat_result) -> tuple[int, ...]:

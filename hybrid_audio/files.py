@@ -81,10 +81,8 @@ def discard(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def write_temp(target: Path, data: bytes, *, sync: bool = True) -> Path:
-    """`data` in a fsynced temp file beside `target` (same folder, so rename is atomic).
-
-    `sync=False` leaves the fsync to the caller (who may overlap it with other work)."""
+def write_temp(target: Path, data: bytes) -> Path:
+    """`data` in a fsynced temp file beside `target` (same folder, so rename is atomic)."""
     folder = target.parent
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}{TEMP_SUFFIX}")
     with storage_errors(folder):
@@ -93,8 +91,7 @@ def write_temp(target: Path, data: bytes, *, sync: bool = True) -> Path:
             with open(tmp, "wb") as handle:
                 handle.write(data)
                 handle.flush()
-                if sync:
-                    os.fsync(handle.fileno())
+                os.fsync(handle.fileno())
         except BaseException:
             discard(tmp)
             raise
