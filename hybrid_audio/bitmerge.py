@@ -262,7 +262,7 @@ def _parse_bytes(data: bytes) -> Wav:
         if kept is not None and kept[0] is data:
             _PARSED.move_to_end(id(data))
             return kept[1]
-    wav = read_wav(data)
+    wav = _canonical_s16(data) or read_wav(data)
     if len(data) <= _PARSED_MAX_BYTES // 4:
         with _PARSED_LOCK:
             replaced = _PARSED.pop(id(data), None)
@@ -272,6 +272,30 @@ def _parse_bytes(data: bytes) -> Wav:
             while len(_PARSED) > _PARSED_MAX_ITEMS or _parsed_bytes > _PARSED_MAX_BYTES:
                 _parsed_bytes -= len(_PARSED.popitem(last=False)[1][0])
     return wav
+
+
+def _canonical_s16(data: bytes) -> Wav | None:
+    """A canonical 16-bit PCM file — exactly the 44-byte header `wav_header` writes, then
+    whole frames and nothing else — as a `Wav` over `data` itself, or None.
+
+    `read_wav` would accept it and return the same format and samples, but copy them; for
+    a long merge that copy cost as much as the join. The `Wav` (its `pcm` a read-only view
+    of the immutable `data`) never leaves this module. Every other file is `read_wav`'s.
+    """
+    if len(data) < 44 or data[20:22] != b"\x01\x00" or data[34:36] != b"\x10\x00":
+        return None
+    try:
+        fmt = AudioFormat(
+            encoding="pcm_s16le",
+            sample_rate=int.from_bytes(data[24:28], "little"),
+            channels=int.from_bytes(data[22:24], "little"),
+        )
+        header = wav_header(fmt, len(data) - 44)
+    except (ValueError, WavError):  # not a format we write: let read_wav say why
+        return None
+    if len(header) != 44 or not data.startswith(header):
+        return None
+    return Wav(format=fmt, pcm=memoryview(data)[44:], data_offset=44)  # type: ignore[arg-type]
 
 
 def _common_format(entries: list[_Entry], fmt: AudioFormat | None) -> AudioFormat:
@@ -394,6 +418,10 @@ def bitmerge_semantic(
     except WavError as error:
         raise MergeError(str(error)) from None
     hashing = _hash_sources_concurrently(entries)
+    if hashing is not None:
+        # before the join: joining views of the callers' bytes holds the GIL throughout,
+        # which would stall the hashing thread between two sources
+        _finish_hashing(entries, hashing)
     pieces = [entry.source_bytes(fmt) for entry in entries]
     pad = b"\x00" * (data_bytes & 1)
     if any(overlaps):
@@ -402,8 +430,6 @@ def bitmerge_semantic(
     else:
         records = []
         wav = b"".join([header, *pieces, pad])
-    if hashing is not None:
-        _finish_hashing(entries, hashing)
     manifest = Manifest(
         format=fmt,
         mode=mode,
@@ -424,15 +450,15 @@ def bitmerge_semantic(
 
 
 #: Below this many unhashed source bytes, a hashing thread costs more than it saves.
-_CONCURRENT_HASH_BYTES = 256 * 1024
+_CONCURRENT_HASH_BYTES = 4 * 1024 * 1024
 
 
 def _hash_sources_concurrently(entries: list[_Entry]) -> threading.Thread | None:
-    """Start hashing the sources not hashed yet in a thread, so it overlaps the join.
+    """Start hashing the sources not hashed yet in a thread.
 
     hashlib releases the GIL, so the thread hashes from the first source on while this one
-    joins, then hashes from the last source back (`_finish_hashing`): the one SHA-256 pass
-    is shared by two cores. `Wav.sha256` caches the result on each object (two threads
+    hashes from the last source back (`_finish_hashing`): the one SHA-256 pass is shared
+    by two cores. `Wav.sha256` caches the result on each object (two threads
     meeting on one source both compute the same value). A fresh thread per merge (not a
     pool) keeps this safe in processes forked after import.
     """

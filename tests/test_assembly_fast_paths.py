@@ -97,14 +97,14 @@ def test_the_first_changed_output_byte_is_named_with_the_same_sources() -> None:
 
 
 def test_concurrent_hashing_records_the_same_hashes_as_hashlib(monkeypatch) -> None:
-    pcms = [make_pcm(FMT, 60_000, seed=s) for s in range(4)]  # ~480 KB: over the threshold
+    pcms = [make_pcm(FMT, 20_000 + 1000 * s, seed=s) for s in range(5)]
     parts = [write_wav(FMT, pcm) for pcm in pcms]
-    assert sum(map(len, pcms)) >= bitmerge._CONCURRENT_HASH_BYTES
+    monkeypatch.setattr(bitmerge, "_CONCURRENT_HASH_BYTES", 1)  # every merge in two threads
     merged = bitmerge_semantic(parts)
     assert [s.source_sha256 for s in merged.manifest.segments] == [
         hashlib.sha256(pcm).hexdigest() for pcm in pcms
     ]
-    monkeypatch.setattr(bitmerge, "_CONCURRENT_HASH_BYTES", 1 << 62)
+    monkeypatch.setattr(bitmerge, "_CONCURRENT_HASH_BYTES", 1 << 62)  # none
     serial = bitmerge_semantic([bytes(bytearray(p)) for p in parts])
     assert serial.wav == merged.wav
     assert serial.manifest == merged.manifest
@@ -139,3 +139,33 @@ def test_an_assembly_leaves_its_wav_and_manifest_and_no_temp_file(tmp_path: Path
         assert hashlib.sha256(Path(result.wav_path).read_bytes()).hexdigest() == (
             result.summary.sha256
         )
+
+
+def test_a_canonical_file_is_read_as_read_wav_reads_it_and_others_by_read_wav() -> None:
+    canonical = make_wav(FMT, 3000, seed=6)
+    fast = bitmerge._canonical_s16(canonical)
+    assert fast is not None
+    parsed = read_wav(canonical)
+    assert (fast.format, bytes(fast.pcm), fast.data_offset) == (
+        parsed.format,
+        parsed.pcm,
+        parsed.data_offset,
+    )
+    odd = bytearray(canonical)
+    odd[4:8] = b"\xff\xff\xff\xff"  # a streaming placeholder: read_wav repairs it
+    extra = canonical + b"LIST\x04\x00\x00\x00abcd"  # a chunk after the data
+    truncated = canonical[:-1]  # half a frame
+    stereo8 = make_wav(AudioFormat(encoding="pcm_u8", sample_rate=8000, channels=2), 100)
+    for other in (bytes(odd), extra, truncated, stereo8):
+        assert bitmerge._canonical_s16(other) is None
+
+
+def test_merges_of_canonical_and_other_files_of_the_same_samples_are_identical() -> None:
+    canonical = make_wav(FMT, 3000, seed=7)
+    with_chunk = canonical + b"LIST\x04\x00\x00\x00abcd"
+    fixed = bytearray(with_chunk)
+    fixed[4:8] = (len(with_chunk) - 8).to_bytes(4, "little")
+    one = bitmerge_semantic([canonical, canonical], trim=Trim())
+    two = bitmerge_semantic([bytes(fixed), bytes(fixed)], trim=Trim())
+    assert one.wav == two.wav
+    assert verify(one.wav, one.manifest, [bytes(fixed), canonical]).ok
