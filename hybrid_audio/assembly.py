@@ -478,9 +478,14 @@ class Assembler(param.Parameterized):
         """The output's WAV bytes, proven to be what its manifest recorded.
 
         Read through one descriptor that refuses links (`files.read_inside`); bytes that
-        differ from the manifest's sha256 raise `CorruptOutputError`.
+        differ from the manifest's sha256 raise `CorruptOutputError`. A message kept as a
+        manifest only is rendered from its stems (`hybrid_audio.render`).
         """
         document = self.load_output(output_id)
+        if _manifest_only(document):
+            from hybrid_audio.render import render_output
+
+            return render_output(self, document)
         try:
             data, info = read_inside(self.output_dir, f"{output_id}.wav")
         except FileNotFoundError:
@@ -499,6 +504,10 @@ class Assembler(param.Parameterized):
         stem file is reported in the proof, not raised.
         """
         document = self.load_output(output_id)
+        if _manifest_only(document):
+            from hybrid_audio.render import verify_manifest_only
+
+            return verify_manifest_only(self, document)
         stems = Path(self.settings.stems_dir)
         parts: list[Part | Silence] = [
             Part(_bytes_or_path(stems, s["path"]), s["stem_id"])
@@ -539,6 +548,12 @@ def writer_finished(wav: Path) -> bool:
     second link (`st_nlink` 2), so a live writer's output is never taken for a leftover."""
     info = os.lstat(wav)
     return stat.S_ISREG(info.st_mode) and info.st_nlink == 1
+
+
+def _manifest_only(document: dict[str, Any]) -> bool:
+    """Is this output kept as its manifest only (`hybrid_audio.render`)?"""
+    output = document.get("output")
+    return isinstance(output, dict) and output.get("store") == "manifest"
 
 
 def _identity(info: os.stat_result) -> tuple[int, ...]:
