@@ -35,9 +35,11 @@ test-fast: setup  ## unit tests only, in seconds (installs sox: its tests fail, 
 
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# Server processes: one per core of the 2-core machines this runs on (README, "The two commands").
+WORKERS ?= 2
 
-run: setup  ## start the API on http://$(HOST):$(PORT) (docs at /docs); Piper, local files, SQLite
-	$(VENV)/bin/hybrid-audio-server --host $(HOST) --port $(PORT) --log-level info
+run: setup  ## start the API on http://$(HOST):$(PORT) (docs at /docs) with $(WORKERS) server processes; Piper, local files, SQLite
+	$(VENV)/bin/hybrid-audio-server --host $(HOST) --port $(PORT) --workers $(WORKERS) --log-level info
 
 demo: setup  ## synthesize two stems, assemble a message and print its byte-diff proof
 	$(VENV)/bin/hybrid-audio-merge

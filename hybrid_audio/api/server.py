@@ -9,22 +9,33 @@ Slow clients cannot hold connections: an idle keep-alive connection is closed af
 trickles in meanwhile (`BoundedHeadersProtocol`; uvicorn has no such bound), headers are
 limited to 16 KiB, and each part of a body must arrive within `--body-timeout` seconds
 (`middleware.ReadTimeout`, 408).
+
+`--workers N` serves the one base directory from N processes: uvicorn's supervisor passes
+the one listening socket (with its options) to N spawned workers, and each builds its own
+app and Workspace from the same Settings (`create_app` as a factory). What they share lives
+on disk: jobs, dashboard sessions and login failure counts in the state database, stems
+behind per-stem locks, rotation positions in SQLite. A worker that dies is replaced; its
+running jobs read as `interrupted` from any other worker.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import ipaddress
+import os
 import socket
 import sys
 from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
+from uvicorn.supervisors import Multiprocess
 
 from hybrid_audio.api.app import BODY_READ_TIMEOUT, create_app
 from hybrid_audio.config import Settings, SettingsError
+from hybrid_audio.kinds import load as load_kinds
 
 #: Seconds a client may take to send a request's headers.
 HEADER_TIMEOUT = 10.0
@@ -43,8 +54,10 @@ class BoundedHeadersProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type
 
     header_timeout: float = HEADER_TIMEOUT
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, header_timeout: float | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if header_timeout is not None:
+            self.header_timeout = header_timeout
         self._header_deadline: asyncio.TimerHandle | None = None
 
     def _in_request(self) -> bool:
@@ -99,6 +112,22 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def max_workers() -> int:
+    """The most `--workers` accepted: twice the CPUs (beyond that they only queue)."""
+    return 2 * (os.cpu_count() or 1)
+
+
+def worker_count(text: str) -> int:
+    """`--workers` as an int within 1..`max_workers()` (argparse type)."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= count <= max_workers():
+        raise argparse.ArgumentTypeError(f"must be 1..{max_workers()} (2 × CPUs), not {count}")
+    return count
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="hybrid-audio-server",
@@ -132,6 +161,14 @@ def main(argv: list[str] | None = None) -> int:
         default=5.0,
         help="seconds an idle keep-alive connection stays open (default 5)",
     )
+    parser.add_argument(
+        "--workers",
+        type=worker_count,
+        default=1,
+        help="server processes sharing the port and the base directory (default 1; at most "
+        "2 × CPUs): each runs requests and jobs on its own core; jobs, sessions, login "
+        "limits, stems and rotation are shared through the state database and files",
+    )
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -145,17 +182,32 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.workers == 1:
+        app: Any = create_app(settings, body_timeout=args.body_timeout)
+    else:  # each worker calls the factory; a bad kinds.json still stops the start here
+        load_kinds(settings)
+        app = functools.partial(create_app, settings, body_timeout=args.body_timeout)
     config = uvicorn.Config(
-        create_app(settings, body_timeout=args.body_timeout),
+        app,
+        factory=args.workers > 1,
+        workers=args.workers,
         host=args.host,
         port=args.port,
         log_level=args.log_level,
-        http=type("Bounded", (BoundedHeadersProtocol,), {"header_timeout": args.header_timeout}),
+        # A partial, not a subclass made here: workers are spawned, the config is pickled.
+        http=functools.partial(BoundedHeadersProtocol, header_timeout=args.header_timeout),
         timeout_keep_alive=args.keep_alive,
         h11_max_incomplete_event_size=16 * 1024,
         timeout_graceful_shutdown=5,
+        # The supervisor kills a worker that misses a ping for this long; a worker loading
+        # its voice or busy with a bulk job on a loaded machine must not look hung (default 5).
+        timeout_worker_healthcheck=30,
     )
-    uvicorn.Server(config).run(sockets=[listening_socket(config)])
+    sockets = [listening_socket(config)]
+    if args.workers == 1:
+        uvicorn.Server(config).run(sockets=sockets)
+    else:
+        Multiprocess(config, sockets=sockets).run()
     return 0
 
 
