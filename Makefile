@@ -35,8 +35,10 @@ test-fast: setup  ## unit tests only, in seconds (installs sox: its tests fail, 
 
 HOST ?= 127.0.0.1
 PORT ?= 8000
-# Server processes: one per core of the 2-core machines this runs on (README, "The two commands").
-WORKERS ?= 2
+# Server processes (`--workers`). 1 by default: the API is fine on 2 (one per core here), but
+# the dashboard's websocket may reach a worker that did not render its page, and that worker's
+# session asks for CDN resources (offline machines: an unstyled page). API-only: WORKERS=2.
+WORKERS ?= 1
 
 run: setup  ## start the API on http://$(HOST):$(PORT) (docs at /docs) with $(WORKERS) server processes; Piper, local files, SQLite
 	$(VENV)/bin/hybrid-audio-server --host $(HOST) --port $(PORT) --workers $(WORKERS) --log-level info
