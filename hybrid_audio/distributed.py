@@ -11,13 +11,15 @@ and the contract's values, synthesizes, runs `sound.process` and returns the pro
 stem's lock), so the index and the stems folder have one writer: a task Dask retries
 after its worker died cannot store anything twice, and a worker killed mid-task leaves no
 file behind. A stem is ~100 KB, so its bytes travel through Dask as a task result; that
-also works when the workers see no filesystem of the driver's.
+also works when the workers see no filesystem of the driver's. In GCS mode the driver
+first adopts what the bucket holds (`Generator.adopt`, as a single stem would); only the
+stems it lacks are sent to the workers, as they are found missing.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -189,7 +191,7 @@ class DaskCluster:
     def generate(
         self,
         generator: Generator,
-        pending: Sequence[Item],
+        pending: Iterable[Item],
         finished: Finished,
         *,
         cancelled: Callable[[], None] = lambda: None,
@@ -203,11 +205,11 @@ class DaskCluster:
         contract = generator.contract
         values, signature = contract.values(), contract.signature()
         submitted: dict[Future, tuple[Item, Pronounced]] = {}
-        for item in pending:
-            said = generator.pronounce(spoken_text(item.text))
-            future = self.client.submit(synthesize_stem, said.engine_text, values, pure=False)
-            submitted[future] = (item, said)
         try:
+            for item in pending:  # may be lazy: stems submitted as they are found missing
+                said = generator.pronounce(spoken_text(item.text))
+                future = self.client.submit(synthesize_stem, said.engine_text, values, pure=False)
+                submitted[future] = (item, said)
             for future in as_completed(submitted):
                 cancelled()
                 item, said = submitted[future]

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -289,12 +289,9 @@ class Generator(param.Parameterized):
             # another thread or process may have made it meanwhile, or changed the
             # dictionary: a stem stored now must be made with the entries as they are now
             said = self.pronounce(spoken)
-            hit = self._usable(self.cache.lookup(stem_id), spoken, said)
-            if hit is not None:
-                return hit.model_copy(update={"cached": True})
-            pulled = self._pull(stem_id, spoken, said.entry_hash)
-            if pulled is not None:
-                return pulled.model_copy(update={"cached": True})
+            found = self._found(stem_id, spoken, said)
+            if found is not None:
+                return found
             audio, report = process(
                 self.engine.synthesize(said.engine_text, self.contract), self.contract
             )
@@ -312,6 +309,22 @@ class Generator(param.Parameterized):
                     f"{self.engine.name} returned unusable audio for {stem_id}: {error}"
                 ) from None
         return record.model_copy(update={"cached": False})
+
+    def adopt(self, kind: str, text: str) -> StemRecord | None:
+        """The stem `generate` would return without synthesis — cached, or (GCS mode)
+        adopted from the bucket, under the stem's lock and rules — or None: it must be made.
+        The Dask path asks this before it sends a stem to the cluster."""
+        stem_id = StemId.for_text(kind, text)
+        spoken = spoken_text(text)
+        with stem_lock(self.settings.state_dir, stem_id):
+            return self._found(stem_id, spoken, self.pronounce(spoken))
+
+    def _found(self, stem_id: StemId, spoken: str, said: Pronounced) -> StemRecord | None:
+        """Under the stem's lock: the usable cached stem, else the bucket's, as cached."""
+        hit = self._usable(self.cache.lookup(stem_id), spoken, said)
+        if hit is None:
+            hit = self._pull(stem_id, spoken, said.entry_hash)
+        return None if hit is None else hit.model_copy(update={"cached": True})
 
     def pronounce(self, spoken: str) -> Pronounced:
         """What the engine is given for `spoken`: the dictionary's entries applied."""
@@ -390,7 +403,8 @@ class Generator(param.Parameterized):
 
         Compatible cached stems are skipped; failures of single stems are collected and
         the batch goes on; configuration and quota errors stop it (they would repeat).
-        With a `cluster` the pending stems are synthesized by its workers and stored here.
+        With a `cluster` the pending stems are synthesized by its workers and stored here;
+        in GCS mode each is first looked for in the bucket (`adopt`), as `generate` does.
         """
         self.cache.sweep_temp_files()
         items, name_set, developer_set = self._batch_items(names, developers)
@@ -429,7 +443,20 @@ class Generator(param.Parameterized):
         cluster: DaskCluster | None = self.cluster
         if cluster is not None:
             cancelled = job.raise_if_cancelled if job is not None else lambda: None
-            cluster.generate(self, pending, finished, cancelled=cancelled)
+
+            def unadopted() -> Iterator[Item]:
+                """The stems the bucket cannot give (GCS mode), as the cluster takes them:
+                workers synthesize new stems while the next ones are looked for."""
+                for item in pending:
+                    cancelled()
+                    adopted = self.adopt(item.stem_id.kind, item.text)
+                    if adopted is None:
+                        yield item
+                    else:
+                        finished(item, adopted, None)
+
+            to_make = pending if self.remote is None else unadopted()
+            cluster.generate(self, to_make, finished, cancelled=cancelled)
             self._set_progress(len(items), len(items), "done")
             return report
 

@@ -22,8 +22,13 @@ from hybrid_audio.distributed import DaskCluster, DaskConfigError
 from hybrid_audio.engines import create_engine
 from hybrid_audio.generation import Generator
 from hybrid_audio.jobs import JobRunner, JobState
+from hybrid_audio.stems import StemId
+from hybrid_audio.storage.base import stem_object_name
 from hybrid_audio.workspace import Workspace
+from tests.api_server import make_base_dir
+from tests.gcs_emulator import gcs_bucket, gcs_emulator  # noqa: F401
 from tests.test_generation import CountingEngine
+from tests.test_storage_readthrough import Bucket, CountingStore, dead_url, gcs_settings
 
 NAMES = ["Ana", "Bruno", "Chloé", "Dmitri", "Eve", "Farah"]
 DEVELOPERS = ["Brightwater Homes", "Kestrel Living"]
@@ -56,6 +61,14 @@ def workspace(tmp_path_factory, piper) -> Iterator[Workspace]:
 @pytest.fixture
 def cluster(workspace: Workspace) -> DaskCluster:
     return workspace.generator.cluster
+
+
+@pytest.fixture
+def bucket(request: pytest.FixtureRequest) -> Bucket:
+    """A fresh bucket on the session's GCS emulator."""
+    return Bucket(
+        request.getfixturevalue("gcs_emulator").url, request.getfixturevalue("gcs_bucket")
+    )
 
 
 def _stems(generator: Generator) -> dict[str, str]:
@@ -233,3 +246,54 @@ def test_a_tls_cluster_is_reached_with_the_tls_files(tmp_path: Path, piper) -> N
             assert generator.cache.verify().ok
         finally:
             cluster.close()
+
+
+def test_in_gcs_mode_the_cluster_synthesizes_only_what_the_bucket_lacks(
+    tmp_path: Path, piper, cluster: DaskCluster, bucket: Bucket
+) -> None:
+    """Machine A (in-process) makes and uploads stems; machine B (Dask, same bucket, empty
+    base dir) adopts each of them, byte for byte, and sends only the new stem to workers."""
+    made_here = NAMES[:3]
+    first = gcs_settings(make_base_dir(tmp_path / "a"), bucket.name, bucket.url, 30.0)
+    machine_a = Workspace.build(first, engine=piper)
+    try:
+        report = machine_a.generator.generate_rotational_stems(made_here, [])
+        assert (report.created, report.failed) == (3, [])
+        assert machine_a.uploads.wait_idle(60)
+        uploaded = _stems(machine_a.generator)
+    finally:
+        machine_a.close()
+
+    second = gcs_settings(tmp_path / "b", bucket.name, bucket.url, 30.0)
+    machine_b = Generator.from_settings(second, engine=piper)
+    machine_b.remote = CountingStore(second)
+    machine_b.cluster = cluster
+    before = cluster.syntheses()
+    report = machine_b.generate_rotational_stems([*made_here, "Zoltan"], [])
+
+    assert (report.total, report.created, report.cached, report.failed) == (4, 1, 3, [])
+    assert cluster.syntheses() - before == 1  # only the stem the bucket lacked
+    wanted = [stem_object_name(StemId.for_text("name", n)) for n in [*made_here, "Zoltan"]]
+    assert sorted(machine_b.remote.downloads) == sorted(wanted)  # each looked for once
+    stems = _stems(machine_b)
+    assert {sid: stems[sid] for sid in uploaded} == uploaded  # adopted, byte-identical
+    assert set(stems) - set(uploaded) == {str(StemId.for_text("name", "Zoltan"))}
+    assert machine_b.cache.verify().ok
+    again = machine_b.generate_rotational_stems([*made_here, "Zoltan"], [])
+    assert (again.created, again.cached, cluster.syntheses() - before) == (0, 4, 1)
+
+
+def test_in_gcs_mode_with_the_bucket_down_the_cluster_makes_every_stem(
+    tmp_path: Path, piper, cluster: DaskCluster
+) -> None:
+    """An unreachable bucket costs one look (then `READ_THROUGH_PAUSE`), never the batch."""
+    settings = gcs_settings(tmp_path, "down-bucket", dead_url(), 0.5)
+    generator = Generator.from_settings(settings, engine=piper)
+    generator.remote = CountingStore(settings)
+    generator.cluster = cluster
+    before = cluster.syntheses()
+    report = generator.generate_rotational_stems(NAMES[:3], [])
+    assert (report.created, report.cached, report.failed) == (3, 0, [])
+    assert cluster.syntheses() - before == 3
+    assert len(generator.remote.downloads) == 1  # not asked again for the next stems
+    assert generator.cache.verify().ok
