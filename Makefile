@@ -56,6 +56,7 @@ bench: setup system-deps  ## run benchmarks/ and write benchmarks/results/*.json
 	$(PY) benchmarks/bench_storage.py
 	$(PY) benchmarks/bench_campaign.py
 	$(PY) benchmarks/bench_sound.py
+	$(PY) benchmarks/bench_scale.py
 
 docs-screenshot: setup system-deps  ## refresh docs/assemble.png from the browser test's Assemble page
 	UPDATE_DOCS_SCREENSHOT=1 $(PY) -m pytest -q tests/test_dashboard_browser.py -k proves_every_byte
