@@ -144,6 +144,46 @@ def run_case(
     return case
 
 
+def fresh_copies(blobs: list[bytes]) -> list[bytes]:
+    """New bytes objects with the same content: nothing parsed or hashed for the old ones
+    (bitmerge remembers both per object) is reused."""
+    return [bytes(bytearray(b)) for b in blobs]
+
+
+def merge_verify_from_bytes(
+    cases: list[Case],
+    key: str,
+    group: str,
+    stem_bytes: list[bytes],
+    expected_wav: bytes,
+    *,
+    repeats: int,
+    nbytes: int,
+) -> Case:
+    """`bitmerge_semantic(WAV bytes)` + `verify` with parsing and every hash inside the timer:
+    each call gets new bytes objects, so nothing is reused from a previous call. The merge
+    must verify and equal `expected_wav` (the merge of the parsed stems)."""
+
+    def merge_verify(parts: list[bytes]) -> Any:
+        merged = bitmerge_semantic(parts)
+        return merged, verify(merged.wav, merged.manifest, parts)
+
+    case = run_case(
+        cases,
+        key,
+        group,
+        "ours merge+verify from WAV bytes",
+        merge_verify,
+        repeats=repeats,
+        nbytes=nbytes,
+        setup=lambda: fresh_copies(stem_bytes),
+    )
+    merged, report = case.timing.result
+    assert report.ok, f"{key}: verify failed on the merge from bytes: {report.errors}"
+    assert merged.wav == expected_wav, f"{key}: the merge from bytes differs from that of Wavs"
+    return case
+
+
 def bench_small(tmp: Path, repeats: int, cases: list[Case]) -> dict[str, Any]:
     """The 8-second job, in memory and file to file, for every competitor."""
     rng = np.random.default_rng(SEED)
@@ -235,26 +275,9 @@ def bench_small(tmp: Path, repeats: int, cases: list[Case]) -> dict[str, Any]:
     assert_same_samples("pydub (in-memory)", case.timing.result, expected)
 
     # ---- from WAV bytes: parsing and every hash inside the timer (issue #14)
-    def fresh_bytes() -> list[bytes]:
-        return [bytes(bytearray(b)) for b in stem_bytes]  # new objects: nothing cached
-
-    def bytes_merge_verify(parts: list[bytes]) -> Any:
-        result = bitmerge_semantic(parts)
-        return result, verify(result.wav, result.manifest, parts)
-
-    case = run_case(
-        cases,
-        "ours_bytes_merge_verify",
-        mem,
-        "ours merge+verify from WAV bytes",
-        bytes_merge_verify,
-        repeats=repeats,
-        nbytes=nbytes,
-        setup=fresh_bytes,
+    merge_verify_from_bytes(
+        cases, "ours_bytes_merge_verify", mem, stem_bytes, ours_wav, repeats=repeats, nbytes=nbytes
     )
-    result, report = case.timing.result
-    assert report.ok, f"verify failed on the merge from bytes: {report.errors}"
-    assert result.wav == ours_wav, "the merge from bytes differs from the merge of Wavs"
 
     def pydub_bytes(parts: list[bytes]) -> bytes:
         buf = io.BytesIO()
@@ -269,7 +292,7 @@ def bench_small(tmp: Path, repeats: int, cases: list[Case]) -> dict[str, Any]:
         pydub_bytes,
         repeats=repeats,
         nbytes=nbytes,
-        setup=fresh_bytes,
+        setup=lambda: fresh_copies(stem_bytes),
     )
     assert_same_samples("pydub (from bytes)", case.timing.result, expected)
 
@@ -438,27 +461,15 @@ def bench_long(repeats: int, n_stems: int, cases: list[Case]) -> dict[str, Any]:
         nbytes=nbytes,
         setup=fresh_wavs,
     )
-
-    def fresh_bytes() -> list[bytes]:
-        return [bytes(bytearray(b)) for b in stem_bytes]
-
-    def bytes_merge_verify(parts: list[bytes]) -> Any:
-        merged = bitmerge_semantic(parts)
-        return merged, verify(merged.wav, merged.manifest, parts)
-
-    case = run_case(
+    merge_verify_from_bytes(
         cases,
         "long_bytes_merge_verify",
         group,
-        "ours merge+verify from WAV bytes",
-        bytes_merge_verify,
+        stem_bytes,
+        result.wav,
         repeats=repeats,
         nbytes=nbytes,
-        setup=fresh_bytes,
     )
-    merged, report = case.timing.result
-    assert report.ok, f"verify failed on the long merge from bytes: {report.errors}"
-    assert merged.wav == result.wav, "the long merge from bytes differs"
     return {
         "stems": n_stems,
         "stem_seconds": LONG_STEM_SECONDS,
