@@ -187,6 +187,12 @@ class Settings(BaseSettings):
     dask_local_workers: int = Field(
         default=2, ge=1, description="Worker processes of the 'local' cluster (1 thread each)."
     )
+    dask_worker_ort_threads: int = Field(
+        default=0,
+        ge=0,
+        description="onnxruntime threads per Dask worker (Piper); 0 → cores // workers on "
+        "'local', onnxruntime's default (every core) on another cluster.",
+    )
     dask_tls_ca_file: str = Field(default="", description="CA certificate (PEM) of tls://.")
     dask_tls_cert: str = Field(default="", description="Client certificate (PEM) for tls://.")
     dask_tls_key: str = Field(default="", description="Client certificate's key (PEM), tls://.")

@@ -18,8 +18,11 @@ stems it lacks are sent to the workers, as they are found missing.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
-from collections.abc import Callable, Iterable
+import os
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +38,9 @@ from distributed import (
 )
 from distributed.security import Security
 
+from hybrid_audio import kinds
+from hybrid_audio.assembly import Assembler, writer_finished
+from hybrid_audio.cache import StemCache
 from hybrid_audio.config import Settings
 from hybrid_audio.contract import VoiceContract
 from hybrid_audio.datasets import Item
@@ -46,8 +52,9 @@ from hybrid_audio.engines import (
     EngineQuotaError,
     create_engine,
 )
-from hybrid_audio.files import stem_lock
+from hybrid_audio.files import TEMP_SUFFIX, discard, leftovers, stem_lock
 from hybrid_audio.pronunciation import Pronounced
+from hybrid_audio.render import keep_manifest_only
 from hybrid_audio.sound import SoundReport, process
 from hybrid_audio.stems import spoken_text
 from hybrid_audio.wav import Wav, WavError
@@ -61,6 +68,16 @@ log = logging.getLogger(__name__)
 PLUGIN_NAME = "hybrid-audio-engine"
 #: What the batch does with a finished stem: (item, record or None, error or None).
 Finished = Callable[[Item, "StemRecord | None", "str | None"], None]
+#: A campaign row as a task gets it: (row, name, developer, script).
+RowInputs = tuple[int, str, str, "str | None"]
+#: A campaign row's outcome, as `Campaigns._one` gives it: (state, output id, duration,
+#: sha256, verified, error, row).
+RowUpdate = tuple[str, "str | None", "float | None", "str | None", int, str, int]
+#: Campaign rows per task: big enough that Dask's per-task cost (~ms) is small beside
+#: the assemblies (~2–5 ms each), small enough that progress flows and a retry is cheap.
+CHUNK_ROWS = 50
+#: Row errors that fail one row (as `Campaigns._one`); anything else stops the campaign.
+_ROW_ERRORS = (ValueError, KeyError, RuntimeError)
 _FATAL = (EngineConfigError, EngineQuotaError)
 _TLS_FILES = {
     "DASK_TLS_CA_FILE": "dask_tls_ca_file",
@@ -95,22 +112,55 @@ def security_for(settings: Settings) -> Security | None:
     )
 
 
-class EnginePlugin(WorkerPlugin):
-    """Loads the engine once per worker process (Piper's voice takes a while); counts the
-    syntheses that worker ran, so tests and operators can see each stem was made once."""
+def ort_threads(settings: Settings) -> int | None:
+    """onnxruntime intra-op threads per worker: DASK_WORKER_ORT_THREADS if set; on our own
+    LocalCluster the machine's cores shared by its workers (Piper already uses every core
+    in one process, so N workers × all cores would fight over them); None elsewhere."""
+    if settings.dask_worker_ort_threads:
+        return settings.dask_worker_ort_threads
+    if settings.dask_scheduler_address == "local":
+        return max(1, (os.cpu_count() or 1) // settings.dask_local_workers)
+    return None
 
-    def __init__(self, settings: Settings, engine: str) -> None:
+
+class EnginePlugin(WorkerPlugin):
+    """Loads the engine once per worker process (Piper's voice takes a while), with
+    `threads` onnxruntime threads; counts the syntheses that worker ran, so tests and
+    operators can see each stem was made once."""
+
+    def __init__(self, settings: Settings, engine: str, threads: int | None = None) -> None:
         self.settings = settings
         self.default = engine
+        self.threads = threads
         self.engines: dict[str, Engine] = {}
+        self.assemblers: dict[tuple[str, str], Assembler] = {}
         self.syntheses = 0
 
     def setup(self, worker: Any) -> None:
         self.engine(self.default)
 
+    def assembler(self, settings: Settings, contract: VoiceContract) -> Assembler:
+        """The worker's Assembler over `settings`' base dir (a shared filesystem) with the
+        driver's `contract`, built once: it reads stems and the index, never makes stems
+        (no generator), so the driver stays the only writer of the state database."""
+        key = (settings.model_dump_json(), contract.signature())
+        if key not in self.assemblers:
+            kinds.load(settings)
+            cache = StemCache(
+                stems_dir=settings.stems_dir,
+                database_path=settings.database_path,
+                contract=contract,
+            )
+            self.assemblers[key] = Assembler(settings=settings, cache=cache, contract=contract)
+        return self.assemblers[key]
+
     def engine(self, name: str) -> Engine:
         """The worker's engine `name`, built on first use (a contract may switch engines)."""
         if name not in self.engines:
+            if name == "piper" and self.threads is not None:
+                from hybrid_audio.engines.piper import cap_session_threads
+
+                cap_session_threads(self.threads)
             self.engines[name] = create_engine(self.settings, name)
         return self.engines[name]
 
@@ -141,6 +191,122 @@ def synthesize_stem(engine_text: str, contract_values: dict[str, Any]) -> Made:
     return Made(wav=audio, sound=report, api_version=getattr(engine, "api_version", ""))
 
 
+@dataclass(frozen=True)
+class CampaignRows:
+    """What a worker needs to make a campaign's messages: the driver's settings (the base
+    dir all machines share) and contract, and the campaign's pinned choices."""
+
+    settings: Settings
+    contract: dict[str, Any]
+    campaign_id: str
+    template: str
+    join: str | None
+    contract_signature: str
+    manifest_only: bool
+
+    @classmethod
+    def of(cls, assembler: Assembler, info: Any) -> CampaignRows:
+        """The task inputs of campaign `info` (a `CampaignInfo`) made with `assembler`'s
+        settings and (live, checked equal to the pinned) contract."""
+        return cls(
+            settings=assembler.settings,
+            contract=assembler.contract.values(),
+            campaign_id=info.id,
+            template=info.template,
+            join=info.join,
+            contract_signature=info.contract_signature,
+            manifest_only=info.params.get("store") == "manifest",
+        )
+
+
+def assemble_rows(campaign: CampaignRows, rows: list[RowInputs]) -> list[RowUpdate]:
+    """The Dask task: assemble and prove a chunk of a campaign's rows on a worker.
+
+    Outputs are written (`<campaign id>_<row:06d>`, never overwritten); nothing is
+    recorded — the driver commits the returned updates. Run again after its worker died,
+    it first clears what the dead writer left of each row and adopts what it finished."""
+    plugin: EnginePlugin = get_worker().plugins[PLUGIN_NAME]
+    assembler = plugin.assembler(campaign.settings, VoiceContract(**campaign.contract))
+    return [_assemble_row(assembler, campaign, row) for row in rows]
+
+
+def _assemble_row(assembler: Assembler, campaign: CampaignRows, row: RowInputs) -> RowUpdate:
+    number, name, developer, script = row
+    output_id = f"{campaign.campaign_id}_{number:06d}"
+    adopted = _adopt(assembler, campaign, row, output_id)
+    if adopted is not None:
+        _keep(assembler, campaign, output_id)
+        return ("done", output_id, *adopted, "", number)
+    try:
+        result = assembler.assemble(
+            campaign.template,
+            name,
+            developer,
+            script,
+            mode=campaign.join,
+            output_id=output_id,
+            generate_missing=False,  # the driver made every stem before the rows
+        )
+    except _ROW_ERRORS as error:
+        return ("failed", None, None, None, 0, str(error), number)
+    ok = result.report.ok
+    if ok:
+        _keep(assembler, campaign, output_id)
+    summary = result.summary
+    unproven = "" if ok else "the message did not verify byte for byte"
+    return (
+        "done" if ok else "failed",
+        output_id,
+        summary.duration,
+        summary.sha256,
+        int(ok),
+        unproven,
+        number,
+    )
+
+
+def _keep(assembler: Assembler, campaign: CampaignRows, output_id: str) -> None:
+    if campaign.manifest_only:
+        keep_manifest_only(assembler, output_id)
+
+
+def _adopt(
+    assembler: Assembler, campaign: CampaignRows, row: RowInputs, output_id: str
+) -> tuple[float, str, int] | None:
+    """`Campaigns._adopt` on a worker, after removing the temp files of this output whose
+    writer is gone (a killed worker's): (duration, sha256, verified) of a finished output
+    that matches the row, re-proven; otherwise its files are removed and None returned."""
+    folder = assembler.output_dir
+    for leftover in leftovers(folder, f".{output_id}.*{TEMP_SUFFIX}"):
+        discard(leftover)
+    wav = folder / f"{output_id}.wav"
+    manifest = wav.with_suffix(".json")
+    if not manifest.exists():
+        with contextlib.suppress(FileNotFoundError):
+            if writer_finished(wav):
+                discard(wav)
+        return None
+    _, name, developer, script = row
+    try:
+        document = assembler.load_output(output_id)
+        inputs = document["inputs"]
+        same = (
+            document["template"] == campaign.template
+            and document["contract_signature"] == campaign.contract_signature
+            and (inputs.get("name"), inputs.get("developer"), inputs.get("script"))
+            == (name, developer, script)
+        )
+        if same:
+            assembler.read_output(output_id)
+            if assembler.verify_output(output_id).ok:
+                return document["output"]["duration"], document["output"]["sha256"], 1
+    except (KeyError, ValueError, OSError):
+        pass
+    discard(wav)
+    discard(manifest)
+    return None
+
+
 class DaskCluster:
     """The client of the cluster bulk generation runs on (and the LocalCluster it owns)."""
 
@@ -168,9 +334,8 @@ class DaskCluster:
         else:
             client = Client(address, security=security_for(settings))
         try:
-            client.register_plugin(
-                EnginePlugin(settings, engine or settings.tts_engine), name=PLUGIN_NAME
-            )
+            plugin = EnginePlugin(settings, engine or settings.tts_engine, ort_threads(settings))
+            client.register_plugin(plugin, name=PLUGIN_NAME)
         except BaseException:
             client.close()
             if cluster is not None:
@@ -224,6 +389,61 @@ class DaskCluster:
                 finished(item, record, None)
         finally:
             self.client.cancel(list(submitted))
+
+    def assemble_campaign(
+        self,
+        campaign: CampaignRows,
+        rows: Iterable[Any],
+        finished: Callable[[RowUpdate], None],
+        *,
+        cancelled: Callable[[], None] = lambda: None,
+        chunk_rows: int = CHUNK_ROWS,
+    ) -> None:
+        """Assemble `rows` (objects with row, name, developer, script: `MessageRow`s) on
+        the workers, `chunk_rows` per task; `finished(update)` is called here for every
+        row, chunk by chunk as they complete (the caller commits them and advances the job).
+
+        Rows are read lazily, with two chunks per worker thread in flight, so memory does
+        not grow with the campaign. `cancelled` is called before each chunk is taken in and
+        raises to stop (cancel, or the contract changed): nothing more is submitted and the
+        chunks in flight are cancelled; outputs they finished stay on disk unrecorded, for
+        the next run to adopt. A chunk whose workers kept dying fails its rows; any other
+        error of a chunk (storage, a stopping engine error) is raised here.
+        """
+        chunks = _chunks(rows, chunk_rows)
+        in_flight: dict[Future, list[RowInputs]] = {}
+        pending = as_completed()
+
+        def submit(count: int) -> None:
+            for chunk in itertools.islice(chunks, count):
+                future = self.client.submit(assemble_rows, campaign, chunk, pure=False)
+                in_flight[future] = chunk
+                pending.add(future)
+
+        try:
+            submit(2 * max(1, sum(self.client.nthreads().values())))
+            for future in pending:
+                chunk = in_flight.pop(future)
+                cancelled()
+                try:
+                    updates = future.result()
+                except KilledWorker as error:
+                    updates = [
+                        ("failed", None, None, None, 0, f"worker lost: {error}", row[0])
+                        for row in chunk
+                    ]
+                for update in updates:
+                    finished(update)
+                submit(1)
+        finally:
+            self.client.cancel(list(in_flight))
+
+
+def _chunks(rows: Iterable[Any], size: int) -> Iterator[list[RowInputs]]:
+    """`rows` as task inputs, `size` at a time."""
+    inputs = ((r.row, r.name, r.developer, r.script) for r in rows)
+    while chunk := list(itertools.islice(inputs, size)):
+        yield chunk
 
 
 def _store(

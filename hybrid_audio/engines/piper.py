@@ -36,7 +36,10 @@ floats (int16 / 32768, the convention of `hybrid_audio.codecs`), resampled with 
 differs, then encoded exactly by `codecs.encode` (G.711 per the ITU reference).
 
 Concurrency: each voice file is loaded once per process (module cache keyed by the resolved
-path, under a lock). `PiperVoice.synthesize` is thread-safe for espeak voices: onnxruntime
+path and the thread cap, under a lock). onnxruntime's session uses every core by default;
+`cap_session_threads(n)` makes later loads of this process use `n` intra-op threads, so
+several worker processes of one machine (Dask) do not each claim all its cores.
+`PiperVoice.synthesize` is thread-safe for espeak voices: onnxruntime
 documents concurrent `InferenceSession.run` as safe and Piper serializes espeak behind its
 own global lock. Other phonemizers (Arabic diacritizer, Chinese, Hebrew, Japanese, Thai) are
 created lazily on the voice object without a lock, so those voices are serialized per voice.
@@ -45,6 +48,7 @@ created lazily on the voice object without a lock, so those voices are serialize
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import unicodedata
 from contextlib import AbstractContextManager, nullcontext
@@ -54,10 +58,11 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 
 import numpy as np
+import onnxruntime
 import regex
 import soxr
 from piper import PiperVoice, SynthesisConfig
-from piper.config import PhonemeType
+from piper.config import PhonemeType, PiperConfig
 
 from hybrid_audio.codecs import encode
 from hybrid_audio.config import Settings
@@ -71,6 +76,7 @@ __all__ = [
     "InvalidTextError",
     "LoadedVoice",
     "PiperEngine",
+    "cap_session_threads",
     "load_voice",
 ]
 
@@ -151,8 +157,33 @@ class LoadedVoice:
         return self.voice.config.sample_rate
 
 
-_VOICES: dict[tuple[Path, Path], LoadedVoice] = {}
+_VOICES: dict[tuple[Path, Path, int | None], LoadedVoice] = {}
 _VOICES_LOCK = threading.Lock()
+#: onnxruntime intra-op threads of the voices this process loads next; None → its default.
+_SESSION_THREADS: int | None = None
+
+
+def cap_session_threads(threads: int | None) -> None:
+    """Load this process's next voices with `threads` intra-op threads (None: onnxruntime's
+    default, every core). A Dask worker plugin calls this before loading its engine."""
+    global _SESSION_THREADS
+    if threads is not None and threads < 1:
+        raise ValueError(f"onnxruntime threads must be at least 1, not {threads}")
+    _SESSION_THREADS = threads
+
+
+def _load_piper(model: Path, config_path: Path, threads: int | None) -> PiperVoice:
+    """`PiperVoice.load` (the default), or the same voice with a session of `threads`
+    intra-op threads (piper-tts's `load` takes no session options)."""
+    if threads is None:
+        return PiperVoice.load(model, config_path=config_path, use_cuda=False)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    config = PiperConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8")))
+    session = onnxruntime.InferenceSession(
+        str(model), sess_options=options, providers=["CPUExecutionProvider"]
+    )
+    return PiperVoice(config=config, session=session, download_dir=Path.cwd())
 
 
 def _default_voice_path() -> Path:
@@ -196,13 +227,14 @@ def load_voice(path: Path | str) -> LoadedVoice:
             f"its {config_path.name}, downloaded with the model)"
         )
     # Keyed by the real files: symlinks and relative spellings share one load, and the
-    # name and hash always describe the file actually spoken with.
-    key = (given.resolve(), config_path.resolve())
+    # name and hash always describe the file actually spoken with. A thread cap set after
+    # a load gets its own session.
+    key = (given.resolve(), config_path.resolve(), _SESSION_THREADS)
     with _VOICES_LOCK:
         loaded = _VOICES.get(key)
         if loaded is None:
             try:
-                voice = PiperVoice.load(given, config_path=config_path, use_cuda=False)
+                voice = _load_piper(given, config_path, key[2])
             except Exception as error:
                 raise EngineConfigError(
                     f"cannot load Piper voice {given} with config {config_path}: "
