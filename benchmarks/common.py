@@ -244,3 +244,86 @@ def fmt_ratio(ratio: float) -> str:
     if ratio < 1:
         return f"{ratio:.2f}×"
     return f"{ratio:.1f}×" if ratio < 100 else f"{ratio:.0f}×"
+
+
+@dataclass
+class Interleaved:
+    """Cases timed in alternating rounds in one process: per case, wall-clock and CPU
+    (`time.process_time`, every thread of the process) samples of the same calls."""
+
+    wall: dict[str, Timing]
+    cpu: dict[str, Timing]
+
+    def ratios(self, slower: str, faster: str, clock: str = "wall") -> list[float]:
+        """Per round: `slower`'s time / `faster`'s time (>1 = `faster` is faster)."""
+        timings = self.wall if clock == "wall" else self.cpu
+        return [
+            s / f
+            for s, f in zip(timings[slower].samples, timings[faster].samples, strict=True)
+            if f > 0
+        ]
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """Median, min, max and interquartile range of `values`."""
+    q1, q3 = np.percentile(values, [25, 75])
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "iqr": float(q3 - q1),
+    }
+
+
+def measure_interleaved(
+    fns: dict[str, Callable[..., Any]],
+    *,
+    rounds: int,
+    setup: Callable[[], Any] | None = None,
+    min_sample_s: float = MIN_SAMPLE_S,
+    max_number: int = 200,
+) -> Interleaved:
+    """Time several cases in `rounds` rounds, each round one sample of every case in turn.
+
+    Cases whose speed depends on the process's state (allocator, page cache, a busy
+    neighbour) see the same state within a round, so the per-round ratio of two cases is
+    steadier than the ratio of two separately taken medians. Each sample is the mean of
+    N back-to-back calls (N calibrated per case as `measure` does); `setup` runs per call,
+    outside the timer; gc is disabled inside it.
+    """
+    if rounds < 1:
+        raise ValueError("rounds must be at least 1")
+
+    def sample(fn: Callable[..., Any], n: int) -> tuple[float, float, Any]:
+        args = [() if setup is None else (setup(),) for _ in range(n)]
+        value = None
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            cpu, start = time.process_time(), time.perf_counter()
+            for a in args:
+                value = fn(*a)
+            elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+        finally:
+            if was_enabled:
+                gc.enable()
+        del args
+        return elapsed / n, cpu / n, value
+
+    gc.collect()
+    numbers = {}
+    for name, fn in fns.items():
+        first, _, _ = sample(fn, 1)  # warm-up, and calibration
+        numbers[name] = min(max_number, max(1, math.ceil(min_sample_s / max(first, 1e-9))))
+    wall: dict[str, list[float]] = {name: [] for name in fns}
+    cpu: dict[str, list[float]] = {name: [] for name in fns}
+    results: dict[str, Any] = {}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            w, c, results[name] = sample(fn, numbers[name])
+            wall[name].append(w)
+            cpu[name].append(c)
+    return Interleaved(
+        wall={n: Timing(wall[n], numbers[n], results[n]) for n in fns},
+        cpu={n: Timing(cpu[n], numbers[n], results[n]) for n in fns},
+    )

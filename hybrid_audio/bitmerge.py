@@ -17,6 +17,7 @@ Offsets in manifests and reports are absolute byte offsets in the output WAV fil
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import math
@@ -26,14 +27,13 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from hybrid_audio import codecs
+from hybrid_audio import bytefill, codecs
 from hybrid_audio.contract import AudioFormat
 from hybrid_audio.wav import Wav, WavError, read_wav, wav_header
 
@@ -147,7 +147,7 @@ class MergeResult:
     wav: bytes
     manifest: Manifest
 
-    @cached_property
+    @functools.cached_property
     def sha256(self) -> str:
         """sha256 (hex) of the whole output file."""
         return hashlib.sha256(self.wav).hexdigest()
@@ -208,10 +208,16 @@ class _Entry:
     start: int = 0  # kept range in source frames (audio); [0, frames) for silence
     end: int = 0
     offset: int = 0  # output frame offset
+    kept_sha256: str | None = None  # of the kept source bytes, once hashed
 
     @property
     def frames(self) -> int:
         return self.end - self.start
+
+    def hash_source(self, fmt: AudioFormat) -> None:
+        """Hash the whole source (cached on the `Wav`) and the kept bytes (cached per range)."""
+        if self.wav is not None:
+            self.kept_sha256 = _kept_sha256(self.wav, self.start, self.end, fmt.block_align)
 
     def source_bytes(self, fmt: AudioFormat) -> bytes | memoryview:
         """The bytes this segment should contribute, before any crossfade."""
@@ -284,18 +290,28 @@ def _canonical_s16(data: bytes) -> Wav | None:
     """
     if len(data) < 44 or data[20:22] != b"\x01\x00" or data[34:36] != b"\x10\x00":
         return None
+    key = data[20:36]
+    fmt = _S16_FORMATS.get(key)
     try:
-        fmt = AudioFormat(
-            encoding="pcm_s16le",
-            sample_rate=int.from_bytes(data[24:28], "little"),
-            channels=int.from_bytes(data[22:24], "little"),
-        )
+        if fmt is None:
+            fmt = AudioFormat(
+                encoding="pcm_s16le",
+                sample_rate=int.from_bytes(data[24:28], "little"),
+                channels=int.from_bytes(data[22:24], "little"),
+            )
         header = wav_header(fmt, len(data) - 44)
     except (ValueError, WavError):  # not a format we write: let read_wav say why
         return None
     if len(header) != 44 or not data.startswith(header):
         return None
+    if len(_S16_FORMATS) < 64:
+        _S16_FORMATS[key] = fmt
     return Wav(format=fmt, pcm=memoryview(data)[44:], data_offset=44)  # type: ignore[arg-type]
+
+
+#: `fmt ` chunk bodies of canonical files seen → their format: building and validating an
+#: `AudioFormat` costs more than the rest of `_canonical_s16`. A handful in practice.
+_S16_FORMATS: dict[bytes, AudioFormat] = {}
 
 
 def _common_format(entries: list[_Entry], fmt: AudioFormat | None) -> AudioFormat:
@@ -417,19 +433,14 @@ def bitmerge_semantic(
         header = wav_header(fmt, data_bytes)
     except WavError as error:
         raise MergeError(str(error)) from None
-    hashing = _hash_sources_concurrently(entries)
-    if hashing is not None:
-        # before the join: joining views of the callers' bytes holds the GIL throughout,
-        # which would stall the hashing thread between two sources
-        _finish_hashing(entries, hashing)
-    pieces = [entry.source_bytes(fmt) for entry in entries]
-    pad = b"\x00" * (data_bytes & 1)
     if any(overlaps):
-        data, records = _mix_overlaps(fmt, entries, pieces, overlaps, data_bytes, len(header))
-        wav = b"".join([header, data, pad])
+        _hash_sources(entries, fmt)
+        pieces = [entry.source_bytes(fmt) for entry in entries]
+        data, crossfades = _mix_overlaps(fmt, entries, pieces, overlaps, data_bytes, len(header))
+        wav = b"".join([header, data, b"\x00" * (data_bytes & 1)])
     else:
-        records = []
-        wav = b"".join([header, *pieces, pad])
+        crossfades = []
+        wav = _join_and_hash(header, entries, fmt, data_bytes)
     manifest = Manifest(
         format=fmt,
         mode=mode,
@@ -440,44 +451,88 @@ def bitmerge_semantic(
         data_bytes=data_bytes,
         frames=position,
         duration=position / fmt.sample_rate,
-        segments=[
-            _record(i, entry, piece, fmt, len(header))
-            for i, (entry, piece) in enumerate(zip(entries, pieces, strict=True))
-        ],
-        crossfades=records,
+        segments=[_record(i, entry, fmt, len(header)) for i, entry in enumerate(entries)],
+        crossfades=crossfades,
     )
     return MergeResult(wav=wav, manifest=manifest)
 
 
-#: Below this many unhashed source bytes, a hashing thread costs more than it saves.
-_CONCURRENT_HASH_BYTES = 4 * 1024 * 1024
+#: Below this much work (a byte copied = 1, a byte hashed = `_HASH_WEIGHT` more), waking
+#: the helper thread costs more than the second core saves: about 700 KB of sources to
+#: hash, or 2 MB to copy (measured: see `bench_bitmerge`).
+_CONCURRENT_HASH_BYTES = 2 * 1024 * 1024
+#: Hashing a byte costs about this many times copying it (SHA-256 vs memmove).
+_HASH_WEIGHT = 4
 
 
-def _hash_sources_concurrently(entries: list[_Entry]) -> threading.Thread | None:
-    """Start hashing the sources not hashed yet in a thread.
+def _join_and_hash(
+    header: bytes, entries: list[_Entry], fmt: AudioFormat, data_bytes: int
+) -> bytes:
+    """The output file: header, every segment copied to its offset, pad byte; the sources
+    hashed on the way (copy and hash of one source run back to back, on two cores when
+    the work is large enough)."""
+    size = len(header) + data_bytes + (data_bytes & 1)
+    align = fmt.block_align
+    weights = [entry.frames * align + _HASH_WEIGHT * _unhashed_bytes(entry) for entry in entries]
+    if sum(weights) < _CONCURRENT_HASH_BYTES and size < bytefill.HUGE_PAGE_MIN_BYTES:
+        for entry in entries:  # one thread, memory the allocator likely has warm
+            entry.hash_source(fmt)
+        pad = b"\x00" * (data_bytes & 1)
+        return b"".join([header, *(entry.source_bytes(fmt) for entry in entries), pad])
+    out, address = bytefill.new_bytes(size)
+    bytefill.copy_into(address, header)
+    if data_bytes & 1:
+        bytefill.fill(address + len(header) + data_bytes, 0, 1)
+    base = address + len(header)
+    jobs = []
+    for entry, weight in zip(entries, weights, strict=True):
+        target = base + entry.offset * align
+        if entry.wav is None:
+            fill = functools.partial(bytefill.fill, target, fmt.silence_byte, weight)
+            jobs.append((weight, fill))
+        else:
+            jobs.append((weight, functools.partial(_place, entry, target, fmt)))
+    bytefill.run_split(jobs, _CONCURRENT_HASH_BYTES)
+    return out
 
-    hashlib releases the GIL, so the thread hashes from the first source on while this one
-    hashes from the last source back (`_finish_hashing`): the one SHA-256 pass is shared
-    by two cores. `Wav.sha256` caches the result on each object (two threads
-    meeting on one source both compute the same value). A fresh thread per merge (not a
-    pool) keeps this safe in processes forked after import.
-    """
-    wavs = [e.wav for e in entries if e.wav is not None and "sha256" not in e.wav.__dict__]
-    if sum(len(wav.pcm) for wav in wavs) < _CONCURRENT_HASH_BYTES:
-        return None
-    thread = threading.Thread(target=lambda: [wav.sha256 for wav in wavs], daemon=True)
-    thread.start()
-    return thread
+
+def _place(entry: _Entry, target: int, fmt: AudioFormat) -> None:
+    bytefill.copy_into(target, entry.source_bytes(fmt))
+    entry.hash_source(fmt)
 
 
-def _finish_hashing(entries: list[_Entry], thread: threading.Thread) -> None:
-    """Hash from the last source back until meeting the thread's work, then wait for it."""
-    for entry in reversed(entries):
-        if entry.wav is not None:
-            if "sha256" in entry.wav.__dict__:
-                break
-            entry.wav.sha256  # noqa: B018 (cached on the object)
-    thread.join()
+def _hash_sources(entries: list[_Entry], fmt: AudioFormat) -> None:
+    """Hash every source (two cores when large); see `_join_and_hash`."""
+    jobs = [
+        (_unhashed_bytes(entry), functools.partial(entry.hash_source, fmt))
+        for entry in entries
+        if entry.wav is not None
+    ]
+    bytefill.run_split(jobs, _CONCURRENT_HASH_BYTES // _HASH_WEIGHT)
+
+
+def _unhashed_bytes(entry: _Entry) -> int:
+    wav = entry.wav
+    return 0 if wav is None or "sha256" in wav.__dict__ else len(wav.pcm)
+
+
+#: sha256 of the kept bytes of trimmed stems, per parsed stem and kept range: the
+#: Assembler trims the same cached stems for every message.
+_KEPT_SHA: weakref.WeakKeyDictionary[Wav, dict[tuple[int, int], str]] = weakref.WeakKeyDictionary()
+
+
+def _kept_sha256(wav: Wav, start: int, end: int, align: int) -> str:
+    whole = wav.sha256  # cached on the object
+    if start == 0 and end == wav.frames:
+        return whole
+    kept = _KEPT_SHA.get(wav)
+    if kept is None:
+        kept = _KEPT_SHA.setdefault(wav, {})
+    found = kept.get((start, end))
+    if found is None:
+        found = hashlib.sha256(memoryview(wav.pcm)[start * align : end * align]).hexdigest()
+        kept[(start, end)] = found
+    return found
 
 
 def _mix_overlaps(
@@ -514,28 +569,22 @@ def _mix_overlaps(
     return data, records
 
 
-def _record(
-    index: int, entry: _Entry, piece: bytes | memoryview, fmt: AudioFormat, data_offset: int
-) -> SegmentRecord:
+def _record(index: int, entry: _Entry, fmt: AudioFormat, data_offset: int) -> SegmentRecord:
     wav = entry.wav
-    source_sha = wav.sha256 if wav else None
-    kept_sha = None
-    if wav is not None:
-        kept_sha = source_sha if piece is wav.pcm else hashlib.sha256(piece).hexdigest()
     return SegmentRecord(
         index=index,
         kind=entry.kind,
         id=entry.id,
         part_index=entry.part_index,
-        source_sha256=source_sha,
-        kept_sha256=kept_sha,
+        source_sha256=wav.sha256 if wav else None,
+        kept_sha256=entry.kept_sha256,
         source_frames=wav.frames if wav else None,
         trim_start_frame=entry.start if wav else None,
         trim_end_frame=entry.end if wav else None,
         frame_offset=entry.offset,
         frames=entry.frames,
         byte_offset=data_offset + entry.offset * fmt.block_align,
-        byte_length=len(piece),
+        byte_length=entry.frames * fmt.block_align,
     )
 
 
@@ -602,6 +651,7 @@ def verify(
     holes = [(c.byte_offset, c.byte_offset + c.byte_length) for c in manifest.crossfades]
     expected_bytes: dict[int, bytes | memoryview] = {}
     checks = []
+    comparisons: list[tuple[SegmentCheck, int, bytes | memoryview]] = []
     for seg in manifest.segments:
         expected, problem = _expected_segment(seg, sources, fmt)
         check = SegmentCheck(
@@ -619,13 +669,9 @@ def verify(
                 seg.byte_offset, seg.byte_offset + len(expected), holes
             ):
                 rel = start - seg.byte_offset
-                diff = _first_diff(data, start, expected[rel : rel + end - start])
-                if diff is not None:
-                    check.exact = False
-                    check.first_diff_offset = diff
-                    check.detail = f"differs from its source at byte {diff}"
-                    break
+                comparisons.append((check, start, expected[rel : rel + end - start]))
         checks.append(check)
+    _compare(data, comparisons)
     crossfade_checks = [
         _check_crossfade(c, data, expected_bytes, manifest) for c in manifest.crossfades
     ]
@@ -646,6 +692,34 @@ def verify(
         segments=checks,
         crossfades=crossfade_checks,
     )
+
+
+def _compare(data: bytes, comparisons: list[tuple[SegmentCheck, int, bytes | memoryview]]) -> None:
+    """Mark each check whose ranges differ from `data` with the first differing offset.
+
+    The byte comparison (`memcmp`) runs on two cores when large; only a range that
+    differs is searched for its first difference.
+    """
+    if sum(len(expected) for _, _, expected in comparisons) < _CONCURRENT_HASH_BYTES:
+        same = [data.startswith(expected, start) for _, start, expected in comparisons]
+    else:
+        same = [False] * len(comparisons)
+
+        def compare(i: int, start: int, expected: bytes | memoryview) -> None:
+            same[i] = bytefill.equal(data, start, expected)
+
+        jobs = [
+            (len(expected), functools.partial(compare, i, start, expected))
+            for i, (_, start, expected) in enumerate(comparisons)
+        ]
+        bytefill.run_split(jobs, _CONCURRENT_HASH_BYTES)
+    for (check, start, expected), equal in zip(comparisons, same, strict=True):
+        if equal or not check.exact:  # a check's ranges come in order: its first diff wins
+            continue
+        diff = _first_diff(data, start, expected)
+        check.exact = False
+        check.first_diff_offset = diff
+        check.detail = f"differs from its source at byte {diff}"
 
 
 def _expected_segment(

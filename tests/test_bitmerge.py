@@ -370,7 +370,7 @@ def test_exact_merge_keeps_source_bytes_for_random_pcm() -> None:
 
 
 def test_large_sources_hashed_alongside_the_join_are_recorded_right() -> None:
-    """Above 4 MiB of sources the hashes are computed in a thread; the manifest must not care."""
+    """Large sources are copied and hashed on two threads; the manifest must not care."""
     fmt = AudioFormat(encoding="pcm_s16le", sample_rate=44100)
     wavs = [read_wav(make_wav(fmt, 1_200_000, seed=s)) for s in (1, 2)]  # 2 × 2.4 MB
     result = bitmerge_semantic(wavs)
