@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -191,6 +193,65 @@ def merge_verify_from_bytes(
     return timed
 
 
+PYDUB_BYTES_LABEL = "pydub from_wav ×6 + sum + export BytesIO"
+
+
+def pydub_bytes(parts: list[bytes]) -> bytes:
+    """What a user might write instead: parse each WAV, concatenate, export in memory."""
+    buf = io.BytesIO()
+    sum(AudioSegment.from_wav(io.BytesIO(b)) for b in parts).export(buf, format="wav")
+    return buf.getvalue()
+
+
+#: glibc malloc settings that pin the allocator's state for the from-bytes comparison
+#: (both sides' speed swings with it): "warm" keeps freed memory for reuse (no page
+#: faults), "cold" maps fresh memory for every allocation of 128 KiB or more (a page
+#: fault per 4 KiB written). A process's default state drifts between the two.
+ALLOCATOR_STATES = {
+    "warm": "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=268435456",
+    "cold": "glibc.malloc.mmap_threshold=131072",
+}
+
+
+def from_bytes_child(rounds: int) -> int:
+    """`--from-bytes-child`: the 8-second from-bytes comparison alone, JSON on stdout."""
+    stem_bytes = make_stems(np.random.default_rng(SEED), STEM_SECONDS)
+    expected_wav = bitmerge_semantic([read_wav(b) for b in stem_bytes]).wav
+    nbytes = len(expected_wav) - 44
+    competitors = {"pydub_bytes": (PYDUB_BYTES_LABEL, pydub_bytes)}
+    timed = merge_verify_from_bytes(
+        [],
+        "ours_bytes_merge_verify",
+        "in-memory",
+        stem_bytes,
+        expected_wav,
+        rounds=rounds,
+        nbytes=nbytes,
+        competitors=competitors,
+    )
+    sys.stdout.write(json.dumps(from_bytes_detail(timed, nbytes, "pydub_bytes")) + "\n")
+    return 0
+
+
+def from_bytes_allocator_states(rounds: int) -> dict[str, Any]:
+    """The from-bytes comparison again in a child process per pinned allocator state."""
+    if sys.platform != "linux":
+        return {}
+    out = {}
+    for state, tunables in ALLOCATOR_STATES.items():
+        with console.status(f"[dim]timing from bytes, {state} allocator…", spinner="dots"):
+            proc = subprocess.run(
+                [sys.executable, __file__, "--from-bytes-child", "--repeats", str(rounds)],
+                env={**os.environ, "GLIBC_TUNABLES": tunables},
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=900,
+            )
+        out[state] = {"glibc_tunables": tunables, **json.loads(proc.stdout.splitlines()[-1])}
+    return out
+
+
 def bench_small(tmp: Path, repeats: int, cases: list[Case]) -> dict[str, Any]:
     """The 8-second job, in memory and file to file, for every competitor."""
     rng = np.random.default_rng(SEED)
@@ -282,11 +343,6 @@ def bench_small(tmp: Path, repeats: int, cases: list[Case]) -> dict[str, Any]:
     assert_same_samples("pydub (in-memory)", case.timing.result, expected)
 
     # ---- from WAV bytes: parsing and every hash inside the timer (issue #14)
-    def pydub_bytes(parts: list[bytes]) -> bytes:
-        buf = io.BytesIO()
-        sum(AudioSegment.from_wav(io.BytesIO(b)) for b in parts).export(buf, format="wav")
-        return buf.getvalue()
-
     from_bytes = merge_verify_from_bytes(
         cases,
         "ours_bytes_merge_verify",
@@ -295,7 +351,7 @@ def bench_small(tmp: Path, repeats: int, cases: list[Case]) -> dict[str, Any]:
         ours_wav,
         rounds=repeats,
         nbytes=nbytes,
-        competitors={"pydub_bytes": ("pydub from_wav ×6 + sum + export BytesIO", pydub_bytes)},
+        competitors={"pydub_bytes": (PYDUB_BYTES_LABEL, pydub_bytes)},
     )
     assert_same_samples("pydub (from bytes)", from_bytes.wall["pydub_bytes"].result, expected)
 
@@ -693,6 +749,15 @@ def print_report(
         f"{small['wall_ms']['ours_bytes_merge_verify']['median']:.3f} ms wall, "
         f"{small['cpu_ms']['ours_bytes_merge_verify']['median']:.3f} ms CPU"
     )
+    for state, detail in small["allocator_states"].items():
+        wall, cpu = detail["ratio_per_round_wall"], detail["ratio_per_round_cpu"]
+        console.print(
+            f"  {state} allocator ({detail['rounds']} rounds, child process): pydub / ours "
+            f"wall {fmt_ratio(wall['median'])} [{fmt_ratio(wall['min'])}–"
+            f"{fmt_ratio(wall['max'])}], CPU {fmt_ratio(cpu['median'])}; pydub "
+            f"{detail['wall_ms']['pydub_bytes']['median']:.3f} ms, ours "
+            f"{detail['wall_ms']['ours_bytes_merge_verify']['median']:.3f} ms wall"
+        )
     long = targets["long_bytes_merge_verify_throughput"]["interleaved"]
     console.print(
         f"long from bytes: {long['ours_gb_s_wall']:.2f} GB/s wall, "
@@ -717,11 +782,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help="smoke test: few repeats, a 1-minute long merge"
     )
+    parser.add_argument("--from-bytes-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     repeats = args.repeats or (QUICK_REPEATS if args.quick else DEFAULT_REPEATS)
     if repeats < 1:
         parser.error("--repeats must be at least 1")
     n_long = LONG_STEMS_QUICK if args.quick else LONG_STEMS_FULL
+    if args.from_bytes_child:
+        return from_bytes_child(repeats)
 
     machine = machine_info()
     console.print(
@@ -738,6 +806,7 @@ def main(argv: list[str] | None = None) -> int:
     ratios = compute_ratios(by_key)
     small_detail = from_bytes_detail(small.pop("interleaved"), small["pcm_bytes"], "pydub_bytes")
     long_detail = from_bytes_detail(long.pop("interleaved"), long["pcm_bytes"], None)
+    small_detail["allocator_states"] = from_bytes_allocator_states(repeats)
     targets = compute_targets(by_key, long["group"], small_detail, long_detail)
 
     note = (
@@ -747,7 +816,9 @@ def main(argv: list[str] | None = None) -> int:
         "reused, sha256 cached. GB/s = output PCM bytes / median seconds. The from-bytes "
         "cases (ours and pydub's) run in interleaved rounds in this process, each call on "
         "fresh bytes objects; their ratio is the median of per-round ratios, and CPU time "
-        "(time.process_time, all threads) is recorded beside wall time."
+        "(time.process_time, all threads) is recorded beside wall time. The comparison runs "
+        "again in child processes with glibc's allocator pinned warm and cold (see "
+        "ALLOCATOR_STATES), because both sides' speed swings with that state."
     )
     payload = {
         "quick": args.quick,
