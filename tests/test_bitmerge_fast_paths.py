@@ -99,6 +99,18 @@ def test_trimmed_kept_hash_is_the_hash_of_the_kept_bytes_and_stays_so() -> None:
         assert verify(result.wav, result.manifest, [wav, wav]).ok
 
 
+@pytest.mark.usefixtures("split")
+def test_hybrid_mode_hashes_on_two_threads_and_verifies() -> None:
+    pcms = [make_pcm(S16, n, seed=n) for n in (900, 1300, 700)]
+    parts = [write_wav(S16, p) for p in pcms]
+    result = bitmerge_semantic(parts, mode="hybrid", crossfade_ms=5.0)
+    assert result.manifest.crossfades
+    assert [s.source_sha256 for s in result.manifest.segments] == [
+        hashlib.sha256(p).hexdigest() for p in pcms
+    ]
+    assert verify(result.wav, result.manifest, parts).ok
+
+
 def test_a_large_merge_with_default_thresholds_is_exact_and_verifies() -> None:
     """12 MB of sources: huge-page output, copy and hash on two threads, memcmp verify."""
     pcms = [make_pcm(S16, 300_000, seed=s) for s in range(20)]
