@@ -11,6 +11,7 @@ import contextlib
 import http.client
 import json
 import os
+import re
 import secrets
 import signal
 import time
@@ -287,5 +288,21 @@ def test_logins_and_the_failure_limit_hold_whichever_worker_answers(tmp_path: Pa
         assert refused[: limit - 1] == [401] * (limit - 1)
         assert set(refused[limit - 1 :]) == {429}
         assert limited_by == pids
+    finally:
+        stop(server)
+
+
+def test_every_log_line_names_the_worker_that_wrote_it(tmp_path: Path) -> None:
+    """With several workers a request is tied to the process that served it by its log line."""
+    server, pids = start_workers(make_base_dir(tmp_path / "base"))
+    try:
+        log = server.log()  # start_workers saw each worker answer /health
+        for pid in pids:
+            assert f"[{pid}] Application startup complete." in log
+        health = [line for line in log.splitlines() if '"GET /health HTTP/1.1" 200' in line]
+        named = [re.search(r"\[(\d+)\] 127\.0\.0\.1:\d+ - ", line) for line in health]
+        assert health
+        assert all(named), health
+        assert {int(match.group(1)) for match in named if match} == pids
     finally:
         stop(server)

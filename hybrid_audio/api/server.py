@@ -15,13 +15,15 @@ the one listening socket (with its options) to N spawned workers, and each build
 app and Workspace from the same Settings (`create_app` as a factory). What they share lives
 on disk: jobs, dashboard sessions and login failure counts in the state database, stems
 behind per-stem locks, rotation positions in SQLite. A worker that dies is replaced; its
-running jobs read as `interrupted` from any other worker.
+running jobs read as `interrupted` from any other worker. Each log line then names the
+worker that wrote it (`worker_log_config`).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import functools
 import ipaddress
 import os
@@ -30,6 +32,7 @@ import sys
 from typing import Any
 
 import uvicorn
+from uvicorn.config import LOGGING_CONFIG
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 from uvicorn.supervisors import Multiprocess
 
@@ -128,6 +131,20 @@ def worker_count(text: str) -> int:
     return count
 
 
+def worker_log_config() -> dict[str, Any]:
+    """uvicorn's logging, each line naming the process that wrote it (`INFO: [pid] …`).
+
+    With several workers a request, a websocket or an error is otherwise not tied to the
+    process that handled it (the dashboard's page and its websocket may be two workers).
+    """
+    config = copy.deepcopy(LOGGING_CONFIG)
+    for formatter in config["formatters"].values():
+        formatter["fmt"] = formatter["fmt"].replace(
+            "%(levelprefix)s", "%(levelprefix)s [%(process)d]", 1
+        )
+    return config
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="hybrid-audio-server",
@@ -194,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         host=args.host,
         port=args.port,
         log_level=args.log_level,
+        log_config=worker_log_config() if args.workers > 1 else LOGGING_CONFIG,
         # A partial, not a subclass made here: workers are spawned, the config is pickled.
         http=functools.partial(BoundedHeadersProtocol, header_timeout=args.header_timeout),
         timeout_keep_alive=args.keep_alive,
