@@ -58,6 +58,7 @@ from hybrid_audio.contract import VoiceContract
 from hybrid_audio.datasets import load_dataset
 from hybrid_audio.files import (
     StorageError,
+    SyncBatch,
     atomic_write,
     discard,
     leftovers,
@@ -193,12 +194,15 @@ class Assembler(param.Parameterized):
         generate_missing: bool = True,
         mode: str | None = None,
         output_id: str | None = None,
+        batch: SyncBatch | None = None,
     ) -> AssemblyResult:
         """Assemble one message; raises `AssemblyError`/`TemplateError` on bad input.
 
         `slots` fills slots of other kinds (`{"intro": "Welcome"}`, see `kinds`).
         `output_id` (a campaign message id, `CAMPAIGN_OUTPUT_ID`) names the output instead
         of a timestamp; an output of that id that already exists is refused, never replaced.
+        With a `batch` (a campaign's group commit) the WAV and manifest are written without
+        fsync and added to it: the caller syncs the batch before it records the message.
         """
         if output_id is not None and not CAMPAIGN_OUTPUT_ID.fullmatch(output_id):
             raise AssemblyError(f"{output_id!r} is not a campaign message id")
@@ -235,7 +239,7 @@ class Assembler(param.Parameterized):
         base = output_id or "_".join(
             [utc_stamp(), normalize(tpl.name), _slug(name), _slug(developer)]
         )
-        tmp = write_temp(self.output_dir / f"{base}.wav", merged.wav)
+        tmp = write_temp(self.output_dir / f"{base}.wav", merged.wav, sync=batch is None)
         try:  # the temp name stays linked until the manifest exists (see recover_outputs)
             output_id, wav_path = self._link_new(base, tmp, suffixes=output_id is None)
             try:
@@ -244,7 +248,9 @@ class Assembler(param.Parameterized):
                     Part(self._checked_wav(r), r.stem_id) if r is not None else part
                     for part, r in zip(parts, records, strict=True)
                 ]
-                return self._finish(tpl, inputs, output_id, wav_path, merged, sources, on_disk)
+                return self._finish(
+                    tpl, inputs, output_id, wav_path, merged, sources, on_disk, batch
+                )
             except BaseException:
                 discard(wav_path)  # no output without its manifest
                 raise
@@ -260,8 +266,10 @@ class Assembler(param.Parameterized):
         merged: MergeResult,
         sources: list[dict[str, Any]],
         on_disk: list[Part | Silence],
+        batch: SyncBatch | None,
     ) -> AssemblyResult:
-        """Prove the written output against the stems as read from disk; write the manifest."""
+        """Prove the written output against the stems as read from disk; write the manifest
+        (fsynced, or owed by `batch`)."""
         written, _ = read_inside(self.output_dir, wav_path.name)
         report = verify(written, merged.manifest, on_disk)
         created = datetime.now(UTC).isoformat(timespec="microseconds")
@@ -284,7 +292,17 @@ class Assembler(param.Parameterized):
         }
         manifest_path = wav_path.with_suffix(".json")
         manifest = manifest_bytes(document)
-        atomic_write(manifest_path, manifest)
+        if batch is None:
+            atomic_write(manifest_path, manifest)
+        else:
+            tmp = write_temp(manifest_path, manifest, sync=False)
+            with storage_errors(self.output_dir):
+                try:
+                    os.replace(tmp, manifest_path)
+                except BaseException:
+                    discard(tmp)
+                    raise
+            batch.add(wav_path, manifest_path)
         self._queue_upload(output_id, merged.sha256, manifest)
         result = AssemblyResult(
             summary=_summary(document),

@@ -232,15 +232,24 @@ class StemCache(param.Parameterized):
         regular file (never a symbolic link) of the recorded size. This is the cheap check;
         the samples themselves are proven whenever the stem is read (`read`)."""
         record = self.get(stem_id)
-        if record is None or not record.compatible:
+        if record is None or not record.compatible or not self.file_ok(record):
             return None
+        return record
+
+    def file_ok(self, record: StemRecord) -> bool:
+        """Is the record's file a regular file (never a symbolic link) of its size?"""
         try:
             info = os.lstat(self._root / record.path)
         except FileNotFoundError:
-            return None
-        if not stat.S_ISREG(info.st_mode) or info.st_size != record.size:
-            return None
-        return record
+            return False
+        return stat.S_ISREG(info.st_mode) and info.st_size == record.size
+
+    def counters(self, *names: str) -> tuple[int, ...]:
+        """The state database's revision counters `names` (one small read): any write to
+        their tables, by any process, moves them (`migrations.revision_counters`)."""
+        rows = self._db.connection().execute("SELECT name, value FROM revisions").fetchall()
+        values = {row["name"]: row["value"] for row in rows}
+        return tuple(values.get(name, 0) for name in names)
 
     def read(self, record: StemRecord) -> StoredStem:
         """The stem's file as it is on disk now, proven against its index row.

@@ -57,7 +57,7 @@ from hybrid_audio.engines.base import (
     EngineQuotaError,
     EngineUnavailableError,
 )
-from hybrid_audio.files import atomic_write, discard
+from hybrid_audio.files import SyncBatch, atomic_write, discard
 from hybrid_audio.jobs import Job, JobCancelledError, JobRunner, JobState
 from hybrid_audio.live import RevisionPublisher, read_revision
 from hybrid_audio.logs import JsonlLog
@@ -827,20 +827,27 @@ class Campaigns(param.Parameterized):
         failures: dict[tuple[str, str], str],
     ) -> None:
         batch: list[tuple[Any, ...]] = []
+        files = self._sync_batch()
         flushed = time.monotonic()
         try:
             for row in self.iter_messages(info.id, "pending"):
                 job.raise_if_cancelled()
                 self._check_contract(info)
-                update = self._one(info, tpl, row, failures)
+                update = self._one(info, tpl, row, failures, files)
                 batch.append(update)
                 error = f"row {row.row}: {update[5]}" if update[0] == "failed" else None
                 job.advance(error=error, message=f"messages: row {row.row}")
                 if len(batch) >= BATCH_ROWS or time.monotonic() - flushed > BATCH_SECONDS:
-                    self._flush(info.id, batch)
+                    self._flush(info.id, batch, files)
                     flushed = time.monotonic()
         finally:
-            self._flush(info.id, batch)
+            self._flush(info.id, batch, files)
+
+    def _sync_batch(self) -> SyncBatch | None:
+        """The group commit of a run's messages: their files are fsynced together just
+        before their rows are committed (`_flush`), instead of each on its own. None in GCS
+        mode, where an output is queued for upload in the assembly's own transaction."""
+        return SyncBatch() if self.assembler.upload_queue is None else None
 
     def _one(
         self,
@@ -848,8 +855,12 @@ class Campaigns(param.Parameterized):
         tpl: Template,
         row: MessageRow,
         failures: dict[tuple[str, str], str],
+        files: SyncBatch | None = None,
     ) -> tuple[Any, ...]:
-        """(state, output id, duration, sha256, verified, error, row) for one pending row."""
+        """(state, output id, duration, sha256, verified, error, row) for one pending row.
+
+        With `files` the output is written without fsync and its files added there; the
+        caller syncs them before it commits the row (`_flush`)."""
         output_id = self.message_output_id(info.id, row.row)
         for kind, value in (
             ("name", row.name),
@@ -861,6 +872,9 @@ class Campaigns(param.Parameterized):
         adopted = self._adopt(info, row, output_id)
         if adopted is not None:
             self._keep(info, output_id)
+            if files is not None:  # made by a run that may have died before its sync
+                wav = self.output_dir / f"{output_id}.wav"
+                files.add(wav, wav.with_suffix(".json"))
             return ("done", output_id, *adopted, "", row.row)
         try:
             result = self.assembler.assemble(
@@ -870,6 +884,7 @@ class Campaigns(param.Parameterized):
                 row.script,
                 mode=info.join,
                 output_id=output_id,
+                batch=files,
             )
         except _STOPPING_ERRORS:
             raise
@@ -947,8 +962,8 @@ class Campaigns(param.Parameterized):
                 self.assembler.read_output(output_id)  # the bytes the manifest recorded
                 if self.assembler.verify_output(output_id).ok:  # else made again below
                     return document["output"]["duration"], document["output"]["sha256"], 1
-        except (KeyError, ValueError, OSError):
-            pass
+        except (KeyError, ValueError, TypeError, AttributeError, OSError):
+            pass  # a manifest or WAV a crash left partial or unreadable: made again
         self._discard_output(output_id)
         return None
 
@@ -957,8 +972,13 @@ class Campaigns(param.Parameterized):
         discard(wav)
         discard(wav.with_suffix(".json"))
 
-    def _flush(self, campaign_id: str, batch: list[tuple[Any, ...]]) -> None:
-        """Commit a batch of message rows and the campaign's counts, in one transaction."""
+    def _flush(
+        self, campaign_id: str, batch: list[tuple[Any, ...]], files: SyncBatch | None = None
+    ) -> None:
+        """Commit a batch of message rows and the campaign's counts, in one transaction,
+        once their files (`files`) are durable: no row is `done` before its output is."""
+        if files is not None:
+            files.sync()
         if not batch:
             return
         with self.database.write() as db:

@@ -17,6 +17,7 @@ import errno
 import fcntl
 import os
 import stat
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -81,21 +82,68 @@ def discard(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def write_temp(target: Path, data: bytes) -> Path:
-    """`data` in a fsynced temp file beside `target` (same folder, so rename is atomic)."""
+def write_temp(target: Path, data: bytes, *, sync: bool = True) -> Path:
+    """`data` in a temp file beside `target` (same folder, so rename is atomic), fsynced
+    unless `sync` is False (its durability then owed by a `SyncBatch`)."""
     folder = target.parent
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}{TEMP_SUFFIX}")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
     with storage_errors(folder):
-        folder.mkdir(parents=True, exist_ok=True)
         try:
-            with open(tmp, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
+            try:
+                fd = os.open(tmp, flags, 0o666)
+            except FileNotFoundError:  # the folder is made once, not checked every write
+                folder.mkdir(parents=True, exist_ok=True)
+                fd = os.open(tmp, flags, 0o666)
+            try:
+                with memoryview(data) as view:
+                    while view:
+                        view = view[os.write(fd, view) :]
+                if sync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
         except BaseException:
             discard(tmp)
             raise
     return tmp
+
+
+class SyncBatch:
+    """Files written without fsync, made durable together before their records are
+    committed (group commit): `sync()` fsyncs each file, then each folder once.
+
+    Whoever commits a record naming these files calls `sync()` first; a crash before that
+    leaves files whose records were never committed, which the resume checks again.
+    """
+
+    def __init__(self) -> None:
+        self._files: list[Path] = []
+        self._lock = threading.Lock()
+
+    def add(self, *paths: Path) -> None:
+        with self._lock:
+            self._files.extend(paths)
+
+    def sync(self) -> None:
+        """Make every added file and its folder entry durable; a file removed since (a
+        message kept as its manifest only) needs only its folder."""
+        with self._lock:
+            files, self._files = self._files, []
+        folders = dict.fromkeys(path.parent for path in files)
+        for path in files:
+            with storage_errors(path.parent):
+                try:
+                    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                except FileNotFoundError:
+                    continue
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        for folder in folders:
+            with storage_errors(folder):
+                fsync_folder(folder)
 
 
 def fsync_folder(folder: Path) -> None:

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import param
@@ -70,6 +71,8 @@ _FATAL = (EngineConfigError, EngineQuotaError)
 #: Seconds a read-through is not tried after the bucket failed one: each attempt on a bucket
 #: that is down costs up to `GCS_RETRY_DEADLINE` (60 s) before the stem is synthesized.
 READ_THROUGH_PAUSE = 60.0
+#: Cache hits `generate` keeps (see `Generator._hit_state`).
+_HIT_MEMORY = 4096
 
 
 class BatchReport(BaseModel):
@@ -191,6 +194,10 @@ class Generator(param.Parameterized):
         super().__init__(**params)
         self._contract_lock = threading.Lock()
         self._remote_failed_at: float | None = None  # monotonic; see READ_THROUGH_PAUSE
+        # (kind, text, slug source) → (`_hit_state()` when found, the cached stem): a hit
+        # was a fifth of an assembly (slug, text rules, dictionary, index row, each time).
+        self._hits: dict[tuple, tuple[tuple, StemRecord]] = {}
+        self._shared_words: PronunciationDictionary | None = None
 
     # --- the contract -------------------------------------------------------------------
 
@@ -279,11 +286,20 @@ class Generator(param.Parameterized):
         dictionary applied to the text → synthesis → `sound.process` (trim, loudness,
         true-peak ceiling, fades) → stored.
         """
+        key = (kind, text, slug_source)
+        state = self._hit_state()
+        kept = self._hits.get(key)
+        if kept is not None and kept[0] == state and self.cache.file_ok(kept[1]):
+            return kept[1].model_copy(update={"cached": True})
         stem_id = StemId.for_text(kind, slug_source or text)
         spoken = spoken_text(text)
         said = self.pronounce(spoken)
         hit = self._usable(self.cache.lookup(stem_id), spoken, said)
         if hit is not None:
+            if state is not None:
+                if len(self._hits) >= _HIT_MEMORY:
+                    self._hits.clear()
+                self._hits[key] = (state, hit)
             return hit.model_copy(update={"cached": True})
         with stem_lock(self.settings.state_dir, stem_id):
             # another thread or process may have made it meanwhile, or changed the
@@ -309,6 +325,17 @@ class Generator(param.Parameterized):
                     f"{self.engine.name} returned unusable audio for {stem_id}: {error}"
                 ) from None
         return record.model_copy(update={"cached": False})
+
+    def _hit_state(self) -> tuple | None:
+        """What a kept cache hit depends on: the stems and pronunciations revisions (any
+        process's write moves them) and the contract; None when the dictionary lives in
+        another database than the index (then nothing is kept)."""
+        words = self.pronunciations
+        if words is not None and words is not self._shared_words:
+            if Path(words.database_path) != Path(self.cache.database_path):
+                return None
+            self._shared_words = words
+        return (*self.cache.counters("stems", "pronunciations"), self.contract.signature())
 
     def adopt(self, kind: str, text: str) -> StemRecord | None:
         """The stem `generate` would return without synthesis — cached, or (GCS mode)

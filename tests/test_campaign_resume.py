@@ -3,6 +3,7 @@ an uninterrupted run: none missing, none twice, the same bytes."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import signal
@@ -12,9 +13,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from hybrid_audio import campaign as campaign_module
 from hybrid_audio.campaign import CampaignState
 from hybrid_audio.config import Settings
 from hybrid_audio.engines import Engine, create_engine
+from hybrid_audio.files import SyncBatch
 from hybrid_audio.jobs import JobState
 from hybrid_audio.recipients import parse_recipients
 from hybrid_audio.workspace import Workspace
@@ -178,5 +183,65 @@ def test_a_python_run_killed_half_way_is_interrupted_not_running_forever(tmp_pat
         assert job.state == JobState.DONE
         assert campaigns.get(campaign_id).done == ROWS
         campaigns.delete(campaign_id)
+    finally:
+        workspace.close()
+
+
+def test_a_batch_whose_sync_fails_commits_no_row_and_resume_remakes_lost_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Group commit: a batch's files are fsynced before its rows are committed. The sync
+    of the second batch fails (as a disk error would); no row of it is `done`, and after
+    what a power loss could leave of its unsynced files (an empty WAV, half a manifest),
+    the resume makes exactly the outputs of an uninterrupted run."""
+    monkeypatch.setattr(campaign_module, "BATCH_ROWS", 4)
+    monkeypatch.setattr(campaign_module, "BATCH_SECONDS", 3600.0)
+    real_sync, owed = SyncBatch.sync, []
+
+    def sync_fails_the_second_time(self: SyncBatch) -> None:
+        if owed:  # the first batch has been committed
+            owed.extend(self._files)
+            raise OSError(errno.EIO, "input/output error (injected)")
+        owed.append(None)
+        real_sync(self)
+
+    settings = Settings(base_dir=make_base_dir(tmp_path / "base", TINY_DATASETS))
+    workspace = Workspace.build(settings, engine=create_engine(Settings(tts_engine="piper")))
+    try:
+        campaigns = workspace.campaigns
+        rows = b"name,developer\n" + b"Ann,Acme Homes\nBob,Beta Builders\nCid,Acme Homes\n" * 3
+        info = campaigns.create("double_anchor", parse_recipients(rows))
+        monkeypatch.setattr(SyncBatch, "sync", sync_fails_the_second_time)
+        with pytest.raises(OSError, match="injected"):
+            campaigns.run(info.id)
+        monkeypatch.setattr(SyncBatch, "sync", real_sync)
+        output = Path(settings.output_dir)
+        done = [m for m in campaigns.iter_messages(info.id) if m.state == "done"]
+        assert [m.row for m in done] == [1, 2, 3, 4]  # the first batch only
+        for message in done:
+            data = (output / f"{message.output_id}.wav").read_bytes()
+            assert hashlib.sha256(data).hexdigest() == message.sha256
+        unsynced = sorted({p.name for p in owed if p is not None})
+        assert unsynced[:2] == [f"{info.id}_000005.json", f"{info.id}_000005.wav"]
+        (output / f"{info.id}_000005.wav").write_bytes(b"")  # its data never reached disk
+        manifest = output / f"{info.id}_000006.json"
+        manifest.write_bytes(manifest.read_bytes()[:100])  # half a manifest
+        assert campaigns.get(info.id).state == CampaignState.FAILED
+
+        job = workspace.jobs.wait(campaigns.resume(info.id).id, timeout=120)
+        assert job.state == JobState.DONE
+        assert campaigns.get(info.id).done == 9
+        again = campaigns.create("double_anchor", parse_recipients(rows))
+        campaigns.run(again.id)
+        expected = {m.row: m.sha256 for m in campaigns.iter_messages(again.id)}
+        messages = list(campaigns.iter_messages(info.id))
+        assert {m.row: m.sha256 for m in messages} == expected
+        for message in messages:
+            assert message.verified
+            data = (output / f"{message.output_id}.wav").read_bytes()
+            assert hashlib.sha256(data).hexdigest() == message.sha256
+            assert workspace.assembler.load_output(message.output_id)["output"]["sha256"] == (
+                message.sha256
+            )
     finally:
         workspace.close()
