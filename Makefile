@@ -35,10 +35,11 @@ test-fast: setup  ## unit tests only, in seconds (installs sox: its tests fail, 
 
 HOST ?= 127.0.0.1
 PORT ?= 8000
-# Server processes (`--workers`). 1 by default: the API is fine on 2 (one per core here), but
-# the dashboard's websocket may reach a worker that did not render its page, and that worker's
-# session asks for CDN resources (offline machines: an unstyled page). API-only: WORKERS=2.
-WORKERS ?= 1
+# Server processes (`--workers`): one per CPU, at most 2 by default. Each loads its own voice
+# and dashboard; a page and its websocket may reach different workers, and every worker serves
+# the dashboard alike (offline). More for a busy API, e.g. WORKERS=4; WORKERS=1 to debug.
+CPUS := $(shell getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)
+WORKERS ?= $(if $(filter 0 1,$(CPUS)),1,2)
 
 run: setup  ## start the API on http://$(HOST):$(PORT) (docs at /docs) with $(WORKERS) server processes; Piper, local files, SQLite
 	$(VENV)/bin/hybrid-audio-server --host $(HOST) --port $(PORT) --workers $(WORKERS) --log-level info

@@ -94,6 +94,7 @@ if _ROOT not in sys.path:  # Panel runs this file as a script: make `app` import
     sys.path.insert(0, _ROOT)
 
 import panel as pn  # noqa: E402
+from panel.io.resources import LOCAL_DIST  # noqa: E402
 
 from app.views.assemble import AssembleView  # noqa: E402
 from app.views.cache import CacheView  # noqa: E402
@@ -177,5 +178,19 @@ def create_dashboard(
     )
 
 
+def serve_resources_locally() -> None:
+    """Point this session's stylesheets at the server's own /static, as Panel's page does.
+
+    Panel sets that URL on a document only when it renders the page. With several server
+    workers the page's websocket may reach another worker, which creates the session from
+    its id (normal Bokeh behaviour) without a page: its stylesheets would then name Panel's
+    CDN (offline: an unstyled page). Set here, every session resolves them the same way.
+    """
+    rel = pn.state.rel_path  # "" at /dashboard; Panel sets it before running this file
+    dist_url = f"{rel}/{LOCAL_DIST}" if rel else LOCAL_DIST
+    pn.state.curdoc.template_variables.setdefault("dist_url", dist_url)
+
+
 if __name__.startswith("bokeh"):
+    serve_resources_locally()
     create_dashboard().servable(title="Hybrid Audio")
