@@ -457,9 +457,9 @@ def bitmerge_semantic(
     return MergeResult(wav=wav, manifest=manifest)
 
 
-#: Below this much work (a byte copied = 1, a byte hashed = `_HASH_WEIGHT` more), waking
-#: the helper thread costs more than the second core saves: about 700 KB of sources to
-#: hash, or 2 MB to copy (measured: see `bench_bitmerge`).
+#: Below this much work (a byte copied or compared = 1, a byte hashed = `_HASH_WEIGHT`),
+#: waking the helper thread costs more than the second core saves: 512 KiB of sources to
+#: hash, 2 MiB to compare (measured on 2 cores: ~25 µs per hand-over).
 _CONCURRENT_HASH_BYTES = 2 * 1024 * 1024
 #: Hashing a byte costs about this many times copying it (SHA-256 vs memmove).
 _HASH_WEIGHT = 4
@@ -468,17 +468,19 @@ _HASH_WEIGHT = 4
 def _join_and_hash(
     header: bytes, entries: list[_Entry], fmt: AudioFormat, data_bytes: int
 ) -> bytes:
-    """The output file: header, every segment copied to its offset, pad byte; the sources
-    hashed on the way (copy and hash of one source run back to back, on two cores when
-    the work is large enough)."""
+    """The output file (header, every segment, pad byte), the sources hashed on the way.
+
+    A small output is hashed (two cores when worth it), then joined. A large one is
+    filled in place on huge pages, each source copied and hashed back to back while it
+    is in cache, the sources shared by two cores.
+    """
     size = len(header) + data_bytes + (data_bytes & 1)
-    align = fmt.block_align
-    weights = [entry.frames * align + _HASH_WEIGHT * _unhashed_bytes(entry) for entry in entries]
-    if sum(weights) < _CONCURRENT_HASH_BYTES and size < bytefill.HUGE_PAGE_MIN_BYTES:
-        for entry in entries:  # one thread, memory the allocator likely has warm
-            entry.hash_source(fmt)
+    if size < bytefill.HUGE_PAGE_MIN_BYTES:
+        _hash_sources(entries, fmt)
         pad = b"\x00" * (data_bytes & 1)
         return b"".join([header, *(entry.source_bytes(fmt) for entry in entries), pad])
+    align = fmt.block_align
+    weights = [entry.frames * align + _HASH_WEIGHT * _unhashed_bytes(entry) for entry in entries]
     out, address = bytefill.new_bytes(size)
     bytefill.copy_into(address, header)
     if data_bytes & 1:
@@ -502,7 +504,7 @@ def _place(entry: _Entry, target: int, fmt: AudioFormat) -> None:
 
 
 def _hash_sources(entries: list[_Entry], fmt: AudioFormat) -> None:
-    """Hash every source (two cores when large); see `_join_and_hash`."""
+    """Hash every source not hashed yet, on two cores when there is enough to hash."""
     jobs = [
         (_unhashed_bytes(entry), functools.partial(entry.hash_source, fmt))
         for entry in entries

@@ -25,10 +25,13 @@ S16 = AudioFormat(encoding="pcm_s16le", sample_rate=22050)
 U8 = AudioFormat(encoding="pcm_u8", sample_rate=8000)
 
 
-@pytest.fixture
-def split(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every merge and verify takes the in-place, two-thread path."""
+@pytest.fixture(params=["join", "in_place"])
+def split(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every merge hashes and verify compares on two threads; the output is joined
+    (small outputs) or, for "in_place", filled in place as large outputs are."""
     monkeypatch.setattr(bitmerge, "_CONCURRENT_HASH_BYTES", 1)
+    if request.param == "in_place":
+        monkeypatch.setattr(bytefill, "HUGE_PAGE_MIN_BYTES", 0)
 
 
 def _expected(fmt: AudioFormat, pcms: list[bytes]) -> bytes:
@@ -36,7 +39,7 @@ def _expected(fmt: AudioFormat, pcms: list[bytes]) -> bytes:
 
 
 @pytest.mark.usefixtures("split")
-def test_in_place_output_equals_header_plus_joined_sources() -> None:
+def test_output_equals_header_plus_joined_sources() -> None:
     pcms = [make_pcm(S16, n, seed=n) for n in (900, 1, 1300, 700, 33)]
     parts = [write_wav(S16, p) for p in pcms]
     result = bitmerge_semantic(parts)
