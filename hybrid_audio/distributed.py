@@ -273,16 +273,19 @@ def _keep(assembler: Assembler, campaign: CampaignRows, output_id: str) -> None:
 def _adopt(
     assembler: Assembler, campaign: CampaignRows, row: RowInputs, output_id: str
 ) -> tuple[float, str, int] | None:
-    """`Campaigns._adopt` on a worker, after removing the temp files of this output whose
-    writer is gone (a killed worker's): (duration, sha256, verified) of a finished output
-    that matches the row, re-proven; otherwise its files are removed and None returned."""
+    """`Campaigns._adopt` on a worker: (duration, sha256, verified) of a finished output
+    that matches the row, re-proven; otherwise its files are removed and None returned. A
+    WAV without manifest still linked by the temp file of a dead writer (a killed worker's)
+    is removed with that temp file."""
     folder = assembler.output_dir
-    for leftover in leftovers(folder, f".{output_id}.*{TEMP_SUFFIX}"):
-        discard(leftover)
     wav = folder / f"{output_id}.wav"
     manifest = wav.with_suffix(".json")
     if not manifest.exists():
         with contextlib.suppress(FileNotFoundError):
+            if not writer_finished(wav):  # still linked by a temp name: is its writer dead?
+                # (listed only here: a folder of 10⁶ outputs is not scanned for every row)
+                for leftover in leftovers(folder, f".{output_id}.*{TEMP_SUFFIX}"):
+                    discard(leftover)
             if writer_finished(wav):
                 discard(wav)
         return None
@@ -407,8 +410,9 @@ class DaskCluster:
         not grow with the campaign. `cancelled` is called before each chunk is taken in and
         raises to stop (cancel, or the contract changed): nothing more is submitted and the
         chunks in flight are cancelled; outputs they finished stay on disk unrecorded, for
-        the next run to adopt. A chunk whose workers kept dying fails its rows; any other
-        error of a chunk (storage, a stopping engine error) is raised here.
+        the next run to adopt. At the end, what killed workers left is swept (one listing
+        of the output folder per run, not per row). A chunk whose workers kept dying fails
+        its rows; any other error of a chunk (storage, a stopping engine error) is raised.
         """
         chunks = _chunks(rows, chunk_rows)
         in_flight: dict[Future, list[RowInputs]] = {}
@@ -437,6 +441,11 @@ class DaskCluster:
                 submit(1)
         finally:
             self.client.cancel(list(in_flight))
+        # Every chunk is back: a temp file of this campaign whose writer is gone is what a
+        # killed worker left of a row it never linked (the rerun made the row anew).
+        folder = Path(campaign.settings.output_dir)
+        for leftover in leftovers(folder, f".{campaign.campaign_id}_*{TEMP_SUFFIX}"):
+            discard(leftover)
 
 
 def _chunks(rows: Iterable[Any], size: int) -> Iterator[list[RowInputs]]:
