@@ -19,6 +19,7 @@ import hmac
 from dataclasses import dataclass
 from typing import Annotated
 
+from anyio import to_thread
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import APIKeyHeader
 
@@ -82,19 +83,28 @@ def too_many_failures(wait: int) -> HTTPException:
     )
 
 
-def require_key(
+async def require_key(
     request: Request, given: Annotated[str | None, Depends(_scheme)], workspace: WorkspaceDep
 ) -> None:
-    """Dependency of every protected router: the header, or a dashboard session."""
+    """Dependency of every protected router: the header, or a dashboard session.
+
+    `async` so that the common case costs no threadpool hop: the right key is checked here,
+    then the client's recent failures are read from the state database (a WAL read, which
+    does not wait for writers). A wrong key is counted (a database write, which may wait for
+    the lock) in the threadpool.
+    """
     expected = workspace.settings.internal_api_key
     if not expected:
         return
     access: Access = request.app.state.access
     if given:
         client = request.client.host if request.client else ""
-        wait = try_key(access.limiter, client, given, expected)
-        if wait is None:
-            return
+        if keys_match(given, expected):
+            wait = access.limiter.retry_after(client)  # held off: refused even so
+            if not wait:
+                return
+        else:
+            wait = await to_thread.run_sync(try_key, access.limiter, client, given, expected)
         if wait:
             raise too_many_failures(wait)
         raise ApiError(401, f"wrong {HEADER} header", "unauthorized")

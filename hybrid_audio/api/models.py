@@ -33,6 +33,17 @@ PageOffset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Rows to skip
 PageLimit = Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"Rows, at most {MAX_PAGE}.")]
 
 
+def model_response(model: BaseModel, status_code: int = 200) -> Response:
+    """`model` as the JSON FastAPI would send for it as `response_model` (same bytes).
+
+    For hot sync routes: a returned model is validated again and serialized in a second
+    threadpool hop; a route that already holds the validated model returns its JSON here.
+    """
+    return Response(
+        model.model_dump_json(by_alias=True), status_code, media_type="application/json"
+    )
+
+
 def set_page_headers(response: Response, offset: int, count: int, total: int) -> None:
     """`X-Total-Count`, and `X-Next-Offset` when rows follow this page of `count`."""
     response.headers["X-Total-Count"] = str(total)

@@ -17,6 +17,7 @@ from hybrid_audio.api.models import (
     AssembleResponse,
     PageLimit,
     PageOffset,
+    model_response,
     set_page_headers,
 )
 from hybrid_audio.assembly import OutputSummary
@@ -49,7 +50,7 @@ def _known(workspace: Workspace, output_id: str) -> str:
 
 
 @router.post("/template", response_model=AssembleResponse, summary="Assemble one message")
-def assemble_template(body: AssembleRequest, workspace: WorkspaceDep) -> AssembleResponse:
+def assemble_template(body: AssembleRequest, workspace: WorkspaceDep) -> Response:
     result = workspace.assembler.assemble(
         body.template,
         name=body.name,
@@ -60,14 +61,16 @@ def assemble_template(body: AssembleRequest, workspace: WorkspaceDep) -> Assembl
         mode=body.mode,
     )
     summary = result.summary
-    return AssembleResponse(
-        id=summary.id,
-        duration=summary.duration,
-        sha256=summary.sha256,
-        verified=result.report.ok,
-        summary=summary,
-        report=result.report,
-        audio_url=f"/assemble/outputs/{summary.id}/audio",
+    return model_response(
+        AssembleResponse(
+            id=summary.id,
+            duration=summary.duration,
+            sha256=summary.sha256,
+            verified=result.report.ok,
+            summary=summary,
+            report=result.report,
+            audio_url=f"/assemble/outputs/{summary.id}/audio",
+        )
     )
 
 
