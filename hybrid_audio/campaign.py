@@ -43,20 +43,22 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import param
 from pydantic import BaseModel
 
-from hybrid_audio.assembly import CAMPAIGN_OUTPUT_ID, Assembler, writer_finished
+from hybrid_audio.assembly import CAMPAIGN_OUTPUT_ID, Assembler
+from hybrid_audio.campaign_rows import (
+    STOPPING_ERRORS,
+    CampaignRows,
+    RowUpdate,
+    make_row,
+    output_id_of,
+)
 from hybrid_audio.config import Settings
 from hybrid_audio.database import Database
 from hybrid_audio.datasets import load_dataset
-from hybrid_audio.engines.base import (
-    EngineConfigError,
-    EngineQuotaError,
-    EngineUnavailableError,
-)
 from hybrid_audio.files import SyncBatch, atomic_write, discard
 from hybrid_audio.jobs import Job, JobCancelledError, JobRunner, JobState
 from hybrid_audio.live import RevisionPublisher, read_revision
@@ -73,6 +75,9 @@ from hybrid_audio.stems import StemId, same_identity, spoken_text
 from hybrid_audio.storage.base import OUTPUT_PREFIX, ObjectStore
 from hybrid_audio.templates import Template
 
+if TYPE_CHECKING:
+    from hybrid_audio.distributed import DaskCluster
+
 #: Message rows committed together (or after `BATCH_SECONDS`, whichever comes first).
 BATCH_ROWS = 50
 BATCH_SECONDS = 0.5
@@ -84,8 +89,6 @@ PREVIEW_ROWS = 20
 MAX_MANIFEST_PROBLEMS = 1_000
 #: The slots a campaign fills from a row.
 ROW_SLOTS = ("name", "developer", "script")
-#: Engine errors that stop the campaign (resumable) rather than fail one row.
-_STOPPING_ERRORS = (EngineUnavailableError, EngineQuotaError, EngineConfigError, OSError)
 
 
 class CampaignError(ValueError):
@@ -253,7 +256,7 @@ class Campaigns(param.Parameterized):
     @staticmethod
     def message_output_id(campaign_id: str, row: int) -> str:
         """The deterministic output id of a campaign's row."""
-        return f"{campaign_id}_{row:06d}"
+        return output_id_of(campaign_id, row)
 
     # --- planning and creating ----------------------------------------------------------
 
@@ -804,6 +807,12 @@ class Campaigns(param.Parameterized):
             for value in self._distinct(info.id, kind)
         ]
         wanted += [(s.kind, str(s)) for s in tpl.fixed_stems]
+        if self._cluster() is not None:  # the names and developers, on the workers at once
+            job.message = "making stems on the Dask cluster"
+            generator.generate_rotational_stems(
+                names=[value for kind, value in wanted if kind == "name"],
+                developers=[value for kind, value in wanted if kind == "developer"],
+            )  # (no job=: it would take over the job's counts; the loop below finds them)
         for index, (kind, value) in enumerate(wanted, start=1):
             job.raise_if_cancelled()
             job.message = f"making stems: {index}/{len(wanted)}"
@@ -813,7 +822,7 @@ class Campaigns(param.Parameterized):
                     generator.generate(kind, value)
                 else:
                     generator.generate_keyed(kind, value)
-            except _STOPPING_ERRORS:
+            except STOPPING_ERRORS:
                 raise
             except (ValueError, KeyError, RuntimeError) as error:
                 failures[(kind, value)] = f"{kind} stem: {error}"
@@ -826,22 +835,51 @@ class Campaigns(param.Parameterized):
         job: Job,
         failures: dict[tuple[str, str], str],
     ) -> None:
-        batch: list[tuple[Any, ...]] = []
+        """Make every pending row: here, or as chunk tasks on the Dask cluster when there is
+        one (`DASK_SCHEDULER_ADDRESS`; not in GCS mode, where each output is queued for
+        upload in its own assembly). Either way this process alone commits the rows."""
+        batch: list[RowUpdate] = []
         files = self._sync_batch()
         flushed = time.monotonic()
-        try:
+        rows = CampaignRows.of(self.assembler, info)
+
+        def record(update: RowUpdate) -> None:
+            nonlocal flushed
+            batch.append(update)
+            error = f"row {update[6]}: {update[5]}" if update[0] == "failed" else None
+            job.advance(error=error, message=f"messages: row {update[6]}")
+            if len(batch) >= BATCH_ROWS or time.monotonic() - flushed > BATCH_SECONDS:
+                self._flush(info.id, batch, files)
+                flushed = time.monotonic()
+
+        def stop_if_asked() -> None:
+            job.raise_if_cancelled()
+            self._check_contract(info)
+
+        def assemblable() -> Iterator[MessageRow]:
+            """The pending rows whose stems exist (the others fail at once, here)."""
             for row in self.iter_messages(info.id, "pending"):
-                job.raise_if_cancelled()
-                self._check_contract(info)
-                update = self._one(info, tpl, row, failures, files)
-                batch.append(update)
-                error = f"row {row.row}: {update[5]}" if update[0] == "failed" else None
-                job.advance(error=error, message=f"messages: row {row.row}")
-                if len(batch) >= BATCH_ROWS or time.monotonic() - flushed > BATCH_SECONDS:
-                    self._flush(info.id, batch, files)
-                    flushed = time.monotonic()
+                failed = self._stem_failure(tpl, row, failures)
+                if failed is None:
+                    yield row
+                else:
+                    record(failed)
+
+        cluster = self._cluster()
+        try:
+            if cluster is not None:
+                cluster.assemble_campaign(rows, assemblable(), record, cancelled=stop_if_asked)
+            else:
+                for row in assemblable():
+                    stop_if_asked()
+                    record(self._one(info, rows, row, files))
         finally:
             self._flush(info.id, batch, files)
+
+    def _cluster(self) -> DaskCluster | None:
+        """The Dask cluster campaign rows go to, if any (in GCS mode: none)."""
+        generator = self.assembler.generator
+        return None if generator is None or self.gcs else generator.cluster
 
     def _sync_batch(self) -> SyncBatch | None:
         """The group commit of a run's messages: their files are fsynced together just
@@ -849,19 +887,11 @@ class Campaigns(param.Parameterized):
         mode, where an output is queued for upload in the assembly's own transaction."""
         return SyncBatch() if self.assembler.upload_queue is None else None
 
-    def _one(
-        self,
-        info: CampaignInfo,
-        tpl: Template,
-        row: MessageRow,
-        failures: dict[tuple[str, str], str],
-        files: SyncBatch | None = None,
-    ) -> tuple[Any, ...]:
-        """(state, output id, duration, sha256, verified, error, row) for one pending row.
-
-        With `files` the output is written without fsync and its files added there; the
-        caller syncs them before it commits the row (`_flush`)."""
-        output_id = self.message_output_id(info.id, row.row)
+    @staticmethod
+    def _stem_failure(
+        tpl: Template, row: MessageRow, failures: dict[tuple[str, str], str]
+    ) -> RowUpdate | None:
+        """The failed update of a row one of whose stems could not be made, else None."""
         for kind, value in (
             ("name", row.name),
             ("developer", row.developer),
@@ -869,46 +899,21 @@ class Campaigns(param.Parameterized):
         ):
             if kind in tpl.slots and (kind, value or "") in failures:
                 return ("failed", None, None, None, 0, failures[(kind, value or "")], row.row)
-        adopted = self._adopt(info, row, output_id)
-        if adopted is not None:
-            self._keep(info, output_id)
-            if files is not None:  # made by a run that may have died before its sync
-                wav = self.output_dir / f"{output_id}.wav"
-                files.add(wav, wav.with_suffix(".json"))
-            return ("done", output_id, *adopted, "", row.row)
-        try:
-            result = self.assembler.assemble(
-                info.template,
-                row.name,
-                row.developer,
-                row.script,
-                mode=info.join,
-                output_id=output_id,
-                batch=files,
-            )
-        except _STOPPING_ERRORS:
-            raise
-        except (ValueError, KeyError, RuntimeError) as error:
-            return ("failed", None, None, None, 0, str(error), row.row)
+        return None
+
+    def _one(
+        self, info: CampaignInfo, rows: CampaignRows, row: MessageRow, files: SyncBatch | None
+    ) -> RowUpdate:
+        """One pending row, made here (`campaign_rows.make_row`); the run pauses if the
+        contract changed while it was made (the row's output is then removed)."""
+        update = make_row(
+            self.assembler, rows, (row.row, row.name, row.developer, row.script), files=files
+        )
         problem = self._contract_problem(info)
         if problem is not None:  # changed while this one was made
-            self._discard_output(output_id)
+            self._discard_output(output_id_of(info.id, row.row))
             raise _PausedError(problem)
-        summary = result.summary
-        # A message whose proof fails is not delivered: the row fails, saying so (the output
-        # stays on disk, with its manifest naming the first differing byte, for inspection).
-        unproven = "" if result.report.ok else "the message did not verify byte for byte"
-        if not unproven:
-            self._keep(info, output_id)
-        return (
-            "failed" if unproven else "done",
-            output_id,
-            summary.duration,
-            summary.sha256,
-            int(result.report.ok),
-            unproven,
-            row.row,
-        )
+        return update
 
     def _store_params(self, store: str) -> dict[str, Any]:
         """The campaign params of a store mode (`hybrid_audio.render`); none for "wav"."""
@@ -921,51 +926,6 @@ class Campaigns(param.Parameterized):
         if self.gcs:  # the bucket mirrors each message's WAV; there would be none
             raise CampaignError("store 'manifest' is not available in GCS storage mode")
         return {"store": store}
-
-    def _keep(self, info: CampaignInfo, output_id: str) -> None:
-        """Keep a made message as its campaign's store mode says (manifest: drop the WAV)."""
-        if info.params.get("store") == "manifest":
-            from hybrid_audio.render import keep_manifest_only
-
-            keep_manifest_only(self.assembler, output_id)
-
-    def _adopt(
-        self, info: CampaignInfo, row: MessageRow, output_id: str
-    ) -> tuple[float, str, int] | None:
-        """(duration, sha256, verified) of an output a previous run made for this row but
-        did not record (it crashed or was cancelled before the batch was committed).
-
-        Adopted only if its manifest names this row's inputs, template and contract and its
-        WAV still holds the recorded bytes; the proof is made again. Otherwise (and for a
-        WAV without manifest, which a crash leaves) the files are removed.
-        """
-        wav = self.output_dir / f"{output_id}.wav"
-        manifest = wav.with_suffix(".json")
-        if not manifest.exists():
-            try:
-                if writer_finished(wav):
-                    discard(wav)
-            except FileNotFoundError:
-                pass
-            return None
-        try:
-            document = self.assembler.load_output(output_id)
-            inputs = document["inputs"]
-            same = (
-                document["template"] == info.template
-                and document["contract_signature"] == info.contract_signature
-                and inputs.get("name") == row.name
-                and inputs.get("developer") == row.developer
-                and inputs.get("script") == row.script
-            )
-            if same:
-                self.assembler.read_output(output_id)  # the bytes the manifest recorded
-                if self.assembler.verify_output(output_id).ok:  # else made again below
-                    return document["output"]["duration"], document["output"]["sha256"], 1
-        except (KeyError, ValueError, TypeError, AttributeError, OSError):
-            pass  # a manifest or WAV a crash left partial or unreadable: made again
-        self._discard_output(output_id)
-        return None
 
     def _discard_output(self, output_id: str) -> None:
         wav = self.output_dir / f"{output_id}.wav"

@@ -18,7 +18,6 @@ stems it lacks are sent to the workers, as they are found missing.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import os
@@ -39,8 +38,9 @@ from distributed import (
 from distributed.security import Security
 
 from hybrid_audio import kinds
-from hybrid_audio.assembly import Assembler, writer_finished
+from hybrid_audio.assembly import Assembler
 from hybrid_audio.cache import StemCache
+from hybrid_audio.campaign_rows import CampaignRows, RowInputs, RowUpdate, make_row
 from hybrid_audio.config import Settings
 from hybrid_audio.contract import VoiceContract
 from hybrid_audio.datasets import Item
@@ -52,9 +52,8 @@ from hybrid_audio.engines import (
     EngineQuotaError,
     create_engine,
 )
-from hybrid_audio.files import TEMP_SUFFIX, discard, leftovers, stem_lock
+from hybrid_audio.files import TEMP_SUFFIX, SyncBatch, discard, leftovers, stem_lock
 from hybrid_audio.pronunciation import Pronounced
-from hybrid_audio.render import keep_manifest_only
 from hybrid_audio.sound import SoundReport, process
 from hybrid_audio.stems import spoken_text
 from hybrid_audio.wav import Wav, WavError
@@ -68,16 +67,9 @@ log = logging.getLogger(__name__)
 PLUGIN_NAME = "hybrid-audio-engine"
 #: What the batch does with a finished stem: (item, record or None, error or None).
 Finished = Callable[[Item, "StemRecord | None", "str | None"], None]
-#: A campaign row as a task gets it: (row, name, developer, script).
-RowInputs = tuple[int, str, str, "str | None"]
-#: A campaign row's outcome, as `Campaigns._one` gives it: (state, output id, duration,
-#: sha256, verified, error, row).
-RowUpdate = tuple[str, "str | None", "float | None", "str | None", int, str, int]
 #: Campaign rows per task: big enough that Dask's per-task cost (~ms) is small beside
 #: the assemblies (~2–5 ms each), small enough that progress flows and a retry is cheap.
 CHUNK_ROWS = 50
-#: Row errors that fail one row (as `Campaigns._one`); anything else stops the campaign.
-_ROW_ERRORS = (ValueError, KeyError, RuntimeError)
 _FATAL = (EngineConfigError, EngineQuotaError)
 _TLS_FILES = {
     "DASK_TLS_CA_FILE": "dask_tls_ca_file",
@@ -191,123 +183,22 @@ def synthesize_stem(engine_text: str, contract_values: dict[str, Any]) -> Made:
     return Made(wav=audio, sound=report, api_version=getattr(engine, "api_version", ""))
 
 
-@dataclass(frozen=True)
-class CampaignRows:
-    """What a worker needs to make a campaign's messages: the driver's settings (the base
-    dir all machines share) and contract, and the campaign's pinned choices."""
-
-    settings: Settings
-    contract: dict[str, Any]
-    campaign_id: str
-    template: str
-    join: str | None
-    contract_signature: str
-    manifest_only: bool
-
-    @classmethod
-    def of(cls, assembler: Assembler, info: Any) -> CampaignRows:
-        """The task inputs of campaign `info` (a `CampaignInfo`) made with `assembler`'s
-        settings and (live, checked equal to the pinned) contract."""
-        return cls(
-            settings=assembler.settings,
-            contract=assembler.contract.values(),
-            campaign_id=info.id,
-            template=info.template,
-            join=info.join,
-            contract_signature=info.contract_signature,
-            manifest_only=info.params.get("store") == "manifest",
-        )
-
-
 def assemble_rows(campaign: CampaignRows, rows: list[RowInputs]) -> list[RowUpdate]:
     """The Dask task: assemble and prove a chunk of a campaign's rows on a worker.
 
-    Outputs are written (`<campaign id>_<row:06d>`, never overwritten); nothing is
-    recorded — the driver commits the returned updates. Run again after its worker died,
-    it first clears what the dead writer left of each row and adopts what it finished."""
+    Outputs are written (never overwritten) and made durable together before the chunk
+    returns (one group commit per chunk); nothing is recorded — the driver commits the
+    returned updates. Run again after its worker died, each row first clears what the dead
+    writer left and adopts what it finished (`campaign_rows.make_row`)."""
     plugin: EnginePlugin = get_worker().plugins[PLUGIN_NAME]
     assembler = plugin.assembler(campaign.settings, VoiceContract(**campaign.contract))
-    return [_assemble_row(assembler, campaign, row) for row in rows]
-
-
-def _assemble_row(assembler: Assembler, campaign: CampaignRows, row: RowInputs) -> RowUpdate:
-    number, name, developer, script = row
-    output_id = f"{campaign.campaign_id}_{number:06d}"
-    adopted = _adopt(assembler, campaign, row, output_id)
-    if adopted is not None:
-        _keep(assembler, campaign, output_id)
-        return ("done", output_id, *adopted, "", number)
-    try:
-        result = assembler.assemble(
-            campaign.template,
-            name,
-            developer,
-            script,
-            mode=campaign.join,
-            output_id=output_id,
-            generate_missing=False,  # the driver made every stem before the rows
-        )
-    except _ROW_ERRORS as error:
-        return ("failed", None, None, None, 0, str(error), number)
-    ok = result.report.ok
-    if ok:
-        _keep(assembler, campaign, output_id)
-    summary = result.summary
-    unproven = "" if ok else "the message did not verify byte for byte"
-    return (
-        "done" if ok else "failed",
-        output_id,
-        summary.duration,
-        summary.sha256,
-        int(ok),
-        unproven,
-        number,
-    )
-
-
-def _keep(assembler: Assembler, campaign: CampaignRows, output_id: str) -> None:
-    if campaign.manifest_only:
-        keep_manifest_only(assembler, output_id)
-
-
-def _adopt(
-    assembler: Assembler, campaign: CampaignRows, row: RowInputs, output_id: str
-) -> tuple[float, str, int] | None:
-    """`Campaigns._adopt` on a worker: (duration, sha256, verified) of a finished output
-    that matches the row, re-proven; otherwise its files are removed and None returned. A
-    WAV without manifest still linked by the temp file of a dead writer (a killed worker's)
-    is removed with that temp file."""
-    folder = assembler.output_dir
-    wav = folder / f"{output_id}.wav"
-    manifest = wav.with_suffix(".json")
-    if not manifest.exists():
-        with contextlib.suppress(FileNotFoundError):
-            if not writer_finished(wav):  # still linked by a temp name: is its writer dead?
-                # (listed only here: a folder of 10⁶ outputs is not scanned for every row)
-                for leftover in leftovers(folder, f".{output_id}.*{TEMP_SUFFIX}"):
-                    discard(leftover)
-            if writer_finished(wav):
-                discard(wav)
-        return None
-    _, name, developer, script = row
-    try:
-        document = assembler.load_output(output_id)
-        inputs = document["inputs"]
-        same = (
-            document["template"] == campaign.template
-            and document["contract_signature"] == campaign.contract_signature
-            and (inputs.get("name"), inputs.get("developer"), inputs.get("script"))
-            == (name, developer, script)
-        )
-        if same:
-            assembler.read_output(output_id)
-            if assembler.verify_output(output_id).ok:
-                return document["output"]["duration"], document["output"]["sha256"], 1
-    except (KeyError, ValueError, OSError):
-        pass
-    discard(wav)
-    discard(manifest)
-    return None
+    files = SyncBatch()
+    # the driver made every stem before the rows
+    updates = [
+        make_row(assembler, campaign, row, generate_missing=False, files=files) for row in rows
+    ]
+    files.sync()
+    return updates
 
 
 class DaskCluster:

@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from hybrid_audio.campaign import CampaignInfo
+from hybrid_audio.campaign_rows import CampaignRows, RowUpdate
 from hybrid_audio.config import Settings
-from hybrid_audio.distributed import CampaignRows, DaskCluster, RowUpdate
+from hybrid_audio.distributed import DaskCluster
 from hybrid_audio.engines import create_engine
 from hybrid_audio.jobs import JobState
 from hybrid_audio.recipients import parse_recipients
@@ -236,3 +237,27 @@ def test_cancelling_stops_submitting(dask_workspace: Workspace) -> None:
             cancelled=cancelled,
         )
     assert 5 <= len(seen) < 60  # one chunk taken in, then stopped
+
+
+def test_a_campaign_job_runs_its_rows_on_the_cluster(
+    dask_workspace: Workspace, reference: Workspace
+) -> None:
+    """`Campaigns.start` with `DASK_SCHEDULER_ADDRESS` set: the rows go to the workers (the
+    driver's own Assembler makes none), the job ends done with every row committed once,
+    and the messages are the in-process run's bytes."""
+    expected = in_process(reference, 12)
+    campaigns = dask_workspace.campaigns
+    info = campaigns.create("double_anchor", parse_recipients(recipients(12), "l.csv"))
+    before = dask_workspace.assembler.last_result
+    job = dask_workspace.jobs.wait(campaigns.start(info.id, source="test").id, timeout=TIMEOUT)
+    assert job.state == JobState.DONE, job.errors
+    assert (job.done, job.total) == (12, 12)
+    assert dask_workspace.assembler.last_result is before  # assembled on the workers
+    done = campaigns.get(info.id)
+    assert (done.state, done.done, done.failed) == ("done", 12, 0)
+    updates = {
+        m.row: (m.state, m.output_id, m.duration, m.sha256, int(m.verified), m.error or "", m.row)
+        for m in campaigns.iter_messages(info.id)
+    }
+    check_same(dask_workspace, updates, expected)
+    assert outputs(dask_workspace, info.id) == complete(dask_workspace, info.id, 12)
