@@ -157,6 +157,11 @@ def _warm_worker(text: str, values: dict[str, Any], dask_worker: Any = None) -> 
     return time.perf_counter() - start
 
 
+def _worker_threads(dask_worker: Any = None) -> int | None:
+    """The onnxruntime thread cap of a worker (None: onnxruntime's default, every core)."""
+    return dask_worker.plugins[PLUGIN_NAME].threads
+
+
 def _bulk_on(cluster: DaskCluster, engine: Any, names: list[str]) -> tuple[float, Generator]:
     """bench_generation's bulk case with the batch on `cluster` (fresh cache, same checks)."""
     base = Path(tempfile.mkdtemp(prefix="bench-scale-dask-"))
@@ -193,12 +198,18 @@ def bulk_case(names: list[str], repeats: int) -> dict[str, Any]:
     try:
         warm = cluster.client.run(_warm_worker, "warm up", probe.contract.values())
         started = time.perf_counter() - start
+        threads = cluster.client.run(_worker_threads)
         local, remote, identical, folders = [], [], [], []
+        local_cpu, remote_cpu = [], []
         for _ in range(repeats):  # interleaved: drift and others' load hit both alike
+            before = _cpu_seconds(os.getpid())
             elapsed, in_process = _bulk(engine, names)
             local.append(elapsed)
+            middle = _cpu_seconds(os.getpid())  # this process and the cluster's workers
             elapsed, on_cluster = _bulk_on(cluster, engine, names)
             remote.append(elapsed)
+            local_cpu.append(middle - before)
+            remote_cpu.append(_cpu_seconds(os.getpid()) - middle)
             identical.append(_stem_hashes(in_process) == _stem_hashes(on_cluster))
             folders += [in_process.settings.base_dir, on_cluster.settings.base_dir]
         syntheses = cluster.syntheses()
@@ -211,7 +222,10 @@ def bulk_case(names: list[str], repeats: int) -> dict[str, Any]:
         "repeats": repeats,
         "in_process_s": local,
         "cluster_s": remote,
+        "in_process_cpu_s": local_cpu,
+        "cluster_cpu_s": remote_cpu,
         "cluster_workers": settings.dask_local_workers,
+        "onnxruntime_threads_per_worker": threads,
         "cluster_open_s": opened,
         "cluster_startup_s": started,
         "worker_first_synthesis_s": warm,
@@ -295,7 +309,11 @@ def main() -> None:
         f"bulk {bulk['names']} stems: in-process {local_s:.2f} s ({bulk['names'] / local_s:.0f}"
         f"/s), LocalCluster of 2 {remote_s:.2f} s ({bulk['names'] / remote_s:.0f}/s): "
         f"{overhead:.2f}× (target ≤ {TARGET_CLUSTER_OVERHEAD}); cluster start-up "
-        f"{bulk['cluster_startup_s']:.1f} s (untimed); byte-identical stems: "
+        f"{bulk['cluster_startup_s']:.1f} s (untimed); CPU (this process + workers) "
+        f"{statistics.median(bulk['cluster_cpu_s']):.1f} s vs "
+        f"{statistics.median(bulk['in_process_cpu_s']):.1f} s in-process; onnxruntime "
+        f"threads per worker {sorted(bulk['onnxruntime_threads_per_worker'].values())}; "
+        "byte-identical stems: "
         f"{all(bulk['byte_identical_stems'])}"
     )
     targets = {
