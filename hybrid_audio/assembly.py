@@ -90,6 +90,8 @@ CAMPAIGN_OUTPUT_ID = re.compile(r"c[0-9a-f]{12}_\d{6,}")
 _OUTPUT_ID = re.compile(f"{_STAMPED_ID.pattern}|{CAMPAIGN_OUTPUT_ID.pattern}")
 #: Stems kept parsed in memory (with their sha256): a campaign reuses the same few stems.
 _STEM_MEMORY = 512
+#: Messages whose resolved stems are kept (`Assembler._resolve`).
+_RESOLVED_MEMORY = 4096
 #: A file changed less than this long ago may change again within the same timestamp tick
 #: (file systems stamp with a coarse clock), so its parsed copy is not kept ("racy git").
 SETTLED_NS = 2_000_000_000
@@ -158,6 +160,9 @@ class Assembler(param.Parameterized):
         self._stems: OrderedDict[tuple[str, str], tuple[tuple[int, ...], Wav]] = OrderedDict()
         self._stems_lock = threading.Lock()
         self._templates: dict[str, tuple[tuple, Template]] = {}  # name → (file stamps, it)
+        self._canonical: tuple[str, dict[str, Any]] | None = None  # (signature, canonical)
+        # (template, generate_missing, inputs) → (state, template, records): see `_resolve`
+        self._resolved: dict[tuple, tuple[tuple, Template, list[StemRecord | None]]] = {}
         self.recover_outputs()
 
     @property
@@ -213,17 +218,16 @@ class Assembler(param.Parameterized):
             raise AssemblyError(f"template {tpl.name!r} needs: {', '.join(missing)}")
         parts: list[Part | Silence] = []
         sources: list[dict[str, Any]] = []
-        records: list[StemRecord | None] = []  # per part: the stem, or None for silence
-        for index, segment in enumerate(tpl.segments):
-            if isinstance(segment, SilenceSegment):
+        # per part: the stem, or None for silence
+        records = self._resolve(tpl, inputs, generate_missing)
+        for segment, record in zip(tpl.segments, records, strict=True):
+            if record is None:
+                assert isinstance(segment, SilenceSegment)
                 parts.append(Silence(ms=segment.silence_ms))
                 sources.append({"kind": "silence", "ms": segment.silence_ms})
-                records.append(None)
                 continue
-            record = self._stem_for(segment, inputs, generate_missing, tpl.name, index)
             parts.append(Part(self._checked_wav(record), record.stem_id))
             sources.append({"kind": "stem", "stem_id": record.stem_id, "path": record.path})
-            records.append(record)
         join = mode or tpl.join
         try:
             merged = bitmerge_semantic(
@@ -278,7 +282,7 @@ class Assembler(param.Parameterized):
             "template": tpl.name,
             "inputs": inputs,
             "contract_signature": self.contract.signature(),
-            "contract": self.contract.canonical(),
+            "contract": self._canonical_contract(),
             "created_at": created,
             "output": {
                 "path": wav_path.name,
@@ -314,6 +318,16 @@ class Assembler(param.Parameterized):
             self.last_result = result
         return result
 
+    def _canonical_contract(self) -> dict[str, Any]:
+        """`contract.canonical()`, built again only when the contract's signature changes
+        (it hashes the canonical form, so equal signatures mean equal forms). Shared between
+        manifests: a document is serialized, never changed."""
+        signature = self.contract.signature()
+        kept = self._canonical
+        if kept is None or kept[0] != signature:
+            kept = self._canonical = (signature, self.contract.canonical())
+        return kept[1]
+
     def _queue_upload(self, output_id: str, wav_sha256: str, manifest: bytes) -> None:
         """Owe the bucket the output's WAV and manifest (one transaction), once both exist.
 
@@ -326,6 +340,51 @@ class Assembler(param.Parameterized):
             self.upload_queue.add_output(output_id, wav_sha256, manifest)
         except Exception as error:
             log.error("output %s not queued for upload (%s); push it with sync", output_id, error)
+
+    def _resolve(
+        self, tpl: Template, inputs: dict[str, str | None], generate_missing: bool
+    ) -> list[StemRecord | None]:
+        """Each segment's stem (None for a silence), as `_stem_for` finds it.
+
+        Kept per (template, inputs) while `_resolution_state()` is unchanged — the stems
+        and pronunciations revisions (any process's write moves them) and the contracts —
+        and every kept stem's file is still a regular file of its size (`file_ok`): five
+        index reads per message were a tenth of its CPU. A message that needed a mapping
+        kind's dataset (read from its file each time) or made a stem is not kept.
+        """
+        state = self._resolution_state()
+        key = (tpl.name, generate_missing, tuple(sorted(inputs.items())))
+        kept = self._resolved.get(key)
+        if (
+            state is not None
+            and kept is not None
+            and kept[0] == state
+            and kept[1] is tpl
+            and all(r is None or self.cache.file_ok(r) for r in kept[2])
+        ):
+            return kept[2]
+        records: list[StemRecord | None] = [
+            None
+            if isinstance(segment, SilenceSegment)
+            else self._stem_for(segment, inputs, generate_missing, tpl.name, index)
+            for index, segment in enumerate(tpl.segments)
+        ]
+        fresh = all(r is None or r.cached is not False for r in records)
+        if state is not None and fresh and not _reads_dataset(tpl):
+            if len(self._resolved) >= _RESOLVED_MEMORY:
+                self._resolved.clear()
+            self._resolved[key] = (state, tpl, records)
+        return records
+
+    def _resolution_state(self) -> tuple | None:
+        """What `_resolve` results depend on in the index, or None: keep nothing."""
+        signature = self.cache.contract.signature()
+        if self.generator is None:
+            return (*self.cache.counters("stems"), signature)
+        if self.generator.cache is not self.cache:
+            return None
+        hit = self.generator.hit_state()
+        return None if hit is None else (*hit, signature)
 
     def _stem_for(
         self,
@@ -387,10 +446,10 @@ class Assembler(param.Parameterized):
         refuses links and raises `CorruptStemError` when the samples differ).
         """
         key = (record.stem_id, record.sha256)
-        path = Path(self.settings.stems_dir) / record.path
         with self._stems_lock:
             kept = self._stems.get(key)
-        try:
+        try:  # one lstat of a joined string: a Path built per segment was most of the cost
+            path = os.path.join(self.settings.stems_dir, record.path)
             unchanged = kept is not None and _identity(os.lstat(path)) == kept[0]
         except FileNotFoundError:
             unchanged = False
@@ -558,6 +617,14 @@ class Assembler(param.Parameterized):
         if not isinstance(output_id, str) or not _OUTPUT_ID.fullmatch(output_id):
             raise AssemblyError(f"{output_id!r} is not an output id")
         return self.output_dir / f"{output_id}.json"
+
+
+def _reads_dataset(tpl: Template) -> bool:
+    """Does the template fill a slot of a mapping kind (its phrase read from a dataset
+    file, which no revision counter follows)?"""
+    return any(
+        isinstance(s, SlotSegment) and kinds.get(s.slot).form == "mapping" for s in tpl.segments
+    )
 
 
 def writer_finished(wav: Path) -> bool:

@@ -163,8 +163,10 @@ class StemCache(param.Parameterized):
             self.contract = VoiceContract()
         Path(self.stems_dir).mkdir(parents=True, exist_ok=True)
         # param.Path resolves the folder at every read (a Parameterized built each time:
-        # a third of a cached lookup), so the resolved folder is kept until it is set anew.
+        # a third of a cached lookup), so the resolved folder is kept until it is set anew,
+        # also as a string: joining strings is a tenth of building a Path per lookup.
         self._root = Path(self.stems_dir)
+        self._root_str = str(self._root)
         self.param.watch(self._new_root, "stems_dir")
         # index row (as read) → its record: parsing the row was most of the rest.
         self._records: dict[tuple, StemRecord] = {}
@@ -195,6 +197,7 @@ class StemCache(param.Parameterized):
 
     def _new_root(self, event: param.parameterized.Event) -> None:
         self._root = Path(event.new)
+        self._root_str = str(self._root)
 
     def _record(self, row: sqlite3.Row) -> StemRecord:
         record = StemRecord(**dict(row))
@@ -239,7 +242,7 @@ class StemCache(param.Parameterized):
     def file_ok(self, record: StemRecord) -> bool:
         """Is the record's file a regular file (never a symbolic link) of its size?"""
         try:
-            info = os.lstat(self._root / record.path)
+            info = os.lstat(os.path.join(self._root_str, record.path))
         except FileNotFoundError:
             return False
         return stat.S_ISREG(info.st_mode) and info.st_size == record.size

@@ -20,6 +20,7 @@ import stat
 import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from pathlib import Path, PurePosixPath
 
@@ -113,6 +114,9 @@ class SyncBatch:
     """Files written without fsync, made durable together before their records are
     committed (group commit): `sync()` fsyncs each file, then each folder once.
 
+    Each file is fsynced as soon as it is added, on a helper thread (fsync waits for the
+    disk without the GIL), so the disk works while the next messages are made; `sync()`
+    waits for those fsyncs, raises the first that failed, then fsyncs the folders.
     Whoever commits a record naming these files calls `sync()` first; a crash before that
     leaves files whose records were never committed, which the resume checks again.
     """
@@ -120,30 +124,46 @@ class SyncBatch:
     def __init__(self) -> None:
         self._files: list[Path] = []
         self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None  # started by the first add of a round
+        self._pending: list[Future[None]] = []
 
     def add(self, *paths: Path) -> None:
         with self._lock:
             self._files.extend(paths)
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="sync-batch")
+            self._pending.append(self._pool.submit(_fsync_files, paths))
 
     def sync(self) -> None:
         """Make every added file and its folder entry durable; a file removed since (a
         message kept as its manifest only) needs only its folder."""
         with self._lock:
             files, self._files = self._files, []
-        folders = dict.fromkeys(path.parent for path in files)
-        for path in files:
-            with storage_errors(path.parent):
-                try:
-                    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-                except FileNotFoundError:
-                    continue
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-        for folder in folders:
+            pending, self._pending = self._pending, []
+            pool, self._pool = self._pool, None
+        try:
+            for done in pending:
+                done.result()
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+        for folder in dict.fromkeys(path.parent for path in files):
             with storage_errors(folder):
                 fsync_folder(folder)
+
+
+def _fsync_files(paths: tuple[Path, ...]) -> None:
+    """fsync each file (one that is gone needs nothing: its folder is synced later)."""
+    for path in paths:
+        with storage_errors(path.parent):
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
 
 def fsync_folder(folder: Path) -> None:

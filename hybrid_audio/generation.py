@@ -71,7 +71,7 @@ _FATAL = (EngineConfigError, EngineQuotaError)
 #: Seconds a read-through is not tried after the bucket failed one: each attempt on a bucket
 #: that is down costs up to `GCS_RETRY_DEADLINE` (60 s) before the stem is synthesized.
 READ_THROUGH_PAUSE = 60.0
-#: Cache hits `generate` keeps (see `Generator._hit_state`).
+#: Cache hits `generate` keeps (see `Generator.hit_state`).
 _HIT_MEMORY = 4096
 
 
@@ -194,7 +194,7 @@ class Generator(param.Parameterized):
         super().__init__(**params)
         self._contract_lock = threading.Lock()
         self._remote_failed_at: float | None = None  # monotonic; see READ_THROUGH_PAUSE
-        # (kind, text, slug source) → (`_hit_state()` when found, the cached stem): a hit
+        # (kind, text, slug source) → (`hit_state()` when found, the cached stem): a hit
         # was a fifth of an assembly (slug, text rules, dictionary, index row, each time).
         self._hits: dict[tuple, tuple[tuple, StemRecord]] = {}
         self._shared_words: PronunciationDictionary | None = None
@@ -287,7 +287,7 @@ class Generator(param.Parameterized):
         true-peak ceiling, fades) → stored.
         """
         key = (kind, text, slug_source)
-        state = self._hit_state()
+        state = self.hit_state()
         kept = self._hits.get(key)
         if kept is not None and kept[0] == state and self.cache.file_ok(kept[1]):
             return kept[1].model_copy(update={"cached": True})
@@ -326,10 +326,11 @@ class Generator(param.Parameterized):
                 ) from None
         return record.model_copy(update={"cached": False})
 
-    def _hit_state(self) -> tuple | None:
+    def hit_state(self) -> tuple | None:
         """What a kept cache hit depends on: the stems and pronunciations revisions (any
         process's write moves them) and the contract; None when the dictionary lives in
-        another database than the index (then nothing is kept)."""
+        another database than the index (then nothing is kept). The Assembler keeps a
+        message's resolved stems under it too."""
         words = self.pronunciations
         if words is not None and words is not self._shared_words:
             if Path(words.database_path) != Path(self.cache.database_path):

@@ -3,7 +3,9 @@ ranges and hashes never hide a change, and an assembly's files are all in place.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import threading
 from pathlib import Path
 
 import pytest
@@ -11,11 +13,11 @@ import pytest
 from hybrid_audio import bitmerge
 from hybrid_audio.assembly import Assembler
 from hybrid_audio.bitmerge import Silence, Trim, bitmerge_semantic, verify
-from hybrid_audio.cache import StemCache
+from hybrid_audio.cache import CorruptStemError, StemCache
 from hybrid_audio.config import Settings
 from hybrid_audio.contract import AudioFormat, VoiceContract
 from hybrid_audio.engines import create_engine
-from hybrid_audio.files import TEMP_SUFFIX
+from hybrid_audio.files import TEMP_SUFFIX, SyncBatch
 from hybrid_audio.generation import Generator
 from hybrid_audio.wav import read_wav, write_wav
 from tests.api_server import make_base_dir
@@ -169,3 +171,99 @@ def test_merges_of_canonical_and_other_files_of_the_same_samples_are_identical()
     two = bitmerge_semantic([bytes(fixed), bytes(fixed)], trim=Trim())
     assert one.wav == two.wav
     assert verify(one.wav, one.manifest, [bytes(fixed), canonical]).ok
+
+
+@pytest.fixture
+def warm(tmp_path: Path) -> Assembler:
+    """An assembler whose double_anchor message for José has been made twice: its stems
+    exist, and the second assembly's resolved stems are kept (`Assembler._resolve`)."""
+    settings = Settings(base_dir=make_base_dir(tmp_path))
+    generator = Generator.from_settings(settings, engine=create_engine(settings))
+    assembler = Assembler(
+        settings=settings, cache=generator.cache, contract=generator.contract, generator=generator
+    )
+    for _ in range(2):
+        assert _message(assembler).report.ok
+    return assembler
+
+
+def _message(assembler: Assembler):
+    return assembler.assemble("double_anchor", name="José", developer="Brightwater Homes")
+
+
+def _source_hashes(assembler: Assembler, result) -> dict[str, str]:
+    """stem id → the sha256 the manifest's merge recorded for it (a result or a manifest)."""
+    document = result if isinstance(result, dict) else assembler.load_output(result.summary.id)
+    return {s["id"]: s["source_sha256"] for s in document["merge"]["segments"] if s["id"]}
+
+
+def test_kept_stems_follow_a_stem_stored_again_by_another_process(warm: Assembler) -> None:
+    name = warm.generator.current("name", "José")
+    other = StemCache(  # another process's view of the same index
+        stems_dir=warm.cache.stems_dir,
+        database_path=warm.cache.database_path,
+        contract=warm.contract,
+    )
+    fmt = warm.contract.audio_format
+    again = other.store(name.stem_id, name.text, read_wav(make_wav(fmt, 9000, seed=11)))
+    assert again.sha256 != name.sha256
+    result = _message(warm)
+    assert result.report.ok
+    assert _source_hashes(warm, result)[name.stem_id] == again.sha256
+
+
+def test_kept_stems_follow_a_deleted_stem_file(warm: Assembler) -> None:
+    name = warm.generator.current("name", "José")
+    (Path(warm.settings.stems_dir) / name.path).unlink()
+    result = _message(warm)
+    assert result.report.ok
+    assert warm.generator.current("name", "José") is not None  # made again
+    assert warm.verify_output(result.summary.id).ok
+
+
+def test_kept_stems_never_hide_a_stem_changed_on_disk(warm: Assembler) -> None:
+    name = warm.generator.current("name", "José")
+    path = Path(warm.settings.stems_dir) / name.path
+    data = bytearray(path.read_bytes())
+    data[-2] ^= 0x7F  # same size: the index still finds the file usable
+    path.write_bytes(bytes(data))
+    before = sorted(Path(warm.settings.output_dir).iterdir())
+    with pytest.raises(CorruptStemError, match="changed on disk"):
+        _message(warm)
+    assert sorted(Path(warm.settings.output_dir).iterdir()) == before
+
+
+def test_the_manifest_names_the_contract_in_force(warm: Assembler) -> None:
+    first = warm.load_output(_message(warm).summary.id)
+    assert first["contract"] == warm.contract.canonical()
+    warm.generator.change_contract(speed=1.25)  # the stems are made again under it
+    second = warm.load_output(_message(warm).summary.id)
+    assert second["contract"] == warm.contract.canonical() != first["contract"]
+    assert second["contract_signature"] == warm.contract.signature()
+    assert _source_hashes(warm, second) != _source_hashes(warm, first)
+
+
+def _sync_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("sync-batch")]
+
+
+def test_a_sync_batch_fsyncs_on_a_helper_and_reports_its_failure(tmp_path: Path) -> None:
+    good, gone = tmp_path / "a.wav", tmp_path / "b.json"
+    good.write_bytes(b"a")
+    gone.write_bytes(b"b")
+    link = tmp_path / "link.wav"
+    link.symlink_to(good)  # opened without following links: its fsync fails
+    batch = SyncBatch()
+    batch.add(good, gone)
+    gone.unlink()  # removed since (a manifest-only message): needs only its folder
+    batch.sync()
+    assert _sync_threads() == []
+    batch.add(good)
+    batch.add(link)
+    with pytest.raises(OSError, match="symbolic links") as failure:
+        batch.sync()
+    assert failure.value.errno == errno.ELOOP
+    assert _sync_threads() == []
+    batch.add(good)  # the next round starts afresh
+    batch.sync()
+    assert _sync_threads() == []
