@@ -13,6 +13,8 @@ Cases (one run, one machine; medians of repeats):
   through `Campaigns.run`, timed from run start to done (stems already cached), its
   messages group-committed (fsynced per batch before the rows are committed), against the
   script writing as many fsynced WAVs, interleaved. Target (issue #14): ≥ 1.0× the script.
+- CPU: the process's CPU time per message for assemble, the script and the campaign
+  (the campaign's includes its fsync helper thread), beside the wall-clock rates.
 - next_pair: `RotationEngine.next_pair()` with its SQLite cursor and JSON-lines log.
   Target ≥ 5,000/s.
 - memory: Python allocations while stepping through a 10⁶ × 10⁴ pair space compared with a
@@ -68,10 +70,17 @@ def _workspace() -> Settings:
 
 
 def _rate(calls: int, fn) -> float:
-    start = time.perf_counter()
+    return _timed(calls, fn)[0]
+
+
+def _timed(calls: int, fn) -> tuple[float, float]:
+    """(calls per second of wall time, CPU ms of this process per call): on a loaded
+    machine the CPU figure is the steadier one (fsync waits are not in it)."""
+    start, cpu = time.perf_counter(), time.process_time()
     for _ in range(calls):
         fn()
-    return calls / (time.perf_counter() - start)
+    cpu_ms = (time.process_time() - cpu) / calls * 1000
+    return calls / (time.perf_counter() - start), cpu_ms
 
 
 def naive_script(settings: Settings, first: AssemblyResult) -> tuple[object, Path]:
@@ -123,17 +132,18 @@ def naive_script(settings: Settings, first: AssemblyResult) -> tuple[object, Pat
 
 def campaign_run(workspace: Workspace, rows: int):
     """A function running one new campaign of `rows` rows (José / Brightwater Homes, as the
-    single messages) and returning its messages per second, run start to done."""
+    single messages) and returning its messages per second and CPU ms per message."""
     recipients = parse_recipients(("name,developer\n" + "José,Brightwater Homes\n" * rows).encode())
 
-    def run() -> float:
+    def run() -> tuple[float, float]:
+        """(messages per second, CPU ms per message), run start to done."""
         info = workspace.campaigns.create("double_anchor", recipients)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         done = workspace.campaigns.run(info.id)
-        elapsed = time.perf_counter() - start
+        elapsed, used = time.perf_counter() - start, time.process_time() - cpu
         if done.done != rows or done.failed:
             raise SystemExit(f"campaign made {done.done} of {rows} messages")
-        return rows / elapsed
+        return rows / elapsed, used / rows * 1000
 
     return run
 
@@ -188,11 +198,19 @@ def main() -> None:
     campaign = campaign_run(workspace, args.messages)
     campaign()  # warm: the template, the stems' parses, the database pages
     messages, scripted, campaigns, scripted_beside = [], [], [], []
+    cpu: dict[str, list[float]] = {"assemble": [], "script": [], "campaign": []}
     for _ in range(args.repeats):  # interleaved: all see the same load
-        messages.append(_rate(args.messages, assemble))
-        scripted.append(_rate(args.messages, script))
-        campaigns.append(campaign())
+        rate, used = _timed(args.messages, assemble)
+        messages.append(rate)
+        cpu["assemble"].append(used)
+        rate, used = _timed(args.messages, script)
+        scripted.append(rate)
+        cpu["script"].append(used)
+        rate, used = campaign()
+        campaigns.append(rate)
+        cpu["campaign"].append(used)
         scripted_beside.append(_rate(args.messages, script))
+    cpu_ms = {case: statistics.median(values) for case, values in cpu.items()}
     workspace.close()
     shutil.rmtree(script_folder, ignore_errors=True)
     outputs = assembler.list_outputs()
@@ -238,6 +256,10 @@ def main() -> None:
     )
     console.print(table)
     console.print(
+        "CPU ms per message (this process, medians; fsync waits excluded): "
+        + ", ".join(f"{case} {value:.2f}" for case, value in cpu_ms.items())
+    )
+    console.print(
         f"memory while stepping {steps} pairs: 100×100 peak {small[0] / 1024:.1f} KiB "
         f"(held {small[1] / 1024:.1f} KiB); 10⁶×10⁴ peak {large[0] / 1024:.1f} KiB "
         f"(held {large[1] / 1024:.1f} KiB)"
@@ -265,6 +287,8 @@ def main() -> None:
                 "target": TARGET_CAMPAIGN_RATIO,
                 "met": campaign_ratio >= TARGET_CAMPAIGN_RATIO,
             },
+            "cpu_ms_per_message": cpu,
+            "cpu_ms_per_message_median": cpu_ms,
             "pairs_per_repeat": args.pairs,
             "next_pair_per_s": pairs,
             "next_pair_median_per_s": pair_rate,
