@@ -62,8 +62,13 @@ TARGET_SCRIPT_RATIO = 0.6
 TARGET_CAMPAIGN_RATIO = 1.0
 
 
+#: The temporary base dirs made by `_workspace`, removed when the run ends.
+_MADE: list[Path] = []
+
+
 def _workspace() -> Settings:
     base = Path(tempfile.mkdtemp(prefix="bench-asm-"))
+    _MADE.append(base)
     shutil.copytree(REPO / "templates", base / "templates")
     shutil.copytree(REPO / "data", base / "data")
     return Settings(base_dir=base)
@@ -308,4 +313,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:
+        for made in _MADE:
+            shutil.rmtree(made, ignore_errors=True)
