@@ -157,9 +157,10 @@ def _warm_worker(text: str, values: dict[str, Any], dask_worker: Any = None) -> 
     return time.perf_counter() - start
 
 
-def _worker_threads(dask_worker: Any = None) -> int | None:
-    """The onnxruntime thread cap of a worker (None: onnxruntime's default, every core)."""
-    return dask_worker.plugins[PLUGIN_NAME].threads
+def _worker_threads(dask_worker: Any = None) -> int:
+    """The onnxruntime intra-op threads of a worker's Piper session (0: every core)."""
+    engine = dask_worker.plugins[PLUGIN_NAME].engine("piper")
+    return engine.loaded_voice.voice.session.get_session_options().intra_op_num_threads
 
 
 def _bulk_on(cluster: DaskCluster, engine: Any, names: list[str]) -> tuple[float, Generator]:

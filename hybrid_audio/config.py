@@ -187,11 +187,12 @@ class Settings(BaseSettings):
     dask_local_workers: int = Field(
         default=2, ge=1, description="Worker processes of the 'local' cluster (1 thread each)."
     )
-    dask_worker_ort_threads: int = Field(
-        default=0,
+    piper_threads: int = Field(
+        default=1,
         ge=0,
-        description="onnxruntime threads per Dask worker (Piper); 0 → cores // workers on "
-        "'local', onnxruntime's default (every core) on another cluster.",
+        description="onnxruntime intra-op threads of Piper in every process, in-process and on "
+        "Dask workers alike (0 → onnxruntime's default, every core). A stem's bytes can depend "
+        "on it (float summation order): keep it the same wherever stems of one cache are made.",
     )
     dask_tls_ca_file: str = Field(default="", description="CA certificate (PEM) of tls://.")
     dask_tls_cert: str = Field(default="", description="Client certificate (PEM) for tls://.")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,26 +103,15 @@ def security_for(settings: Settings) -> Security | None:
     )
 
 
-def ort_threads(settings: Settings) -> int | None:
-    """onnxruntime intra-op threads per worker: DASK_WORKER_ORT_THREADS if set; on our own
-    LocalCluster the machine's cores shared by its workers (Piper already uses every core
-    in one process, so N workers × all cores would fight over them); None elsewhere."""
-    if settings.dask_worker_ort_threads:
-        return settings.dask_worker_ort_threads
-    if settings.dask_scheduler_address == "local":
-        return max(1, (os.cpu_count() or 1) // settings.dask_local_workers)
-    return None
-
-
 class EnginePlugin(WorkerPlugin):
-    """Loads the engine once per worker process (Piper's voice takes a while), with
-    `threads` onnxruntime threads; counts the syntheses that worker ran, so tests and
-    operators can see each stem was made once."""
+    """Loads the engine once per worker process (Piper's voice takes a while) from the
+    driver's settings — `PIPER_THREADS` included, so a worker makes the driver's bytes;
+    counts the syntheses that worker ran, so tests and operators can see each stem was made
+    once."""
 
-    def __init__(self, settings: Settings, engine: str, threads: int | None = None) -> None:
+    def __init__(self, settings: Settings, engine: str) -> None:
         self.settings = settings
         self.default = engine
-        self.threads = threads
         self.engines: dict[str, Engine] = {}
         self.assemblers: dict[tuple[str, str], Assembler] = {}
         self.syntheses = 0
@@ -149,10 +137,6 @@ class EnginePlugin(WorkerPlugin):
     def engine(self, name: str) -> Engine:
         """The worker's engine `name`, built on first use (a contract may switch engines)."""
         if name not in self.engines:
-            if name == "piper" and self.threads is not None:
-                from hybrid_audio.engines.piper import cap_session_threads
-
-                cap_session_threads(self.threads)
             self.engines[name] = create_engine(self.settings, name)
         return self.engines[name]
 
@@ -228,7 +212,7 @@ class DaskCluster:
         else:
             client = Client(address, security=security_for(settings))
         try:
-            plugin = EnginePlugin(settings, engine or settings.tts_engine, ort_threads(settings))
+            plugin = EnginePlugin(settings, engine or settings.tts_engine)
             client.register_plugin(plugin, name=PLUGIN_NAME)
         except BaseException:
             client.close()

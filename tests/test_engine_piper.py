@@ -301,13 +301,13 @@ def test_custom_voice_by_relative_path_loads_once(
             shutil.copy(source, voices / name)
 
     loads = []
-    real_load = PiperVoice.load
+    real_load = piper_module._load_piper
 
     def counting_load(*args, **kwargs):
         loads.append(args)
         return real_load(*args, **kwargs)
 
-    monkeypatch.setattr(piper_module.PiperVoice, "load", staticmethod(counting_load))
+    monkeypatch.setattr(piper_module, "_load_piper", counting_load)
     settings = Settings(base_dir=tmp_path, piper_voice="voices/custom-voice.onnx")
     start = threading.Barrier(4)
 

@@ -36,9 +36,12 @@ floats (int16 / 32768, the convention of `hybrid_audio.codecs`), resampled with 
 differs, then encoded exactly by `codecs.encode` (G.711 per the ITU reference).
 
 Concurrency: each voice file is loaded once per process (module cache keyed by the resolved
-path and the thread cap, under a lock). onnxruntime's session uses every core by default;
-`cap_session_threads(n)` makes later loads of this process use `n` intra-op threads, so
-several worker processes of one machine (Dask) do not each claim all its cores.
+path and the thread count, under a lock) with `PIPER_THREADS` onnxruntime intra-op threads
+(default 1; 0 = onnxruntime's default, every core). The count is one setting for every process
+because it can change the audio: onnxruntime splits sums across threads, and 1 stem in 300
+(measured) came out a few LSBs different with 2 threads than with 1. One thread costs ~15 %
+of a stem's wall time on 2 cores and half its CPU, and lets the 2 Dask worker processes of a
+2-core machine make the very bytes the in-process path makes.
 `PiperVoice.synthesize` is thread-safe for espeak voices: onnxruntime
 documents concurrent `InferenceSession.run` as safe and Piper serializes espeak behind its
 own global lock. Other phonemizers (Arabic diacritizer, Chinese, Hebrew, Japanese, Thai) are
@@ -76,7 +79,6 @@ __all__ = [
     "InvalidTextError",
     "LoadedVoice",
     "PiperEngine",
-    "cap_session_threads",
     "load_voice",
 ]
 
@@ -159,17 +161,6 @@ class LoadedVoice:
 
 _VOICES: dict[tuple[Path, Path, int | None], LoadedVoice] = {}
 _VOICES_LOCK = threading.Lock()
-#: onnxruntime intra-op threads of the voices this process loads next; None → its default.
-_SESSION_THREADS: int | None = None
-
-
-def cap_session_threads(threads: int | None) -> None:
-    """Load this process's next voices with `threads` intra-op threads (None: onnxruntime's
-    default, every core). A Dask worker plugin calls this before loading its engine."""
-    global _SESSION_THREADS
-    if threads is not None and threads < 1:
-        raise ValueError(f"onnxruntime threads must be at least 1, not {threads}")
-    _SESSION_THREADS = threads
 
 
 def _load_piper(model: Path, config_path: Path, threads: int | None) -> PiperVoice:
@@ -205,8 +196,9 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_voice(path: Path | str) -> LoadedVoice:
-    """The voice at `path`, loaded (and hashed) on first use and cached for the process.
+def load_voice(path: Path | str, threads: int | None = 1) -> LoadedVoice:
+    """The voice at `path` with `threads` onnxruntime intra-op threads (None: onnxruntime's
+    default), loaded (and hashed) on first use and cached for the process.
 
     `path` may be relative to the working directory; `PiperEngine.from_settings` resolves
     relative `PIPER_VOICE` values against `Settings.base_dir` first.
@@ -228,8 +220,8 @@ def load_voice(path: Path | str) -> LoadedVoice:
         )
     # Keyed by the real files: symlinks and relative spellings share one load, and the
     # name and hash always describe the file actually spoken with. A thread cap set after
-    # a load gets its own session.
-    key = (given.resolve(), config_path.resolve(), _SESSION_THREADS)
+    # another thread count gets its own session.
+    key = (given.resolve(), config_path.resolve(), threads)
     with _VOICES_LOCK:
         loaded = _VOICES.get(key)
         if loaded is None:
@@ -293,17 +285,19 @@ class PiperEngine:
 
     name = "piper"
 
-    def __init__(self, voice_path: Path | str | None = None) -> None:
-        """Load (or reuse) the voice at `voice_path`, default the packaged joe voice."""
-        self._voice = load_voice(voice_path if voice_path else _default_voice_path())
+    def __init__(self, voice_path: Path | str | None = None, threads: int | None = 1) -> None:
+        """Load (or reuse) the voice at `voice_path`, default the packaged joe voice, with
+        `threads` onnxruntime threads (None: every core)."""
+        self._voice = load_voice(voice_path if voice_path else _default_voice_path(), threads)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PiperEngine:
         """The engine for `settings.piper_voice` (relative to `base_dir`), or the default."""
+        threads = settings.piper_threads or None
         if not settings.piper_voice:
-            return cls()
+            return cls(threads=threads)
         path = Path(settings.piper_voice).expanduser()
-        return cls(path if path.is_absolute() else settings.base_dir / path)
+        return cls(path if path.is_absolute() else settings.base_dir / path, threads)
 
     @property
     def loaded_voice(self) -> LoadedVoice:
