@@ -22,6 +22,7 @@ so a rerun after a crash starts where the last one stopped.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -125,6 +126,18 @@ def contract_for(settings: Settings, engine: Engine) -> VoiceContract:
     )
 
 
+def batch_workers(settings: Settings, engine: str) -> int:
+    """Parallel syntheses of a batch: Cartesia's plan concurrency; for Piper the cores its
+    `PIPER_THREADS` leave (on 2 cores, 2 syntheses of 1 onnxruntime thread each: each on a
+    core of its own, the very bytes one after another would make); 1 when Piper's session
+    takes every core (`PIPER_THREADS=0`)."""
+    if engine == "cartesia":
+        return settings.cartesia_max_concurrency
+    if not settings.piper_threads:
+        return 1
+    return max(1, min(32, (os.cpu_count() or 1) // settings.piper_threads))
+
+
 class Generator(param.Parameterized):
     """Makes stems on demand and in bulk; progress is observable through parameters."""
 
@@ -180,7 +193,7 @@ class Generator(param.Parameterized):
             contract=contract,
             upload_queue=upload_queue,
         )
-        workers = settings.cartesia_max_concurrency if engine.name == "cartesia" else 1
+        workers = batch_workers(settings, engine.name)
         return cls(
             settings=settings,
             engine=engine,
@@ -243,8 +256,7 @@ class Generator(param.Parameterized):
         with self._contract_lock:
             self.engine = change.engine
             self.contract.param.update(**change.contract.values())
-            cartesia = change.engine.name == "cartesia"
-            self.workers = self.settings.cartesia_max_concurrency if cartesia else 1
+            self.workers = batch_workers(self.settings, change.engine.name)
 
     def change_contract(self, **changes: object) -> ContractChange:
         """Plan and apply `changes` in one call: the whole change, or (on error) none of it."""

@@ -16,7 +16,7 @@ import pytest
 from hybrid_audio.config import Settings
 from hybrid_audio.contract import AudioFormat
 from hybrid_audio.engines import EngineConfigError, EngineOutputError, create_engine
-from hybrid_audio.generation import Generator
+from hybrid_audio.generation import Generator, batch_workers
 from hybrid_audio.jobs import JobRunner, JobState
 from hybrid_audio.wav import Wav, read_wav
 
@@ -324,3 +324,25 @@ def test_switching_to_a_configured_cartesia(tmp_path: Path, piper) -> None:
     assert generator.contract.voice == "voice-1"
     assert generator.contract.signature() != before
     assert generator.workers == settings.cartesia_max_concurrency
+
+
+def test_piper_batches_run_one_synthesis_per_free_core_with_the_serial_bytes(
+    tmp_path: Path, piper
+) -> None:
+    """With PIPER_THREADS=1 a batch runs cores ÷ 1 syntheses at once (each onnxruntime
+    session on one core) and makes exactly the stems a one-at-a-time batch makes; with
+    PIPER_THREADS=0 (every core in one session) it runs one at a time."""
+    cores = os.cpu_count() or 1
+    assert batch_workers(Settings(), "piper") == cores
+    assert batch_workers(Settings(piper_threads=2), "piper") == max(1, cores // 2)
+    assert batch_workers(Settings(piper_threads=0), "piper") == 1
+    names = ["Ana", "Bea", "Chloé", "Dmitri", "Inês", "José María"]
+    stems = {}
+    for workers in (max(2, cores), 1):
+        settings = Settings(base_dir=tmp_path / str(workers))
+        generator = Generator.from_settings(settings, engine=piper)
+        generator.workers = workers
+        report = generator.generate_rotational_stems(names, [])
+        assert (report.created, report.failed) == (len(names), [])
+        stems[workers] = {r.stem_id: r.sha256 for r in generator.cache.list()}
+    assert stems[max(2, cores)] == stems[1]
