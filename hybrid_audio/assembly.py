@@ -511,9 +511,7 @@ class Assembler(param.Parameterized):
                     path.unlink(missing_ok=True)
                     removed += 1
                 for wav in folder.glob("*.wav"):
-                    if not _OUTPUT_ID.fullmatch(wav.stem) or wav.with_suffix(".json").exists():
-                        continue
-                    if writer_finished(wav):
+                    if _OUTPUT_ID.fullmatch(wav.stem) and abandoned(wav):
                         wav.unlink(missing_ok=True)
                         removed += 1
         except (StorageError, FileNotFoundError) as error:
@@ -625,6 +623,18 @@ def _reads_dataset(tpl: Template) -> bool:
     return any(
         isinstance(s, SlotSegment) and kinds.get(s.slot).form == "mapping" for s in tpl.segments
     )
+
+
+def abandoned(wav: Path) -> bool:
+    """Is this output WAV what a writer that died before its manifest left?
+
+    The link count is read before the manifest is looked for: a writer writes the manifest
+    and only then drops its temp link, so a WAV seen with one link and, after that, no
+    manifest has no live writer. (The other order races a live writer that finishes in
+    between: manifest not there yet, then its temp link gone — and its output deleted; two
+    Dask workers over one folder met exactly that.)
+    """
+    return writer_finished(wav) and not wav.with_suffix(".json").exists()
 
 
 def writer_finished(wav: Path) -> bool:

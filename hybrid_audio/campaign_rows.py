@@ -13,7 +13,7 @@ import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from hybrid_audio.assembly import Assembler, writer_finished
+from hybrid_audio.assembly import Assembler, abandoned, writer_finished
 from hybrid_audio.config import Settings
 from hybrid_audio.engines.base import EngineConfigError, EngineQuotaError, EngineUnavailableError
 from hybrid_audio.files import TEMP_SUFFIX, SyncBatch, discard, leftovers
@@ -149,9 +149,10 @@ def adopt(
                 # (listed only here: a folder of 10⁶ outputs is not scanned for every row)
                 for leftover in leftovers(folder, f".{output_id}.*{TEMP_SUFFIX}"):
                     discard(leftover)
-            if writer_finished(wav):
+            if abandoned(wav):
                 discard(wav)
-        return None
+        if not manifest.exists():  # (else a live writer just finished it: adopted below)
+            return None
     try:
         document = assembler.load_output(output_id)
         inputs = document["inputs"]

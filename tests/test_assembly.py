@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import wave
 from pathlib import Path
@@ -314,3 +315,30 @@ def test_a_template_trim_keeping_less_than_the_fade_never_cuts_into_it() -> None
     options = TrimOptions(keep_ms=0)
     assert _trim_range(stem, options.to_trim(contract.edge_fade_ms)) == (0, stem.frames)
     assert _trim_range(stem, options.to_trim()) != (0, stem.frames)
+
+
+def test_recovery_never_deletes_an_output_whose_writer_finishes_meanwhile(
+    assembler: Assembler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process starting an Assembler (a Dask worker joining a campaign) sweeps the
+    folder while this one writes: the writer finishes (manifest written, then its temp link
+    dropped) exactly between the sweep's two looks at the WAV. The sweep must keep it."""
+    done = assembler.assemble("double_anchor", "José", "Brightwater Homes")
+    wav, manifest = Path(done.wav_path), Path(done.manifest_path)
+    kept = manifest.read_bytes()
+    manifest.unlink()  # the moment before the writer's manifest exists…
+    tmp = wav.with_name(f".{wav.name}.{os.getpid()}.live.tmp")
+    os.link(wav, tmp)  # …while its temp name still links the WAV
+    real = assembly.writer_finished
+
+    def writer_finishes_now(path: Path) -> bool:
+        if path == wav and not manifest.exists():
+            manifest.write_bytes(kept)  # the writer: manifest first,
+            tmp.unlink()  # then its temp link
+        return real(path)
+
+    monkeypatch.setattr(assembly, "writer_finished", writer_finishes_now)
+    assembler.recover_outputs()
+    assert wav.exists()
+    assert manifest.exists()
+    assert assembler.verify_output(done.summary.id).ok
