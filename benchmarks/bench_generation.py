@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from common import fmt_ms, fmt_ratio, measure, versions, write_results
 from rich.console import Console
@@ -47,9 +48,11 @@ def _pure(engine, generator: Generator, names: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def _bulk(engine, names: list[str]) -> tuple[float, Generator]:
+def _bulk(engine, names: list[str], cluster: Any = None) -> tuple[float, Generator]:
+    """The bulk case into a fresh cache, checked; on `cluster` (a `DaskCluster`) if given."""
     base = Path(tempfile.mkdtemp(prefix="bench-gen-"))
     generator = Generator.from_settings(Settings(base_dir=base), engine=engine)
+    generator.cluster = cluster
     start = time.perf_counter()
     report = generator.generate_rotational_stems(names=names, developers=[])
     elapsed = time.perf_counter() - start

@@ -163,21 +163,6 @@ def _worker_threads(dask_worker: Any = None) -> int:
     return engine.loaded_voice.voice.session.get_session_options().intra_op_num_threads
 
 
-def _bulk_on(cluster: DaskCluster, engine: Any, names: list[str]) -> tuple[float, Generator]:
-    """bench_generation's bulk case with the batch on `cluster` (fresh cache, same checks)."""
-    base = Path(tempfile.mkdtemp(prefix="bench-scale-dask-"))
-    generator = Generator.from_settings(Settings(base_dir=base), engine=engine)
-    generator.cluster = cluster
-    start = time.perf_counter()
-    report = generator.generate_rotational_stems(names=names, developers=[])
-    elapsed = time.perf_counter() - start
-    if report.created != len(names) or report.failed:
-        raise SystemExit(f"cluster bulk run did not make every stem: {report}")
-    if not generator.cache.verify().ok:
-        raise SystemExit("cluster bulk run left the cache inconsistent")
-    return elapsed, generator
-
-
 def _stem_hashes(generator: Generator) -> dict[str, str]:
     return {r.stem_id: r.sha256 for r in generator.cache.list()}
 
@@ -207,7 +192,7 @@ def bulk_case(names: list[str], repeats: int) -> dict[str, Any]:
             elapsed, in_process = _bulk(engine, names)
             local.append(elapsed)
             middle = _cpu_seconds(os.getpid())  # this process and the cluster's workers
-            elapsed, on_cluster = _bulk_on(cluster, engine, names)
+            elapsed, on_cluster = _bulk(engine, names, cluster)
             remote.append(elapsed)
             local_cpu.append(middle - before)
             remote_cpu.append(_cpu_seconds(os.getpid()) - middle)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +26,7 @@ from hybrid_audio.stems import StemId
 from hybrid_audio.storage.base import stem_object_name
 from hybrid_audio.workspace import Workspace
 from tests.api_server import make_base_dir
+from tests.dask_workers import kill_busy_worker
 from tests.gcs_emulator import gcs_bucket, gcs_emulator  # noqa: F401
 from tests.test_generation import CountingEngine
 from tests.test_storage_readthrough import Bucket, CountingStore, dead_url, gcs_settings
@@ -134,12 +134,7 @@ def test_a_worker_killed_mid_run_the_job_completes_each_stem_stored_once(
 
     def kill_a_busy_worker(done: int, total: int, record) -> None:
         with lock:
-            if killed:
-                return
-            busy = [address for address, keys in cluster.client.processing().items() if keys]
-            if busy:
-                pid = cluster.client.run(os.getpid, workers=[busy[0]])[busy[0]]
-                os.kill(pid, signal.SIGKILL)
+            if not killed and (pid := kill_busy_worker(cluster.client)) is not None:
                 killed.append(pid)
 
     generator = workspace.generator

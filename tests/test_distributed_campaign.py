@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
 import subprocess
 import sys
 import uuid
@@ -27,6 +26,7 @@ from hybrid_audio.jobs import JobState
 from hybrid_audio.recipients import parse_recipients
 from hybrid_audio.workspace import Workspace
 from tests.api_server import TINY_DATASETS, make_base_dir
+from tests.dask_workers import kill_busy_worker
 
 NAMES = ("Ann", "Bob", "Cid")
 DEVELOPERS = ("Acme Homes", "Beta Builders")
@@ -167,12 +167,7 @@ def test_a_worker_killed_mid_chunk_the_chunk_is_retried_every_row_done_once(
     killed: list[int] = []
 
     def kill_a_busy_worker(update: RowUpdate) -> None:
-        if killed:
-            return
-        busy = [address for address, keys in cluster.client.processing().items() if keys]
-        if busy:
-            pid = cluster.client.run(os.getpid, workers=[busy[0]])[busy[0]]
-            os.kill(pid, signal.SIGKILL)
+        if not killed and (pid := kill_busy_worker(cluster.client)) is not None:
             killed.append(pid)
 
     updates = on_dask(dask_workspace, info, chunk_rows=20, finished=kill_a_busy_worker)
