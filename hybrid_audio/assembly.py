@@ -200,6 +200,7 @@ class Assembler(param.Parameterized):
         mode: str | None = None,
         output_id: str | None = None,
         batch: SyncBatch | None = None,
+        campaign: Mapping[str, Any] | None = None,
     ) -> AssemblyResult:
         """Assemble one message; raises `AssemblyError`/`TemplateError` on bad input.
 
@@ -208,6 +209,8 @@ class Assembler(param.Parameterized):
         of a timestamp; an output of that id that already exists is refused, never replaced.
         With a `batch` (a campaign's group commit) the WAV and manifest are written without
         fsync and added to it: the caller syncs the batch before it records the message.
+        `campaign` (a campaign message's campaign id, row and recipient id) is kept as the
+        manifest's `campaign` block, so the message itself says whom it is for.
         """
         if output_id is not None and not CAMPAIGN_OUTPUT_ID.fullmatch(output_id):
             raise AssemblyError(f"{output_id!r} is not a campaign message id")
@@ -253,7 +256,7 @@ class Assembler(param.Parameterized):
                     for part, r in zip(parts, records, strict=True)
                 ]
                 return self._finish(
-                    tpl, inputs, output_id, wav_path, merged, sources, on_disk, batch
+                    tpl, inputs, output_id, wav_path, merged, sources, on_disk, batch, campaign
                 )
             except BaseException:
                 discard(wav_path)  # no output without its manifest
@@ -271,6 +274,7 @@ class Assembler(param.Parameterized):
         sources: list[dict[str, Any]],
         on_disk: list[Part | Silence],
         batch: SyncBatch | None,
+        campaign: Mapping[str, Any] | None,
     ) -> AssemblyResult:
         """Prove the written output against the stems as read from disk; write the manifest
         (fsynced, or owed by `batch`)."""
@@ -281,6 +285,7 @@ class Assembler(param.Parameterized):
             "id": output_id,
             "template": tpl.name,
             "inputs": inputs,
+            **({"campaign": dict(campaign)} if campaign is not None else {}),
             "contract_signature": self.contract.signature(),
             "contract": self._canonical_contract(),
             "created_at": created,

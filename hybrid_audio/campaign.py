@@ -55,6 +55,7 @@ from hybrid_audio.campaign_rows import (
     RowUpdate,
     make_row,
     output_id_of,
+    row_inputs,
 )
 from hybrid_audio.config import Settings
 from hybrid_audio.database import Database
@@ -906,9 +907,7 @@ class Campaigns(param.Parameterized):
     ) -> RowUpdate:
         """One pending row, made here (`campaign_rows.make_row`); the run pauses if the
         contract changed while it was made (the row's output is then removed)."""
-        update = make_row(
-            self.assembler, rows, (row.row, row.name, row.developer, row.script), files=files
-        )
+        update = make_row(self.assembler, rows, row_inputs(row), files=files)
         problem = self._contract_problem(info)
         if problem is not None:  # changed while this one was made
             self._discard_output(output_id_of(info.id, row.row))

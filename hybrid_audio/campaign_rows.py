@@ -22,8 +22,9 @@ from hybrid_audio.render import keep_manifest_only
 if TYPE_CHECKING:
     from hybrid_audio.assembly import AssemblyResult
 
-#: A row as a task input: (row number, name, developer, script key or None).
-RowInputs = tuple[int, str, str, "str | None"]
+#: A row as a task input: (row number, name, developer, script key or None, recipient id or
+#: None).
+RowInputs = tuple[int, str, str, "str | None", "str | None"]
 #: A row's outcome: (state, output id, duration, sha256, verified, error, row number).
 RowUpdate = tuple[str, "str | None", "float | None", "str | None", int, str, int]
 #: Errors that fail one row…
@@ -38,6 +39,12 @@ _UNREADABLE = (KeyError, ValueError, TypeError, AttributeError, OSError)
 def output_id_of(campaign_id: str, row: int) -> str:
     """The deterministic output id of a campaign's row."""
     return f"{campaign_id}_{row:06d}"
+
+
+def row_inputs(message: Any) -> RowInputs:
+    """The task input of a stored row (a `MessageRow`: row, name, developer, script,
+    recipient_id), the same for the in-process run and the Dask chunks."""
+    return (message.row, message.name, message.developer, message.script, message.recipient_id)
 
 
 @dataclass(frozen=True)
@@ -82,8 +89,10 @@ def make_row(
     caller syncs them before it commits the row: group commit); adopted outputs are added
     too, since the run that made them may have died before its sync. A message whose proof
     fails is not delivered: the row fails, saying so (its files stay for inspection).
+    The manifest's `campaign` block (campaign id, row, recipient id) says whom the message
+    is for, so a WAV and manifest copied out of `output/` still do.
     """
-    number, name, developer, script = row
+    number, name, developer, script, recipient_id = row
     output_id = output_id_of(campaign.campaign_id, number)
     adopted = adopt(assembler, campaign, row)
     if adopted is not None:
@@ -102,6 +111,7 @@ def make_row(
             output_id=output_id,
             generate_missing=generate_missing,
             batch=files,
+            campaign={"id": campaign.campaign_id, "row": number, "recipient_id": recipient_id},
         )
     except STOPPING_ERRORS:
         raise
@@ -136,9 +146,10 @@ def adopt(
     Adopted only if its manifest names this row's inputs, template and contract and its
     WAV (or, in manifest mode, the render) still holds the recorded bytes; the proof is made
     again. A WAV without manifest is what a crash leaves: removed, with the temp file of a
-    dead writer (a killed worker's) still linking it.
+    dead writer (a killed worker's) still linking it. The manifest's `campaign` block is not
+    compared: a message made before manifests had one is adopted as it is.
     """
-    number, name, developer, script = row
+    number, name, developer, script, _ = row
     output_id = output_id_of(campaign.campaign_id, number)
     folder = assembler.output_dir
     wav = folder / f"{output_id}.wav"

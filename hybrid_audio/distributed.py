@@ -39,7 +39,7 @@ from distributed.security import Security
 from hybrid_audio import kinds
 from hybrid_audio.assembly import Assembler
 from hybrid_audio.cache import StemCache
-from hybrid_audio.campaign_rows import CampaignRows, RowInputs, RowUpdate, make_row
+from hybrid_audio.campaign_rows import CampaignRows, RowInputs, RowUpdate, make_row, row_inputs
 from hybrid_audio.config import Settings
 from hybrid_audio.contract import VoiceContract
 from hybrid_audio.datasets import Item
@@ -277,8 +277,8 @@ class DaskCluster:
         cancelled: Callable[[], None] = lambda: None,
         chunk_rows: int = CHUNK_ROWS,
     ) -> None:
-        """Assemble `rows` (objects with row, name, developer, script: `MessageRow`s) on
-        the workers, `chunk_rows` per task; `finished(update)` is called here for every
+        """Assemble `rows` (`MessageRow`s: `campaign_rows.row_inputs`) on the workers,
+        `chunk_rows` per task; `finished(update)` is called here for every
         row, chunk by chunk as they complete (the caller commits them and advances the job).
 
         Rows are read lazily, with two chunks per worker thread in flight, so memory does
@@ -325,7 +325,7 @@ class DaskCluster:
 
 def _chunks(rows: Iterable[Any], size: int) -> Iterator[list[RowInputs]]:
     """`rows` as task inputs, `size` at a time."""
-    inputs = ((r.row, r.name, r.developer, r.script) for r in rows)
+    inputs = map(row_inputs, rows)
     while chunk := list(itertools.islice(inputs, size)):
         yield chunk
 
