@@ -69,6 +69,7 @@ ROUTES = {
     ("GET", "/rotation/next_developer"),
     ("GET", "/rotation/next_script"),
     ("GET", "/rotation/next_pair"),
+    ("GET", "/rotation/next/{stream}"),
     ("POST", "/rotation/generate_pair"),
     ("GET", "/rotation/pairs_stream"),
     ("GET", "/rotation/scripts_stream"),
@@ -117,6 +118,7 @@ PATH_VALUES = {
     "{job_id}": "0123456789ab",
     "{kind}": "name",
     "{campaign_id}": "c0123456789ab",
+    "{stream}": "name",
 }
 TERMINAL = {"done", "failed", "cancelled"}
 MIB = 1024 * 1024
@@ -433,6 +435,26 @@ def test_rotation_next_routes_advance_their_own_cursor(api: httpx.Client) -> Non
         "call_back",
         "from",
     }
+
+
+def test_rotation_next_of_any_stream_is_the_named_routes_step(api: httpx.Client) -> None:
+    """`/rotation/next/{stream}` and `/rotation/next_{stream}` advance one cursor alike."""
+    for stream in ("name", "developer", "script", "pair"):
+        before = taken(api, stream)
+        generic = api.get(f"/rotation/next/{stream}")
+        assert generic.status_code == 200, generic.text
+        named = api.get(f"/rotation/next_{stream}").json()
+        step = generic.json()
+        assert set(step) == set(named)
+        assert step["stream"] == stream
+        assert step["cycle"] * step["size"] + step["position"] == before
+        assert named["cycle"] * named["size"] + named["position"] == before + 1
+        assert taken(api, stream) == before + 2
+    state = api.get("/rotation/state").json()
+    error = error_of(api.get("/rotation/next/everything"), 422, "validation_error")
+    assert "'everything'" in error["message"]
+    assert all(name in error["message"] for name in state), error
+    assert api.get("/rotation/state").json() == state  # a refused stream moves nothing
 
 
 def test_rotation_streams_state_and_reset(api: httpx.Client) -> None:

@@ -198,6 +198,12 @@ class GeneratePairRequest(BaseModel):
     mode: Literal["exact", "hybrid"] | None = None  # the join; None → the template's own
 
 
+#: A rotation stream's name (`rotation.stream_names()`) in a path, checked on arrival.
+StreamPath = Annotated[
+    str, Path(max_length=32, json_schema_extra=_stream_enum), AfterValidator(_known_stream)
+]
+
+
 class ResetRequest(BaseModel):
     stream: Annotated[
         str, Field(max_length=32, json_schema_extra=_stream_enum), AfterValidator(_known_stream)

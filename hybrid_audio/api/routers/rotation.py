@@ -18,7 +18,7 @@ from fastapi.responses import StreamingResponse
 
 from hybrid_audio.api.deps import WorkspaceDep
 from hybrid_audio.api.errors import ndjson_response
-from hybrid_audio.api.models import GeneratePairRequest, ResetRequest
+from hybrid_audio.api.models import GeneratePairRequest, ResetRequest, StreamPath
 from hybrid_audio.rotation import STREAM_CHUNK, RotationStep, StreamState
 from hybrid_audio.workspace import PairMessage
 
@@ -52,6 +52,13 @@ def next_script(workspace: WorkspaceDep) -> RotationStep:
 @router.get("/next_pair", response_model=RotationStep, summary="The next name × developer")
 def next_pair(workspace: WorkspaceDep) -> RotationStep:
     return workspace.rotation.next_pair_step()
+
+
+@router.get("/next/{stream}", response_model=RotationStep, summary="The next step of any stream")
+def next_step(stream: StreamPath, workspace: WorkspaceDep) -> RotationStep:
+    """Any stream of `GET /rotation/state` (added kinds too); the `next_*` routes name the
+    built-in ones."""
+    return workspace.rotation.step(stream)
 
 
 @router.post("/generate_pair", response_model=PairMessage, summary="Next pair → message")
