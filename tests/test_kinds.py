@@ -12,6 +12,7 @@ one runs in the server; the in-process tests below only check refusals (which ad
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,9 +25,18 @@ from hybrid_audio import kinds
 from hybrid_audio.config import Settings
 from hybrid_audio.kinds import KindsError
 from tests.api_server import NO_FAILURE_LIMIT, ApiServer, make_base_dir, start_server
+from tests.test_cli import ok, one_line_error
 from tests.test_cli import run as run_cli
 
 INTRO_KIND = {"name": "intro", "plural": "intros", "dataset": "intros.txt"}
+#: An added kind that is also a rotation stream.
+GREETING_KIND = {
+    "name": "greeting",
+    "plural": "greetings",
+    "dataset": "greetings.txt",
+    "rotation": True,
+}
+GREETINGS = ("Hello", "Good evening", "Hi there")
 INTRO_TEMPLATE = {
     "description": "<intro> <name>, <developer> has a new offer for you.",
     "segments": [
@@ -42,12 +52,14 @@ INTRO_TEMPLATE = {
 
 @pytest.fixture(scope="module")
 def intro_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
-    """A keyed server whose data folder adds the `intro` kind and a template using it."""
+    """A keyed server whose data folder adds the `intro` kind and a template using it, and
+    the `greeting` kind as a rotation stream."""
     base = make_base_dir(
         tmp_path_factory.mktemp("kinds"),
         {
-            "kinds.json": json.dumps({"kinds": [INTRO_KIND]}),
+            "kinds.json": json.dumps({"kinds": [INTRO_KIND, GREETING_KIND]}),
             "intros.txt": "Welcome back\nGood morning\n",
+            "greetings.txt": "".join(f"{g}\n" for g in GREETINGS),
         },
     )
     (base / "templates" / "intro_offer.json").write_text(json.dumps(INTRO_TEMPLATE))
@@ -68,7 +80,7 @@ def _ok(response: httpx.Response, status: int = 200) -> Any:
 def test_kinds_route_lists_the_added_kind_with_its_dataset(client: httpx.Client) -> None:
     """Clients (the CLI) learn kinds from the server, datasets named relative to the base."""
     listed = {k["name"]: k for k in _ok(client.get("/kinds"))}
-    assert list(listed) == ["name", "developer", "script", "intro"]
+    assert list(listed) == ["name", "developer", "script", "intro", "greeting"]
     assert listed["intro"] == {
         "name": "intro",
         "plural": "intros",
@@ -89,7 +101,7 @@ def test_kinds_route_is_behind_the_key(intro_server: ApiServer) -> None:
 def test_datasets_list_and_show_the_added_kind(client: httpx.Client) -> None:
     """Adding a kind never turns /external/datasets into a 500."""
     infos = {d["kind"]: d for d in _ok(client.get("/external/datasets"))}
-    assert set(infos) == {"name", "developer", "script", "intro"}
+    assert set(infos) == {"name", "developer", "script", "intro", "greeting"}
     assert (infos["intro"]["count"], infos["intro"]["path"]) == (2, "data/intros.txt")
     items = _ok(client.get("/external/datasets/intro"))["items"]
     assert [(i["text"], i["stem_id"]) for i in items] == [
@@ -181,19 +193,74 @@ def test_an_added_kind_is_a_rotation_stream_only_when_it_says_so(client: httpx.C
     response = client.post("/rotation/reset", json={"stream": "intro"})
     assert response.status_code == 422
     assert "unknown stream 'intro'" in response.json()["error"]["message"]
+    response = client.get("/rotation/next/intro")
+    assert response.status_code == 422
+    assert "greeting" in response.json()["error"]["message"]
+    assert list(_ok(client.get("/rotation/state"))) == [
+        "name",
+        "developer",
+        "script",
+        "greeting",
+        "pair",
+    ]
 
 
-def test_cli_lists_the_added_kinds_stems(
+def test_an_added_rotation_kind_is_stepped_through_the_api_and_the_cli(
     client: httpx.Client, intro_server: ApiServer, tmp_path: Path
 ) -> None:
-    """The CLI, which imports no core, handles a kind it has never been told about."""
-    _ok(client.post("/generate/stem", json={"kind": "intro", "text": "Welcome back"}))
-    args = ("--json", "cache", "list", "--kind", "intro")
-    result = run_cli(tmp_path, intro_server.base_url, *args, key=intro_server.key)
-    assert result.returncode == 0, result.stderr
-    from_api = _ok(client.get("/cache/list", params={"kind": "intro"}))
-    assert json.loads(result.stdout) == from_api
-    assert "stem.intro.welcome_back" in {s["stem_id"] for s in from_api}
+    """`rotation: true` makes the kind a stream that `GET /rotation/next/{stream}` and
+    `hybrid-audio rotation next STREAM` step, sharing one cursor: a cycle gives every
+    greeting once."""
+    _ok(client.post("/rotation/reset", json={"stream": "greeting"}))
+    steps = [_ok(client.get("/rotation/next/greeting")) for _ in range(2)]
+    cli = functools.partial(run_cli, tmp_path, intro_server.base_url, key=intro_server.key)
+    steps.append(json.loads(ok(cli("--json", "rotation", "next", "greeting"))))
+    assert [s["stream"] for s in steps] == ["greeting"] * 3
+    assert [(s["cycle"], s["position"], s["size"]) for s in steps] == [
+        (0, 0, 3),
+        (0, 1, 3),
+        (0, 2, 3),
+    ]
+    assert sorted(s["item"] for s in steps) == sorted(GREETINGS)
+    state = _ok(client.get("/rotation/state"))["greeting"]
+    assert (state["cycle"], state["position"]) == (1, 0)
+    shown = ok(cli("rotation", "next", "greeting"))
+    assert shown.startswith("greeting: ")
+    assert "cycle 1, position 0/3" in shown
+
+
+def test_the_cli_refuses_a_stream_the_server_does_not_have(
+    client: httpx.Client, intro_server: ApiServer, tmp_path: Path
+) -> None:
+    """A kind without `rotation: true` is no stream: exit 2 naming the server's streams,
+    and no stream moves."""
+    before = _ok(client.get("/rotation/state"))
+    result = run_cli(
+        tmp_path, intro_server.base_url, "rotation", "next", "intro", key=intro_server.key
+    )
+    error = one_line_error(result, 2)
+    assert "unknown stream 'intro'" in error
+    assert "greeting" in error
+    assert _ok(client.get("/rotation/state")) == before
+
+
+def test_cli_generates_a_stem_of_the_added_kind(
+    client: httpx.Client, intro_server: ApiServer, tmp_path: Path
+) -> None:
+    """`hybrid-audio generate stem intro …` makes the stem the API lists; the plural, in
+    any case, names the same kind and finds it cached."""
+    cli = functools.partial(run_cli, tmp_path, intro_server.base_url, key=intro_server.key)
+    made = json.loads(ok(cli("--json", "generate", "stem", "intro", "Nice to see you")))["stem"]
+    assert (made["stem_id"], made["kind"], made["cached"]) == (
+        "stem.intro.nice_to_see_you",
+        "intro",
+        False,
+    )
+    listed = _ok(client.get("/cache/list", params={"kind": "intro"}))
+    assert "stem.intro.nice_to_see_you" in {s["stem_id"] for s in listed}
+    again = ok(cli("generate", "stem", "Intros", "Nice to see you"))
+    assert "stem.intro.nice_to_see_you" in again
+    assert "(cached," in again
 
 
 # --- the kinds file: refusals ---------------------------------------------------------------

@@ -21,14 +21,14 @@ from hybrid_audio.cli.assemble import (
     print_report,
     print_summary,
 )
-from hybrid_audio.cli.client import EXIT_USAGE, CliError
-from hybrid_audio.cli.context import CommandGroup, session
+from hybrid_audio.cli.client import EXIT_USAGE, CliError, segment
+from hybrid_audio.cli.context import CommandGroup, Session, session
 from hybrid_audio.cli.render import fmt, kv_table, out, rows_table, safe
 
 app = CommandGroup(
     help=(
         "Walk deterministic rotations of names, developers, scripts and pairs.\n\n"
-        "Example: hybrid-audio rotation next-pair"
+        "Example: hybrid-audio rotation next pair"
     )
 )
 
@@ -45,6 +45,35 @@ def _step_line(step: Mapping[str, Any]) -> str:
             what += f" ({step.get('text')})"
     where = f"cycle {step.get('cycle')}, position {step.get('position')}/{step.get('size')}"
     return f"{step.get('stream')}: {what}  [{where}]"
+
+
+def _known_stream(cli: Session, stream: str) -> str:
+    """`stream` if the server has it (its `GET /rotation/state` lists it); exit 2 otherwise."""
+    streams = cli.api.json("GET", "/rotation/state", lookup=True)
+    if stream not in streams:
+        known = ", ".join(streams)
+        raise CliError(f"unknown stream {stream!r}: this server has {known}", EXIT_USAGE)
+    return stream
+
+
+Stream = Annotated[
+    str,
+    typer.Argument(
+        help="A stream of the server: name, developer, script, pair, or a kind added with "
+        '"rotation": true (`hybrid-audio rotation state` lists them).'
+    ),
+]
+
+
+@app.command("next")
+def rotation_next(ctx: typer.Context, stream: Stream) -> None:
+    """Take the next step of any stream, added kinds too (advances its cursor).
+
+    Example: hybrid-audio rotation next developer
+    """
+    cli = session(ctx)
+    path = f"/rotation/next/{segment(_known_stream(cli, stream))}"
+    cli.show_answer("GET", path, lambda d: out.print(safe(_step_line(d))))
 
 
 def _add_next(stream: str, what: str) -> None:
@@ -155,26 +184,16 @@ def rotation_state(ctx: typer.Context) -> None:
 @app.command("reset")
 def rotation_reset(
     ctx: typer.Context,
-    stream: Annotated[
-        str,
-        typer.Argument(
-            help="Which stream to rewind: name, developer, script, pair… "
-            "(`hybrid-audio rotation state` lists them)."
-        ),
-    ],
+    stream: Stream,
 ) -> None:
     """Rewind one stream's cursor to the start of cycle 0.
 
     Example: hybrid-audio rotation reset pair
     """
     cli = session(ctx)
-    streams = cli.api.json("GET", "/rotation/state", lookup=True)
-    if stream not in streams:
-        known = ", ".join(streams)
-        raise CliError(f"unknown stream {stream!r}: this server has {known}", EXIT_USAGE)
     cli.show_answer(
         "POST",
         "/rotation/reset",
         lambda d: out.print(kv_table(f"stream {d.get('stream')} reset", d)),
-        json={"stream": stream},
+        json={"stream": _known_stream(cli, stream)},
     )
