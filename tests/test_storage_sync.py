@@ -13,12 +13,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import requests
 from google.cloud import storage
+from requests.adapters import HTTPAdapter
 
 from hybrid_audio.config import Settings
 from hybrid_audio.delivery import deliver
@@ -27,6 +32,7 @@ from hybrid_audio.files import stem_lock
 from hybrid_audio.jobs import JobState
 from hybrid_audio.logs import JsonlLog
 from hybrid_audio.storage.base import stem_metadata, stem_object_name
+from hybrid_audio.storage.gcs import GcsStore
 from hybrid_audio.workspace import Workspace
 from tests.api_server import make_base_dir
 from tests.gcs_emulator import Emulator, gcs_bucket, gcs_emulator  # noqa: F401
@@ -150,6 +156,60 @@ def test_pull_into_an_empty_base_dir_adopts_stems_and_outputs(
     assert len(second.assembler.list_outputs()) == 1
     assert second.storage.consistency().ok
     assert run(second, "pull")["considered"] == 0
+
+
+class Recording(HTTPAdapter):
+    """The real transport, recording each request and how many were in flight at once."""
+
+    def __init__(self) -> None:
+        super().__init__(pool_maxsize=32)
+        self.sent: list[tuple[str, str, dict[str, list[str]]]] = []
+        self.in_flight = self.most_in_flight = 0
+        self._lock = threading.Lock()
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        url = urlsplit(request.url or "")
+        with self._lock:
+            self.sent.append((request.method or "", url.path, parse_qs(url.query)))
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            return super().send(request, **kwargs)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+
+def test_a_pull_fetches_each_stem_with_one_request_a_few_at_a_time(
+    tmp_path: Path, open_workspace
+) -> None:
+    """After the listing, one media request per stem (the listing's metadata is what the
+    bytes are proven against), sent in batches with at most GCS_UPLOAD_WORKERS in flight."""
+    first = open_workspace(make_base_dir(tmp_path / "first"))
+    names = ["Ana", "Bea", "Caio", "Dora", "Edu", "Fabi", "Gil", "Hugo", "Ines", "Joao"]
+    for name in names:
+        first.generator.generate_name(name)
+    assert first.uploads.wait_idle(30)
+    second = open_workspace(make_base_dir(tmp_path / "second"))
+    adapter = Recording()
+    session = requests.Session()
+    session.mount("http://", adapter)
+    second.storage.store = GcsStore(second.settings, http=session)
+
+    report = run(second, "pull", "stems/name/")
+
+    assert report["transferred"] == report["considered"] == len(names)
+    assert report["conflicts"] == report["failed"] == []
+    lists = [q for method, path, q in adapter.sent if path.endswith("/o")]
+    media = [(path, q) for method, path, q in adapter.sent if q.get("alt") == ["media"]]
+    assert len(lists) == 1
+    assert len(media) == len(names)  # no metadata request per stem
+    assert len(adapter.sent) == 1 + len(names)
+    assert 1 <= adapter.most_in_flight <= second.settings.gcs_upload_workers
+    for record in first.cache.list():
+        assert Path(second.cache.path_of(record.stem_id)).read_bytes() == (
+            Path(first.cache.path_of(record.stem_id)).read_bytes()
+        )
 
 
 def test_pull_never_overwrites_local_bytes(tmp_path: Path, open_workspace, bucket) -> None:

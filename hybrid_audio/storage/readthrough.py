@@ -28,6 +28,7 @@ from hybrid_audio.storage.base import (
 from hybrid_audio.wav import WavError, read_wav
 
 PullStatus = Literal["adopted", "already", "conflict", "incompatible", "invalid"]
+NOT_A_STEM = "not a stem object name"
 
 
 class PullOutcome(BaseModel):
@@ -58,19 +59,39 @@ def pull_stem(
     the bucket cannot be reached. `pronunciation` (the hash of the dictionary entries the
     caller would apply) rules out an object made with other entries; None accepts any.
     """
-    name = name_or_info.name if isinstance(name_or_info, ObjectInfo) else name_or_info
-    parsed = parse_object_name(name)
-    if parsed is None or parsed.area != "stem":
-        return PullOutcome(status="invalid", name=name, detail="not a stem object name")
-    stem_id = StemId.parse(str(parsed.stem_id))
     if isinstance(name_or_info, ObjectInfo):
-        refused = _refusal(cache, stem_id, name_or_info.metadata, text, pronunciation)
-        if refused is not None:
-            return PullOutcome(status=refused[0], name=name, detail=refused[1])
+        name = name_or_info.name
+        ruled_out = refusal(cache, name_or_info, text=text, pronunciation=pronunciation)
+        if ruled_out is not None:
+            return ruled_out
+    else:
+        name = name_or_info
+        if _stem_id(name) is None:
+            return PullOutcome(status="invalid", name=name, detail=NOT_A_STEM)
     data, info = store.download(name)
-    refused = _refusal(cache, stem_id, info.metadata, text, pronunciation)
-    if refused is not None:
-        return PullOutcome(status=refused[0], name=name, detail=refused[1])
+    return adopt_stem(cache, info, data, text=text, pronunciation=pronunciation)
+
+
+def adopt_stem(
+    cache: StemCache,
+    info: ObjectInfo,
+    data: bytes,
+    *,
+    text: str | None = None,
+    pronunciation: str | None = None,
+) -> PullOutcome:
+    """Prove downloaded bytes against the metadata `info` describes them with, and store
+    them unless a compatible stem is here already (see `pull_stem`).
+
+    A bulk pull passes the metadata from its listing and bytes fetched later: an object
+    replaced in between hashes to another sha256 and is refused as "invalid".
+    """
+    ruled_out = refusal(cache, info, text=text, pronunciation=pronunciation)
+    if ruled_out is not None:
+        return ruled_out
+    name = info.name
+    stem_id = _stem_id(name)
+    assert stem_id is not None  # refusal ruled out any other name
     sha256 = info.metadata["sha256"]
     try:
         wav = read_wav(data)
@@ -108,6 +129,30 @@ def pull_stem(
     except WavError as error:  # another format than the contract's
         return PullOutcome(status="invalid", name=name, detail=str(error))
     return PullOutcome(status="adopted", name=name, record=record)
+
+
+def refusal(
+    cache: StemCache,
+    info: ObjectInfo,
+    *,
+    text: str | None = None,
+    pronunciation: str | None = None,
+) -> PullOutcome | None:
+    """Why an object is not worth downloading by its name and metadata alone, or None."""
+    stem_id = _stem_id(info.name)
+    if stem_id is None:
+        return PullOutcome(status="invalid", name=info.name, detail=NOT_A_STEM)
+    refused = _refusal(cache, stem_id, info.metadata, text, pronunciation)
+    if refused is None:
+        return None
+    return PullOutcome(status=refused[0], name=info.name, detail=refused[1])
+
+
+def _stem_id(name: str) -> StemId | None:
+    parsed = parse_object_name(name)
+    if parsed is None or parsed.area != "stem":
+        return None
+    return StemId.parse(str(parsed.stem_id))
 
 
 def _refusal(

@@ -4,8 +4,10 @@ The local index is the truth for this machine, so neither direction ever replace
 - push uploads what the bucket lacks (new objects only, `if_generation_match=0`); a name
   the bucket already holds with the same sha256 is skipped, with other bytes it is a
   conflict. Batches go through `upload_many`, so a real bucket gets many requests in flight.
-- pull adopts stems through `pull_stem` (compatible, proven by sha256, never over a local
-  stem with other bytes) and writes outputs (WAV + manifest, the manifest's sha256 proven
+- pull downloads each batch of stems with `download_many` (one request per object,
+  `GCS_UPLOAD_WORKERS` at a time, after the listing that described them) and adopts them
+  through `adopt_stem` under each stem's lock (compatible, proven by sha256, never over a
+  local stem with other bytes); it writes outputs (WAV + manifest, the manifest's sha256 proven
   against the WAV) only where no local file has that name.
 Between batches the job checks for a cancel; progress is one step per object.
 """
@@ -36,7 +38,7 @@ from hybrid_audio.storage.base import (
     stem_metadata,
     stem_object_name,
 )
-from hybrid_audio.storage.readthrough import pull_stem
+from hybrid_audio.storage.readthrough import PullOutcome, adopt_stem, refusal
 from hybrid_audio.storage.reports import SyncReport
 from hybrid_audio.storage.uploads import CONTENT_TYPES, UploadQueue, output_upload
 
@@ -237,8 +239,7 @@ class Syncer:
         job.param.update(total=report.considered)
         for batch in _batches(stems):
             job.raise_if_cancelled()
-            for stem_id, info in batch:
-                self._pull_stem(stem_id, info, report)
+            self._pull_stems([info for _, info in batch], report)
             job.advance(len(batch), message=f"pulled {report.transferred}")
         for batch in _batches(sorted(outputs), BATCH // 2):  # two objects per output
             job.raise_if_cancelled()
@@ -252,17 +253,41 @@ class Syncer:
         folder = self.assembler.output_dir
         return not all((folder / f"{output_id}.{suffix}").exists() for suffix in ("wav", "json"))
 
-    def _pull_stem(self, stem_id: str, info: ObjectInfo, report: SyncReport) -> None:
-        try:
-            # The generator's lock of that stem: a pull never lands between its lookup and
-            # its store (pull_stem looks at the local stem again inside the lock).
-            with stem_lock(self.assembler.settings.state_dir, stem_id):
-                outcome = pull_stem(self.store, self.cache, info)
-        except StorageUnavailableError:
-            raise
-        except Exception as error:  # one bad object must not stop the others
-            report.failed.append(f"{info.name}: {error}")
-            return
+    def _pull_stems(self, infos: Sequence[ObjectInfo], report: SyncReport) -> None:
+        """Download a batch at once (objects ruled out by their listed metadata are not
+        fetched), then adopt each under its stem's lock."""
+        wanted: list[ObjectInfo] = []
+        for info in infos:
+            ruled_out = refusal(self.cache, info)
+            if ruled_out is None:
+                wanted.append(info)
+            else:
+                self._count(info, ruled_out, report)
+        fetched = self.store.download_many([info.name for info in wanted])
+        for info, data in zip(wanted, fetched, strict=True):
+            if isinstance(data, StorageUnavailableError):
+                raise data
+            if isinstance(data, Exception):
+                report.failed.append(f"{info.name}: {data}")
+                continue
+            try:
+                outcome = self._adopt(info, data)
+            except Exception as error:  # one bad object must not stop the others
+                report.failed.append(f"{info.name}: {error}")
+                continue
+            self._count(info, outcome, report)
+
+    def _adopt(self, info: ObjectInfo, data: bytes) -> PullOutcome:
+        """`adopt_stem` inside the generator's lock of that stem, so a pull never lands
+        between a generation's lookup and its store."""
+        parsed = parse_object_name(info.name)
+        assert parsed is not None
+        assert parsed.stem_id is not None  # refusal ruled out any other name
+        with stem_lock(self.assembler.settings.state_dir, parsed.stem_id):
+            return adopt_stem(self.cache, info, data)
+
+    @staticmethod
+    def _count(info: ObjectInfo, outcome: PullOutcome, report: SyncReport) -> None:
         if outcome.status == "adopted":
             report.transferred += 1
         elif outcome.status in ("already", "incompatible"):
