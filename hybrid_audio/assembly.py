@@ -301,6 +301,7 @@ class Assembler(param.Parameterized):
         }
         manifest_path = wav_path.with_suffix(".json")
         manifest = manifest_bytes(document)
+        self._queue_upload(output_id, merged.sha256, manifest)
         if batch is None:
             atomic_write(manifest_path, manifest)
         else:
@@ -312,7 +313,6 @@ class Assembler(param.Parameterized):
                     discard(tmp)
                     raise
             batch.add(wav_path, manifest_path)
-        self._queue_upload(output_id, merged.sha256, manifest)
         result = AssemblyResult(
             summary=_summary(document),
             wav_path=str(wav_path),
@@ -334,17 +334,12 @@ class Assembler(param.Parameterized):
         return kept[1]
 
     def _queue_upload(self, output_id: str, wav_sha256: str, manifest: bytes) -> None:
-        """Owe the bucket the output's WAV and manifest (one transaction), once both exist.
-
-        The output is committed by now, so a state database that refuses the row does not
-        fail the assembly: it is logged, and `storage sync push` uploads what was missed.
-        """
-        if self.upload_queue is None:
-            return
-        try:
+        """Owe the bucket the output's WAV and manifest (one transaction) before the manifest
+        commits the output, so no crash leaves a committed output unqueued; a state database
+        that refuses the row fails the assembly. The uploader waits for a row that is ahead
+        of its manifest (`storage.uploads`)."""
+        if self.upload_queue is not None:
             self.upload_queue.add_output(output_id, wav_sha256, manifest)
-        except Exception as error:
-            log.error("output %s not queued for upload (%s); push it with sync", output_id, error)
 
     def _resolve(
         self, tpl: Template, inputs: dict[str, str | None], generate_missing: bool

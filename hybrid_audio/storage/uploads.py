@@ -1,9 +1,13 @@
 """The durable upload queue of GCS mode and the background uploader that drains it.
 
 The local write is the commit point: a stem is queued inside the very transaction that
-indexes it (`StemCache.store`), an output right after its manifest is written
-(`Assembler`), so a committed file is never left unqueued, even by a crash. The queue is
-the table `storage_uploads` of the state database, so a restart resumes it.
+indexes it (`StemCache.store`), an output just before its manifest is renamed into place
+(`Assembler._finish`: its WAV is written, its manifest is what commits it), so a committed
+file is never left unqueued, even by a crash. A row can thus be a moment ahead of its
+output: a row younger than `LEASE` whose WAV is there but not its manifest yet is retried
+with backoff; otherwise a row without its files is dropped (the assembly failed, or its
+process died before the commit and the restart's recovery removed the WAV). The
+queue is the table `storage_uploads` of the state database, so a restart resumes it.
 
 `Uploads` is a daemon thread woken when something is queued (and by a timer for backoff).
 It takes due rows in bounded batches, reads each file (a stem through the cache, which
@@ -82,6 +86,7 @@ class QueuedUpload:
     name: str
     sha256: str
     attempts: int
+    enqueued_at: str  # ISO 8601, UTC
 
 
 class QueueCounts(BaseModel):
@@ -135,10 +140,10 @@ class UploadQueue:
                 "UPDATE storage_uploads SET next_attempt_at = ? WHERE object_name IN ("
                 "SELECT object_name FROM storage_uploads WHERE state = 'pending' "
                 "AND next_attempt_at <= ? ORDER BY next_attempt_at, enqueued_at LIMIT ?) "
-                "RETURNING object_name, sha256, attempts",
+                "RETURNING object_name, sha256, attempts, enqueued_at",
                 (now + lease, now, limit),
             ).fetchall()
-        return [QueuedUpload(row[0], row[1], row[2]) for row in rows]
+        return [QueuedUpload(*row) for row in rows]
 
     def done(self, name: str, sha256: str | None = None) -> None:
         """The bucket has it: forget the row (only that version, when `sha256` is given, so
@@ -229,6 +234,10 @@ class _Prepared:
 
 class _StaleError(Exception):
     """The local file vanished or changed since it was queued: drop the row."""
+
+
+class _NotYetError(Exception):
+    """An output queued moments ago whose manifest is not in place yet: try again later."""
 
 
 class Uploads(param.Parameterized):
@@ -347,6 +356,8 @@ class Uploads(param.Parameterized):
         for row in batch:
             try:
                 prepared.append(self._prepare(row))
+            except _NotYetError as not_yet:
+                self.queue.failed(row.name, str(not_yet), row.sha256)
             except _StaleError as stale:
                 log.info("upload of %s dropped: %s", row.name, stale)
                 self.queue.done(row.name, row.sha256)
@@ -440,10 +451,20 @@ class Uploads(param.Parameterized):
         try:
             data, metadata, content_type = output_upload(folder, output_id, suffix)
         except (OSError, ValueError) as error:
+            if _assembling(folder, output_id, row.enqueued_at):
+                raise _NotYetError(f"the output is not committed yet ({error})") from None
             raise _StaleError(f"the output's files are gone or unreadable ({error})") from None
         if metadata["sha256"] != row.sha256:
             raise _StaleError("the file changed since it was queued")
         return _Prepared(row, data, metadata, content_type)
+
+
+def _assembling(folder: Path, output_id: str, enqueued_at: str) -> bool:
+    """Is the output of a row queued less than `LEASE` ago still being written: its WAV
+    there, its manifest (the commit) not yet? A failed assembly removes its WAV."""
+    young = time.time() - datetime.fromisoformat(enqueued_at).timestamp() < LEASE
+    wav, manifest = (folder / f"{output_id}.{suffix}" for suffix in ("wav", "json"))
+    return young and wav.exists() and not manifest.exists()
 
 
 def output_upload(folder: Path, output_id: str, suffix: str) -> tuple[bytes, dict[str, str], str]:
