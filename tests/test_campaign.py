@@ -1,6 +1,8 @@
-"""Campaigns against real Piper and SQLite: 200 recipients → 200 proven outputs, bad rows by
-row number, messages.csv and the streamed zip checked by independent readers, cancel and
-resume, a contract change pausing the run, rotation pairs materialised, deletion."""
+"""Campaigns against real Piper and SQLite: 200 recipients → 200 proven outputs (each distinct
+stem synthesized once), bad rows by row number at parsing and while running, messages.csv
+and the streamed zip checked by independent readers, cancel and resume, a contract change
+pausing the run, rotation pairs materialised, script slots, hybrid joins, the ETA,
+deletion."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import hashlib
 import io
 import json
 import threading
+import time
 import tracemalloc
 import zipfile
 from collections.abc import Iterator
@@ -17,6 +20,8 @@ from pathlib import Path
 import pytest
 import soundfile
 
+from hybrid_audio import assembly
+from hybrid_audio.api.routers.campaigns import get_campaign
 from hybrid_audio.campaign import CampaignError, Campaigns, CampaignState
 from hybrid_audio.campaign_export import PIECE_BYTES
 from hybrid_audio.config import Settings
@@ -28,6 +33,7 @@ from hybrid_audio.rotation import RotationEngine
 from hybrid_audio.wav import read_wav
 from hybrid_audio.workspace import Workspace
 from tests.api_server import TINY_DATASETS, make_base_dir
+from tests.test_generation import CountingEngine
 
 NAMES = ("Ann", "Bob", "Cid")
 DEVELOPERS = ("Acme Homes", "Beta Builders")
@@ -46,17 +52,25 @@ BAD_ROWS = (
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
+def engine() -> CountingEngine:
+    """Real Piper, counting what it is asked to synthesize."""
+    return CountingEngine(create_engine(Settings(tts_engine="piper")))
+
+
+@pytest.fixture(scope="module")
+def workspace(
+    tmp_path_factory: pytest.TempPathFactory, engine: CountingEngine
+) -> Iterator[Workspace]:
     base = make_base_dir(tmp_path_factory.mktemp("campaigns"), TINY_DATASETS)
-    engine = create_engine(Settings(tts_engine="piper"))
     workspace = Workspace.build(Settings(base_dir=base), engine=engine)
     yield workspace
     workspace.close()
 
 
 @pytest.fixture(scope="module")
-def big(workspace: Workspace) -> str:
-    """The 200-recipient campaign with five bad rows, run to the end through its job."""
+def big(workspace: Workspace, engine: CountingEngine) -> str:
+    """The 200-recipient campaign with five bad rows, run to the end through its job; each
+    distinct stem it needs is synthesized once (not once per row)."""
     campaigns = workspace.campaigns
     parsed = parse_recipients(recipients_csv(200, BAD_ROWS).encode(), "list.csv")
     plan = campaigns.plan("double_anchor", parsed)
@@ -66,8 +80,10 @@ def big(workspace: Workspace) -> str:
     job = campaigns.start(info.id, source="test")
     assert job.kind == "campaign"
     assert job.params == {"campaign_id": info.id, "source": "test"}
+    synthesized = len(engine.calls)
     finished = workspace.jobs.wait(job.id, timeout=120)
     assert finished.state == JobState.DONE, finished.errors
+    assert len(engine.calls) - synthesized == plan.to_make
     return info.id
 
 
@@ -99,6 +115,13 @@ def test_200_recipients_make_200_outputs_verified_from_disk(workspace: Workspace
         assert manifest["inputs"]["developer"] == row["developer"]
         assert manifest["verify"]["ok"] is True
         assert row["recipient_id"] == f"r{row['row']}"
+        # the message itself says whom it is for (not only messages.csv and the database)
+        assert manifest["campaign"] == {
+            "id": big,
+            "row": int(row["row"]),
+            "recipient_id": row["recipient_id"],
+        }
+        assert workspace.assembler.verify_output(row["output_id"]).ok  # proven again
     document = json.loads((campaigns.folder(big) / "campaign.json").read_text())
     assert document["counts"]["done"] == document["counts"]["verified"] == 200
     assert document["contract_signature"] == workspace.contract.signature()
@@ -260,10 +283,14 @@ def test_a_zip_taken_while_the_campaign_runs_names_only_files_it_holds(
     assert {r["file"] for r in rows if r["file"]} == wavs
 
 
-def test_same_list_and_template_give_the_same_bytes(workspace: Workspace, big: str) -> None:
+def test_same_list_and_template_give_the_same_bytes(
+    workspace: Workspace, big: str, engine: CountingEngine
+) -> None:
     campaigns = workspace.campaigns
     again = campaigns.create("double_anchor", parse_recipients(recipients_csv(30)))
+    synthesized = len(engine.calls)
     campaigns.run(again.id)
+    assert len(engine.calls) == synthesized  # every stem was made by the first campaign
     first = {m.row: m.sha256 for m in campaigns.messages(big, limit=30)}
     second = {m.row: m.sha256 for m in campaigns.messages(again.id, limit=30)}
     assert first == second
@@ -410,3 +437,135 @@ def test_another_process_changes_reach_refresh(workspace: Workspace) -> None:
     assert other.refresh()
     assert other.revision > seen
     assert other.get(info.id).total == 2
+
+
+def test_failures_while_running_fail_their_rows_by_number_and_the_others_finish(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not refusals at parsing: a stem the engine refuses (Han text, for the English Piper
+    voice) and a message whose proof fails (its WAV reads back changed, as a bad disk would
+    give it) fail their rows with the row numbers; the rows around them are made."""
+    campaigns = workspace.campaigns
+    data = "name,developer\nAnn,Acme Homes\n王伟,Acme Homes\nBob,Beta Builders\nCid,Acme Homes\n"
+    info = campaigns.create("double_anchor", parse_recipients(data))
+    assert (info.pending, info.failed) == (4, 0)  # the list is fine; the engine refuses
+    corrupted = f"{campaigns.message_output_id(info.id, 3)}.wav"
+    read_inside = assembly.read_inside
+
+    def read_back(folder: Path, relative: str) -> tuple[bytes, object]:
+        data, info = read_inside(folder, relative)
+        if relative == corrupted:
+            data = data[:-1] + bytes([data[-1] ^ 0xFF])
+        return data, info
+
+    monkeypatch.setattr(assembly, "read_inside", read_back)
+    job = workspace.jobs.wait(campaigns.start(info.id, source="test").id, timeout=120)
+    assert job.state == JobState.DONE
+    assert len(job.errors) == 2
+    assert job.errors[0].startswith("row 2: name stem: ")
+    assert "cannot speak" in job.errors[0]
+    assert job.errors[1] == "row 3: the message did not verify byte for byte"
+    final = campaigns.get(info.id)
+    assert (final.state, final.done, final.failed) == ("done", 2, 2)
+    messages = {m.row: m for m in campaigns.messages(info.id)}
+    assert [messages[row].state for row in (1, 2, 3, 4)] == ["done", "failed", "failed", "done"]
+    assert messages[1].verified
+    assert messages[4].verified
+    assert not messages[3].verified
+    assert {p.row: p.message for p in campaigns.problems(info.id)} == {
+        2: job.errors[0].removeprefix("row 2: "),
+        3: "the message did not verify byte for byte",
+    }
+    rows = read_messages_csv(campaigns.folder(info.id) / "messages.csv")
+    assert [(r["row"], bool(r["error"])) for r in rows] == [
+        ("1", False),
+        ("2", True),
+        ("3", True),
+        ("4", False),
+    ]
+
+
+def test_a_scripted_campaign_speaks_each_rows_script_key(workspace: Workspace) -> None:
+    """The `script` column names a key of the scripts dataset; the `scripted` template
+    speaks it in each message."""
+    campaigns = workspace.campaigns
+    data = "id,name,developer,script\na,Ann,Acme Homes,offer\nb,Bob,Beta Builders,hello\n"
+    info = campaigns.create("scripted", parse_recipients(data))
+    campaigns.run(info.id)
+    assert campaigns.get(info.id).done == 2
+    for message, key in zip(campaigns.messages(info.id), ("offer", "hello"), strict=True):
+        manifest = workspace.assembler.load_output(message.output_id or "")
+        assert manifest["inputs"]["script"] == message.script == key
+        assert "stem.script." + key in {s.get("stem_id") for s in manifest["sources"]}
+        assert manifest["verify"]["ok"] is True
+
+
+def test_a_scripted_rotation_keeps_its_script_keys_across_a_resume(workspace: Workspace) -> None:
+    """A rotation campaign on a template with a script slot takes the rotation's script
+    keys too, stored at creation: a cancelled run resumed speaks the stored keys."""
+    campaigns = workspace.campaigns
+    info = campaigns.create("scripted", rotation_count=4, seed=77)
+    stored = [(m.name, m.developer, m.script) for m in campaigns.messages(info.id)]
+    assert all(script for _, _, script in stored)
+    job = Job(kind="campaign")
+    cancel_at(job, campaigns, 2)
+    with pytest.raises(JobCancelledError):
+        campaigns.run(info.id, job)
+    workspace.jobs.wait(campaigns.resume(info.id).id, timeout=60)
+    assert campaigns.get(info.id).done == 4
+    for message in campaigns.messages(info.id):
+        inputs = workspace.assembler.load_output(message.output_id or "")["inputs"]
+        assert (inputs["name"], inputs["developer"], inputs["script"]) == stored[message.row - 1]
+
+
+def test_a_hybrid_join_campaign_makes_proven_hybrid_messages(workspace: Workspace) -> None:
+    campaigns = workspace.campaigns
+    info = campaigns.create("double_anchor", parse_recipients(recipients_csv(3)), join="hybrid")
+    assert info.join == "hybrid"
+    campaigns.run(info.id)
+    messages = campaigns.messages(info.id)
+    assert [m.state for m in messages] == ["done"] * 3
+    for message in messages:
+        manifest = workspace.assembler.load_output(message.output_id or "")
+        assert manifest["merge"]["mode"] == "hybrid"
+        assert manifest["verify"]["ok"] is True
+        assert workspace.assembler.verify_output(message.output_id or "").ok
+
+
+def test_the_eta_of_a_running_campaign_is_the_rest_at_the_pace_so_far(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GET /campaigns/{id}'s `eta_seconds`, read while the job is at row 5 of 20: the 15
+    rows left at the pace of the first 5 (bounded by the clock before and after the read),
+    and none once the campaign is done."""
+    campaigns = workspace.campaigns
+    data = "name,developer\n" + "Eve,Acme Homes\nFay,Beta Builders\n" * 10  # new stems
+    info = campaigns.create("double_anchor", parse_recipients(data))
+    started = threading.Event()  # the job makes no stem before the watcher is on it
+    generate = workspace.generator.generate
+
+    def held(*args: object, **kwargs: object) -> object:
+        started.wait(timeout=60)
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(workspace.generator, "generate", held)
+    job = campaigns.start(info.id, source="test")
+    seen: list[tuple[float, float | None, str, float]] = []
+
+    def sample(event: object) -> None:
+        if job.done == 5:  # in the job's thread: it waits for this read
+            before = time.time()
+            detail = get_campaign(info.id, workspace)
+            seen.append((before, detail.eta_seconds, detail.state, time.time()))
+
+    job.param.watch(sample, "done")
+    started.set()
+    assert workspace.jobs.wait(job.id, timeout=120).state == JobState.DONE
+    [(before, eta, state, after)] = seen
+    assert state == "running"
+    assert eta is not None
+    assert job.total == 20
+    assert job.started_at is not None
+    pace_before, pace_after = (before - job.started_at) / 5, (after - job.started_at) / 5
+    assert pace_before * 15 <= eta <= pace_after * 15
+    assert get_campaign(info.id, workspace).eta_seconds is None

@@ -113,7 +113,8 @@ def test_resume_adopts_a_recorded_output_and_replaces_a_wav_without_manifest(
     tmp_path: Path,
 ) -> None:
     """What a crash between writing outputs and committing their rows leaves behind: a
-    recorded output (adopted), a WAV without manifest and a changed WAV (both made again)."""
+    recorded output (adopted, even without the manifest's campaign block that outputs made
+    before it lack), a WAV without manifest and a changed WAV (both made again)."""
     settings = Settings(base_dir=make_base_dir(tmp_path / "base", TINY_DATASETS))
     workspace = Workspace.build(settings, engine=create_engine(Settings(tts_engine="piper")))
     try:
@@ -145,6 +146,13 @@ def test_resume_adopts_a_recorded_output_and_replaces_a_wav_without_manifest(
         assert os.stat(made.wav_path).st_ino == inode  # adopted, not made again
         assert messages[1].sha256 == made.summary.sha256
         assert messages[1].verified
+        # made without a campaign block (as before manifests had one): adopted as it is
+        assert "campaign" not in workspace.assembler.load_output(first)
+        assert workspace.assembler.load_output(second)["campaign"] == {
+            "id": info.id,
+            "row": 2,
+            "recipient_id": None,
+        }
         data = (output / f"{second}.wav").read_bytes()
         assert hashlib.sha256(data).hexdigest() == messages[2].sha256
         assert messages[2].verified
