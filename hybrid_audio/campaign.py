@@ -632,6 +632,8 @@ class Campaigns(param.Parameterized):
         )
 
     def _contract_problem(self, info: CampaignInfo) -> str | None:
+        if self.assembler.generator is not None:  # a change another process stored counts
+            self.assembler.generator.follow_contract()
         live = self.assembler.contract.signature()
         if live == info.contract_signature:
             return None
