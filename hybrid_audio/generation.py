@@ -16,7 +16,13 @@ is not asked again for `READ_THROUGH_PAUSE` seconds (a look can wait GCS_RETRY_D
 
 Batches (`generate_rotational_stems`) make every distinct stem of the datasets once, skip
 compatible cached stems, and are resumable: each stem is committed as soon as it is made,
-so a rerun after a crash starts where the last one stopped.
+so a rerun after a crash starts where the last one stopped. Their progress goes to the
+batch's `Job` (or `on_progress` without one).
+
+The contract is shared by every process on the state folder (`shared_contract`): a
+generator made by `from_settings` adopts the stored one at start, stores each change it
+applies, and follows a change another process stored before it makes or looks up a stem
+(`follow_contract`); while the stored contract cannot be built here it refuses work.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,9 +41,11 @@ from typing import TYPE_CHECKING
 import param
 from pydantic import BaseModel
 
+from hybrid_audio import shared_contract
 from hybrid_audio.cache import StemCache, StemRecord
 from hybrid_audio.config import Settings
 from hybrid_audio.contract import CONTRACT_PARAMETERS, Encoding, VoiceContract
+from hybrid_audio.database import Database
 from hybrid_audio.datasets import Dataset, Item, dataset_from_texts, load_dataset
 from hybrid_audio.engines import (
     Engine,
@@ -49,7 +58,7 @@ from hybrid_audio.engines import (
 from hybrid_audio.files import stem_lock
 from hybrid_audio.jobs import Job
 from hybrid_audio.pronunciation import Pronounced, PronunciationDictionary, plain
-from hybrid_audio.sound import process
+from hybrid_audio.sound import SoundReport, process
 from hybrid_audio.stems import StemId, same_identity, spoken_text
 from hybrid_audio.storage.base import (
     ChecksumMismatchError,
@@ -59,7 +68,7 @@ from hybrid_audio.storage.base import (
     stem_object_name,
 )
 from hybrid_audio.storage.readthrough import pull_stem
-from hybrid_audio.wav import WavError
+from hybrid_audio.wav import Wav, WavError
 
 if TYPE_CHECKING:
     from hybrid_audio.distributed import DaskCluster
@@ -74,6 +83,25 @@ _FATAL = (EngineConfigError, EngineQuotaError)
 READ_THROUGH_PAUSE = 60.0
 #: Cache hits `generate` keeps (see `Generator.hit_state`).
 _HIT_MEMORY = 4096
+
+
+class ContractFollowError(EngineConfigError):
+    """The contract another process stored cannot be built here (e.g. its engine's key is
+    missing): this process refuses work rather than make stems under the old contract."""
+
+
+class ClusterParameter(param.Parameter):
+    """A `distributed.DaskCluster` or None. Checked without importing dask up front: a
+    value can only exist once `hybrid_audio.distributed` (and dask) is imported."""
+
+    def _validate(self, val: object) -> None:
+        super()._validate(val)
+        if val is None:
+            return
+        from hybrid_audio.distributed import DaskCluster
+
+        if not isinstance(val, DaskCluster):
+            raise ValueError(f"{self.name} must be a DaskCluster or None, not {type(val)}")
 
 
 class BatchReport(BaseModel):
@@ -139,7 +167,7 @@ def batch_workers(settings: Settings, engine: str) -> int:
 
 
 class Generator(param.Parameterized):
-    """Makes stems on demand and in bulk; progress is observable through parameters."""
+    """Makes stems on demand and in bulk, under the contract every process shares."""
 
     settings = param.ClassSelector(class_=Settings, doc="Paths and engine configuration.")
     engine = param.ClassSelector(
@@ -162,17 +190,15 @@ class Generator(param.Parameterized):
         doc="The bucket a missing stem is first looked for in (GCS mode); None → local only.",
     )
     workers = param.Integer(default=1, bounds=(1, 32), doc="Parallel syntheses in a batch.")
-    cluster = param.Parameter(
+    cluster = ClusterParameter(
         default=None,
         doc="The `distributed.DaskCluster` batches run on (DASK_SCHEDULER_ADDRESS); None → "
         "in this process's threads. Single stems are always made here.",
     )
-    done = param.Integer(
-        default=0, constant=True, doc="Stems finished in the latest batch to report."
+    contract_error = param.String(
+        default="",
+        doc="Why the shared contract cannot be followed here; work is refused while set.",
     )
-    total = param.Integer(default=0, constant=True, doc="Stems in the current batch.")
-    progress = param.Number(default=0.0, bounds=(0, 1), constant=True, doc="done / total.")
-    status = param.String(default="", constant=True, doc="Latest status line.")
 
     @classmethod
     def from_settings(
@@ -194,7 +220,7 @@ class Generator(param.Parameterized):
             upload_queue=upload_queue,
         )
         workers = batch_workers(settings, engine.name)
-        return cls(
+        generator = cls(
             settings=settings,
             engine=engine,
             contract=contract,
@@ -202,6 +228,8 @@ class Generator(param.Parameterized):
             pronunciations=PronunciationDictionary(database_path=settings.database_path),
             workers=workers,
         )
+        generator.share_contract()
+        return generator
 
     def __init__(self, **params) -> None:
         super().__init__(**params)
@@ -211,6 +239,12 @@ class Generator(param.Parameterized):
         # was a fifth of an assembly (slug, text rules, dictionary, index row, each time).
         self._hits: dict[tuple, tuple[tuple, StemRecord]] = {}
         self._shared_words: PronunciationDictionary | None = None
+        # The shared contract: the `contract` revision followed (None: not shared, a
+        # generator built by hand keeps its contract to itself), the state database.
+        self._followed: int | None = None
+        self._follow_lock = threading.Lock()
+        self._state: Database | None = None
+        self._made_from = ""  # signature of the environment contract (shared_contract)
 
     # --- the contract -------------------------------------------------------------------
 
@@ -220,8 +254,28 @@ class Generator(param.Parameterized):
         Naming another engine builds that engine now, so a missing key or voice is an error
         here and nothing changes; the engine's identity (version, model, voice) is stamped
         on the new contract. `incompatible` counts the cached stems that match the active
-        contract and would not match the new one.
+        contract and would not match the new one. A change another process stored is
+        followed first; one that cannot be followed does not stop a new change (that is
+        the way out of it).
         """
+        with suppress(ContractFollowError):  # planned against this process's contract;
+            self.follow_contract()  # applying it stores all of it
+        contract, engine = self._checked(changes)
+        before, after = self.contract.signature(), contract.signature()
+        counts: dict[str, int] = {}
+        for record in self.cache.list():
+            counts[record.contract_signature] = counts.get(record.contract_signature, 0) + 1
+        return ContractChange(
+            contract=contract,
+            engine=engine,
+            signature=after,
+            incompatible=0 if before == after else counts.get(before, 0),
+            compatible=counts.get(after, 0),
+        )
+
+    def _checked(self, changes: dict[str, object]) -> tuple[VoiceContract, Engine]:
+        """The active contract with `changes`, validated, and the engine it needs (built
+        when it names another engine, stamped with that engine's identity)."""
         unknown = set(changes) - set(CONTRACT_PARAMETERS)
         if unknown:
             raise ValueError(f"not contract parameters: {', '.join(sorted(unknown))}")
@@ -235,28 +289,92 @@ class Generator(param.Parameterized):
                 model=facts.get("model", ""),
                 voice=changes.get("voice") or facts.get("voice", ""),
             )
-        before, after = self.contract.signature(), contract.signature()
-        counts: dict[str, int] = {}
-        for record in self.cache.list():
-            counts[record.contract_signature] = counts.get(record.contract_signature, 0) + 1
-        return ContractChange(
-            contract=contract,
-            engine=engine,
-            signature=after,
-            incompatible=0 if before == after else counts.get(before, 0),
-            compatible=counts.get(after, 0),
-        )
+        return contract, engine
 
     def apply_contract_change(self, change: ContractChange) -> None:
-        """Make a planned contract (and its engine) the active one, all parameters at once.
+        """Make a planned contract (and its engine) the active one, all parameters at once,
+        for every process on the state folder.
 
-        The contract object is updated in place (the cache and the views hold it), in one
-        `param.update`, under a lock so two operators' changes cannot interleave.
+        The shared row is written first (`shared_contract`; if that fails, nothing changes
+        here); then the contract object is updated in place (the cache and the views hold
+        it), in one `param.update`. Under a lock so two operators' changes cannot interleave.
         """
         with self._contract_lock:
-            self.engine = change.engine
-            self.contract.param.update(**change.contract.values())
-            self.workers = batch_workers(self.settings, change.engine.name)
+            revision = None
+            if self._followed is not None:
+                with self._database().write() as db:
+                    revision = shared_contract.write(db, change.contract, self._made_from)
+            self._use(change.contract, change.engine, revision)
+
+    def _use(self, contract: VoiceContract, engine: Engine, revision: int | None) -> None:
+        """Under the contract lock: `contract` and `engine` become the active ones (unless
+        a newer `revision` is active already)."""
+        if revision is not None and self._followed is not None:
+            if revision <= self._followed:
+                return
+            self._followed = revision
+            self.contract_error = ""
+        self.engine = engine
+        self.contract.param.update(**contract.values())
+        self.workers = batch_workers(self.settings, engine.name)
+
+    def _database(self) -> Database:
+        if self._state is None:
+            self._state = Database(self.cache.database_path)
+        return self._state
+
+    def share_contract(self) -> None:
+        """Join the contract every process on the state folder shares (`from_settings`
+        does): adopt the stored contract if it was made from this environment's contract,
+        else store this one (`shared_contract.adopt`, the startup rule). When the stored
+        contract cannot be built here, `contract_error` says why and work is refused."""
+        self._made_from = self.contract.signature()
+        stored = shared_contract.adopt(self._database(), self.contract)
+        self._followed = -1
+        try:
+            self._adopt(stored)
+        except ContractFollowError as error:
+            log.error("%s", error)
+
+    def follow_contract(self, revision: int | None = None) -> None:
+        """Adopt the shared contract if another process changed it since this one looked.
+
+        `revision` is the `contract` counter just read (`hit_state` reads it with the
+        others); None reads it here. Raises `ContractFollowError` while the stored contract
+        cannot be built here: no stem is made or looked up under the old one.
+        """
+        if self._followed is None:
+            return
+        if revision is None:
+            (revision,) = self.cache.counters("contract")
+        if revision != self._followed:
+            with self._follow_lock:
+                stored = shared_contract.read(self._database().connection())
+                if stored is not None and stored.revision != self._followed:
+                    self._adopt(stored)
+        if self.contract_error:
+            raise ContractFollowError(self.contract_error)
+
+    def _adopt(self, stored: shared_contract.StoredContract) -> None:
+        """Make `stored` the active contract; on failure keep the old one and refuse."""
+        if stored.values == self.contract.values():
+            with self._contract_lock:
+                self._followed = max(self._followed or 0, stored.revision)
+                self.contract_error = ""
+            return
+        try:
+            contract, engine = self._checked(stored.values)
+        except (EngineError, ValueError) as error:
+            with self._contract_lock:
+                self._followed = max(self._followed or 0, stored.revision)
+                self.contract_error = (
+                    f"the contract stored by another process ({stored.values['engine']}) "
+                    f"cannot be used here: {error}. Change the contract again from the "
+                    "dashboard, or fix this server's environment and restart it"
+                )
+            raise ContractFollowError(self.contract_error) from None
+        with self._contract_lock:
+            self._use(contract, engine, stored.revision)
 
     def change_contract(self, **changes: object) -> ContractChange:
         """Plan and apply `changes` in one call: the whole change, or (on error) none of it."""
@@ -299,7 +417,7 @@ class Generator(param.Parameterized):
         true-peak ceiling, fades) → stored.
         """
         key = (kind, text, slug_source)
-        state = self.hit_state()
+        state = self.hit_state()  # follows a contract another process stored
         kept = self._hits.get(key)
         if kept is not None and kept[0] == state and self.cache.file_ok(kept[1]):
             return kept[1].model_copy(update={"cached": True})
@@ -320,35 +438,50 @@ class Generator(param.Parameterized):
             found = self._found(stem_id, spoken, said)
             if found is not None:
                 return found
+            signature = self.contract.signature()
             audio, report = process(
                 self.engine.synthesize(said.engine_text, self.contract), self.contract
             )
-            try:
-                record = self.cache.store(
-                    stem_id,
-                    spoken,
-                    audio,
-                    api_version=getattr(self.engine, "api_version", ""),
-                    sound=report,
-                    pronounced=said,
-                )
-            except WavError as error:
-                raise EngineOutputError(
-                    f"{self.engine.name} returned unusable audio for {stem_id}: {error}"
-                ) from None
+            if self.contract.signature() != signature:
+                record = None  # another thread followed a new contract meanwhile: not this
+            else:
+                record = self._store(stem_id, spoken, audio, report, said)
+        if record is None:  # made again under the new contract (outside the stem's lock)
+            return self.generate(kind, text, slug_source=slug_source)
         return record.model_copy(update={"cached": False})
+
+    def _store(
+        self, stem_id: StemId, spoken: str, audio: Wav, report: SoundReport | None, said: Pronounced
+    ) -> StemRecord:
+        """Under the stem's lock: the made stem into the cache (bad audio → engine error)."""
+        try:
+            return self.cache.store(
+                stem_id,
+                spoken,
+                audio,
+                api_version=getattr(self.engine, "api_version", ""),
+                sound=report,
+                pronounced=said,
+            )
+        except WavError as error:
+            raise EngineOutputError(
+                f"{self.engine.name} returned unusable audio for {stem_id}: {error}"
+            ) from None
 
     def hit_state(self) -> tuple | None:
         """What a kept cache hit depends on: the stems and pronunciations revisions (any
         process's write moves them) and the contract; None when the dictionary lives in
         another database than the index (then nothing is kept). The Assembler keeps a
-        message's resolved stems under it too."""
+        message's resolved stems under it too. The same read gives the contract counter:
+        a contract another process stored is followed first (`follow_contract`)."""
+        stems, words_revision, contract = self.cache.counters("stems", "pronunciations", "contract")
+        self.follow_contract(contract)
         words = self.pronunciations
         if words is not None and words is not self._shared_words:
             if Path(words.database_path) != Path(self.cache.database_path):
                 return None
             self._shared_words = words
-        return (*self.cache.counters("stems", "pronunciations"), self.contract.signature())
+        return (stems, words_revision, self.contract.signature())
 
     def adopt(self, kind: str, text: str) -> StemRecord | None:
         """The stem `generate` would return without synthesis — cached, or (GCS mode)
@@ -446,6 +579,7 @@ class Generator(param.Parameterized):
         With a `cluster` the pending stems are synthesized by its workers and stored here;
         in GCS mode each is first looked for in the bucket (`adopt`), as `generate` does.
         """
+        self.follow_contract()
         self.cache.sweep_temp_files()
         items, name_set, developer_set = self._batch_items(names, developers)
         pending = [item for item in items if self.current(item.stem_id.kind, item.text) is None]
@@ -462,7 +596,6 @@ class Generator(param.Parameterized):
             rejected=[text for _, text, _ in (*name_set.rejected, *developer_set.rejected)],
         )
         done = cached  # this batch's own count: concurrent batches must not add up
-        self._set_progress(done, len(items), f"{len(pending)} stems to make")
         if job is not None:
             job.param.update(total=len(items), done=cached)
 
@@ -474,7 +607,6 @@ class Generator(param.Parameterized):
             if error is not None:
                 report.failed.append(error)
             done += 1
-            self._set_progress(done, len(items), f"{item.stem_id}")
             if job is not None:
                 job.advance(error=error, message=str(item.stem_id))
             if on_progress is not None:
@@ -497,7 +629,6 @@ class Generator(param.Parameterized):
 
             to_make = pending if self.remote is None else unadopted()
             cluster.generate(self, to_make, finished, cancelled=cancelled)
-            self._set_progress(len(items), len(items), "done")
             return report
 
         stop = threading.Event()  # set by the first fatal error: queued stems are not tried
@@ -529,11 +660,4 @@ class Generator(param.Parameterized):
             finally:
                 for _, future in futures:
                     future.cancel()
-        self._set_progress(len(items), len(items), "done")
         return report
-
-    def _set_progress(self, done: int, total: int, status: str) -> None:
-        with param.edit_constant(self):
-            self.param.update(
-                done=done, total=total, progress=done / total if total else 1.0, status=status
-            )

@@ -1,7 +1,8 @@
 """Revision counters: how one process learns that another changed the live tables.
 
-Every write to `stems`, `rotation_cursors` or `jobs` bumps that table's counter in the
-`revisions` table inside the same transaction (triggers, `migrations.revision_counters`).
+Every write to a live table (`stems`, `rotation_cursors`, `jobs`, `active_contract`…) bumps
+that table's counter in the `revisions` table inside the same transaction (triggers,
+`migrations.REVISED_TABLES`).
 Inside a process, param is the only live state: the core objects publish what changed as
 parameters (`StemCache.revision`, `RotationEngine.cursors`, `Job.done`…). Across processes
 (several server workers on one state folder) `Workspace.refresh()` reads these counters and
@@ -18,7 +19,7 @@ import param
 
 from hybrid_audio.migrations import REVISED_TABLES
 
-#: The counters, one per live table (`"stems"`, `"rotation"`, `"jobs"`).
+#: The counters, one per live table (`"stems"`, `"rotation"`, `"jobs"`, `"contract"`…).
 REVISIONS = tuple(REVISED_TABLES)
 
 

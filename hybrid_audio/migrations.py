@@ -159,6 +159,8 @@ _UPLOAD_COUNTERS = {"uploads": "storage_uploads"}
 #: The counter migration 7 adds: campaigns and their message rows (issue 12).
 _CAMPAIGN_COUNTERS = {"campaigns": "campaigns"}
 _PRONUNCIATION_COUNTERS = {"pronunciations": "pronunciations"}
+#: The counter migration 9 adds: the active contract every server process follows.
+_CONTRACT_COUNTERS = {"contract": "active_contract"}
 #: What each revision counter follows: `name` → the table whose every write bumps it
 #: (the "campaigns" counter also follows `campaign_messages`, see `campaign_counter`).
 REVISED_TABLES = {
@@ -166,6 +168,7 @@ REVISED_TABLES = {
     **_UPLOAD_COUNTERS,
     **_CAMPAIGN_COUNTERS,
     **_PRONUNCIATION_COUNTERS,
+    **_CONTRACT_COUNTERS,
 }
 
 
@@ -304,6 +307,25 @@ def pronunciation_counter(db: sqlite3.Connection) -> None:
     _count_writes(db, _PRONUNCIATION_COUNTERS)
 
 
+#: The active voice contract (hybrid_audio.shared_contract): one row (`id` 1) holding the
+#: contract's values as JSON and the signature of the environment contract it was made
+#: from, so every server process on this state folder makes stems under the same contract.
+ACTIVE_CONTRACT = """
+CREATE TABLE IF NOT EXISTS active_contract (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    contract TEXT NOT NULL,
+    made_from TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+)
+"""
+
+
+def contract_counter(db: sqlite3.Connection) -> None:
+    """The active contract's revision counter ("contract"): every process follows a change
+    made by another (`Generator.follow_contract`)."""
+    _count_writes(db, _CONTRACT_COUNTERS)
+
+
 #: Append only. The position (1-based) is the schema version a database reaches.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("stem index and rotation cursors (wave 1)", sql=STEMS_AND_CURSORS),
@@ -325,5 +347,10 @@ MIGRATIONS: tuple[Migration, ...] = (
         "stem loudness and pronunciation columns, the pronunciation dictionary (issue 13)",
         sql=SOUND_AND_PRONUNCIATIONS,
         function=pronunciation_counter,
+    ),
+    Migration(
+        "the active contract shared by every process and its counter (issue 9)",
+        sql=ACTIVE_CONTRACT,
+        function=contract_counter,
     ),
 )

@@ -14,6 +14,7 @@ here knows about HTTP or Panel.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,7 +31,7 @@ from hybrid_audio.config import Settings
 from hybrid_audio.contract import VoiceContract
 from hybrid_audio.database import Database
 from hybrid_audio.engines import Engine
-from hybrid_audio.generation import Generator
+from hybrid_audio.generation import ContractFollowError, Generator
 from hybrid_audio.jobs import Job, JobRunner
 from hybrid_audio.live import read_revisions
 from hybrid_audio.logs import JsonlLog
@@ -41,6 +42,7 @@ from hybrid_audio.storage.base import ObjectStore
 from hybrid_audio.storage.service import StorageService
 from hybrid_audio.storage.uploads import UploadQueue, Uploads
 
+log = logging.getLogger(__name__)
 _current: Workspace | None = None
 _current_lock = threading.Lock()
 
@@ -165,14 +167,20 @@ class Workspace(param.Parameterized):
 
         One read of the revision counters; only what changed is read again: the cache's
         `revision`, the rotation's `cursors` (also when a dataset file changed), the
-        progress of jobs other processes run, the upload queue's counters (GCS mode).
-        Cheap enough to call a few times a second;
+        progress of jobs other processes run, the upload queue's counters (GCS mode), the
+        contract another process changed (followed, so open pages show it; one that cannot
+        be built here sets `generator.contract_error`). Cheap enough to call a few times a second;
         the dashboard's adapter does (`app.views.live`).
         """
         with self._refresh_lock:
             counters = read_revisions(self.database.connection())
             changed = {name for name, value in counters.items() if self._seen.get(name) != value}
             self._seen = counters
+        if "contract" in changed:
+            try:
+                self.generator.follow_contract(counters["contract"])
+            except ContractFollowError as error:
+                log.warning("%s", error)  # published as generator.contract_error
         if "stems" in changed:
             self.cache.refresh()
         self.rotation.refresh()  # checks its own counter and the dataset files

@@ -9,10 +9,13 @@ become a way to test guesses beyond the failure limit.
 
 from __future__ import annotations
 
+from contextlib import suppress
+
 from fastapi import APIRouter
 
 from hybrid_audio.api.deps import WorkspaceDep, package_version
 from hybrid_audio.api.models import Health
+from hybrid_audio.generation import ContractFollowError
 from hybrid_audio.storage.base import StorageDescription
 
 router = APIRouter(tags=["health"])
@@ -20,6 +23,8 @@ router = APIRouter(tags=["health"])
 
 @router.get("/health", response_model=Health, summary="Engine, contract, storage and version")
 def health(workspace: WorkspaceDep) -> Health:
+    with suppress(ContractFollowError):  # the contract this process would use (or refuse)
+        workspace.generator.follow_contract()  # another process may have changed it
     contract = workspace.generator.contract
     storage = workspace.store.describe()
     return Health(
