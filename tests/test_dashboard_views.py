@@ -8,7 +8,10 @@ and checks the model and the panes. Browser tests are a separate layer.
 from __future__ import annotations
 
 import html
+import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import panel as pn
@@ -26,7 +29,7 @@ from hybrid_audio.config import Settings
 from hybrid_audio.engines import create_engine
 from hybrid_audio.jobs import Job, JobState
 from hybrid_audio.workspace import Workspace
-from tests.api_server import make_base_dir
+from tests.api_server import REPO, make_base_dir
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +149,7 @@ def test_assemble_shows_proof_waveform_and_outputs(workspace: Workspace) -> None
     view = AssembleView(workspace=workspace, audio_urls=True)
     assert view.template == "double_anchor"
     assert "slot **name**" in view._template_preview("double_anchor")
-    view.next_pair()
+    view.next_buttons["pair"].clicks += 1
     assert view.name_text
     assert view.developer_text
     view.assemble_button.clicks += 1
@@ -469,3 +472,121 @@ def test_storage_page_in_local_mode_audits_the_files_and_lists_them(
     view.prefix = "output/"  # a new prefix lists again, from its first page
     assert view.objects_table.value.empty
     assert view.selected is None
+
+
+# --- a kind added in kinds.json -------------------------------------------------------------
+#: `intro` fills a slot; `greeting` is also a rotation stream.
+ADDED_KINDS = [
+    {"name": "intro", "plural": "intros", "dataset": "intros.txt"},
+    {"name": "greeting", "plural": "greetings", "dataset": "greetings.txt", "rotation": True},
+]
+GREETINGS = ("Hello", "Good evening")
+GREETING_TEMPLATE = {
+    "description": "<greeting> <name>, <intro>, <developer> has a new offer for you.",
+    "segments": [
+        {"slot": "greeting"},
+        {"slot": "name"},
+        {"slot": "intro"},
+        {"slot": "developer"},
+        {"stem": "stem.script.offer"},
+    ],
+    "gap_ms": 40,
+}
+
+
+def added_kind_probe(base_dir: str) -> dict[str, object]:
+    """Drive the Assemble and Generate pages over a base dir with added kinds (run in a
+    subprocess by the test below: the kinds registry only grows within a process)."""
+    piper = create_engine(Settings(tts_engine="piper"))
+    workspace = Workspace.build(Settings(base_dir=Path(base_dir)), engine=piper)
+    seen: dict[str, object] = {}
+    assemble = AssembleView(workspace=workspace)
+    seen["next_buttons"] = list(assemble.next_buttons)
+    seen["double_anchor_slots"] = assemble.other_slots("double_anchor")
+    assemble.template = "greeting_offer"
+    seen["other_slots"] = assemble.other_slots("greeting_offer")
+    layout = assemble.__panel__()
+    seen["inputs_shown"] = sorted(
+        c for w in layout.select(pn.widgets.TextInput) for c in w.css_classes if "slot-" in c
+    )
+    seen["buttons_shown"] = sorted(
+        c for b in layout.select(pn.widgets.Button) for c in b.css_classes if "next-" in c
+    )
+    assemble.next_buttons["greeting"].clicks += 1
+    seen["greeting_filled"] = assemble.slot_input("greeting").value
+    seen["greeting_cursor"] = workspace.rotation.cursors["greeting"].position
+    assemble.next_buttons["pair"].clicks += 1
+    assemble.assemble_button.clicks += 1
+    seen["missing_error"], assemble.last_error = assemble.last_error, ""  # no intro yet
+    assemble.slot_input("intro").value = "Good morning"
+    assemble.assemble_button.clicks += 1
+    seen["assemble_error"] = assemble.last_error
+    document = assemble.document or {}
+    seen["inputs"] = document.get("inputs")
+    seen["stems"] = [s["stem_id"] for s in document.get("sources", []) if s["kind"] == "stem"]
+    seen["verified"] = assemble.report is not None and assemble.report.ok
+
+    generate = GenerateView(workspace=workspace)
+    seen["kinds"] = list(generate.param.kind.objects)
+    made = {}
+    for kind, text in (("intro", "Welcome back"), ("script", "offer")):
+        generate.param.update(kind=kind, stem_text=text)
+        generate.generate_stem_button.clicks += 1
+        record = generate.record
+        made[kind] = None if record is None else [record.stem_id, record.kind, record.text]
+    seen["made"] = made
+    seen["generate_error"] = generate.last_error
+    seen["intro_stored"] = workspace.cache.get("stem.intro.welcome_back") is not None
+    workspace.close()
+    return seen
+
+
+def test_pages_offer_an_added_kinds_inputs_next_button_and_generate(tmp_path: Path) -> None:
+    """A kind added in kinds.json needs no code on the dashboard: the Assemble page shows a
+    text input for its slot (and a Next button when it is a rotation stream) and passes it
+    as `slots=`; the Generate page makes a stem of any kind."""
+    base = make_base_dir(
+        tmp_path,
+        {
+            "kinds.json": json.dumps({"kinds": ADDED_KINDS}),
+            "intros.txt": "Welcome back\nGood morning\n",
+            "greetings.txt": "".join(f"{g}\n" for g in GREETINGS),
+        },
+    )
+    (base / "templates" / "greeting_offer.json").write_text(json.dumps(GREETING_TEMPLATE))
+    code = (
+        "import json, sys\n"
+        "from tests.test_dashboard_views import added_kind_probe\n"
+        "print(json.dumps(added_kind_probe(sys.argv[1])))\n"
+    )
+    probe = subprocess.run(
+        [sys.executable, "-c", code, str(base)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert probe.returncode == 0, probe.stderr
+    seen = json.loads(probe.stdout.strip().splitlines()[-1])
+    assert seen["next_buttons"] == ["name", "developer", "script", "greeting", "pair"]
+    assert seen["double_anchor_slots"] == []
+    assert seen["other_slots"] == ["greeting", "intro"]
+    assert seen["inputs_shown"] == ["slot-greeting", "slot-intro"]
+    assert "next-greeting" in seen["buttons_shown"]
+    assert seen["greeting_filled"] in GREETINGS
+    assert seen["greeting_cursor"] == 1
+    assert "needs: intro" in seen["missing_error"]
+    assert seen["assemble_error"] == ""
+    assert seen["inputs"]["intro"] == "Good morning"
+    assert seen["inputs"]["greeting"] == seen["greeting_filled"]
+    assert seen["stems"][0] == f"stem.greeting.{seen['greeting_filled'].lower().replace(' ', '_')}"
+    assert seen["stems"][2] == "stem.intro.good_morning"
+    assert seen["verified"] is True
+    assert {"intro", "greeting", "name", "script"} <= set(seen["kinds"])
+    assert seen["made"] == {
+        "intro": ["stem.intro.welcome_back", "intro", "Welcome back"],
+        "script": ["stem.script.offer", "script", "has a new offer for you"],
+    }
+    assert seen["generate_error"] == ""
+    assert seen["intro_stored"] is True

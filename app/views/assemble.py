@@ -1,6 +1,7 @@
 """Assemble page: template + inputs → message, with its waveform, player and byte-diff proof.
 
-The page's only state is what the user chose: the inputs, the join mode, which output is
+The page's only state is what the user chose: the inputs (one text input per slot of a
+kind added in kinds.json, and a Next button per rotation stream), the join mode, which output is
 shown (`output_id`) and, after "Re-verify from disk", that fresh proof (`reverified`). The
 manifest, waveform, proof and download are derived from them through the core's checked
 readers; the list of past outputs follows the core's `Assembler.last_result` through the
@@ -30,6 +31,7 @@ from app.views.common import (
 from app.views.live import live
 from hybrid_audio.bitmerge import VerifyReport
 from hybrid_audio.delivery import FORMATS, file_name, read_delivery
+from hybrid_audio.rotation import PAIR, RotationStep
 from hybrid_audio.templates import SilenceSegment, SlotSegment, StemSegment, list_templates
 from hybrid_audio.waveform import segment_boundaries, segment_spans
 from hybrid_audio.workspace import Workspace
@@ -47,6 +49,9 @@ EXACT_MEANS = (
 _DIFF_FORMATTERS = {"stem": WRAPPED, "source sha256": WRAPPED, "verdict": WRAPPED}
 _BREAK_ANYWHERE = [".tabulator-cell { overflow-wrap: anywhere; }"]
 _DIFF_WIDTHS = {"#": 50, "kind": 70, "byte range": 130}
+#: Slots with their own input on this page → the parameter holding it; a slot of any other
+#: kind (added in kinds.json) gets a text input when the chosen template has it.
+_OWN_INPUTS = {"name": "name_text", "developer": "developer_text", "script": "script_key"}
 
 
 class AssembleView(PageState, pn.viewable.Viewer):
@@ -95,10 +100,15 @@ class AssembleView(PageState, pn.viewable.Viewer):
         self.reverify_button = pn.widgets.Button(
             label="Re-verify from disk", css_classes=["reverify"]
         )
+        #: One Next button per rotation stream (kinds.json may add streams).
         self.next_buttons = {
-            slot: pn.widgets.Button(label=f"Next {slot}", width=120, css_classes=[f"next-{slot}"])
-            for slot in ("name", "developer", "script", "pair")
+            stream: pn.widgets.Button(
+                label=f"Next {stream}", width=120, css_classes=[f"next-{stream}"]
+            )
+            for stream in self.workspace.rotation.streams
         }
+        #: The text inputs of added kinds' slots, made when a template first shows the slot.
+        self.slot_inputs: dict[str, pn.widgets.TextInput] = {}
         self.diff_table = pn.widgets.Tabulator(
             pn.bind(self._diff_frame, self.param.output_id, self.param.reverified),
             show_index=False,
@@ -132,30 +142,44 @@ class AssembleView(PageState, pn.viewable.Viewer):
     def _init_callbacks(self) -> None:
         self.assemble_button.on_click(lambda _: self.assemble())
         self.reverify_button.on_click(lambda _: self.reverify())
-        self.next_buttons["name"].on_click(lambda _: self.next_name())
-        self.next_buttons["developer"].on_click(lambda _: self.next_developer())
-        self.next_buttons["script"].on_click(lambda _: self.next_script())
-        self.next_buttons["pair"].on_click(lambda _: self.next_pair())
+        for stream, button in self.next_buttons.items():
+            button.on_click(lambda _, stream=stream: self.next_step(stream))
         self.outputs_table.on_click(self._handle_output_click)
 
     # --- actions ------------------------------------------------------------------------
 
     @friendly
-    def next_name(self) -> None:
-        self.name_text = self.workspace.rotation.next_name()
+    def next_step(self, stream: str) -> RotationStep:
+        """Take the next step of `stream` and put what it gave into the matching input(s)."""
+        step = self.workspace.rotation.step(stream)
+        if stream == PAIR:
+            self.param.update(name_text=step.name, developer_text=step.developer)
+        elif stream in _OWN_INPUTS:
+            setattr(self, _OWN_INPUTS[stream], step.item)
+        else:
+            self.slot_input(stream).value = step.item or ""
+        return step
 
-    @friendly
-    def next_developer(self) -> None:
-        self.developer_text = self.workspace.rotation.next_developer()
+    def slot_input(self, slot: str) -> pn.widgets.TextInput:
+        """The text input of an added kind's slot (one per slot, kept across templates)."""
+        widget = self.slot_inputs.get(slot)
+        if widget is None:
+            widget = self.slot_inputs[slot] = pn.widgets.TextInput(
+                name=slot.capitalize(), width=240, css_classes=[f"slot-{slot}"]
+            )
+        return widget
 
-    @friendly
-    def next_pair(self) -> None:
-        name, developer = self.workspace.rotation.next_pair()
-        self.param.update(name_text=name, developer_text=developer)
-
-    @friendly
-    def next_script(self) -> None:
-        self.script_key = self.workspace.rotation.next_script()
+    def other_slots(self, template: str | None) -> list[str]:
+        """The slots of `template` without an input of their own, in the template's order
+        (none if it does not load: its preview says why)."""
+        if not template:
+            return []
+        try:
+            tpl = self.workspace.assembler.load_template(template)
+        except ValueError:
+            return []
+        slots = [s.slot for s in tpl.segments if isinstance(s, SlotSegment)]
+        return [slot for slot in dict.fromkeys(slots) if slot not in _OWN_INPUTS]
 
     @friendly
     def assemble(self) -> str:
@@ -167,6 +191,7 @@ class AssembleView(PageState, pn.viewable.Viewer):
             name=self.name_text or None,
             developer=self.developer_text or None,
             script=self.script_key or None,
+            slots={slot: self.slot_input(slot).value for slot in self.other_slots(self.template)},
             mode=self.join,
         )
         self.output_id = result.summary.id
@@ -373,9 +398,18 @@ class AssembleView(PageState, pn.viewable.Viewer):
             ),
         )
 
+    def _slot_rows(self, template: str | None) -> pn.Column:
+        """A text input (and its Next button, for a rotation stream) per added-kind slot."""
+        return pn.Column(
+            *(self._with_next(self.slot_input(slot), slot) for slot in self.other_slots(template))
+        )
+
+    def _with_next(self, widget: pn.widgets.Widget, slot: str) -> pn.Row:
+        button = self.next_buttons.get(slot)
+        return pn.Row(widget, button) if button is not None else pn.Row(widget)
+
     def __panel__(self) -> pn.viewable.Viewable:
-        def with_next(widget: pn.widgets.Widget, slot: str) -> pn.Row:
-            return pn.Row(widget, self.next_buttons[slot])
+        with_next = self._with_next
 
         inputs = pn.Column(
             pn.widgets.Select.from_param(self.param.template, label="Template", width=240),
@@ -389,8 +423,9 @@ class AssembleView(PageState, pn.viewable.Viewer):
                 "developer",
             ),
             with_next(pn.widgets.Select.from_param(self.param.script_key, width=240), "script"),
+            pn.panel(pn.bind(self._slot_rows, self.param.template)),
             pn.widgets.RadioButtonGroup.from_param(self.param.join, css_classes=["join-mode"]),
-            pn.Row(self.next_buttons["pair"], self.assemble_button),
+            pn.Row(self.next_buttons[PAIR], self.assemble_button),
             width=400,
         )
         summary, player = self.message_panes()

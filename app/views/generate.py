@@ -1,4 +1,5 @@
-"""Generate page: one stem from a name, a developer or a script key, under the contract.
+"""Generate page: one stem from a name, a developer, a script key or a text of any kind
+(kinds.json adds kinds), under the contract.
 
 The active contract is the server's, shared by every user and deciding which cached stems
 are compatible, so the contract widgets edit a draft (a copy). "Apply contract" plans the
@@ -26,6 +27,7 @@ from app.views.common import (
     waveform_figure,
 )
 from app.views.live import live
+from hybrid_audio import kinds
 from hybrid_audio.cache import StemRecord
 from hybrid_audio.contract import DEFAULT_LOUDNESS_LUFS, VoiceContract
 from hybrid_audio.generation import ContractChange
@@ -63,6 +65,10 @@ class GenerateView(PageState, pn.viewable.Viewer):
     script_key = param.Selector(
         default=None, objects=[], label="Script", doc="Script key (shown as key — phrase)."
     )
+    kind = param.Selector(default=None, objects=[], label="Kind", doc="Kind of the stem to make.")
+    stem_text = param.String(
+        default="", label="Text", doc="What to speak; for a key → phrase kind, the key."
+    )
     record = param.ClassSelector(
         class_=StemRecord, allow_None=True, doc="The stem made or found by the last click."
     )
@@ -79,6 +85,9 @@ class GenerateView(PageState, pn.viewable.Viewer):
         self.param.script_key.objects = choices
         if choices:
             self.script_key = next(iter(choices.values()))
+        known = [kind.name for kind in kinds.load(self.workspace.settings)]
+        self.param.kind.objects = known
+        self.kind = known[0]
         self.generate_name_button = pn.widgets.Button(
             label="Generate name", color="primary", css_classes=["generate-name"]
         )
@@ -87,6 +96,9 @@ class GenerateView(PageState, pn.viewable.Viewer):
         )
         self.generate_script_button = pn.widgets.Button(
             label="Generate script", color="primary", css_classes=["generate-script"]
+        )
+        self.generate_stem_button = pn.widgets.Button(
+            label="Generate", color="primary", css_classes=["generate-stem"]
         )
         self.draft = self.workspace.generator.contract.copy()
         draft = self.draft.param
@@ -162,6 +174,7 @@ class GenerateView(PageState, pn.viewable.Viewer):
         self.generate_name_button.on_click(lambda _: self.generate_name())
         self.generate_developer_button.on_click(lambda _: self.generate_developer())
         self.generate_script_button.on_click(lambda _: self.generate_script())
+        self.generate_stem_button.on_click(lambda _: self.generate_stem())
         self.apply_contract_button.on_click(lambda _: self.plan_contract())
         self.confirm_contract_button.on_click(lambda _: self.confirm_contract())
         self.cancel_contract_button.on_click(lambda _: self.cancel_contract())
@@ -183,6 +196,17 @@ class GenerateView(PageState, pn.viewable.Viewer):
         if not self.script_key:
             raise ValueError("no script key chosen (is data/scripts.json there?)")
         self.record = self.workspace.generator.generate_script(self.script_key)
+        return self.record
+
+    @friendly
+    def generate_stem(self) -> StemRecord:
+        """The stem of `stem_text` as the chosen kind: the text is spoken, or for a key →
+        phrase kind it names the phrase (as `POST /generate/stem` does)."""
+        generator = self.workspace.generator
+        if kinds.get(self.kind).form == "mapping":
+            self.record = generator.generate_keyed(self.kind, self.stem_text)
+        else:
+            self.record = generator.generate(self.kind, self.stem_text)
         return self.record
 
     @friendly
@@ -316,6 +340,13 @@ class GenerateView(PageState, pn.viewable.Viewer):
             ),
             pn.Row(
                 pn.widgets.Select.from_param(self.param.script_key), self.generate_script_button
+            ),
+            pn.Row(
+                pn.widgets.Select.from_param(self.param.kind, width=120, css_classes=["stem-kind"]),
+                pn.widgets.TextInput.from_param(
+                    self.param.stem_text, placeholder="any kind's text", css_classes=["stem-text"]
+                ),
+                self.generate_stem_button,
             ),
         )
         summary = self.contract_summary_pane()
