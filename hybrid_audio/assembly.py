@@ -313,6 +313,7 @@ class Assembler(param.Parameterized):
                     discard(tmp)
                     raise
             batch.add(wav_path, manifest_path)
+        self._release_upload(output_id)
         result = AssemblyResult(
             summary=_summary(document),
             wav_path=str(wav_path),
@@ -336,10 +337,20 @@ class Assembler(param.Parameterized):
     def _queue_upload(self, output_id: str, wav_sha256: str, manifest: bytes) -> None:
         """Owe the bucket the output's WAV and manifest (one transaction) before the manifest
         commits the output, so no crash leaves a committed output unqueued; a state database
-        that refuses the row fails the assembly. The uploader waits for a row that is ahead
-        of its manifest (`storage.uploads`)."""
+        that refuses the row fails the assembly. The rows are held until `_release_upload`."""
         if self.upload_queue is not None:
             self.upload_queue.add_output(output_id, wav_sha256, manifest)
+
+    def _release_upload(self, output_id: str) -> None:
+        """The output is committed: its queued rows may go now. Should the state database
+        refuse that, they go when their hold ends (`UploadQueue.add_output`); the output
+        stays committed either way, so this is logged, not raised."""
+        if self.upload_queue is None:
+            return
+        try:
+            self.upload_queue.release(output_id)
+        except Exception as error:
+            log.warning("output %s: upload starts when its hold ends (%s)", output_id, error)
 
     def _resolve(
         self, tpl: Template, inputs: dict[str, str | None], generate_missing: bool

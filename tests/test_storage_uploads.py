@@ -97,6 +97,17 @@ def test_failures_back_off_doubling_to_a_cap_and_retry_now_clears_them(tmp_path:
     assert queue.counts().due == 1
 
 
+def test_an_output_queued_before_its_commit_is_held_until_released(tmp_path: Path) -> None:
+    queue = UploadQueue(Database(tmp_path / "state.db"))
+    queue.add_output("20260101T000000Z_single_anchor_ana", "a" * 64, b"{}")
+    assert queue.due() == []  # the manifest is not in place yet
+    assert queue.counts().pending == 2
+    queue.release("20260101T000000Z_single_anchor_ana")
+    assert sorted(row.name for row in queue.due()) == sorted(
+        output_object_names("20260101T000000Z_single_anchor_ana")
+    )
+
+
 def test_a_conflict_is_not_due_and_a_newer_version_replaces_the_row(tmp_path: Path) -> None:
     queue = UploadQueue(Database(tmp_path / "state.db"))
     with queue.database.write() as db:
@@ -342,6 +353,67 @@ def test_a_process_exits_at_once_with_uploads_in_flight_to_a_bucket_that_is_down
         process.wait()
     rows = UploadQueue(Database(Settings(base_dir=base_dir).database_path)).rows()
     assert len(rows) == 2  # nothing lost: the next start uploads them
+
+
+CRASH_SCRIPT = """
+import os, signal, sys
+from pathlib import Path
+from hybrid_audio.config import Settings
+from hybrid_audio.engines import create_engine
+from hybrid_audio.workspace import Workspace
+
+base_dir, bucket, url = sys.argv[1:]
+settings = Settings(base_dir=base_dir, gcs_bucket=bucket, storage_emulator_host=url)
+ws = Workspace.build(settings, engine=create_engine(Settings(tts_engine="piper")))
+ws.uploads.close()  # nothing leaves this process: only the restart can upload
+output_dir = Path(settings.output_dir).resolve()
+rename = os.replace
+
+
+def rename_then_die(source, target):
+    rename(source, target)  # the real rename: the manifest is in place, the output committed
+    target = Path(target)
+    if target.suffix == ".json" and target.resolve().parent == output_dir:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+os.replace = rename_then_die
+ws.assembler.assemble("double_anchor", name="Ana", developer="Hilton")
+print("not killed", flush=True)
+"""
+
+
+def test_a_process_killed_as_its_output_commits_still_uploads_it_after_a_restart(
+    tmp_path: Path, bucket: Bucket, piper: Engine
+) -> None:
+    """The output's queue row is written before its manifest commits it. A process killed
+    (SIGKILL, by itself, the instant the manifest's rename returns: the real rename, the
+    real queue, real SQLite) leaves a committed output whose upload the next start makes.
+    Before, the row was written after the manifest: this output never reached the bucket."""
+    base_dir = make_base_dir(tmp_path)
+    root = Path(__file__).resolve().parent.parent
+    crashed = subprocess.run(
+        [sys.executable, "-c", CRASH_SCRIPT, str(base_dir), bucket.name, bucket.url],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        timeout=120,
+        check=False,
+    )
+    assert crashed.returncode == -9, crashed.stderr[-2000:]
+    settings = gcs_settings(base_dir, bucket.name, bucket.url)
+    [manifest] = list(Path(settings.output_dir).glob("*.json"))
+    output_id = manifest.stem
+
+    with workspace(settings, piper) as ws:
+        assert ws.uploads.wait_idle(30)
+        assert ws.uploads.queue.rows() == []
+        assert [o.id for o in ws.assembler.list_outputs()] == [output_id]  # kept: committed
+        for name, path in zip(
+            output_object_names(output_id), (manifest.with_suffix(".wav"), manifest), strict=True
+        ):
+            assert ws.store.download(name)[0] == path.read_bytes()
 
 
 class ErasedInFlightStore(GcsStore):

@@ -3,10 +3,13 @@
 The local write is the commit point: a stem is queued inside the very transaction that
 indexes it (`StemCache.store`), an output just before its manifest is renamed into place
 (`Assembler._finish`: its WAV is written, its manifest is what commits it), so a committed
-file is never left unqueued, even by a crash. A row can thus be a moment ahead of its
-output: a row younger than `LEASE` whose WAV is there but not its manifest yet is retried
-with backoff; otherwise a row without its files is dropped (the assembly failed, or its
-process died before the commit and the restart's recovery removed the WAV). The
+file is never left unqueued, even by a crash. Those rows are held (not due) until the
+assembler `release`s them after the commit, or `LEASE` seconds, or a restart. Should an
+uploader take one before its manifest is in place anyway (a restart or "retry now" while
+another process assembles), a row younger than `LEASE` whose WAV is there but not its
+manifest yet is retried with backoff; otherwise a row without its files is dropped (the
+assembly failed, or its process died before the commit and the restart's recovery removed
+the WAV). The
 queue is the table `storage_uploads` of the state database, so a restart resumes it.
 
 `Uploads` is a daemon thread woken when something is queued (and by a timer for backoff).
@@ -111,25 +114,40 @@ class UploadQueue:
         self.database = database
         self.added = threading.Event()
 
-    def add(self, db: Connection, name: str, sha256: str) -> None:
+    def add(self, db: Connection, name: str, sha256: str, not_before: float = 0.0) -> None:
         """Queue `name` inside the caller's write transaction on `db` (a queued row for an
-        older version of the object is replaced, its attempts forgotten)."""
+        older version of the object is replaced, its attempts forgotten), due from the Unix
+        time `not_before` on."""
         if parse_object_name(name) is None:
             raise ValueError(f"{name!r} is not a stem or output object name")
         db.execute(
             "INSERT OR REPLACE INTO storage_uploads "
             "(object_name, sha256, enqueued_at, attempts, next_attempt_at, last_error, state) "
-            "VALUES (?, ?, ?, 0, 0, '', 'pending')",
-            (name, sha256, _now_iso()),
+            "VALUES (?, ?, ?, 0, ?, '', 'pending')",
+            (name, sha256, _now_iso(), not_before),
         )
-        self.added.set()
+        if not not_before:
+            self.added.set()
 
     def add_output(self, output_id: str, wav_sha256: str, manifest: bytes) -> None:
-        """Queue an assembled output's WAV and manifest, in one transaction of its own."""
+        """Queue an assembled output's WAV and manifest, in one transaction of its own,
+        before its manifest commits it: held for `LEASE` seconds unless `release`d once the
+        manifest is in place (a restart resumes held rows at once)."""
         wav, json_name = output_object_names(output_id)
+        hold = time.time() + LEASE
         with self.database.write() as db:
-            self.add(db, wav, wav_sha256)
-            self.add(db, json_name, hashlib.sha256(manifest).hexdigest())
+            self.add(db, wav, wav_sha256, hold)
+            self.add(db, json_name, hashlib.sha256(manifest).hexdigest(), hold)
+
+    def release(self, output_id: str) -> None:
+        """The output `add_output` queued is committed: its rows are due now."""
+        with self.database.write() as db:
+            db.execute(
+                "UPDATE storage_uploads SET next_attempt_at = 0 "
+                "WHERE object_name IN (?, ?) AND state = 'pending' AND attempts = 0",
+                output_object_names(output_id),
+            )
+        self.added.set()
 
     def due(self, limit: int = BATCH, lease: float = LEASE) -> list[QueuedUpload]:
         """Up to `limit` pending rows whose time has come, oldest first, leased to the caller
