@@ -73,6 +73,7 @@ def started(response: httpx.Response) -> dict[str, Any]:
     assert response.status_code == 202, response.text
     body = response.json()
     assert response.headers["location"] == f"/campaigns/{body['campaign']['id']}"
+    assert body["campaign_id"] == body["campaign"]["id"]  # the key, top level too
     assert body["job"]["kind"] == "campaign"
     assert body["job"]["params"] == {"campaign_id": body["campaign"]["id"], "source": "api"}
     return body
@@ -157,6 +158,19 @@ def test_a_csv_upload_reports_bad_rows_by_number_and_makes_the_rest(client: http
     assert failed.headers["x-total-count"] == "4"
     found = client.get(f"/campaigns/{campaign['id']}/messages", params={"search": "cid"}).json()
     assert [m["row"] for m in found] == [6]  # a refused row keeps no name
+    pages = f"/campaigns/{campaign['id']}/messages"
+    page = client.get(pages, params={"offset": 1, "limit": 2})
+    assert [m["row"] for m in page.json()] == [2, 3]
+    assert (page.headers["x-total-count"], page.headers["x-next-offset"]) == ("6", "3")
+    last = client.get(pages, params={"offset": page.headers["x-next-offset"], "limit": 3})
+    assert [m["row"] for m in last.json()] == [4, 5, 6]
+    assert "x-next-offset" not in last.headers  # nothing follows
+    failed_page = client.get(pages, params={"state": "failed", "offset": 1, "limit": 2})
+    assert [m["row"] for m in failed_page.json()] == [3, 4]
+    assert (failed_page.headers["x-total-count"], failed_page.headers["x-next-offset"]) == (
+        "4",
+        "3",
+    )
 
 
 def test_a_json_file_upload_with_a_script_column(client: httpx.Client) -> None:

@@ -10,7 +10,15 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import Path, Query, Response
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    computed_field,
+    model_validator,
+)
 
 from hybrid_audio import kinds
 from hybrid_audio.assembly import OutputSummary
@@ -339,6 +347,11 @@ class CampaignStarted(BaseModel):
 
     campaign: CampaignInfo
     job: JobInfo
+
+    @computed_field(description="The campaign's id, the same as `campaign.id`.")
+    @property
+    def campaign_id(self) -> str:
+        return self.campaign.id
 
 
 class CampaignDetail(CampaignInfo):
