@@ -47,10 +47,11 @@ Hooks for browser tests (stable names and CSS classes):
   to make"); "Run campaign" (`.campaign-run`), "Cancel", "Resume"; `.campaign-progress`
   (bar, status `.campaign-status`: state, done/total, %, ETA); `.campaign-results`: search
   `.campaign-search`, "◀ Previous"/"Next ▶", messages Tabulator `.campaign-messages`
-  (click a row: player; "Open proof" `.campaign-open-proof` → the Assemble page shows
-  that output, with its Download), refused/failed rows `.campaign-problems`, the zip
-  link `.campaign-download` (`/campaigns/{id}/export.zip`, streamed by the API); past
-  campaigns `.campaign-list` (click one to show it).
+  (click a row: player and its download link `.campaign-message-download`; "Open proof"
+  `.campaign-open-proof` → the Assemble page shows that output, with its Download),
+  refused/failed rows `.campaign-problems`, the zip link `.campaign-download`
+  (`/campaigns/{id}/export.zip`, streamed by the API); past campaigns `.campaign-list`
+  (click one to show it).
 - Cache: totals `.cache-totals`; stems Tabulator `.stems-table` (checkbox selection);
   buttons "Refresh" (`.refresh-cache`), "Invalidate" (`.invalidate`), "Bulk generate"
   (`.bulk-generate`), "Cancel job" (`.cancel-job`), "Verify cache" (`.verify-cache`);
