@@ -23,6 +23,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from hybrid_audio.config import Settings
+from hybrid_audio.workspace import Workspace
 from tests.api_server import NO_FAILURE_LIMIT, REPO, ApiServer, make_base_dir, start_server
 
 pytestmark = [
@@ -305,4 +307,46 @@ def test_every_log_line_names_the_worker_that_wrote_it(tmp_path: Path) -> None:
         assert all(named), health
         assert {int(match.group(1)) for match in named if match} == pids
     finally:
+        stop(server)
+
+
+def test_a_contract_change_reaches_every_worker(tmp_path: Path) -> None:
+    """The dashboard's "Confirm change" runs `apply_contract_change` in one process; here a
+    process of its own (a workspace on the same base dir) does, and both workers follow."""
+    base = make_base_dir(tmp_path / "base")
+    server, pids = start_workers(base)
+    operator = Workspace.build(Settings(base_dir=base))
+    try:
+        old = operator.contract.signature()
+        before = {ask(server, "GET", "/health").json()["contract_signature"] for _ in range(4)}
+        assert before == {old}  # the premise: one contract, the operator's too
+        new = operator.generator.change_contract(speed=1.25).signature
+        assert new != old
+
+        health_by: dict[int | None, set[str]] = {}
+        while set(health_by) != pids:  # until both workers answered
+            answer = ask(server, "GET", "/health")
+            health_by.setdefault(answer.pid, set()).add(answer.json()["contract_signature"])
+        assert health_by == {pid: {new} for pid in pids}
+
+        stems_by: dict[int | None, str] = {}
+        messages_by: dict[int | None, str] = {}
+        for name in NAMES:  # a stem and a message made afterwards, through each worker
+            if set(stems_by) == pids and set(messages_by) == pids:
+                break
+            made = post_json(server, "/generate/name", {"name": name})
+            assert made.status == 200, made.body
+            stems_by[made.pid] = made.json()["stem"]["contract_signature"]
+            message = post_json(
+                server,
+                "/assemble/template",
+                {"template": "double_anchor", "name": name, "developer": "Hilton"},
+            )
+            assert message.status == 200, message.body
+            manifest = ask(server, "GET", f"/assemble/outputs/{message.json()['id']}")
+            messages_by[message.pid] = manifest.json()["contract_signature"]
+        assert stems_by == {pid: new for pid in pids}
+        assert messages_by == {pid: new for pid in pids}
+    finally:
+        operator.close()
         stop(server)
