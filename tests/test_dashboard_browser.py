@@ -417,17 +417,19 @@ def test_every_page_and_widget_is_served_by_the_server(ui: Session) -> None:
     page = ui.page
     sync_api.expect(visible(page.locator(".workflow-step-6"))).to_be_visible()  # first tab
     ready = {
+        "Workflow": ".download-message button",
         "Generate": ".contract-summary",
         "Assemble": ".byte-diff .tabulator",
         "Campaign": ".campaign-list-table .tabulator",
         "Cache": ".stems-table .tabulator",
+        "Pronunciation": ".pron-dictionary .tabulator",
         "Rotation": ".rotation-progress-pair progress",
         "Storage": ".storage-status",
-        "Workflow": ".download-message button",
     }
-    for label, selector in ready.items():
+    assert list(ready) == list(TABS), "a tab without its ready selector here"
+    for label in (*TABS[1:], TABS[0]):  # the first tab again last, after a stem was made
         open_tab(ui, label)
-        sync_api.expect(visible(page.locator(selector))).to_be_attached()
+        sync_api.expect(visible(page.locator(ready[label]))).to_be_attached()
         if label == "Generate":  # an enabled Download, a waveform and a player
             fill(ui, "Name", "Offline")
             click(ui, "Generate name")
