@@ -3,13 +3,16 @@ what it costs (item 11 of the hardening issue). Real Piper, real SQLite, no widg
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from hybrid_audio.config import Settings
+from hybrid_audio.database import Database
 from hybrid_audio.engines import EngineConfigError, create_engine
 from hybrid_audio.generation import Generator
+from hybrid_audio.shared_contract import read
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +81,24 @@ def test_a_change_naming_an_unknown_parameter_is_refused(generator: Generator) -
     with pytest.raises(ValueError, match="speed"):
         generator.change_contract(sample_rate=16000, speed=9.0)  # out of bounds: neither
     assert generator.contract.signature() == before
+
+
+def test_a_change_the_state_database_refuses_changes_nothing_anywhere(
+    generator: Generator,
+) -> None:
+    """The shared row is written first: when SQLite refuses that write, this process keeps
+    its contract too, so no process works under a contract the others never see."""
+    database = Database(generator.cache.database_path)
+    stored = read(database.connection())
+    before = (generator.contract.values(), generator.contract.signature(), generator.engine)
+    database.connection().execute(
+        "CREATE TRIGGER refuse BEFORE UPDATE ON active_contract "
+        "BEGIN SELECT RAISE(ABORT, 'the state database refuses'); END"
+    )
+    with pytest.raises(sqlite3.IntegrityError, match="refuses"):
+        generator.change_contract(sample_rate=16000)
+    assert (generator.contract.values(), generator.contract.signature(), generator.engine) == (
+        before
+    )
+    assert read(database.connection()) == stored
+    assert generator.generate_name("Ann").contract_signature == before[1]
