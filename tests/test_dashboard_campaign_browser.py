@@ -3,10 +3,10 @@
 One `hybrid-audio-server` for the module, over a base dir with the tiny datasets (few
 distinct stems, real Piper). A user uploads a recipient CSV, sees the preview and the
 plan, runs the campaign, watches the bar reach 100 %, finds every message (and the refused
-row, by its row number) in the results, plays one, opens its proof, and downloads the zip
-the API streams; the zip opens and holds the very WAVs the server proved. A hostile name in
-the list shows as text. Helpers and fixtures come from tests/test_dashboard_browser.py and
-the security suite.
+row, by its row number) in the results, plays one and downloads it, opens its proof, and
+downloads the zip the API streams; the zip opens and holds the very WAVs the server proved.
+A hostile name in the list shows as text. Helpers and fixtures come from
+tests/test_dashboard_browser.py and the security suite.
 """
 
 # ruff: noqa: F811  (fixtures are imported by name)
@@ -14,6 +14,7 @@ the security suite.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import re
 import zipfile
@@ -127,6 +128,15 @@ def test_upload_run_and_download_the_zip(ui: Session) -> None:
     audio = visible(page.locator(".campaign-results .audio-player audio"))
     sync_api.expect(audio).to_have_attribute("src", f"/assemble/outputs/{campaign_id}_000005/audio")
     ui.screenshot("campaign")
+
+    # The played message's own download: a plain link, fetched by the browser itself.
+    with page.expect_download() as message_download:
+        visible(page.locator(".campaign-message-download a")).click()
+    assert message_download.value.suggested_filename == f"{campaign_id}_000005.wav"
+    received = Path(message_download.value.path()).read_bytes()
+    manifest = ui.server.client().get(f"/assemble/outputs/{campaign_id}_000005").json()
+    assert hashlib.sha256(received).hexdigest() == manifest["output"]["sha256"]
+    assert manifest["campaign"] == {"id": campaign_id, "row": 5, "recipient_id": "r5"}
     click(ui, "Open proof")
     sync_api.expect(
         visible(page.locator(".dashboard-tabs .bk-tab", has_text="Assemble"))

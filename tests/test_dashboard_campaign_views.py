@@ -204,7 +204,7 @@ def test_past_campaigns_are_listed_and_shown_with_a_resume(workspace: Workspace)
     assert list(view.results_table.value["state"]).count("done") == 4
 
 
-def test_the_zip_link_goes_to_the_api_stream(workspace: Workspace) -> None:
+def test_the_zip_and_message_links_go_to_the_api(workspace: Workspace) -> None:
     view = _view(workspace, audio_urls=True)
     assert "Run or pick" in view._download(None).object
     view.load_file(CSV, "people.csv")
@@ -214,8 +214,14 @@ def test_the_zip_link_goes_to_the_api_stream(workspace: Workspace) -> None:
     assert "campaign-download" in link.css_classes
     player = view._player(f"{campaign_id}_000001")
     assert f"/assemble/outputs/{campaign_id}_000001/audio" in player.objects[1].object
+    message = player.objects[2]  # a plain link, no widget (nothing over the websocket)
+    assert isinstance(message, pn.pane.HTML)
+    assert f'href="/assemble/outputs/{campaign_id}_000001/audio"' in message.object
+    assert f'download="{campaign_id}_000001.wav"' in message.object
+    assert "campaign-message-download" in message.css_classes
     standalone = CampaignView(workspace=workspace)  # no API: the CLI is named instead
     assert "campaign export" in standalone._download(campaign_id).object
+    assert len(standalone._player(f"{campaign_id}_000001").objects) == 2  # no URL to link
 
 
 def test_hostile_names_reach_the_tables_as_data(workspace: Workspace) -> None:

@@ -75,6 +75,18 @@ def _problems_frame(problems: list) -> pd.DataFrame:
     return _frame(rows, PROBLEM_COLUMNS)
 
 
+def _download_link(url: str, filename: str, label: str, css_class: str) -> pn.pane.HTML:
+    """A plain `<a href download>` to an API URL (the session cookie authorises it): the
+    browser fetches the bytes itself, so nothing goes over the session's websocket (a
+    FileDownload widget made in a re-rendered pane dropped it, 1006, in Chromium)."""
+    href, name = html.escape(url, quote=True), html.escape(filename, quote=True)
+    return pn.pane.HTML(
+        f'<a href="{href}" download="{name}">⬇ {html.escape(label)}</a>',
+        css_classes=[css_class],
+        width=180,
+    )
+
+
 def _problems_table(frame: Any, css_class: str) -> pn.widgets.Tabulator:
     """Rows not made (refused or failed), from a bound `_problems_frame`."""
     return pn.widgets.Tabulator(
@@ -464,26 +476,28 @@ class CampaignView(PageState, pn.viewable.Viewer):
                 f"`hybrid-audio campaign export {md(campaign_id)} --out FILE`.",
                 css_classes=["campaign-download"],
             )
-        url = html.escape(f"/campaigns/{campaign_id}/export.zip", quote=True)
-        name = html.escape(f"{campaign_id}.zip", quote=True)
-        return pn.pane.HTML(
-            f'<a class="campaign-zip" href="{url}" download="{name}">⬇ Download zip</a>',
-            css_classes=["campaign-download"],
-            width=180,
+        return _download_link(
+            f"/campaigns/{campaign_id}/export.zip",
+            f"{campaign_id}.zip",
+            "Download zip",
+            "campaign-download",
         )
 
     @friendly
     def _player(self, output_id: str | None) -> pn.viewable.Viewable:
         if output_id is None:
             return pn.pane.Markdown("Click a finished message to play it.")
-        if self.audio_urls:
-            player = audio_player(f"/assemble/outputs/{output_id}/audio", None)
-        else:
+        if not self.audio_urls:  # no API to link to: the Assemble page ("Open proof") has
+            # the message's own Download
             player = audio_player(None, self.workspace.assembler.read_output(output_id)[0])
-        # No Download button here: a FileDownload made inside this re-rendered pane dropped
-        # the session's websocket (1006) in Chromium; the zip has every message, and the
-        # Assemble page ("Open proof") has the message's own Download.
-        return pn.Column(md(output_id), player, sizing_mode="stretch_width")
+            return pn.Column(md(output_id), player, sizing_mode="stretch_width")
+        url, css_class = f"/assemble/outputs/{output_id}/audio", "campaign-message-download"
+        return pn.Column(
+            md(output_id),
+            audio_player(url, None),
+            _download_link(url, f"{output_id}.wav", "Download message", css_class),
+            sizing_mode="stretch_width",
+        )
 
     def __panel__(self) -> pn.viewable.Viewable:
         rotation = pn.Row(
