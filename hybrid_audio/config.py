@@ -72,7 +72,12 @@ def _secret(doc: str) -> Any:
 
 
 class _Environment(EnvSettingsSource):
-    """The variables of `environ`; blank values count as unset."""
+    """The variables of `environ`; blank values count as unset.
+
+    pydantic-settings has no public way to read a mapping other than `os.environ`, so this
+    overrides its `_load_env_vars` hook: pyproject.toml pins the minor versions it was
+    checked with, and tests/test_config.py fails loudly if the hook stops being called.
+    """
 
     def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
         self._environ = environ
