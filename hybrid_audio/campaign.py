@@ -1,5 +1,11 @@
 """Campaigns: a recipient list (or the next N rotation pairs) + a template → proven messages.
 
+Issue #12 asked for a `Campaign` Parameterized object; here one `Campaigns` Parameterized
+store (its `revision` drives the views) holds every campaign as rows in SQLite, and a
+campaign is read as a `CampaignInfo` record. A campaign outlives the process that made it:
+any server worker, CLI or notebook reads, runs, resumes or deletes it, and a crash leaves
+it resumable, so its state lives in the database, not in one process's object.
+
 A campaign is created from a `RecipientList` (hybrid_audio.recipients) or from
 `rotation_count` pairs of a rotation seed, materialised at creation so a resume gets the same
 pairs. Every row is stored in `campaign_messages` before anything is made: accepted rows as
@@ -21,7 +27,9 @@ Memory stays flat in campaign size: rows are read from SQLite in chunks of `CHUN
 What is kept where (recipients' names are personal data; `delete()` erases all of it):
 - the state database: the campaign row and one row per recipient (name, developer, script,
   caller id, error); the campaign's jobs (parameters: campaign id and source only);
-- `output/<campaign id>_<row>.wav` + `.json`: each message and its manifest (inputs in it);
+- `output/<campaign id>_<row>.wav` + `.json`: each message and its manifest (inputs, and the
+  `campaign` block: campaign id, row, recipient id);
+- `output/deliveries/<campaign id>_<row>.<ext>`: delivery formats made from a message;
 - `output/campaigns/<campaign id>/`: campaign.json and messages.csv;
 - GCS mode: upload-queue rows of those outputs, and the bucket copies already uploaded
   (`output/<campaign id>_<row>.wav|json`): `delete()` removes the queue rows and, when the
