@@ -20,12 +20,14 @@ from pathlib import Path
 import pytest
 from google.cloud import storage
 
+from app.views.storage import StorageView
 from hybrid_audio.config import Settings
 from hybrid_audio.engines import create_engine
+from hybrid_audio.jobs import JobState
 from hybrid_audio.logs import JsonlLog
 from hybrid_audio.storage.base import StorageUnavailableError, stem_object_name
 from hybrid_audio.storage.reports import LOCAL_STATUSES, REMOTE_STATUSES
-from hybrid_audio.storage.service import LOCAL_NOTE
+from hybrid_audio.storage.service import LOCAL_AUDIT_NOTE, LOCAL_NOTE
 from hybrid_audio.workspace import Workspace
 from tests.api_server import free_port, make_base_dir
 from tests.gcs_emulator import Emulator, gcs_bucket, gcs_emulator  # noqa: F401
@@ -94,6 +96,7 @@ def test_a_consistent_state_reports_ok(workspace: Workspace) -> None:
     [line] = [e for e in storage_log(workspace) if e["event"] == "gcs_consistency"]
     assert line["ok"] is True
     assert line["summary"] == report.summary
+    assert line["source"] == "headless"  # called from Python, not through the API
     assert "rows" not in line
 
 
@@ -233,6 +236,36 @@ def test_an_unreachable_bucket_is_named_and_logged(tmp_path: Path, piper) -> Non
         workspace.close()
 
 
+def test_the_dashboards_audit_listing_and_pull_are_logged_as_the_dashboards(
+    tmp_path: Path, workspace: Workspace, gcs_emulator: Emulator, gcs_bucket: str, piper
+) -> None:
+    """The Storage page's view object, driven in-process: Re-audit, the listing and Pull
+    each write their storage.jsonl line saying they came from the dashboard."""
+    make_message(workspace)
+    second = Workspace.build(
+        gcs_settings(make_base_dir(tmp_path / "b"), gcs_emulator, gcs_bucket), engine=piper
+    )
+    try:
+        view = StorageView(workspace=second)
+        view.audit_button.clicks += 1
+        assert second.storage.last_report.summary["missing_local"] == 6
+        view.list_button.clicks += 1
+        assert view.listing is not None
+        job = view.sync("pull")
+        job = second.jobs.wait(job.id, timeout=60)
+        assert job.state == JobState.DONE, job.errors
+        assert job.result["transferred"] == 6
+        assert second.storage.consistency().ok  # (headless) the pull made them level
+        lines = [(e["event"], e.get("source")) for e in storage_log(second)]
+    finally:
+        second.close()
+    assert ("gcs_consistency", "dashboard") in lines  # Re-audit
+    assert ("gcs_audit", "dashboard") in lines  # the listing
+    assert ("storage_sync_started", "dashboard") in lines
+    assert ("storage_sync_done", "dashboard") in lines
+    assert lines.count(("gcs_consistency", "dashboard")) == 2  # again once the pull ended
+
+
 # --- local mode --------------------------------------------------------------------------
 
 
@@ -280,6 +313,14 @@ def test_local_mode_audits_the_files_against_the_index(local_workspace: Workspac
     assert report.checked_local == 6  # 5 stems indexed, 1 output
     [line] = [e for e in storage_log(workspace) if e["event"] == "gcs_consistency"][-1:]
     assert (line["mode"], line["ok"]) == ("local", False)
+
+
+def test_a_local_mode_listing_says_no_bucket_is_configured(local_workspace: Workspace) -> None:
+    local_workspace.generator.generate_name("Ana")
+    page = local_workspace.storage.audit("stems/")
+    assert (page.mode, page.bucket, page.note) == ("local", None, LOCAL_AUDIT_NOTE)
+    assert "no bucket is configured" in page.note
+    assert [info.name for info in page.objects] == [stem_object_name(ANA)]
 
 
 def test_local_mode_refuses_what_needs_a_bucket(local_workspace: Workspace) -> None:

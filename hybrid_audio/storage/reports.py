@@ -65,6 +65,7 @@ class AuditPage(BaseModel):
     prefix: str = ""
     objects: list[ObjectInfo] = []
     next_page_token: str | None = None
+    note: str = ""  # local mode: that no bucket is configured
 
 
 class SyncReport(BaseModel):

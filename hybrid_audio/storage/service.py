@@ -46,6 +46,7 @@ from hybrid_audio.storage.uploads import UploadQueue, Uploads
 
 LOCAL_NOTE = "no bucket is configured: the local files were audited against the index"
 NO_BUCKET = "no bucket is configured (set GCS_BUCKET)"
+LOCAL_AUDIT_NOTE = "no bucket is configured: these are the local files"
 #: Prefixes an audit may list: a whole area or one stem kind's folder.
 AUDIT_PREFIXES = (STEMS_PREFIX, OUTPUT_PREFIX)
 MAX_AUDIT_LIMIT = 1000
@@ -92,9 +93,12 @@ class StorageService(param.Parameterized):
 
     # --- consistency --------------------------------------------------------------------
 
-    def consistency(self, stem_id: str | None = None) -> ConsistencyReport:
+    def consistency(
+        self, stem_id: str | None = None, source: str = "headless"
+    ) -> ConsistencyReport:
         """Local index against the bucket (GCS), or files against the index (local);
-        with `stem_id` only that stem. Logged as `gcs_consistency`; sets `last_report`."""
+        with `stem_id` only that stem. Logged as `gcs_consistency` with `source` (who asked:
+        api, dashboard, headless), as sync lines are; sets `last_report`."""
         sid = str(StemId.parse(stem_id)) if stem_id is not None else None
         description = self.describe()
         report = ConsistencyReport(
@@ -111,7 +115,11 @@ class StorageService(param.Parameterized):
                 self._compare_one(sid, report)
         except Exception as error:  # a bucket that cannot be read: logged, then raised
             self.log.write(
-                "gcs_consistency", **description.model_dump(), stem_id=sid, error=str(error)
+                "gcs_consistency",
+                **description.model_dump(),
+                stem_id=sid,
+                source=source,
+                error=str(error),
             )
             raise
         counts = Counter(row.status for row in report.rows)
@@ -122,6 +130,7 @@ class StorageService(param.Parameterized):
             bucket=report.bucket,
             prefix=report.prefix,
             stem_id=sid,
+            source=source,
             ok=report.ok,
             checked_local=report.checked_local,
             checked_remote=report.checked_remote,
@@ -213,13 +222,25 @@ class StorageService(param.Parameterized):
 
     # --- audit --------------------------------------------------------------------------
 
-    def audit(self, prefix: str = "", limit: int = 100, page_token: str | None = None) -> AuditPage:
-        """One page of the bucket (or the local files) under `prefix`; logged `gcs_audit`."""
+    def audit(
+        self,
+        prefix: str = "",
+        limit: int = 100,
+        page_token: str | None = None,
+        source: str = "headless",
+    ) -> AuditPage:
+        """One page of the bucket (or the local files) under `prefix`; logged `gcs_audit`
+        with `source` (see `consistency`). In local mode `note` says there is no bucket."""
         check_prefix(prefix)
         if not 1 <= limit <= MAX_AUDIT_LIMIT:
             raise ValueError(f"limit must be between 1 and {MAX_AUDIT_LIMIT}; got {limit}")
         description = self.describe()
-        fields = {"mode": description.mode, "bucket": description.bucket, "prefix": prefix}
+        fields = {
+            "mode": description.mode,
+            "bucket": description.bucket,
+            "prefix": prefix,
+            "source": source,
+        }
         try:
             page = self.store.list_page(prefix, limit, page_token)
         except Exception as error:
@@ -238,6 +259,7 @@ class StorageService(param.Parameterized):
             prefix=prefix,
             objects=page.objects,
             next_page_token=page.next_page_token,
+            note="" if self.gcs else LOCAL_AUDIT_NOTE,
         )
 
     # --- sync ---------------------------------------------------------------------------
