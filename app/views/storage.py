@@ -177,7 +177,7 @@ class StorageView(PageState, pn.viewable.Viewer):
     def audit(self) -> ConsistencyReport:
         """Compare this machine with the bucket (local mode: the files with the index); the
         page shows it as the service's `last_report`."""
-        return self.workspace.storage.consistency()
+        return self.workspace.storage.consistency(source="dashboard")
 
     @friendly
     def sync(self, direction: str) -> Job:
@@ -222,7 +222,7 @@ class StorageView(PageState, pn.viewable.Viewer):
 
     def _show_page(self, token: str | None) -> AuditPage:
         self.listing = self.workspace.storage.audit(
-            prefix=self.prefix, limit=self.page_size, page_token=token
+            prefix=self.prefix, limit=self.page_size, page_token=token, source="dashboard"
         )
         self.selected = None
         return self.listing

@@ -119,7 +119,8 @@ def check_in_bucket(
     """Missing on either side, checksum or contract mismatches, orphan objects (`ok` when
     there are none); `stem_id` checks that stem only. Without a bucket, the local files
     are audited against the index and `note` says so."""
-    return workspace.storage.consistency(stem_id)  # parses the id (422 when it is not one)
+    # consistency() parses the id (422 when it is not one)
+    return workspace.storage.consistency(stem_id, source="api")
 
 
 @router.get(
@@ -135,4 +136,4 @@ def bucket_list(
 ) -> AuditPage:
     """Follow `next_page_token` (null on the last page) for the rest. A stem's spoken text
     in `metadata.text` is percent-encoded UTF-8 (object metadata is ASCII)."""
-    return workspace.storage.audit(prefix, limit, page_token)
+    return workspace.storage.audit(prefix, limit, page_token, source="api")
