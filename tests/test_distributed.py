@@ -104,7 +104,6 @@ def test_dask_batch_gives_the_in_process_bytes_each_stem_made_once(
     assert cluster.syntheses() - before_syntheses == STEMS  # each stem synthesized once
     assert remote.cache.revision - before_revision == STEMS  # and stored once
     assert seen == list(range(1, STEMS + 1))
-    assert (remote.done, remote.progress) == (STEMS, 1.0)
 
     assert _stems(remote) == _stems(local)
     assert len(_stems(remote)) == STEMS
