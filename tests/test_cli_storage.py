@@ -137,6 +137,32 @@ def test_sync_push_follows_the_job_then_invalidate_remote(
         assert (job["kind"], job["params"]["direction"]) == ("storage_sync", "pull")
 
 
+def test_sync_pull_wait_adopts_what_another_server_made(
+    tmp_path: Path,
+    server_factory: Callable[..., ApiServer],
+    gcs_emulator: Emulator,
+    gcs_bucket: str,
+    fake: FakeCartesia,
+) -> None:
+    """`storage sync pull --wait` on a second server follows the job to its end (progress
+    bar, exit 0) and leaves that server consistent with the bucket."""
+    env = bucket_env(gcs_emulator.url, gcs_bucket) | cartesia_env(fake)
+    first = server_factory(key=KEY, env=env)
+    ok(hybrid_audio(tmp_path, first, "generate", "name", "Ann"))
+    wait_uploaded(tmp_path, first)
+    second = server_factory(key=KEY, env=env)
+    assert hybrid_audio(tmp_path, second, "cache", "check-in-bucket").returncode == 1
+
+    pulled = hybrid_audio(tmp_path, second, "storage", "sync", "pull", "--wait")
+
+    assert " done: " in ok(pulled)
+    assert "storage_sync" in pulled.stderr  # the progress bar's description
+    ok(hybrid_audio(tmp_path, second, "cache", "check-in-bucket"))
+    stem = "stems/name/stem.name.ann.wav"
+    assert (second.base_dir / stem).read_bytes() == (first.base_dir / stem).read_bytes()
+    assert fake.request_count == 1  # the first server's synthesis only
+
+
 def test_local_mode_refuses_sync_and_remote_invalidate(
     tmp_path: Path, server_factory: Callable[..., ApiServer]
 ) -> None:
