@@ -321,6 +321,11 @@ class CacheView(PageState, pn.viewable.Viewer):
             status += f" — created {job.result['created']}, cached {job.result['cached']}"
         return status
 
+    def job_panel(self) -> pn.viewable.Viewable:
+        """The bar and status of the page's job, following it (a new pane per call: the
+        Bulk card shows one, and notebook 02 shows one for a job it started)."""
+        return pn.panel(pn.bind(self._job_panel, self.param.job))
+
     def _job_panel(self, job: Job | None) -> pn.viewable.Viewable:
         """The bar and status of `job`, bound to its own parameters (through the feed)."""
         if job is None:
@@ -386,7 +391,7 @@ class CacheView(PageState, pn.viewable.Viewer):
                 pn.widgets.TextAreaInput.from_param(self.param.developers_text, height=160),
             ),
             pn.Row(self.bulk_button, self.cancel_button),
-            pn.panel(pn.bind(self._job_panel, self.param.job)),
+            self.job_panel(),
             title="Bulk generation",
             sizing_mode="stretch_width",
         )
