@@ -113,8 +113,13 @@ def test_quickstart_proves_the_message_and_names_the_tampered_byte(
 def test_rotation_and_bulk_runs_a_logged_job_and_a_clean_audit(
     base_dir: Path, workspace: Workspace
 ) -> None:
-    """02 steps the rotation, runs a bulk job to the end (logged) and audits a clean cache."""
-    execute("02_rotation_and_bulk.ipynb", base_dir=str(base_dir), pairs=3, bulk_count=4)
+    """02 steps the rotation, runs a bulk job to the end (logged), shown by the Cache page's
+    own job panel, and audits a clean cache."""
+    notebook = execute("02_rotation_and_bulk.ipynb", base_dir=str(base_dir), pairs=3, bulk_count=4)
+    (bulk_cell,) = [c for c in notebook.cells if c.get("id") == "02-09"]
+    shown = "".join(o.get("data", {}).get("text/html", "") for o in bulk_cell.outputs)
+    assert "bulk-progress" in shown, "the job is not shown by the Cache page's panel"
+    assert "bulk-status" in shown
 
     cursors = workspace.rotation.state()
     assert cursors["pair"].cycle == 0
