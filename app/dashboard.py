@@ -28,9 +28,13 @@ Hooks for browser tests (stable names and CSS classes):
   contract `.contract-summary` (names the processing); result text
   `.generate-result` (contains "(new)" or "(cached)" and the sha256); waveform
   `.waveform.stem-waveform`; player `.audio-player`; "Download stem (WAV)"
-  (`.download-stem`). Script choices read "key — phrase".
+  (`.download-stem`). Script choices read "key — phrase". Any kind (kinds.json too):
+  "Kind" (`.stem-kind`), "Text" (`.stem-text`; a key for a key → phrase kind), "Generate"
+  (`.generate-stem`).
 - Assemble: select "Template", preview `.template-preview`; inputs "Name", "Developer",
-  "Script"; buttons "Next name", "Next developer", "Next script", "Next pair",
+  "Script", and one text input per slot of an added kind in the chosen template
+  (`.slot-<kind>`); one "Next <stream>" button per rotation stream (`.next-<stream>`:
+  name, developer, script, pair and added rotation kinds),
   "Assemble" (`.assemble`), join mode (`.join-mode`: "exact" | "hybrid", the template's by
   default), "Re-verify from disk" (`.reverify`), "Download message (WAV)"
   (`.download-message`); what "✓ exact" proves `.exact-means`; result Markdown
@@ -52,8 +56,9 @@ Hooks for browser tests (stable names and CSS classes):
   refused/failed rows `.campaign-problems`, the zip link `.campaign-download`
   (`/campaigns/{id}/export.zip`, streamed by the API); past campaigns `.campaign-list`
   (click one to show it).
-- Cache: totals `.cache-totals`; stems Tabulator `.stems-table` (checkbox selection);
-  buttons "Refresh" (`.refresh-cache`), "Invalidate" (`.invalidate`), "Bulk generate"
+- Cache: totals `.cache-totals`; search box `.stems-search` (stem id or text); stems
+  Tabulator `.stems-table` (checkbox selection, count in `.stems-selected`); buttons
+  "Invalidate" (`.invalidate`), "Bulk generate"
   (`.bulk-generate`), "Cancel job" (`.cancel-job`), "Verify cache" (`.verify-cache`);
   text areas "Names", "Developers"; progress bar `.bulk-progress`; job status
   `.bulk-status` (state, done/total, ETA); audit text `.cache-audit`; ▶ plays a stem
@@ -68,9 +73,11 @@ Hooks for browser tests (stable names and CSS classes):
   stale messages Tabulator `.pron-stale` (output_id, stem_id, text, reason) with "Check
   messages"; the dictionary Tabulator `.pron-dictionary` (click a row to edit it).
 - Rotation: `.rotation-state` with one `.rotation-progress-<stream>` bar per stream
-  (name, developer, script, pair); buttons "Next name" … "Next pair"
-  (`.rotation-next-<stream>`), "Refresh" (`.rotation-refresh`); last step
-  `.rotation-last`; upcoming pairs Tabulator `.upcoming-pairs`.
+  (name, developer, script, added rotation kinds, pair); "Steps per Next"; buttons
+  "Next <stream>" (`.rotation-next-<stream>`, takes that many steps, listed in
+  `.rotation-taken`) and "Reset <stream>" (`.rotation-reset-<stream>`); last step
+  `.rotation-last`; upcoming pairs Tabulator `.upcoming-pairs`. Every page follows the
+  core's parameters through the live feed: there are no Refresh buttons.
 - Storage: `.storage-status` (mode, bucket, prefix, upload queue; local mode: "No bucket
   is configured"), "Retry uploads" (`.storage-retry`, GCS mode); buttons "Re-audit"
   (`.storage-audit`), "Push" (`.storage-push`), "Pull" (`.storage-pull`; both disabled in

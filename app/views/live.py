@@ -1,10 +1,10 @@
 """The one adapter between the core's live parameters and Panel sessions.
 
 The core publishes its state as parameters (`StemCache.revision`, `RotationEngine.cursors`
-and `last_step`, a `Job`'s `done`/`total`/`state`/`message`, `Assembler.last_result`,
-`Generator.done`…). They change on whatever thread did the work: a session's own callback,
-a job's worker thread, or — through the state database's revision counters read by
-`Workspace.refresh()` — another process. A view must neither touch its session's document
+and `last_step`, a `Job`'s `done`/`total`/`state`/`message`, `Assembler.last_result`, the
+contract's parameters…). They change on whatever thread did the work: a session's own
+callback, a job's worker thread, or — through the state database's revision counters read
+by `Workspace.refresh()` — another process. A view must neither touch its session's document
 from a foreign thread nor run its derivations on a job's thread (a bulk job would re-draw
 the cache table once per stem, on its own time). So views bind to `live(workspace).ref(obj,
 "name")` instead of `obj.param.name`:
