@@ -15,13 +15,17 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import requests
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
@@ -118,3 +122,62 @@ def gcs_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]
 def gcs_bucket(gcs_emulator: Emulator) -> str:
     """A fresh, empty bucket on the session's emulator."""
     return gcs_emulator.new_bucket()
+
+
+@dataclass
+class FlakyProxy:
+    """A real HTTP server in front of the emulator that answers the next `failures` uploads
+    (POSTs) with 503 and forwards everything else: a bucket failing transiently, with the
+    client, its retry policy and the emulator all real. `uploads` records each upload's
+    query string as it arrived."""
+
+    upstream: str
+    failures: int = 0
+    uploads: list[str] = field(default_factory=list)
+    url: str = ""
+
+
+@contextmanager
+def flaky_proxy(upstream: str, failures: int) -> Iterator[FlakyProxy]:
+    """Serve a `FlakyProxy` on a free loopback port for the block."""
+    proxy = FlakyProxy(upstream=upstream, failures=failures)
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def _forward(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if self.command == "POST":
+                with lock:
+                    proxy.uploads.append(self.path.partition("?")[2])
+                    fail, proxy.failures = proxy.failures > 0, max(proxy.failures - 1, 0)
+                if fail:
+                    self.send_response(503)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+            headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+            answer = requests.request(
+                self.command, upstream + self.path, headers=headers, data=body, timeout=30
+            )
+            self.send_response(answer.status_code)
+            for key, value in answer.headers.items():
+                if key.lower() not in ("content-length", "transfer-encoding", "connection"):
+                    self.send_header(key, value)
+            self.send_header("Content-Length", str(len(answer.content)))
+            self.end_headers()
+            self.wfile.write(answer.content)
+
+        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _forward  # noqa: N815  (http.server names)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass  # quiet: the test reads `proxy.uploads`
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    proxy.url = f"http://127.0.0.1:{server.server_port}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield proxy
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -34,8 +34,8 @@ from hybrid_audio.storage.base import (
 )
 from hybrid_audio.storage.gcs import GcsStore
 from hybrid_audio.storage.uploads import BACKOFF_CAP, UploadQueue, Uploads
-from tests.api_server import make_base_dir
-from tests.gcs_emulator import gcs_bucket, gcs_emulator  # noqa: F401
+from tests.api_server import free_port, make_base_dir
+from tests.gcs_emulator import flaky_proxy, gcs_bucket, gcs_emulator, start_emulator  # noqa: F401
 from tests.test_storage_readthrough import Bucket, calls, dead_url, gcs_settings, workspace
 
 STEM = "stem.name.ana"
@@ -209,6 +209,58 @@ def test_uploads_wait_out_an_unreachable_bucket_and_a_restart_resumes_them(
         assert ws.store.download(output_object_names(result.summary.id)[0])[0] == (
             Path(result.wav_path).read_bytes()
         )
+
+
+def test_an_upload_failing_transiently_is_retried_by_the_library_policy(
+    tmp_path: Path, bucket: Bucket, piper: Engine
+) -> None:
+    """The bucket answers the first upload 503 (a real proxy in front of the emulator): the
+    client's retry policy sends it again, with the same create-only precondition, and the
+    queue never sees a failure."""
+    with flaky_proxy(bucket.url, failures=1) as proxy:
+        settings = gcs_settings(make_base_dir(tmp_path), bucket.name, proxy.url, deadline=30)
+        with workspace(settings, piper) as ws:
+            ws.generator.generate_name("Ana")
+            assert ws.uploads.wait_idle(30)
+            assert ws.uploads.queue.rows() == []
+            assert (ws.uploads.uploaded, ws.uploads.failing) == (1, 0)
+            local = ws.cache.path_of(STEM).read_bytes()
+    assert len(proxy.uploads) == 2  # the 503, then the retry
+    assert all("ifGenerationMatch=0" in query for query in proxy.uploads)
+    direct = GcsStore(gcs_settings(tmp_path, bucket.name, bucket.url))  # not via the proxy
+    assert direct.download(STEM_OBJECT)[0] == local
+
+
+def test_uploads_resume_in_the_same_process_once_the_bucket_is_back(
+    tmp_path: Path, piper: Engine
+) -> None:
+    """The bucket goes away (its emulator stopped), a stem is made, its upload fails and
+    backs off; the emulator comes back on the same port and the same running uploader
+    uploads it — no restart, no retry button."""
+    port = free_port()
+    emulator = start_emulator(tmp_path, port)
+    name = emulator.new_bucket()
+    settings = gcs_settings(make_base_dir(tmp_path / "base"), name, emulator.url, deadline=0.5)
+    try:
+        with workspace(settings, piper) as ws:
+            emulator.stop()
+            ws.generator.generate_name("Ana")
+            assert ws.uploads.wait_idle(30)  # tried, failed, backing off
+            [row] = ws.uploads.queue.rows()
+            assert row["attempts"] >= 1
+            assert name in row["last_error"]
+
+            emulator = start_emulator(tmp_path, port)  # in memory: the bucket is made again
+            emulator.client().create_bucket(name)
+            deadline = time.monotonic() + 120  # backoff waits up to 1 + 2 + 4 … s
+            while ws.uploads.queue.rows() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert ws.uploads.queue.rows() == []
+            assert ws.uploads.uploaded == 1
+            remote = emulator.bucket(name).blob(STEM_OBJECT).download_as_bytes()
+            assert remote == ws.cache.path_of(STEM).read_bytes()
+    finally:
+        emulator.stop()
 
 
 @pytest.mark.parametrize("theirs", ["other", "same", "same_sha256_other_bytes"])
