@@ -169,8 +169,8 @@ class Workspace(param.Parameterized):
         `revision`, the rotation's `cursors` (also when a dataset file changed), the
         progress of jobs other processes run, the upload queue's counters (GCS mode), the
         contract another process changed (followed, so open pages show it; one that cannot
-        be built here sets `generator.contract_error`). Cheap enough to call a few times a second;
-        the dashboard's adapter does (`app.views.live`).
+        be built here sets `generator.contract_error`). Cheap enough to call a few times a
+        second; the dashboard's adapter does (`app.views.live`).
         """
         with self._refresh_lock:
             counters = read_revisions(self.database.connection())
