@@ -28,12 +28,14 @@ from hybrid_audio.storage.base import (
     ObjectExistsError,
     ObjectInfo,
     UploadItem,
+    metadata_text,
     output_object_names,
     stem_metadata,
     stem_object_name,
 )
 from hybrid_audio.storage.gcs import GcsStore
 from hybrid_audio.storage.uploads import BACKOFF_CAP, UploadQueue, Uploads
+from hybrid_audio.wav import read_wav
 from tests.api_server import free_port, make_base_dir
 from tests.gcs_emulator import flaky_proxy, gcs_bucket, gcs_emulator, start_emulator  # noqa: F401
 from tests.test_storage_readthrough import Bucket, calls, dead_url, gcs_settings, workspace
@@ -182,6 +184,13 @@ def test_an_assembled_message_uploads_its_stems_and_output(
             data, info = ws.store.download(stem_object_name(record.stem_id))
             assert data == ws.cache.path_of(record.stem_id).read_bytes()
             assert info.metadata == stem_metadata(record)
+            # What another machine needs to adopt it, as the issue names it:
+            assert info.metadata["stem_id"] == record.stem_id
+            assert info.metadata["kind"] == record.stem_id.split(".")[1]
+            assert metadata_text(info.metadata) == record.text
+            assert info.metadata["contract_signature"] == ws.contract.signature()
+            assert info.metadata["engine"] == "piper"
+            assert info.metadata["sha256"] == read_wav(data).sha256
 
 
 def test_uploads_wait_out_an_unreachable_bucket_and_a_restart_resumes_them(

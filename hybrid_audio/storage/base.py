@@ -206,17 +206,6 @@ def resolve(settings: Settings, name: str) -> Path:
     return Path(settings.output_dir) / f"{parsed.output_id}.{parsed.suffix}"
 
 
-def object_name_of(settings: Settings, path: Path) -> str:
-    """The object name of a local stem or output file (inverse of `resolve`)."""
-    path = Path(path)
-    for root, prefix in ((settings.stems_dir, STEMS_PREFIX), (settings.output_dir, OUTPUT_PREFIX)):
-        if path.is_relative_to(root):
-            name = prefix + path.relative_to(root).as_posix()
-            if parse_object_name(name) is not None:
-                return name
-    raise ValueError(f"{path} is not a stem or output file")
-
-
 # --- metadata ----------------------------------------------------------------------------
 
 #: Metadata keys of a stem object: enough to adopt it without synthesis on another machine.
