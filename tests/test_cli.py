@@ -568,6 +568,11 @@ def test_kinds_and_streams_come_from_the_server(server: ApiServer, workdir: Path
     one_line_error(run(workdir, server.base_url, "cache", "list", "--kind", "planets"), 2)
     line = one_line_error(run(workdir, server.base_url, "rotation", "reset", "everything"), 2)
     assert "pair" in line
+    line = one_line_error(run(workdir, server.base_url, "rotation", "next", "everything"), 2)
+    assert "developer, script" in line
+    step = json.loads(ok(run(workdir, server.base_url, "rotation", "next", "developer", "--json")))
+    assert step["stream"] == "developer"
+    assert step["item"] == step["text"]
 
     made = json.loads(
         ok(run(workdir, server.base_url, "generate", "stem", "Names", "Ana", "--json"))
@@ -580,6 +585,8 @@ def test_kinds_and_streams_come_from_the_server(server: ApiServer, workdir: Path
     log = call_log(workdir)
     shown = [json.loads(line) for line in log.splitlines() if '"generate stem"' in line][-1]
     assert (shown["path"], shown["requests"]) == ("/generate/stem", 2)  # not the lookup
+    stepped = [json.loads(line) for line in log.splitlines() if '"rotation next"' in line][-1]
+    assert (stepped["path"], stepped["requests"]) == ("/rotation/next/developer", 2)
 
 
 class _OldServer(BaseHTTPRequestHandler):
