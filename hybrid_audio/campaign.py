@@ -390,6 +390,8 @@ class Campaigns(param.Parameterized):
         distinct = len(self._needed_stems(tpl, _slot_values(rows), scripts))
         campaign_id = "c" + secrets.token_hex(6)
         now = _now()
+        if self.assembler.generator is not None:  # pin the contract every process now uses
+            self.assembler.generator.follow_contract()
         with self.database.write() as db:
             db.execute(
                 "INSERT INTO campaigns (id, template, join_mode, source, contract_signature,"

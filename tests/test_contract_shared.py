@@ -157,3 +157,18 @@ def test_a_campaign_pauses_when_another_process_changes_the_contract(base: Path,
     resumed = runner.jobs.wait(campaigns.resume(info.id).id, timeout=120)
     assert resumed.state == JobState.DONE
     assert campaigns.get(info.id).done == 20
+
+
+def test_a_campaign_created_after_another_process_changed_the_contract_pins_the_new_one(
+    base: Path, open_on
+) -> None:
+    """Creating a campaign looks at the shared contract first: pinning this process's stale
+    contract would pause the campaign at its first row."""
+    first, second = open_on(base), open_on(base)
+    change = first.generator.change_contract(speed=1.25)
+    parsed = parse_recipients(recipients_csv(2).encode(), "l.csv")
+    info = second.campaigns.create("double_anchor", parsed)
+    assert info.contract_signature == change.signature
+    job = second.jobs.wait(second.campaigns.start(info.id, source="test").id, timeout=120)
+    assert job.state == JobState.DONE, job.errors
+    assert second.campaigns.get(info.id).state == CampaignState.DONE
