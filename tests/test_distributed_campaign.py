@@ -8,6 +8,7 @@ it hands back and the files the workers wrote, against an in-process campaign ru
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -149,8 +150,11 @@ def test_rows_assembled_on_dask_are_the_in_process_bytes(
     updates = on_dask(dask_workspace, info, chunk_rows=4)
     check_same(dask_workspace, updates, expected)
     assert outputs(dask_workspace, info.id) == complete(dask_workspace, info.id, 30)
-    for output_id in (u[1] for u in updates.values()):
-        assert dask_workspace.assembler.verify_output(output_id).ok
+    output = Path(dask_workspace.settings.output_dir)
+    for row, update in updates.items():
+        assert dask_workspace.assembler.verify_output(update[1]).ok
+        manifest = json.loads((output / f"{update[1]}.json").read_bytes())
+        assert manifest["campaign"] == {"id": info.id, "row": row, "recipient_id": f"r{row}"}
 
 
 def test_a_worker_killed_mid_chunk_the_chunk_is_retried_every_row_done_once(
