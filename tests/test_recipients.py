@@ -120,3 +120,13 @@ def test_too_many_rows_is_a_whole_file_error(monkeypatch: pytest.MonkeyPatch) ->
         parse_recipients("name,developer\n" + "Ann,Acme\n" * 4)
     with pytest.raises(RecipientsError, match="at most 3 rows"):
         recipients_from_dicts([{"name": "Ann", "developer": "Acme"}] * 4)
+
+
+def test_a_row_missing_its_developer_cell_is_refused_alone() -> None:
+    """A short row (`id,name` with the developer cell left off) is one refused row, like an
+    empty cell; a list without a developer column is refused whole (test_whole_file_errors)."""
+    parsed = parse_recipients("id,name,developer\nr1,Ann,Acme\nr2,Bob\nr3,Cid,Acme\n", "l.csv")
+    assert [r.id for r in parsed.rows] == ["r1", "r3"]
+    assert [(p.row, p.recipient_id, p.message) for p in parsed.problems] == [
+        (2, "r2", "the developer is empty")
+    ]
