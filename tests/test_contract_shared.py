@@ -172,3 +172,43 @@ def test_a_campaign_created_after_another_process_changed_the_contract_pins_the_
     job = second.jobs.wait(second.campaigns.start(info.id, source="test").id, timeout=120)
     assert job.state == JobState.DONE, job.errors
     assert second.campaigns.get(info.id).state == CampaignState.DONE
+
+
+def test_an_open_contract_editor_keeps_its_edits_and_takes_the_other_processs_change(
+    base: Path, open_on
+) -> None:
+    """The Generate page edits a draft of the contract. Another process changes the speed:
+    the open page's draft takes the new speed (it was not edited there) and keeps its own
+    edit of the language, so applying it changes the language only and never quietly puts
+    the other's speed back."""
+    from app.views.generate import GenerateView
+
+    first, second = open_on(base), open_on(base)
+    view = GenerateView(workspace=second)
+    view.draft.language = "en-GB"  # an edit on the open page
+    first.generator.change_contract(speed=1.25)
+    second.refresh()  # what the page's live feed does every half second
+    assert (view.draft.speed, view.draft.language) == (1.25, "en-GB")
+    change = view.plan_contract()
+    assert (change.contract.speed, change.contract.language) == (1.25, "en-GB")
+    view.confirm_contract()
+    assert (first.contract.speed, first.contract.language) != (1.25, "en-GB")  # not followed yet
+    first.generator.follow_contract()
+    assert (first.contract.speed, first.contract.language) == (1.25, "en-GB")
+    assert (view.draft.speed, view.draft.language) == (1.25, "en-GB")
+
+
+def test_an_editor_that_has_not_looked_yet_does_not_revert_the_other_change(
+    base: Path, open_on
+) -> None:
+    """Apply pressed before the page's feed delivered another process's change: the plan
+    follows the shared contract first, so the draft's stale speed is not a change."""
+    from app.views.generate import GenerateView
+
+    first, second = open_on(base), open_on(base)
+    view = GenerateView(workspace=second)
+    view.draft.sample_rate = 16000  # the one edit made here
+    first.generator.change_contract(speed=1.25)
+    change = view.plan_contract()
+    assert change.contract.speed == 1.25
+    assert change.contract.sample_rate == 16000

@@ -100,7 +100,13 @@ class GenerateView(PageState, pn.viewable.Viewer):
         self.generate_stem_button = pn.widgets.Button(
             label="Generate", color="primary", css_classes=["generate-stem"]
         )
-        self.draft = self.workspace.generator.contract.copy()
+        contract = self.workspace.generator.contract
+        self.draft = contract.copy()
+        #: The active contract's values the draft was last aligned with: a draft field that
+        #: still equals its base was not edited here, and follows the active contract.
+        self._base = contract.values()
+        feed = live(self.workspace)
+        pn.bind(self._rebase_draft, *[feed.ref(contract, f) for f in CONTRACT_FIELDS], watch=True)
         draft = self.draft.param
         #: Widgets made from the draft's parameters: editing one edits the draft only.
         self.contract_widgets = {
@@ -212,7 +218,10 @@ class GenerateView(PageState, pn.viewable.Viewer):
     @friendly
     def plan_contract(self) -> ContractChange:
         """Check the draft in the core and ask for confirmation (nothing is applied yet)."""
-        active = self.workspace.generator.contract
+        generator = self.workspace.generator
+        generator.follow_contract()  # another process's change first, then what was edited here
+        self._rebase_draft()
+        active = generator.contract
         changes = {
             field: getattr(self.draft, field)
             for field in CONTRACT_FIELDS
@@ -231,13 +240,26 @@ class GenerateView(PageState, pn.viewable.Viewer):
             raise ValueError("no contract change to confirm: press Apply contract first")
         change, self.pending = self.pending, None
         self.workspace.generator.apply_contract_change(change)
-        self.draft.param.update(**self.workspace.generator.contract.values())
+        self._reset_draft()
         notify_info(f"contract applied: {change.contract.engine}, {change.signature[:16]}…")
 
     def cancel_contract(self) -> None:
         """Forget the planned change and put the draft back to the active contract."""
         self.pending = None
-        self.draft.param.update(**self.workspace.generator.contract.values())
+        self._reset_draft()
+
+    def _reset_draft(self) -> None:
+        self._base = self.workspace.generator.contract.values()
+        self.draft.param.update(**self._base)
+
+    def _rebase_draft(self, *_: object) -> None:
+        """The active contract changed (another operator, another server process): the draft's
+        fields edited on this page keep their edit, the others take the new active values, so
+        applying the draft never quietly reverts someone else's change."""
+        active = self.workspace.generator.contract.values()
+        edited = {name for name, value in self._base.items() if getattr(self.draft, name) != value}
+        self._base = active
+        self.draft.param.update(**{name: v for name, v in active.items() if name not in edited})
 
     # --- derived panes ------------------------------------------------------------------
 
