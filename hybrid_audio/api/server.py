@@ -232,11 +232,13 @@ def main(argv: list[str] | None = None) -> int:
 #: Unsent bytes the kernel keeps per connection (TCP_NOTSENT_LOWAT), and the bytes
 #: uvicorn buffers before it makes the app wait (asyncio's default is 64 KiB). Without them
 #: the send buffer grows to megabytes for a reader that stopped reading, and an NDJSON
-#: stream would run ~14,000 rotation positions ahead of its reader; with them the server
-#: holds at most ~60 KiB a reader has not taken. Bulk downloads are not slowed (bytes in
-#: flight are not counted).
-SEND_LOWAT_BYTES = 16 * 1024
-WRITE_BUFFER_BYTES = 16 * 1024
+#: stream would run ~14,000 rotation positions ahead of its reader. With 4 KiB each a
+#: stalled reader costs ~214 positions (`rotation.STREAM_LOSS_BOUND`); 16 KiB gave ~262,
+#: at the same full-read rate (~13,000 pair lines/s). What remains is mostly the kernel's
+#: last unsent segment, which Linux fills past the low mark (up to an MSS or half the
+#: reader's window). Bulk downloads are not slowed (bytes in flight are not counted).
+SEND_LOWAT_BYTES = 4 * 1024
+WRITE_BUFFER_BYTES = 4 * 1024
 
 
 def listening_socket(config: uvicorn.Config) -> socket.socket:

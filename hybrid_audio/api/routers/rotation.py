@@ -26,10 +26,11 @@ router = APIRouter(prefix="/rotation", tags=["rotation"])
 #: Most positions a reader that stalls and hangs up can cost the rotation beyond the lines it
 #: read, not counting what its own receive buffers held: one chunk reserved but not yet
 #: written (`STREAM_CHUNK`) plus the lines the server's buffers hold (`server.py`: at most
-#: WRITE_BUFFER_BYTES in uvicorn and SEND_LOWAT_BYTES unsent in the kernel, each plus one
-#: write). Measured on Linux loopback: ~260 (a default httpx reader adds ~450 of its own);
+#: WRITE_BUFFER_BYTES in uvicorn and the kernel's last unsent segment, each plus one write).
+#: Measured on Linux loopback with a 4 KiB client receive buffer: 214 (pairs and scripts);
+#: a default httpx reader adds ~450 of its own (its 128 KiB receive buffer) for ~670;
 #: without those limits it was ~14,000.
-STREAM_LOSS_BOUND = 512
+STREAM_LOSS_BOUND = 256
 Count = Annotated[int, Query(ge=1, le=100_000, description="How many steps to stream.")]
 _NDJSON = {200: {"content": {"application/x-ndjson": {}}, "description": "One step per line."}}
 
