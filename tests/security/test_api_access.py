@@ -180,6 +180,37 @@ def test_a_session_is_random_per_login_and_logout_ends_it(keyed: ApiServer) -> N
     assert second.get("/jobs").status_code == 200  # other sessions live on
 
 
+def test_a_session_ends_when_its_time_is_up(server_factory: Callable[..., ApiServer]) -> None:
+    """A stolen cookie stops working after DASHBOARD_SESSION_SECONDS, even if sent again.
+
+    The cookie is sent by hand: a client's cookie jar drops it at Max-Age by itself, and
+    the defence under test is the server's own expiry.
+    """
+    lifetime = 3  # long enough for the first request on a loaded machine
+    server = server_factory(
+        key=secrets.token_urlsafe(24), env={"DASHBOARD_SESSION_SECONDS": str(lifetime)}
+    )
+    answer = httpx.post(
+        f"{server.base_url}/dashboard/login",
+        data={"key": server.key},
+        headers={"origin": server.base_url},
+    )
+    assert answer.status_code == 303, answer.text
+    assert f"Max-Age={lifetime}" in answer.headers["set-cookie"]
+    token = answer.cookies[COOKIE]
+    replay = server.client(key="")
+    cookie = {"cookie": f"{COOKIE}={token}"}
+    assert replay.get("/jobs", headers=cookie).status_code == 200
+    deadline = time.monotonic() + 60  # a generous bound, not a timing claim
+    while replay.get("/jobs", headers=cookie).status_code == 200:
+        assert time.monotonic() < deadline, "the session outlived its lifetime by a minute"
+        time.sleep(0.2)
+    assert replay.get("/jobs", headers=cookie).status_code == 401
+    page = replay.get("/dashboard", headers=cookie, follow_redirects=False)
+    assert page.status_code == 303
+    assert page.headers["location"] == "/dashboard/login"
+
+
 def test_sessions_and_failures_are_shared_by_server_processes(tmp_path: Path) -> None:
     """Two processes on one state folder: one login, one logout, one failure count."""
     base = make_base_dir(tmp_path / "shared")
