@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import secrets
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +23,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import uvicorn
+from fastapi.testclient import TestClient
 from websockets.sync.client import connect
 
 from hybrid_audio.api.app import create_app
@@ -137,18 +139,41 @@ def test_every_route_the_dashboard_mounts_needs_a_session(keyed: ApiServer, tmp_
     assert session.get("/dashboard/").status_code == 200
 
 
-@pytest.mark.parametrize("probe", COMPONENT_PROBES)
-def test_component_routes_answer_one_404_and_import_nothing(
-    keyed: ApiServer, keyless: ApiServer, probe: str
+def _answer_shape(answer: httpx.Response) -> tuple[int, bytes, tuple[tuple[str, str], ...]]:
+    """Status, body and headers, without the ones that change per request."""
+    headers = tuple(sorted((k, v) for k, v in answer.headers.items() if k != "date"))
+    return answer.status_code, answer.content, headers
+
+
+def test_component_routes_answer_one_404_whatever_the_module(
+    keyed: ApiServer, keyless: ApiServer
 ) -> None:
-    """/components/<module>/… never imports a module nor tells present from missing."""
-    answers = [
-        keyed.client(key="").get(probe),
-        login(keyed).get(probe),
-        keyless.client(key="").get(probe),
-    ]
-    assert [a.status_code for a in answers] == [404, 404, 404], probe
-    assert len({a.content for a in answers}) == 1  # the same body whoever asks
+    """/components/<module>/… never tells a present module from a missing one or a traversal:
+    every probe gets the same status, body and headers, whoever asks."""
+    clients = [keyed.client(key=""), login(keyed), keyless.client(key="")]
+    answers = {probe: [client.get(probe) for client in clients] for probe in COMPONENT_PROBES}
+    assert all(a.status_code == 404 for each in answers.values() for a in each), answers
+    shapes = {_answer_shape(a) for each in answers.values() for a in each}
+    assert len(shapes) == 1, shapes
+
+
+def test_a_component_probe_imports_nothing(tmp_path: Path, monkeypatch) -> None:
+    """A probe naming an installed module that is not loaded yet leaves it unloaded.
+
+    In process (the gate is the same code the server runs), so sys.modules is visible: the
+    module exists on sys.path, and importing it would register it.
+    """
+    name = f"probe_target_{secrets.token_hex(4)}"
+    (tmp_path / f"{name}.py").write_text("class Thing:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    app = create_app(Settings(base_dir=tmp_path / "base", internal_api_key="k"))
+    with TestClient(app) as client:
+        for headers in ({}, {HEADER: "k"}):
+            answer = client.get(f"/components/{name}/Thing/__javascript__/x", headers=headers)
+            assert answer.status_code == 404, answer.text
+    assert name not in sys.modules
+    __import__(name)  # the probe was meaningful: the module was there to import
+    assert name in sys.modules
 
 
 @pytest.mark.parametrize("path", ["/docs", "/redoc", "/openapi.json"])
