@@ -17,17 +17,11 @@ from hybrid_audio.bitmerge import _trim_range
 from hybrid_audio.cache import CorruptStemError
 from hybrid_audio.config import Settings
 from hybrid_audio.contract import VoiceContract
-from hybrid_audio.engines import create_engine
 from hybrid_audio.generation import Generator
 from hybrid_audio.templates import TemplateError, TrimOptions
 from hybrid_audio.wav import Wav
 from hybrid_audio.workspace import Workspace
 from tests.api_server import make_base_dir
-
-
-@pytest.fixture(scope="module")
-def piper():
-    return create_engine(Settings(tts_engine="piper"))
 
 
 @pytest.fixture

@@ -14,18 +14,12 @@ import pytest
 
 from hybrid_audio.campaign import CampaignState
 from hybrid_audio.config import Settings
-from hybrid_audio.engines import create_engine
 from hybrid_audio.generation import ContractFollowError
 from hybrid_audio.jobs import Job, JobState
 from hybrid_audio.recipients import parse_recipients
 from hybrid_audio.workspace import Workspace
 from tests.api_server import TINY_DATASETS, make_base_dir
 from tests.test_campaign import recipients_csv
-
-
-@pytest.fixture(scope="module")
-def piper():
-    return create_engine(Settings(tts_engine="piper"))
 
 
 @pytest.fixture

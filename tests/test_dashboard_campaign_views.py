@@ -20,7 +20,6 @@ from app.views.assemble import AssembleView
 from app.views.cache import CacheView
 from app.views.campaign import PAGE_SIZE, CampaignView
 from hybrid_audio.config import Settings
-from hybrid_audio.engines import create_engine
 from hybrid_audio.jobs import JobState
 from hybrid_audio.recipients import parse_recipients
 from hybrid_audio.workspace import Workspace
@@ -36,11 +35,6 @@ CSV = (
     b"r4,Cid,Acme Homes,\n"
     b"r5,Ann,Beta Builders,\n"
 )
-
-
-@pytest.fixture(scope="module")
-def piper():
-    return create_engine(Settings(tts_engine="piper"))
 
 
 @pytest.fixture

@@ -19,17 +19,11 @@ from app.views.cache import CacheView
 from app.views.generate import GenerateView
 from app.views.pronunciation import PronunciationView
 from hybrid_audio.config import Settings
-from hybrid_audio.engines import create_engine
 from hybrid_audio.jobs import JobState
 from hybrid_audio.workspace import Workspace
 from tests.api_server import TINY_DATASETS, make_base_dir
 
 HOSTILE = "<img src=x onerror=alert(1)>"
-
-
-@pytest.fixture(scope="module")
-def piper():
-    return create_engine(Settings(tts_engine="piper"))
 
 
 @pytest.fixture

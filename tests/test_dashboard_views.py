@@ -32,11 +32,6 @@ from hybrid_audio.workspace import Workspace
 from tests.api_server import REPO, make_base_dir
 
 
-@pytest.fixture(scope="module")
-def piper():
-    return create_engine(Settings(tts_engine="piper"))
-
-
 @pytest.fixture
 def workspace(tmp_path: Path, piper):
     workspace = Workspace.build(Settings(base_dir=make_base_dir(tmp_path)), engine=piper)

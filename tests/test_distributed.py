@@ -38,11 +38,6 @@ TIMEOUT = 600  # seconds: a loaded 2-core machine
 
 
 @pytest.fixture(scope="module")
-def piper():
-    return create_engine(Settings(tts_engine="piper"))
-
-
-@pytest.fixture(scope="module")
 def workspace(tmp_path_factory, piper) -> Iterator[Workspace]:
     settings = Settings(
         base_dir=tmp_path_factory.mktemp("dask"),

@@ -22,7 +22,6 @@ from hybrid_audio.campaign import CampaignInfo
 from hybrid_audio.campaign_rows import CampaignRows, RowUpdate
 from hybrid_audio.config import Settings
 from hybrid_audio.distributed import DaskCluster
-from hybrid_audio.engines import create_engine
 from hybrid_audio.jobs import JobState
 from hybrid_audio.recipients import parse_recipients
 from hybrid_audio.workspace import Workspace
@@ -41,11 +40,6 @@ class StopError(Exception):
 def recipients(count: int) -> bytes:
     rows = "".join(f"r{i},{NAMES[i % 3]},{DEVELOPERS[i % 2]}\n" for i in range(1, count + 1))
     return ("id,name,developer\n" + rows).encode()
-
-
-@pytest.fixture(scope="module")
-def piper():
-    return create_engine(Settings(tts_engine="piper"))
 
 
 @pytest.fixture(scope="module")

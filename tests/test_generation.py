@@ -15,7 +15,7 @@ import pytest
 
 from hybrid_audio.config import Settings
 from hybrid_audio.contract import AudioFormat
-from hybrid_audio.engines import EngineConfigError, EngineOutputError, create_engine
+from hybrid_audio.engines import EngineConfigError, EngineOutputError
 from hybrid_audio.generation import Generator, batch_workers
 from hybrid_audio.jobs import JobRunner, JobState
 from hybrid_audio.wav import Wav, read_wav
@@ -43,11 +43,6 @@ class CountingEngine:
         with self._lock:
             self.calls.append(text)
         return self.inner.synthesize(text, contract)
-
-
-@pytest.fixture(scope="module")
-def piper():
-    return create_engine(Settings(tts_engine="piper"))
 
 
 @pytest.fixture

@@ -19,16 +19,10 @@ import param
 import pytest
 
 from hybrid_audio.config import Settings
-from hybrid_audio.engines import create_engine
 from hybrid_audio.jobs import Job, JobState
 from hybrid_audio.live import read_revisions
 from hybrid_audio.workspace import Workspace
 from tests.api_server import REPO, make_base_dir
-
-
-@pytest.fixture(scope="module")
-def piper():
-    return create_engine(Settings(tts_engine="piper"))
 
 
 @pytest.fixture

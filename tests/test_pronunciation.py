@@ -10,14 +10,9 @@ import pytest
 
 from hybrid_audio import staleness
 from hybrid_audio.config import Settings
-from hybrid_audio.engines import EngineConfigError, create_engine
+from hybrid_audio.engines import EngineConfigError
 from hybrid_audio.workspace import Workspace
 from tests.api_server import TINY_DATASETS, make_base_dir
-
-
-@pytest.fixture(scope="module")
-def piper():
-    return create_engine(Settings(tts_engine="piper"))
 
 
 @pytest.fixture

@@ -22,7 +22,6 @@ from google.cloud import storage
 
 from app.views.storage import StorageView
 from hybrid_audio.config import Settings
-from hybrid_audio.engines import create_engine
 from hybrid_audio.jobs import JobState
 from hybrid_audio.logs import JsonlLog
 from hybrid_audio.storage.base import StorageUnavailableError, stem_object_name
@@ -33,11 +32,6 @@ from tests.api_server import free_port, make_base_dir
 from tests.gcs_emulator import Emulator, gcs_bucket, gcs_emulator  # noqa: F401
 
 ANA, HILTON = "stem.name.ana", "stem.developer.hilton"
-
-
-@pytest.fixture(scope="module")
-def piper():
-    return create_engine(Settings(tts_engine="piper"))
 
 
 def gcs_settings(base_dir: Path, emulator: Emulator, bucket: str) -> Settings:

@@ -20,7 +20,7 @@ from hybrid_audio import generation
 from hybrid_audio.cache import StemCache
 from hybrid_audio.config import Settings
 from hybrid_audio.contract import VoiceContract
-from hybrid_audio.engines import Engine, create_engine
+from hybrid_audio.engines import Engine
 from hybrid_audio.storage.base import ObjectStore, stem_metadata, stem_object_name
 from hybrid_audio.storage.gcs import GcsStore
 from hybrid_audio.storage.readthrough import pull_stem
@@ -63,11 +63,6 @@ def bucket(request: pytest.FixtureRequest) -> Bucket:
     return Bucket(
         request.getfixturevalue("gcs_emulator").url, request.getfixturevalue("gcs_bucket")
     )
-
-
-@pytest.fixture(scope="module")
-def piper() -> Engine:
-    return create_engine(Settings(tts_engine="piper"))
 
 
 def gcs_settings(base_dir: Path, bucket: str, url: str, deadline: float = 1.0) -> Settings:

@@ -27,7 +27,6 @@ from requests.adapters import HTTPAdapter
 
 from hybrid_audio.config import Settings
 from hybrid_audio.delivery import deliver
-from hybrid_audio.engines import create_engine
 from hybrid_audio.files import stem_lock
 from hybrid_audio.jobs import JobState
 from hybrid_audio.logs import JsonlLog
@@ -38,11 +37,6 @@ from tests.api_server import make_base_dir
 from tests.gcs_emulator import Emulator, gcs_bucket, gcs_emulator  # noqa: F401
 
 ANA, HILTON = "stem.name.ana", "stem.developer.hilton"
-
-
-@pytest.fixture(scope="module")
-def piper():
-    return create_engine(Settings(tts_engine="piper"))
 
 
 @pytest.fixture

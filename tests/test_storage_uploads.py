@@ -22,7 +22,7 @@ import pytest
 
 from hybrid_audio.config import Settings
 from hybrid_audio.database import Database
-from hybrid_audio.engines import Engine, create_engine
+from hybrid_audio.engines import Engine
 from hybrid_audio.live import read_revisions
 from hybrid_audio.storage.base import (
     ObjectExistsError,
@@ -49,11 +49,6 @@ def bucket(request: pytest.FixtureRequest) -> Bucket:
     return Bucket(
         request.getfixturevalue("gcs_emulator").url, request.getfixturevalue("gcs_bucket")
     )
-
-
-@pytest.fixture(scope="module")
-def piper() -> Engine:
-    return create_engine(Settings(tts_engine="piper"))
 
 
 class PreconditionStore(GcsStore):

@@ -10,14 +10,9 @@ import pytest
 
 from hybrid_audio.config import Settings
 from hybrid_audio.database import Database
-from hybrid_audio.engines import EngineConfigError, create_engine
+from hybrid_audio.engines import EngineConfigError
 from hybrid_audio.generation import Generator
 from hybrid_audio.shared_contract import read
-
-
-@pytest.fixture(scope="module")
-def piper():
-    return create_engine(Settings(tts_engine="piper"))
 
 
 @pytest.fixture
