@@ -33,8 +33,9 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ import param
 from pydantic import BaseModel
 
 from hybrid_audio.database import Database
+from hybrid_audio.logs import JsonlLog
 
 #: Seconds between two progress writes of one job (state changes are written at once).
 PROGRESS_INTERVAL = 0.25
@@ -552,3 +554,21 @@ class JobRunner:
         if self._scratch is not None:
             self.store.database.close()
             shutil.rmtree(self._scratch, ignore_errors=True)
+
+
+@contextmanager
+def logged(log: JsonlLog, event: str, job: Job, **fields: Any) -> Iterator[dict[str, Any]]:
+    """A job's body between `<event>_started` and `<event>_done` (with what the body put in
+    the dict it is given) or `<event>_failed` (the error, `cancelled` for a cancel, and how
+    far it got): the lines a job writes to its log whoever started it (API, dashboard,
+    notebook, script)."""
+    fields = {"job": job.id, **fields}
+    log.write(f"{event}_started", **fields)
+    outcome: dict[str, Any] = {}
+    try:
+        yield outcome
+    except BaseException as error:
+        reason = "cancelled" if isinstance(error, JobCancelledError) else str(error)
+        log.write(f"{event}_failed", **fields, error=reason, done=job.done)
+        raise
+    log.write(f"{event}_done", **fields, **outcome)

@@ -32,7 +32,7 @@ from hybrid_audio.contract import VoiceContract
 from hybrid_audio.database import Database
 from hybrid_audio.engines import Engine
 from hybrid_audio.generation import ContractFollowError, Generator
-from hybrid_audio.jobs import Job, JobRunner
+from hybrid_audio.jobs import Job, JobRunner, logged
 from hybrid_audio.live import read_revisions
 from hybrid_audio.logs import JsonlLog
 from hybrid_audio.pronunciation import PronunciationDictionary
@@ -241,19 +241,9 @@ class Workspace(param.Parameterized):
         self, job: Job, names: Sequence[str] | None, developers: Sequence[str] | None
     ) -> dict:
         """The body of a bulk generation job, logged to jobs.jsonl."""
-        self.jobs_log.write("job_started", job=job.id, kind=job.kind, **job.params)
-        try:
+        with logged(self.jobs_log, "job", job, kind=job.kind, **job.params) as outcome:
             report = self.generator.generate_rotational_stems(names, developers, job=job)
-        except BaseException as error:
-            self.jobs_log.write("job_failed", job=job.id, error=str(error))
-            raise
-        self.jobs_log.write(
-            "job_done",
-            job=job.id,
-            created=report.created,
-            cached=report.cached,
-            failed=len(report.failed),
-        )
+            outcome.update(created=report.created, cached=report.cached, failed=len(report.failed))
         return report.model_dump()
 
     def verify_cache(self) -> CacheReport:

@@ -22,10 +22,13 @@ from hybrid_audio.jobs import (
     MAX_JOB_AGE_SECONDS,
     MAX_STORED_ERRORS,
     Job,
+    JobCancelledError,
     JobRunner,
     JobState,
     JobStore,
+    logged,
 )
+from hybrid_audio.logs import JsonlLog
 
 
 @pytest.fixture
@@ -287,3 +290,36 @@ def test_a_waiter_sees_finished_only_once_the_row_says_so(
     job = runner.wait(runner.submit("quick", lambda job: "ok").id, timeout=10)
     assert job.state == JobState.DONE
     assert _row(database, job.id)["state"] == "done"
+
+
+def test_a_logged_job_writes_started_then_done_or_failed_with_how_far_it_got(
+    tmp_path: Path,
+) -> None:
+    """The lines every logged job kind writes: what the body reports on success; on failure
+    the error (`cancelled` for a cancel) and the progress reached; the error still raises."""
+    log = JsonlLog(tmp_path / "jobs.jsonl")
+    outcomes = {}
+    for case in ("ok", "boom", "cancel"):
+        job = Job(kind="bulk_generate", total=3)
+        try:
+            with logged(log, "job", job, source=case) as outcome:
+                job.advance()
+                if case == "boom":
+                    raise ValueError("engine refused")
+                if case == "cancel":
+                    job.cancel()
+                    job.raise_if_cancelled()
+                outcome.update(created=1)
+        except (ValueError, JobCancelledError) as error:
+            outcomes[case] = type(error).__name__
+    assert outcomes == {"boom": "ValueError", "cancel": "JobCancelledError"}
+    lines = [json.loads(line) for line in (tmp_path / "jobs.jsonl").read_text().splitlines()]
+    shown = [{k: v for k, v in line.items() if k not in ("ts", "job")} for line in lines]
+    assert shown == [
+        {"event": "job_started", "source": "ok"},
+        {"event": "job_done", "source": "ok", "created": 1},
+        {"event": "job_started", "source": "boom"},
+        {"event": "job_failed", "source": "boom", "error": "engine refused", "done": 1},
+        {"event": "job_started", "source": "cancel"},
+        {"event": "job_failed", "source": "cancel", "error": "cancelled", "done": 1},
+    ]

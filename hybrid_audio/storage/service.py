@@ -18,7 +18,7 @@ from hybrid_audio.assembly import Assembler, CorruptOutputError
 from hybrid_audio.cache import StemCache
 from hybrid_audio.config import Settings
 from hybrid_audio.files import leftovers
-from hybrid_audio.jobs import Job, JobCancelledError, JobRunner
+from hybrid_audio.jobs import Job, JobRunner, logged
 from hybrid_audio.logs import JsonlLog
 from hybrid_audio.stems import StemId
 from hybrid_audio.storage.base import (
@@ -278,29 +278,17 @@ class StorageService(param.Parameterized):
 
     def _sync_work(self, job: Job, direction: str, prefix: str) -> dict[str, Any]:
         """The body of a sync job, logged to storage.jsonl from start to end."""
-        fields = {
-            "job": job.id,
-            "direction": direction,
-            "prefix": prefix,
-            "source": job.params.get("source"),
-        }
-        self.log.write("storage_sync_started", **fields)
+        fields = {"direction": direction, "prefix": prefix, "source": job.params.get("source")}
         syncer = Syncer(self.store, self.cache, self.assembler, self._queue())
-        try:
+        with logged(self.log, "storage_sync", job, **fields) as outcome:
             report = syncer.push(prefix, job) if direction == "push" else syncer.pull(prefix, job)
-        except BaseException as error:
-            reason = "cancelled" if isinstance(error, JobCancelledError) else str(error)
-            self.log.write("storage_sync_failed", **fields, error=reason, done=job.done)
-            raise
-        self.log.write(
-            "storage_sync_done",
-            **fields,
-            considered=report.considered,
-            transferred=report.transferred,
-            skipped=report.skipped,
-            conflicts=len(report.conflicts),
-            failed=len(report.failed),
-        )
+            outcome.update(
+                considered=report.considered,
+                transferred=report.transferred,
+                skipped=report.skipped,
+                conflicts=len(report.conflicts),
+                failed=len(report.failed),
+            )
         return report.model_dump()
 
     def _queue(self) -> UploadQueue | None:
