@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import os
 from enum import StrEnum
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from anyio import CapacityLimiter, to_thread
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
@@ -49,9 +52,31 @@ def _known(workspace: Workspace, output_id: str) -> str:
     return output_id
 
 
+def assembly_slots(request: Request, workspace: Workspace) -> CapacityLimiter:
+    """The assemblies this process runs at once: the cores, or the engine's parallel
+    syntheses when that is more (a stem missing under Cartesia waits on the network).
+
+    An assembly is Python work under the GIL plus three fsyncs; on FastAPI's default pool
+    of 40 threads, 16 clients made 16 threads take turns at the GIL, and each message cost
+    more CPU the more threads were awake (benchmarks/bench_scale.py: 2 threads on 2 cores
+    served the most messages a second). Requests past the slots wait their turn here,
+    holding no thread.
+    """
+    slots: CapacityLimiter | None = getattr(request.app.state, "assembly_slots", None)
+    if slots is None:  # made on the app's own event loop, on first use
+        slots = request.app.state.assembly_slots = CapacityLimiter(1)
+    wanted = max(os.cpu_count() or 1, workspace.generator.workers)
+    if slots.total_tokens != wanted:  # the engine (its parallel syntheses) may change
+        slots.total_tokens = wanted
+    return slots
+
+
 @router.post("/template", response_model=AssembleResponse, summary="Assemble one message")
-def assemble_template(body: AssembleRequest, workspace: WorkspaceDep) -> Response:
-    result = workspace.assembler.assemble(
+async def assemble_template(
+    body: AssembleRequest, request: Request, workspace: WorkspaceDep
+) -> Response:
+    assemble = functools.partial(
+        workspace.assembler.assemble,
         body.template,
         name=body.name,
         developer=body.developer,
@@ -60,6 +85,7 @@ def assemble_template(body: AssembleRequest, workspace: WorkspaceDep) -> Respons
         generate_missing=body.generate_missing,
         mode=body.mode,
     )
+    result = await to_thread.run_sync(assemble, limiter=assembly_slots(request, workspace))
     summary = result.summary
     return model_response(
         AssembleResponse(
