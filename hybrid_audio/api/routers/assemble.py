@@ -33,6 +33,8 @@ router = APIRouter(prefix="/assemble", tags=["assemble"])
 #: The delivery formats, an enum in the OpenAPI schema (an unknown one is a 422 naming them).
 DeliveryName = StrEnum("DeliveryName", {name: name for name in FORMATS})
 _AUDIO_TYPES = {kind.media_type: {} for kind in FORMATS.values()}
+#: Read once: `os.cpu_count()` reads a file under /sys on every call.
+CORES = os.cpu_count() or 1
 
 
 class DeliveryFormatInfo(BaseModel):
@@ -65,7 +67,7 @@ def assembly_slots(request: Request, workspace: Workspace) -> CapacityLimiter:
     slots: CapacityLimiter | None = getattr(request.app.state, "assembly_slots", None)
     if slots is None:  # made on the app's own event loop, on first use
         slots = request.app.state.assembly_slots = CapacityLimiter(1)
-    wanted = max(os.cpu_count() or 1, workspace.generator.workers)
+    wanted = max(CORES, workspace.generator.workers)
     if slots.total_tokens != wanted:  # the engine (its parallel syntheses) may change
         slots.total_tokens = wanted
     return slots
