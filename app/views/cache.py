@@ -25,9 +25,9 @@ from app.views.common import (
     PageState,
     audio_player,
     friendly,
+    job_panel,
     md,
     notify_info,
-    progress_bar,
     wav_download,
 )
 from app.views.live import live
@@ -327,25 +327,12 @@ class CacheView(PageState, pn.viewable.Viewer):
         return pn.panel(pn.bind(self._job_panel, self.param.job))
 
     def _job_panel(self, job: Job | None) -> pn.viewable.Viewable:
-        """The bar and status of `job`, bound to its own parameters (through the feed)."""
-        if job is None:
-            return pn.Column(
-                progress_bar(0, 0, css_class="bulk-progress"),
-                pn.pane.Markdown(css_classes=["bulk-status"]),
-            )
-        feed = live(self.workspace)
-        done, total = feed.ref(job, "done"), feed.ref(job, "total")
-        refs = (
-            feed.ref(job, "state"),
-            done,
-            total,
-            feed.ref(job, "errors"),
-            feed.ref(job, "result"),
-        )
-        return pn.Column(
-            pn.panel(pn.bind(progress_bar, done, total, css_class="bulk-progress")),
-            pn.pane.Markdown(pn.bind(self._job_status, job, *refs), css_classes=["bulk-status"]),
-            sizing_mode="stretch_width",
+        return job_panel(
+            self.workspace,
+            job,
+            self._job_status,
+            bar_class="bulk-progress",
+            status_class="bulk-status",
         )
 
     def _audit_text(self, audit: CacheReport | None) -> str:

@@ -25,9 +25,10 @@ import param
 from bokeh.models import BoxAnnotation, Label
 from bokeh.plotting import figure
 
+from app.views.live import live
 from hybrid_audio.config import Settings
 from hybrid_audio.datasets import load_dataset
-from hybrid_audio.jobs import JobState
+from hybrid_audio.jobs import Job, JobState
 from hybrid_audio.wav import read_wav
 from hybrid_audio.waveform import envelope
 
@@ -179,6 +180,37 @@ def progress_bar(
         value=total if state == JobState.DONE else min(done, total),
         max=total,
         css_classes=[css_class],
+        sizing_mode="stretch_width",
+    )
+
+
+#: The parameters of a `Job` a job panel follows, in the order its status function takes them.
+JOB_FIELDS = ("state", "done", "total", "message", "errors", "result")
+
+
+def job_panel(
+    workspace: Any,
+    job: Job | None,
+    status: Callable[..., str],
+    *,
+    bar_class: str,
+    status_class: str,
+) -> pn.viewable.Viewable:
+    """A job's progress bar and status line, bound to the job's own parameters through the
+    session's live feed; `status(job, state, done, total, message, errors, result)` words it
+    (Markdown, data escaped). No job: an empty bar and line."""
+    if job is None:
+        return pn.Column(
+            progress_bar(0, 0, css_class=bar_class),
+            pn.pane.Markdown(css_classes=[status_class]),
+            sizing_mode="stretch_width",
+        )
+    feed = live(workspace)
+    refs = [feed.ref(job, name) for name in JOB_FIELDS]
+    state, done, total = refs[:3]
+    return pn.Column(
+        pn.panel(pn.bind(progress_bar, done, total, state, css_class=bar_class)),
+        pn.pane.Markdown(pn.bind(status, job, *refs), css_classes=[status_class]),
         sizing_mode="stretch_width",
     )
 

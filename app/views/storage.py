@@ -24,7 +24,7 @@ import pandas as pd
 import panel as pn
 import param
 
-from app.views.common import WRAPPED, PageState, friendly, md, notify_info, progress_bar
+from app.views.common import WRAPPED, PageState, friendly, job_panel, md, notify_info
 from app.views.live import live
 from hybrid_audio.jobs import FINISHED_STATES, Job, JobState
 from hybrid_audio.storage.base import (
@@ -369,25 +369,12 @@ class StorageView(PageState, pn.viewable.Viewer):
         return status
 
     def _job_panel(self, job: Job | None) -> pn.viewable.Viewable:
-        """The bar and status of `job`, bound to its own parameters (through the feed)."""
-        if job is None:
-            return pn.Column(
-                progress_bar(0, 0, css_class="storage-progress"),
-                pn.pane.Markdown(css_classes=["storage-job"]),
-                sizing_mode="stretch_width",
-            )
-        feed = live(self.workspace)
-        state, done, total = (feed.ref(job, name) for name in ("state", "done", "total"))
-        refs = (
-            state,
-            done,
-            total,
-            *(feed.ref(job, name) for name in ("message", "errors", "result")),
-        )
-        return pn.Column(
-            pn.panel(pn.bind(progress_bar, done, total, state, css_class="storage-progress")),
-            pn.pane.Markdown(pn.bind(self._job_status, job, *refs), css_classes=["storage-job"]),
-            sizing_mode="stretch_width",
+        return job_panel(
+            self.workspace,
+            job,
+            self._job_status,
+            bar_class="storage-progress",
+            status_class="storage-job",
         )
 
     def __panel__(self) -> pn.viewable.Viewable:
@@ -435,7 +422,7 @@ class StorageView(PageState, pn.viewable.Viewer):
                 pn.bind(self._metadata_frame, self.param.selected),
                 show_index=False,
                 disabled=True,
-                formatters={"value": WRAPPED},
+                formatters={"key": WRAPPED, "value": WRAPPED},  # bucket metadata: any text
                 widths={"key": 180},
                 css_classes=["storage-metadata"],
                 sizing_mode="stretch_width",
