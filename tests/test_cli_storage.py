@@ -38,6 +38,12 @@ def fake() -> Iterator[FakeCartesia]:
         yield started
 
 
+@pytest.fixture
+def gcs_env(gcs_emulator: Emulator, gcs_bucket: str, fake: FakeCartesia) -> dict[str, str]:
+    """A server's environment: GCS mode on the test's bucket, Cartesia answered by the fake."""
+    return bucket_env(gcs_emulator.url, gcs_bucket) | cartesia_env(fake)
+
+
 def hybrid_audio(tmp_path: Path, server: ApiServer, *args: str) -> subprocess.CompletedProcess[str]:
     """`hybrid-audio ARGS` against `server`, with its key."""
     return run(tmp_path, server.base_url, *args, key=server.key)
@@ -82,10 +88,9 @@ def test_check_in_bucket_exits_0_when_consistent_and_1_on_differences(
     server_factory: Callable[..., ApiServer],
     gcs_emulator: Emulator,
     gcs_bucket: str,
-    fake: FakeCartesia,
+    gcs_env: dict[str, str],
 ) -> None:
-    env = bucket_env(gcs_emulator.url, gcs_bucket) | cartesia_env(fake)
-    server = server_factory(key=KEY, env=env)
+    server = server_factory(key=KEY, env=gcs_env)
     ok(hybrid_audio(tmp_path, server, "generate", "name", "Ann"))
     wait_uploaded(tmp_path, server)
     assert "consistency" in ok(hybrid_audio(tmp_path, server, "cache", "check-in-bucket"))
@@ -111,6 +116,7 @@ def test_sync_push_follows_the_job_then_invalidate_remote(
     gcs_emulator: Emulator,
     gcs_bucket: str,
     fake: FakeCartesia,
+    gcs_env: dict[str, str],
 ) -> None:
     """Stems made in local mode are pushed by `storage sync push --wait` (progress bar,
     exit 0), after which the check passes; `--remote` deletes the bucket copy."""
@@ -118,8 +124,7 @@ def test_sync_push_follows_the_job_then_invalidate_remote(
     ok(hybrid_audio(tmp_path, local, "generate", "name", "Ann"))
     ok(hybrid_audio(tmp_path, local, "generate", "name", "Bob"))
     local.stop()
-    env = bucket_env(gcs_emulator.url, gcs_bucket) | cartesia_env(fake)
-    with start_server(local.base_dir, key=KEY, env=env) as server:
+    with start_server(local.base_dir, key=KEY, env=gcs_env) as server:
         assert hybrid_audio(tmp_path, server, "cache", "check-in-bucket").returncode == 1
         pushed = hybrid_audio(tmp_path, server, "storage", "sync", "push", "--wait")
         stdout = ok(pushed)
@@ -140,17 +145,15 @@ def test_sync_push_follows_the_job_then_invalidate_remote(
 def test_sync_pull_wait_adopts_what_another_server_made(
     tmp_path: Path,
     server_factory: Callable[..., ApiServer],
-    gcs_emulator: Emulator,
-    gcs_bucket: str,
     fake: FakeCartesia,
+    gcs_env: dict[str, str],
 ) -> None:
     """`storage sync pull --wait` on a second server follows the job to its end (progress
     bar, exit 0) and leaves that server consistent with the bucket."""
-    env = bucket_env(gcs_emulator.url, gcs_bucket) | cartesia_env(fake)
-    first = server_factory(key=KEY, env=env)
+    first = server_factory(key=KEY, env=gcs_env)
     ok(hybrid_audio(tmp_path, first, "generate", "name", "Ann"))
     wait_uploaded(tmp_path, first)
-    second = server_factory(key=KEY, env=env)
+    second = server_factory(key=KEY, env=gcs_env)
     assert hybrid_audio(tmp_path, second, "cache", "check-in-bucket").returncode == 1
 
     pulled = hybrid_audio(tmp_path, second, "storage", "sync", "pull", "--wait")
