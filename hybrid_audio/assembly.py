@@ -302,16 +302,8 @@ class Assembler(param.Parameterized):
         manifest_path = wav_path.with_suffix(".json")
         manifest = manifest_bytes(document)
         self._queue_upload(output_id, merged.sha256, manifest)
-        if batch is None:
-            atomic_write(manifest_path, manifest)
-        else:
-            tmp = write_temp(manifest_path, manifest, sync=False)
-            with storage_errors(self.output_dir):
-                try:
-                    os.replace(tmp, manifest_path)
-                except BaseException:
-                    discard(tmp)
-                    raise
+        atomic_write(manifest_path, manifest, sync=batch is None)
+        if batch is not None:
             batch.add(wav_path, manifest_path)
         self._release_upload(output_id)
         result = AssemblyResult(

@@ -175,16 +175,18 @@ def fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Replace `path` with `data`: readers see the old file or the new one, never half."""
-    tmp = write_temp(path, data)
+def atomic_write(path: Path, data: bytes, *, sync: bool = True) -> None:
+    """Replace `path` with `data`: readers see the old file or the new one, never half.
+    Made durable (file and folder fsynced) unless `sync` is False: then a `SyncBatch` owes it."""
+    tmp = write_temp(path, data, sync=sync)
     with storage_errors(path.parent):
         try:
             os.replace(tmp, path)
         except BaseException:
             discard(tmp)
             raise
-        fsync_folder(path.parent)
+        if sync:
+            fsync_folder(path.parent)
 
 
 def create_new(path: Path, data: bytes) -> bool:

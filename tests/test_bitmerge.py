@@ -18,6 +18,7 @@ from hybrid_audio.bitmerge import (
     FormatMismatchError,
     Manifest,
     MergeError,
+    MergeResult,
     Part,
     Silence,
     Trim,
@@ -221,17 +222,23 @@ def test_offsets_are_absolute_file_offsets() -> None:
         assert result.wav[seg.byte_offset : seg.byte_offset + seg.byte_length] == read_wav(stem).pcm
 
 
-def test_every_flipped_byte_is_named_exactly() -> None:
-    fmt = AudioFormat(encoding="pcm_mulaw", sample_rate=8000)
+def assert_every_flipped_byte_is_named(fmt: AudioFormat) -> MergeResult:
+    """Two stems of `fmt` around a silence, merged; each byte of the output flipped in turn
+    is reported as the first difference, at its own offset. Returns the merge."""
     parts = [make_wav(fmt, 61), Silence(frames=20), make_wav(fmt, 40, seed=2)]
     result = bitmerge_semantic(parts, gap_ms=1)
-    assert len(result.wav) % 2 == 0  # includes the pad byte
     for offset in range(len(result.wav)):
         tampered = bytearray(result.wav)
         tampered[offset] ^= 0x01
         report = verify(bytes(tampered), result.manifest, parts)
         assert not report.ok
         assert report.first_diff_offset == offset, offset
+    return result
+
+
+def test_every_flipped_byte_is_named_exactly() -> None:
+    result = assert_every_flipped_byte_is_named(AudioFormat(encoding="pcm_mulaw", sample_rate=8000))
+    assert len(result.wav) % 2 == 0  # includes the pad byte
 
 
 def test_segment_report_names_the_segment_and_offset() -> None:

@@ -20,6 +20,7 @@ from hybrid_audio.bitmerge import Silence, Trim, bitmerge_semantic, verify
 from hybrid_audio.contract import AudioFormat
 from hybrid_audio.wav import read_wav, write_wav
 from tests.audio_factory import make_pcm, make_wav
+from tests.test_bitmerge import assert_every_flipped_byte_is_named
 
 S16 = AudioFormat(encoding="pcm_s16le", sample_rate=22050)
 U8 = AudioFormat(encoding="pcm_u8", sample_rate=8000)
@@ -64,14 +65,7 @@ def test_in_place_silence_gaps_and_pad_byte() -> None:
 
 @pytest.mark.usefixtures("split")
 def test_every_flipped_byte_is_named_exactly_on_the_memcmp_path() -> None:
-    parts = [make_wav(U8, 61), Silence(frames=20), make_wav(U8, 40, seed=2)]
-    result = bitmerge_semantic(parts, gap_ms=1)
-    for offset in range(len(result.wav)):
-        tampered = bytearray(result.wav)
-        tampered[offset] ^= 0x01
-        report = verify(bytes(tampered), result.manifest, parts)
-        assert not report.ok
-        assert report.first_diff_offset == offset, offset
+    assert_every_flipped_byte_is_named(U8)
 
 
 @pytest.mark.usefixtures("split")

@@ -66,7 +66,7 @@ def pull_stem(
             return ruled_out
     else:
         name = name_or_info
-        if _stem_id(name) is None:
+        if stem_id_of(name) is None:
             return PullOutcome(status="invalid", name=name, detail=NOT_A_STEM)
     data, info = store.download(name)
     return adopt_stem(cache, info, data, text=text, pronunciation=pronunciation)
@@ -90,7 +90,7 @@ def adopt_stem(
     if ruled_out is not None:
         return ruled_out
     name = info.name
-    stem_id = _stem_id(name)
+    stem_id = stem_id_of(name)
     assert stem_id is not None  # refusal ruled out any other name
     sha256 = info.metadata["sha256"]
     try:
@@ -139,7 +139,7 @@ def refusal(
     pronunciation: str | None = None,
 ) -> PullOutcome | None:
     """Why an object is not worth downloading by its name and metadata alone, or None."""
-    stem_id = _stem_id(info.name)
+    stem_id = stem_id_of(info.name)
     if stem_id is None:
         return PullOutcome(status="invalid", name=info.name, detail=NOT_A_STEM)
     refused = _refusal(cache, stem_id, info.metadata, text, pronunciation)
@@ -148,7 +148,8 @@ def refusal(
     return PullOutcome(status=refused[0], name=info.name, detail=refused[1])
 
 
-def _stem_id(name: str) -> StemId | None:
+def stem_id_of(name: str) -> StemId | None:
+    """The stem id a stem object name holds; None for any other name."""
     parsed = parse_object_name(name)
     if parsed is None or parsed.area != "stem":
         return None

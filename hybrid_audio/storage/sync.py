@@ -38,7 +38,7 @@ from hybrid_audio.storage.base import (
     stem_metadata,
     stem_object_name,
 )
-from hybrid_audio.storage.readthrough import PullOutcome, adopt_stem, refusal
+from hybrid_audio.storage.readthrough import PullOutcome, adopt_stem, refusal, stem_id_of
 from hybrid_audio.storage.reports import SyncReport
 from hybrid_audio.storage.uploads import CONTENT_TYPES, UploadQueue, output_upload
 
@@ -280,10 +280,9 @@ class Syncer:
     def _adopt(self, info: ObjectInfo, data: bytes) -> PullOutcome:
         """`adopt_stem` inside the generator's lock of that stem, so a pull never lands
         between a generation's lookup and its store."""
-        parsed = parse_object_name(info.name)
-        assert parsed is not None
-        assert parsed.stem_id is not None  # refusal ruled out any other name
-        with stem_lock(self.assembler.settings.state_dir, parsed.stem_id):
+        stem_id = stem_id_of(info.name)
+        assert stem_id is not None  # refusal ruled out any other name
+        with stem_lock(self.assembler.settings.state_dir, str(stem_id)):
             return adopt_stem(self.cache, info, data)
 
     @staticmethod
