@@ -22,9 +22,7 @@ import hashlib
 import itertools
 import math
 import os
-import threading
 import weakref
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -229,7 +227,11 @@ class _Entry:
         return memoryview(self.wav.pcm)[self.start * align : self.end * align]
 
 
-def _as_entry(index: int, part: Part | Silence | AudioSource) -> _Entry:
+def _as_entry(
+    index: int, part: Part | Silence | AudioSource, parsed: dict[int, tuple[bytes, Wav]]
+) -> _Entry:
+    """`part` resolved; WAV bytes are parsed once per object: a parse already in `parsed`
+    (part index → the very `bytes` object and its parse) is reused, a new one added."""
     if isinstance(part, Silence):
         return _Entry("silence", part.id, index, silence=part)
     label = part.id if isinstance(part, Part) else None
@@ -237,7 +239,12 @@ def _as_entry(index: int, part: Part | Silence | AudioSource) -> _Entry:
     if isinstance(audio, Wav):
         wav = audio
     elif type(audio) is bytes:
-        wav = _parse_bytes(audio)
+        known = parsed.get(index)
+        if known is not None and known[0] is audio:
+            wav = known[1]
+        else:
+            wav = _canonical_s16(audio) or read_wav(audio)
+            parsed[index] = (audio, wav)
     elif isinstance(audio, bytes | bytearray | memoryview | str | os.PathLike):
         wav = read_wav(audio)
     else:
@@ -250,34 +257,24 @@ def _as_entry(index: int, part: Part | Silence | AudioSource) -> _Entry:
     return _Entry("audio", label, index, wav=wav, end=wav.frames)
 
 
-#: WAV bytes parsed lately, by object: `verify` is usually given the very `bytes` objects
-#: the merge was, and a `bytes` object never changes, so its parse (and the sha256 cached
-#: on it) is reused instead of made again. Bounded in count and in bytes held.
-_PARSED: OrderedDict[int, tuple[bytes, Wav]] = OrderedDict()
-_PARSED_LOCK = threading.Lock()
-_PARSED_MAX_ITEMS = 256
-_PARSED_MAX_BYTES = 64 * 1024 * 1024
-_parsed_bytes = 0  # held by _PARSED (the bytes objects; their parses hold as much again)
+#: The WAV-bytes parts of each live merge's manifest, parsed (their sha256 cached on the
+#: parse), by `id(manifest)`: `verify` is usually given the very `bytes` objects the merge
+#: was, and a `bytes` object never changes, so it reuses the parse and the hash instead of
+#: making them again. Held only while the manifest lives (a weak reference's callback
+#: drops the entry before the id can be reused), so nothing is evicted, nor freed, inside
+#: a later merge. Only `bytes` parts are held: a `Wav` carries its own hash.
+_MERGED_PARTS: dict[int, tuple[weakref.ref[Manifest], dict[int, tuple[bytes, Wav]]]] = {}
 
 
-def _parse_bytes(data: bytes) -> Wav:
-    """`read_wav(data)`, reusing the parse of this same object when it is still kept."""
-    global _parsed_bytes
-    with _PARSED_LOCK:
-        kept = _PARSED.get(id(data))
-        if kept is not None and kept[0] is data:
-            _PARSED.move_to_end(id(data))
-            return kept[1]
-    wav = _canonical_s16(data) or read_wav(data)
-    if len(data) <= _PARSED_MAX_BYTES // 4:
-        with _PARSED_LOCK:
-            replaced = _PARSED.pop(id(data), None)
-            _parsed_bytes -= len(replaced[0]) if replaced else 0
-            _PARSED[id(data)] = (data, wav)
-            _parsed_bytes += len(data)
-            while len(_PARSED) > _PARSED_MAX_ITEMS or _parsed_bytes > _PARSED_MAX_BYTES:
-                _parsed_bytes -= len(_PARSED.popitem(last=False)[1][0])
-    return wav
+def _remember_parts(manifest: Manifest, parsed: dict[int, tuple[bytes, Wav]]) -> None:
+    key = id(manifest)
+    _MERGED_PARTS[key] = (weakref.ref(manifest, lambda _: _MERGED_PARTS.pop(key, None)), parsed)
+
+
+def _merged_parts(manifest: Manifest) -> dict[int, tuple[bytes, Wav]]:
+    """A copy of what `_remember_parts` holds for `manifest`, or an empty dict."""
+    held = _MERGED_PARTS.get(id(manifest))
+    return dict(held[1]) if held is not None and held[0]() is manifest else {}
 
 
 def _canonical_s16(data: bytes) -> Wav | None:
@@ -367,9 +364,11 @@ def _layout(
     gap_ms: float,
     trim: Trim | None,
     fmt: AudioFormat | None,
+    parsed: dict[int, tuple[bytes, Wav]],
 ) -> tuple[AudioFormat, list[_Entry]]:
-    """Resolve parts, check formats, trim, size silences and insert gaps."""
-    entries = [_as_entry(i, part) for i, part in enumerate(parts)]
+    """Resolve parts (WAV bytes parsed into `parsed`), check formats, trim, size silences
+    and insert gaps."""
+    entries = [_as_entry(i, part, parsed) for i, part in enumerate(parts)]
     fmt = _common_format(entries, fmt)
     gap = Silence(ms=gap_ms, id="gap").frame_count(fmt)
     laid: list[_Entry] = []
@@ -421,7 +420,8 @@ def bitmerge_semantic(
         raise MergeError(f"mode must be 'exact' or 'hybrid', not {mode!r}")
     if not (math.isfinite(crossfade_ms) and crossfade_ms >= 0):
         raise MergeError(f"crossfade_ms {crossfade_ms}: must be a finite, non-negative length")
-    fmt, entries = _layout(parts, gap_ms, trim, format)
+    parsed: dict[int, tuple[bytes, Wav]] = {}
+    fmt, entries = _layout(parts, gap_ms, trim, format, parsed)
     align = fmt.block_align
     overlaps = _overlaps(entries, fmt.frames_for_ms(crossfade_ms)) if mode == "hybrid" else []
     position = 0
@@ -454,6 +454,8 @@ def bitmerge_semantic(
         segments=[_record(i, entry, fmt, len(header)) for i, entry in enumerate(entries)],
         crossfades=crossfades,
     )
+    if parsed:
+        _remember_parts(manifest, parsed)
     return MergeResult(wav=wav, manifest=manifest)
 
 
@@ -646,7 +648,8 @@ def verify(
         except WavError as error:
             errors.append(f"output does not parse: {error}")
     try:
-        sources = [_as_entry(i, part) for i, part in enumerate(parts)]
+        known = _merged_parts(manifest)
+        sources = [_as_entry(i, part, known) for i, part in enumerate(parts)]
     except (WavError, OSError) as error:
         errors.append(f"cannot read a source: {error}")
         sources = []

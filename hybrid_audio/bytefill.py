@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -94,7 +94,43 @@ def equal(a: bytes | memoryview, offset: int, b: bytes | memoryview) -> bool:
     return n == 0 or _memcmp(address_of(a) + offset, address_of(b), n) == 0
 
 
-_helper: ThreadPoolExecutor | None = None
+class _Helper:
+    """One daemon thread that runs a task each time it is woken.
+
+    Woken and waited for through two bare locks: a `ThreadPoolExecutor` hand-over (future,
+    work item, queue, condition) cost ~28 µs of CPU here, this one ~16 µs.
+    """
+
+    def __init__(self) -> None:
+        self._wake, self._done = threading.Lock(), threading.Lock()
+        self._wake.acquire()
+        self._done.acquire()
+        self._task: Callable[[], None] | None = None
+        self._error: BaseException | None = None
+        threading.Thread(target=self._serve, name="hybrid-audio-split", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            self._wake.acquire()
+            try:
+                self._task()  # type: ignore[misc]
+            except BaseException as error:  # handed to the waiting caller
+                self._error = error
+            self._done.release()
+
+    def start(self, task: Callable[[], None]) -> None:
+        self._task = task
+        self._wake.release()
+
+    def wait(self) -> None:
+        """Until the task has finished; re-raises its error."""
+        self._done.acquire()
+        error, self._task, self._error = self._error, None, None
+        if error is not None:
+            raise error
+
+
+_helper: _Helper | None = None
 _helper_free = threading.Lock()  # held while a job runs on the helper
 
 
@@ -123,13 +159,13 @@ def run_split(jobs: Sequence[tuple[int, Callable[[], None]]], min_weight: int) -
         return
     try:
         if _helper is None:
-            _helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hybrid-audio-split")
+            _helper = _Helper()
         ends = _TwoEnds([job for _, job in jobs])
-        future = _helper.submit(ends.run, True)
+        _helper.start(functools.partial(ends.run, True))
         try:
             ends.run(False)
         finally:
-            future.result()
+            _helper.wait()
     finally:
         _helper_free.release()
 

@@ -206,3 +206,29 @@ def test_equal_and_new_bytes_edges() -> None:
     out, address = bytefill.new_bytes(3 * bytefill.HUGE_PAGE_MIN_BYTES)
     bytefill.fill(address, 7, len(out))
     assert out == b"\x07" * len(out)
+
+
+def test_verify_reuses_the_merges_parse_of_the_same_bytes_while_the_manifest_lives(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The very `bytes` objects merged are not parsed (nor hashed) again by `verify`; equal
+    bytes in other objects are; nothing is held once the manifest is gone."""
+    parts = [make_wav(S16, n, seed=n) for n in (900, 1300, 700)]
+    result = bitmerge_semantic(parts)
+    parses: list[bytes] = []
+    canonical = bitmerge._canonical_s16
+
+    def counted(data: bytes) -> object:
+        parses.append(data)
+        return canonical(data)
+
+    monkeypatch.setattr(bitmerge, "_canonical_s16", counted)
+    assert verify(result.wav, result.manifest, parts).ok
+    assert parses == []
+    copies = [bytes(bytearray(p)) for p in parts]
+    assert verify(result.wav, result.manifest, copies).ok
+    assert [p is c for p, c in zip(parses, copies, strict=True)] == [True] * 3
+    key = id(result.manifest)
+    assert key in bitmerge._MERGED_PARTS
+    del result
+    assert key not in bitmerge._MERGED_PARTS
