@@ -90,6 +90,8 @@ if TYPE_CHECKING:
 #: Message rows committed together (or after `BATCH_SECONDS`, whichever comes first).
 BATCH_ROWS = 50
 BATCH_SECONDS = 0.5
+#: A run's progress (the job's `done`) is published at most this often (and when it stops).
+PROGRESS_SECONDS = 0.1
 #: Rows read from SQLite at a time, so memory does not grow with the campaign.
 CHUNK_ROWS = 500
 #: Rows `plan()` shows as a preview.
@@ -204,6 +206,15 @@ def _message(values: Sequence[Any]) -> MessageRow:
         sha256=sha,
         verified=bool(ok),
         error=error,
+    )
+
+
+def _contract_changed(info: CampaignInfo, live: str) -> str:
+    """Why a campaign pinned to another contract than `live` (its signature) is paused."""
+    return (
+        f"the voice contract changed from {info.contract_signature[:12]} to {live[:12]}; "
+        "messages made now would not sound like the ones made before. Restore the "
+        "campaign's contract to resume it, or start a new campaign"
     )
 
 
@@ -645,13 +656,7 @@ class Campaigns(param.Parameterized):
         if self.assembler.generator is not None:  # a change another process stored counts
             self.assembler.generator.follow_contract()
         live = self.assembler.contract.signature()
-        if live == info.contract_signature:
-            return None
-        return (
-            f"the voice contract changed from {info.contract_signature[:12]} to {live[:12]}; "
-            "messages made now would not sound like the ones made before. Restore the "
-            "campaign's contract to resume it, or start a new campaign"
-        )
+        return None if live == info.contract_signature else _contract_changed(info, live)
 
     def start(self, campaign_id: str, source: str = "api") -> Job:
         """Run a created campaign as a "campaign" job (params: campaign id and source)."""
@@ -797,6 +802,15 @@ class Campaigns(param.Parameterized):
         if problem is not None:
             raise _PausedError(problem)
 
+    def _check_contract_held(self, info: CampaignInfo) -> None:
+        """Pause if this process's contract is not the pinned one any more, without reading
+        the state database: the check before and after each row. A contract another
+        process stores is followed by each assembly (`Generator.hit_state`), and else by
+        the check after each batch is committed (`_check_contract`)."""
+        live = self.assembler.contract.signature()
+        if live != info.contract_signature:
+            raise _PausedError(_contract_changed(info, live))
+
     def _distinct(self, campaign_id: str, column: str) -> Iterator[str]:
         cursor = self.database.connection().execute(
             f"SELECT DISTINCT {column} FROM campaign_messages WHERE campaign_id = ?"
@@ -860,14 +874,15 @@ class Campaigns(param.Parameterized):
             nonlocal flushed
             batch.append(update)
             error = f"row {update[6]}: {update[5]}" if update[0] == "failed" else None
-            job.advance(error=error, message=f"messages: row {update[6]}")
+            job.advance(error=error, message=f"messages: row {update[6]}", hold=PROGRESS_SECONDS)
             if len(batch) >= BATCH_ROWS or time.monotonic() - flushed > BATCH_SECONDS:
                 self._flush(info.id, batch, files)
                 flushed = time.monotonic()
+                self._check_contract(info)  # (a change another process stored)
 
         def stop_if_asked() -> None:
             job.raise_if_cancelled()
-            self._check_contract(info)
+            self._check_contract_held(info)
 
         def assemblable() -> Iterator[MessageRow]:
             """The pending rows whose stems exist (the others fail at once, here)."""
@@ -887,6 +902,7 @@ class Campaigns(param.Parameterized):
                     stop_if_asked()
                     record(self._one(info, rows, row, files))
         finally:
+            job.publish()
             self._flush(info.id, batch, files)
 
     def _cluster(self) -> DaskCluster | None:
@@ -920,10 +936,11 @@ class Campaigns(param.Parameterized):
         """One pending row, made here (`campaign_rows.make_row`); the run pauses if the
         contract changed while it was made (the row's output is then removed)."""
         update = make_row(self.assembler, rows, row_inputs(row), files=files)
-        problem = self._contract_problem(info)
-        if problem is not None:  # changed while this one was made
+        try:
+            self._check_contract_held(info)
+        except _PausedError:  # changed while this one was made
             self._discard_output(output_id_of(info.id, row.row))
-            raise _PausedError(problem)
+            raise
         return update
 
     def _store_params(self, store: str) -> dict[str, Any]:

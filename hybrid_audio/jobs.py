@@ -26,6 +26,7 @@ process sharing the database, and after a crash the job still exists:
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -125,23 +126,54 @@ class Job(param.Parameterized):
         self._lock = threading.Lock()
         self._store = store
         self._written = 0.0
+        # Steps `advance(hold=…)` counted but has not published yet, their latest message,
+        # and when steps were last published (time.monotonic()).
+        self._held = 0
+        self._held_message = ""
+        self._published = -math.inf  # the first steps are published at once
         # Set by the runner once the final state is in the row: a waiter that sees the job
         # finished can read the row and find it finished too.
         self._settled = threading.Event()
         if store is not None:
             self.param.watch(self._write, list(_PERSISTED))
 
-    def advance(self, steps: int = 1, *, error: str | None = None, message: str = "") -> None:
-        """Record finished steps (thread-safe)."""
+    def advance(
+        self, steps: int = 1, *, error: str | None = None, message: str = "", hold: float = 0.0
+    ) -> None:
+        """Record finished steps (thread-safe).
+
+        With `hold` (seconds), steps without an error are only counted until `hold` seconds
+        have passed since steps were last published (`done`, `message`, their watchers and
+        the row) or until `publish()`: one param update per campaign row was a sixth of the
+        row's CPU. A step with an error is published at once, with those held before it.
+        """
         with self._lock:
-            updates: dict[str, Any] = {"done": self.done + steps}
-            if error:
-                updates["error_count"] = self.error_count + 1
-                if len(self.errors) < MAX_STORED_ERRORS:
-                    updates["errors"] = [*self.errors, error]
+            self._held += steps
             if message:
-                updates["message"] = message
-            self.param.update(**updates)
+                self._held_message = message
+            now = time.monotonic()
+            if hold and not error and now - self._published < hold:
+                return
+            self._publish(now, error)
+
+    def publish(self) -> None:
+        """Publish the steps `advance(hold=…)` still holds (at the end of the work, and
+        whenever it stops: done, paused, cancelled or failed)."""
+        with self._lock:
+            if self._held:
+                self._publish(time.monotonic(), None)
+
+    def _publish(self, now: float, error: str | None) -> None:
+        """Under the lock: the held steps (and `error`) into the parameters, in one update."""
+        updates: dict[str, Any] = {"done": self.done + self._held}
+        if error:
+            updates["error_count"] = self.error_count + 1
+            if len(self.errors) < MAX_STORED_ERRORS:
+                updates["errors"] = [*self.errors, error]
+        if self._held_message:
+            updates["message"] = self._held_message
+        self._held, self._held_message, self._published = 0, "", now
+        self.param.update(**updates)
 
     def cancel(self) -> None:
         """Ask the job to stop at its next check."""

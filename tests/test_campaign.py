@@ -16,11 +16,13 @@ import tracemalloc
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import soundfile
 
 from hybrid_audio import assembly
+from hybrid_audio import campaign as campaign_module
 from hybrid_audio.api.routers.campaigns import get_campaign
 from hybrid_audio.campaign import CampaignError, Campaigns, CampaignState
 from hybrid_audio.campaign_export import PIECE_BYTES
@@ -65,6 +67,13 @@ def workspace(
     workspace = Workspace.build(Settings(base_dir=base), engine=engine)
     yield workspace
     workspace.close()
+
+
+@pytest.fixture
+def progress_every_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Publish a run's progress after every row (not at most every `PROGRESS_SECONDS`), for
+    tests that act from a watcher of the job's `done` at an exact row."""
+    monkeypatch.setattr("hybrid_audio.campaign.PROGRESS_SECONDS", 0.0)
 
 
 @pytest.fixture(scope="module")
@@ -254,7 +263,7 @@ def test_reading_a_campaign_does_not_load_every_refused_row(workspace: Workspace
 
 
 def test_a_zip_taken_while_the_campaign_runs_names_only_files_it_holds(
-    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch, progress_every_row: None
 ) -> None:
     """Messages finished after the zip's WAVs were written are not in it: its messages.csv
     must not name files for them (it did: a row made while messages.csv was streaming got
@@ -302,7 +311,7 @@ def cancel_at(job: Job, campaigns: Campaigns, rows: int) -> None:
     job.param.watch(lambda event: event.new >= rows and job.cancel(), "done")
 
 
-def test_cancel_then_resume_completes(workspace: Workspace) -> None:
+def test_cancel_then_resume_completes(workspace: Workspace, progress_every_row: None) -> None:
     campaigns = workspace.campaigns
     info = campaigns.create("double_anchor", parse_recipients(recipients_csv(60)))
     job = Job(kind="campaign")
@@ -326,7 +335,44 @@ def test_cancel_then_resume_completes(workspace: Workspace) -> None:
         campaigns.resume(info.id)
 
 
-def test_a_contract_change_mid_run_pauses_with_the_reason(workspace: Workspace) -> None:
+def test_progress_is_published_at_most_every_interval_and_whenever_the_run_stops(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run publishes its job's `done` (a param update, its watchers, the job's row) not per
+    row but at most every `PROGRESS_SECONDS`, and always when it stops: cancelled after
+    7 rows the job says 7, and a resumed job ends with its whole count in the job store."""
+    monkeypatch.setattr("hybrid_audio.campaign.PROGRESS_SECONDS", 3600.0)
+    campaigns = workspace.campaigns
+    info = campaigns.create("double_anchor", parse_recipients(recipients_csv(12)))
+    job = Job(kind="campaign")
+    seen: list[int] = []
+    job.param.watch(lambda event: seen.append(event.new), "done")
+    made = 0
+    make_row = campaign_module.make_row
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal made
+        made += 1
+        if made == 7:
+            job.cancel()  # seen before the next row
+        return make_row(*args, **kwargs)
+
+    monkeypatch.setattr(campaign_module, "make_row", counted)
+    with pytest.raises(JobCancelledError):
+        campaigns.run(info.id, job)
+    assert seen == [1, 7]  # the first row at once, then the rest when the run stopped
+    assert (job.done, job.message) == (7, "messages: row 7")
+    assert campaigns.get(info.id).done == 7
+    resumed = workspace.jobs.wait(campaigns.resume(info.id).id, timeout=60)
+    stored = workspace.jobs.store.get(resumed.id)
+    assert stored is not None
+    assert (resumed.state, resumed.done, stored.done) == (JobState.DONE, 5, 5)
+    assert campaigns.get(info.id).done == 12
+
+
+def test_a_contract_change_mid_run_pauses_with_the_reason(
+    workspace: Workspace, progress_every_row: None
+) -> None:
     campaigns = workspace.campaigns
     info = campaigns.create("double_anchor", parse_recipients(recipients_csv(30)))
     pinned = info.contract_signature
@@ -357,7 +403,9 @@ def test_a_contract_change_mid_run_pauses_with_the_reason(workspace: Workspace) 
     assert campaigns.get(info.id).done == 30
 
 
-def test_rotation_source_materialises_its_pairs(workspace: Workspace) -> None:
+def test_rotation_source_materialises_its_pairs(
+    workspace: Workspace, progress_every_row: None
+) -> None:
     campaigns = workspace.campaigns
     fresh = RotationEngine(settings=workspace.settings, seed=4242, log_steps=False)
     size = len(NAMES) * len(DEVELOPERS)  # 10 pairs run into the second cycle
@@ -500,7 +548,9 @@ def test_a_scripted_campaign_speaks_each_rows_script_key(workspace: Workspace) -
         assert manifest["verify"]["ok"] is True
 
 
-def test_a_scripted_rotation_keeps_its_script_keys_across_a_resume(workspace: Workspace) -> None:
+def test_a_scripted_rotation_keeps_its_script_keys_across_a_resume(
+    workspace: Workspace, progress_every_row: None
+) -> None:
     """A rotation campaign on a template with a script slot takes the rotation's script
     keys too, stored at creation: a cancelled run resumed speaks the stored keys."""
     campaigns = workspace.campaigns
@@ -533,7 +583,7 @@ def test_a_hybrid_join_campaign_makes_proven_hybrid_messages(workspace: Workspac
 
 
 def test_the_eta_of_a_running_campaign_is_the_rest_at_the_pace_so_far(
-    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch, progress_every_row: None
 ) -> None:
     """GET /campaigns/{id}'s `eta_seconds`, read while the job is at row 5 of 20: the 15
     rows left at the pace of the first 5 (bounded by the clock before and after the read),

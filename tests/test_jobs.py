@@ -120,6 +120,24 @@ def test_eta_from_the_pace_so_far() -> None:
     assert job.eta_seconds == pytest.approx(10, abs=0.5)  # 5 steps took 10 s; 5 remain
 
 
+def test_held_steps_are_published_after_the_interval_with_an_error_or_by_publish() -> None:
+    job = Job(kind="x")
+    seen: list[int] = []
+    job.param.watch(lambda event: seen.append(event.new), "done")
+    job.advance(message="row 1", hold=3600)  # the first steps go out at once
+    job.advance(message="row 2", hold=3600)
+    job.advance(2, message="row 4", hold=3600)
+    assert (seen, job.done, job.message) == ([1], 1, "row 1")
+    job.advance(error="row 5: bad", message="row 5", hold=3600)  # an error goes out at once
+    assert (seen, job.error_count, job.errors, job.message) == ([1, 5], 1, ["row 5: bad"], "row 5")
+    job.advance(message="row 6", hold=3600)
+    job.publish()
+    job.publish()  # nothing held: no update
+    assert (seen, job.message) == ([1, 5, 6], "row 6")
+    job.advance(message="row 7", hold=1e-9)  # the interval has passed
+    assert (seen, job.message) == ([1, 5, 6, 7], "row 7")
+
+
 def test_unknown_job_is_a_key_error(runner: JobRunner) -> None:
     with pytest.raises(KeyError, match="no job"):
         runner.get("nope")
