@@ -12,6 +12,7 @@ Results: a table on stdout and benchmarks/results/bench_bitmerge.json. See READM
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import os
@@ -164,7 +165,7 @@ def merge_verify_from_bytes(
     *,
     rounds: int,
     nbytes: int,
-    competitors: dict[str, tuple[str, Callable[[list[bytes]], bytes]]] | None = None,
+    competitors: dict[str, tuple[str, Callable[[list[bytes]], Any]]] | None = None,
 ) -> Interleaved:
     """`bitmerge_semantic(WAV bytes)` + `verify` with parsing and every hash inside the timer:
     each call gets new bytes objects, so nothing is reused from a previous call. The merge
@@ -194,6 +195,13 @@ def merge_verify_from_bytes(
 
 
 PYDUB_BYTES_LABEL = "pydub from_wav ×6 + sum + export BytesIO"
+FLOOR_LABEL = "sha256 of each stem's samples, one core (the floor)"
+
+
+def sha256_floor(parts: list[bytes]) -> list[bytes]:
+    """The work no proven merge from bytes can skip: one SHA-256 pass over every stem's
+    samples (canonical files: all but the 44-byte header), here on one core."""
+    return [hashlib.sha256(memoryview(p)[44:]).digest() for p in parts]
 
 
 def pydub_bytes(parts: list[bytes]) -> bytes:
@@ -201,6 +209,13 @@ def pydub_bytes(parts: list[bytes]) -> bytes:
     buf = io.BytesIO()
     sum(AudioSegment.from_wav(io.BytesIO(b)) for b in parts).export(buf, format="wav")
     return buf.getvalue()
+
+
+#: Timed in the same interleaved rounds as ours (key → label, fn of the fresh bytes).
+FROM_BYTES_OTHERS: dict[str, tuple[str, Callable[[list[bytes]], Any]]] = {
+    "pydub_bytes": (PYDUB_BYTES_LABEL, pydub_bytes),
+    "sha256_floor": (FLOOR_LABEL, sha256_floor),
+}
 
 
 #: glibc malloc settings that pin the allocator's state for the from-bytes comparison
@@ -218,7 +233,6 @@ def from_bytes_child(rounds: int) -> int:
     stem_bytes = make_stems(np.random.default_rng(SEED), STEM_SECONDS)
     expected_wav = bitmerge_semantic([read_wav(b) for b in stem_bytes]).wav
     nbytes = len(expected_wav) - 44
-    competitors = {"pydub_bytes": (PYDUB_BYTES_LABEL, pydub_bytes)}
     timed = merge_verify_from_bytes(
         [],
         "ours_bytes_merge_verify",
@@ -227,7 +241,7 @@ def from_bytes_child(rounds: int) -> int:
         expected_wav,
         rounds=rounds,
         nbytes=nbytes,
-        competitors=competitors,
+        competitors=FROM_BYTES_OTHERS,
     )
     sys.stdout.write(json.dumps(from_bytes_detail(timed, nbytes, "pydub_bytes")) + "\n")
     return 0
@@ -351,9 +365,12 @@ def bench_small(tmp: Path, repeats: int, cases: list[Case]) -> dict[str, Any]:
         ours_wav,
         rounds=repeats,
         nbytes=nbytes,
-        competitors={"pydub_bytes": (PYDUB_BYTES_LABEL, pydub_bytes)},
+        competitors=FROM_BYTES_OTHERS,
     )
     assert_same_samples("pydub (from bytes)", from_bytes.wall["pydub_bytes"].result, expected)
+    merged = from_bytes.wall["ours_bytes_merge_verify"].result[0]
+    floor_hashes = [d.hex() for d in from_bytes.wall["sha256_floor"].result]
+    assert floor_hashes == [s.source_sha256 for s in merged.manifest.segments], "floor ≠ ours"
 
     # ---- numpy + soundfile, in memory
     arrays = [sf.read(io.BytesIO(b), dtype="int16")[0] for b in stem_bytes]
@@ -598,7 +615,9 @@ def compute_ratios(by_key: dict[str, Case]) -> list[dict[str, Any]]:
 
 def from_bytes_detail(timed: Interleaved, nbytes: int, competitor: str | None) -> dict[str, Any]:
     """Per-case wall and CPU medians of the interleaved rounds; with a competitor, the
-    spread of its time and of the per-round ratio competitor / ours (wall and CPU)."""
+    spread of its time and of the per-round ratio competitor / ours (wall and CPU), and,
+    when the SHA-256 floor was timed, the ratio a merge that did nothing but that hashing,
+    perfectly split over two cores, would reach against the competitor."""
     ours = next(iter(timed.wall))
     detail: dict[str, Any] = {
         "rounds": len(timed.wall[ours].samples),
@@ -611,6 +630,10 @@ def from_bytes_detail(timed: Interleaved, nbytes: int, competitor: str | None) -
     if competitor is not None:
         detail["ratio_per_round_wall"] = spread(timed.ratios(competitor, ours, "wall"))
         detail["ratio_per_round_cpu"] = spread(timed.ratios(competitor, ours, "cpu"))
+        if "sha256_floor" in timed.wall:
+            two_cores = timed.wall["sha256_floor"].median / 2
+            detail["two_core_floor_ms"] = two_cores * 1e3
+            detail["ratio_at_two_core_floor"] = timed.wall[competitor].median / two_cores
     return detail
 
 
@@ -747,7 +770,10 @@ def print_report(
         f"CPU {fmt_ratio(cpu['median'])} [{fmt_ratio(cpu['min'])}–{fmt_ratio(cpu['max'])}]; "
         f"pydub {pydub['median']:.3f} ms [{pydub['min']:.3f}–{pydub['max']:.3f}], ours "
         f"{small['wall_ms']['ours_bytes_merge_verify']['median']:.3f} ms wall, "
-        f"{small['cpu_ms']['ours_bytes_merge_verify']['median']:.3f} ms CPU"
+        f"{small['cpu_ms']['ours_bytes_merge_verify']['median']:.3f} ms CPU; a merge doing "
+        f"nothing but one SHA-256 pass over the stems, split perfectly over two cores "
+        f"({small['two_core_floor_ms']:.3f} ms), would be "
+        f"{fmt_ratio(small['ratio_at_two_core_floor'])}"
     )
     for state, detail in small["allocator_states"].items():
         wall, cpu = detail["ratio_per_round_wall"], detail["ratio_per_round_cpu"]
@@ -756,7 +782,9 @@ def print_report(
             f"wall {fmt_ratio(wall['median'])} [{fmt_ratio(wall['min'])}–"
             f"{fmt_ratio(wall['max'])}], CPU {fmt_ratio(cpu['median'])}; pydub "
             f"{detail['wall_ms']['pydub_bytes']['median']:.3f} ms, ours "
-            f"{detail['wall_ms']['ours_bytes_merge_verify']['median']:.3f} ms wall"
+            f"{detail['wall_ms']['ours_bytes_merge_verify']['median']:.3f} ms wall; at the "
+            f"SHA-256 floor ({detail['two_core_floor_ms']:.3f} ms on two cores) "
+            f"{fmt_ratio(detail['ratio_at_two_core_floor'])}"
         )
     long = targets["long_bytes_merge_verify_throughput"]["interleaved"]
     console.print(
@@ -814,7 +842,8 @@ def main(argv: list[str] | None = None) -> int:
         "'cold hash' = fresh Wav objects for every call (built outside the timer), so the "
         "sha256 of every stem is computed inside it; 'warm hash' = the same Wav objects "
         "reused, sha256 cached. GB/s = output PCM bytes / median seconds. The from-bytes "
-        "cases (ours and pydub's) run in interleaved rounds in this process, each call on "
+        "cases (ours, pydub's and the SHA-256 floor: one pass over every stem's samples on "
+        "one core) run in interleaved rounds in this process, each call on "
         "fresh bytes objects; their ratio is the median of per-round ratios, and CPU time "
         "(time.process_time, all threads) is recorded beside wall time. The comparison runs "
         "again in child processes with glibc's allocator pinned warm and cold (see "

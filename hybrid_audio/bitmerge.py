@@ -415,6 +415,10 @@ def bitmerge_semantic(
     `gap_ms` of silence goes between neighbouring parts; `trim` cuts quiet edges of audio
     parts at frame boundaries; `format` (optional) is the format every part must have.
     `mode="hybrid"` overlaps neighbours by up to `crossfade_ms` (see the module docstring).
+
+    WAV bytes are parsed and hashed at every merge (and reused by `verify` with this
+    merge's manifest); a `Wav` (`read_wav`) keeps its hash, so pass `Wav`s to merge the
+    same stems again and again.
     """
     if mode not in ("exact", "hybrid"):
         raise MergeError(f"mode must be 'exact' or 'hybrid', not {mode!r}")
