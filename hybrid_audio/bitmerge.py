@@ -287,28 +287,37 @@ def _canonical_s16(data: bytes) -> Wav | None:
     """
     if len(data) < 44 or data[20:22] != b"\x01\x00" or data[34:36] != b"\x10\x00":
         return None
-    key = data[20:36]
-    fmt = _S16_FORMATS.get(key)
+    known = _canonical_header(data[20:36], len(data) - 44)
+    if known is None or not data.startswith(known[1]):
+        return None
+    return Wav(format=known[0], pcm=memoryview(data)[44:], data_offset=44)  # type: ignore[arg-type]
+
+
+@functools.lru_cache(maxsize=1024)
+def _canonical_header(fmt_body: bytes, data_bytes: int) -> tuple[AudioFormat, bytes] | None:
+    """The format a canonical file's `fmt ` body (bytes 20–36) declares and the header
+    `wav_header` writes for `data_bytes` of it; None when that is not a file we write.
+
+    Cached: building an `AudioFormat` and a header cost more than the rest of
+    `_canonical_s16`, and stems come in a handful of formats and lengths that repeat.
+    """
     try:
-        if fmt is None:
-            fmt = AudioFormat(
-                encoding="pcm_s16le",
-                sample_rate=int.from_bytes(data[24:28], "little"),
-                channels=int.from_bytes(data[22:24], "little"),
-            )
-        header = wav_header(fmt, len(data) - 44)
+        fmt = _s16_format(fmt_body)
+        header = wav_header(fmt, data_bytes)
     except (ValueError, WavError):  # not a format we write: let read_wav say why
         return None
-    if len(header) != 44 or not data.startswith(header):
-        return None
-    if len(_S16_FORMATS) < 64:
-        _S16_FORMATS[key] = fmt
-    return Wav(format=fmt, pcm=memoryview(data)[44:], data_offset=44)  # type: ignore[arg-type]
+    return (fmt, header) if len(header) == 44 else None
 
 
-#: `fmt ` chunk bodies of canonical files seen → their format: building and validating an
-#: `AudioFormat` costs more than the rest of `_canonical_s16`. A handful in practice.
-_S16_FORMATS: dict[bytes, AudioFormat] = {}
+@functools.lru_cache(maxsize=64)
+def _s16_format(fmt_body: bytes) -> AudioFormat:
+    """One `AudioFormat` object per `fmt ` body, so that the merge's format checks are
+    identity checks."""
+    return AudioFormat(
+        encoding="pcm_s16le",
+        sample_rate=int.from_bytes(fmt_body[4:8], "little"),
+        channels=int.from_bytes(fmt_body[2:4], "little"),
+    )
 
 
 def _common_format(entries: list[_Entry], fmt: AudioFormat | None) -> AudioFormat:
