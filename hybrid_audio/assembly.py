@@ -159,7 +159,8 @@ class Assembler(param.Parameterized):
         # (stem id, index sha256) → (file identity when read, parsed audio)
         self._stems: OrderedDict[tuple[str, str], tuple[tuple[int, ...], Wav]] = OrderedDict()
         self._stems_lock = threading.Lock()
-        self._templates: dict[str, tuple[tuple, Template]] = {}  # name → (file stamps, it)
+        # name → (settings, its two files, their stamps, the template)
+        self._templates: dict[str, tuple[Settings, tuple[str, str], tuple, Template]] = {}
         self._canonical: tuple[str, dict[str, Any]] | None = None  # (signature, canonical)
         # (template, generate_missing, inputs) → (state, template, records): see `_resolve`
         self._resolved: dict[tuple, tuple[tuple, Template, list[StemRecord | None]]] = {}
@@ -174,18 +175,21 @@ class Assembler(param.Parameterized):
     def load_template(self, template: str) -> Template:
         """The validated template, re-read only when it or the scripts file changed on disk
         (every assembly asks for it; parsing both files each time was a tenth of the cost)."""
-        files = (template_path(template, self.settings), Path(self.settings.scripts_file))
+        seen = self._templates.get(template)
+        if seen is not None and seen[0] is self.settings:
+            files = seen[1]  # (their paths, as strings: building them was half the cost)
+        else:
+            files = (str(template_path(template, self.settings)), str(self.settings.scripts_file))
         try:
             stamp = tuple((st.st_mtime_ns, st.st_size) for st in map(os.stat, files))
         except OSError:
             stamp = None  # let the loaders below raise their clear errors
-        seen = self._templates.get(template)
-        if stamp is not None and seen is not None and seen[0] == stamp:
-            return seen[1]
+        if stamp is not None and seen is not None and seen[1:3] == (files, stamp):
+            return seen[3]
         scripts = load_dataset("script", self.settings)
         loaded = load_template(template, self.settings, {i.stem_id.slug for i in scripts.items})
         if stamp is not None:
-            self._templates[template] = (stamp, loaded)
+            self._templates[template] = (self.settings, files, stamp, loaded)
         return loaded
 
     def assemble(

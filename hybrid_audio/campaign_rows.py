@@ -10,6 +10,7 @@ database: the caller (the campaign's driver) commits the returned `RowUpdate`s.
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -151,6 +152,13 @@ def adopt(
     """
     number, name, developer, script, _ = row
     output_id = output_id_of(campaign.campaign_id, number)
+    base = os.path.join(assembler.settings.output_dir, output_id)
+    if (  # the usual row: nothing made yet (the manifest asked again: see below)
+        not os.path.exists(f"{base}.json")
+        and not os.path.lexists(f"{base}.wav")
+        and not os.path.exists(f"{base}.json")
+    ):
+        return None
     folder = assembler.output_dir
     wav = folder / f"{output_id}.wav"
     manifest = wav.with_suffix(".json")

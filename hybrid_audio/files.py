@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import itertools
 import os
 import stat
 import threading
@@ -25,6 +26,9 @@ from contextlib import contextmanager, suppress
 from pathlib import Path, PurePosixPath
 
 TEMP_SUFFIX = ".tmp"
+#: Files a `SyncBatch` hands its fsync helper at a time: one hand-over per message (a task,
+#: a wake-up, the helper taking the GIL) cost more CPU than the fsyncs' Python around them.
+SYNC_CHUNK_FILES = 16
 
 #: Why a disk refuses a write, in words an operator acts on.
 _REASONS = {
@@ -83,11 +87,21 @@ def discard(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def _unique() -> str:
+    """A name part no other temp file of this process has (with its pid: of any process)."""
+    return f"{next(_TEMP_NUMBERS)}{_TEMP_SALT}"
+
+
+#: (the salt keeps a forked child, whose pid differs but counter is a copy, unique too)
+_TEMP_NUMBERS = itertools.count()
+_TEMP_SALT = uuid.uuid4().hex[:8]
+
+
 def write_temp(target: Path, data: bytes, *, sync: bool = True) -> Path:
     """`data` in a temp file beside `target` (same folder, so rename is atomic), fsynced
     unless `sync` is False (its durability then owed by a `SyncBatch`)."""
     folder = target.parent
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}{TEMP_SUFFIX}")
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{_unique()}{TEMP_SUFFIX}")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
     with storage_errors(folder):
         try:
@@ -114,30 +128,41 @@ class SyncBatch:
     """Files written without fsync, made durable together before their records are
     committed (group commit): `sync()` fsyncs each file, then each folder once.
 
-    Each file is fsynced as soon as it is added, on a helper thread (fsync waits for the
-    disk without the GIL), so the disk works while the next messages are made; `sync()`
-    waits for those fsyncs, raises the first that failed, then fsyncs the folders.
+    Added files are fsynced on a helper thread (fsync waits for the disk without the GIL),
+    `SYNC_CHUNK_FILES` at a time, so the disk works while the next messages are made;
+    `sync()` hands over the rest, waits for those fsyncs, raises the first that failed,
+    then fsyncs the folders.
     Whoever commits a record naming these files calls `sync()` first; a crash before that
     leaves files whose records were never committed, which the resume checks again.
     """
 
     def __init__(self) -> None:
         self._files: list[Path] = []
+        self._unsent: list[Path] = []  # added, not yet handed to the helper
         self._lock = threading.Lock()
-        self._pool: ThreadPoolExecutor | None = None  # started by the first add of a round
+        self._pool: ThreadPoolExecutor | None = None  # started by the first hand-over
         self._pending: list[Future[None]] = []
 
     def add(self, *paths: Path) -> None:
         with self._lock:
             self._files.extend(paths)
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(1, thread_name_prefix="sync-batch")
-            self._pending.append(self._pool.submit(_fsync_files, paths))
+            self._unsent.extend(paths)
+            if len(self._unsent) >= SYNC_CHUNK_FILES:
+                self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Under the lock: the helper fsyncs the files added since the last hand-over."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="sync-batch")
+        paths, self._unsent = tuple(self._unsent), []
+        self._pending.append(self._pool.submit(_fsync_files, paths))
 
     def sync(self) -> None:
         """Make every added file and its folder entry durable; a file removed since (a
         message kept as its manifest only) needs only its folder."""
         with self._lock:
+            if self._unsent:
+                self._hand_over()
             files, self._files = self._files, []
             pending, self._pending = self._pending, []
             pool, self._pool = self._pool, None
@@ -253,12 +278,21 @@ def read_inside(folder: Path, relative: str | os.PathLike[str]) -> tuple[bytes, 
         info = os.fstat(fds[-1])
         if not stat.S_ISREG(info.st_mode):
             raise UnsafeFileError(refused)
-        with os.fdopen(os.dup(fds[-1]), "rb") as handle:
-            data = handle.read()
+        data = _read_all(fds[-1], info.st_size)
     finally:
         for fd in fds:
             os.close(fd)
     return data, info
+
+
+def _read_all(fd: int, size: int) -> bytes:
+    """Everything `fd` holds from its offset to the end (`size` expected: one read and one
+    that finds the end, without the buffered file object a read used to build)."""
+    chunks = []
+    while chunk := os.read(fd, max(size, 0) + 1):
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)  # (one chunk: that very object, not a copy)
 
 
 @contextmanager

@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 
 from hybrid_audio import bitmerge
+from hybrid_audio import files as files_module
 from hybrid_audio.assembly import Assembler
 from hybrid_audio.bitmerge import Silence, Trim, bitmerge_semantic, verify
 from hybrid_audio.cache import CorruptStemError, StemCache
 from hybrid_audio.config import Settings
 from hybrid_audio.contract import AudioFormat, VoiceContract
 from hybrid_audio.engines import create_engine
-from hybrid_audio.files import TEMP_SUFFIX, SyncBatch
+from hybrid_audio.files import SYNC_CHUNK_FILES, TEMP_SUFFIX, SyncBatch
 from hybrid_audio.generation import Generator
 from hybrid_audio.wav import read_wav, write_wav
 from tests.api_server import make_base_dir
@@ -266,4 +267,28 @@ def test_a_sync_batch_fsyncs_on_a_helper_and_reports_its_failure(tmp_path: Path)
     assert _sync_threads() == []
     batch.add(good)  # the next round starts afresh
     batch.sync()
+    assert _sync_threads() == []
+
+
+def test_a_sync_batch_hands_its_helper_whole_chunks_of_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The helper gets files `SYNC_CHUNK_FILES` at a time while messages are added (one
+    hand-over per chunk, not per message), and the rest at `sync()`: every file is fsynced."""
+    synced: list[tuple[Path, ...]] = []
+    fsync_files = files_module._fsync_files
+    monkeypatch.setattr(
+        files_module, "_fsync_files", lambda paths: (synced.append(paths), fsync_files(paths))
+    )
+    paths = [tmp_path / f"{index}.wav" for index in range(SYNC_CHUNK_FILES + 3)]
+    for path in paths:
+        path.write_bytes(b"x")
+    batch = SyncBatch()
+    batch.add(*paths[: SYNC_CHUNK_FILES - 1])
+    assert _sync_threads() == []  # less than a chunk: nothing handed over yet
+    batch.add(paths[SYNC_CHUNK_FILES - 1])
+    assert len(_sync_threads()) == 1  # a whole chunk: the helper works on it already
+    batch.add(*paths[SYNC_CHUNK_FILES:])
+    batch.sync()
+    assert synced == [tuple(paths[:SYNC_CHUNK_FILES]), tuple(paths[SYNC_CHUNK_FILES:])]
     assert _sync_threads() == []
