@@ -226,14 +226,14 @@ class Assembler(param.Parameterized):
         parts: list[Part | Silence] = []
         sources: list[dict[str, Any]] = []
         # per part: the stem, or None for silence
-        records = self._resolve(tpl, inputs, generate_missing)
-        for segment, record in zip(tpl.segments, records, strict=True):
+        records, stats = self._resolve(tpl, inputs, generate_missing)
+        for segment, record, info in zip(tpl.segments, records, stats, strict=True):
             if record is None:
                 assert isinstance(segment, SilenceSegment)
                 parts.append(Silence(ms=segment.silence_ms))
                 sources.append({"kind": "silence", "ms": segment.silence_ms})
                 continue
-            parts.append(Part(self._checked_wav(record), record.stem_id))
+            parts.append(Part(self._checked_wav(record, info), record.stem_id))
             sources.append({"kind": "stem", "stem_id": record.stem_id, "path": record.path})
         join = mode or tpl.join
         try:
@@ -350,8 +350,9 @@ class Assembler(param.Parameterized):
 
     def _resolve(
         self, tpl: Template, inputs: dict[str, str | None], generate_missing: bool
-    ) -> list[StemRecord | None]:
-        """Each segment's stem (None for a silence), as `_stem_for` finds it.
+    ) -> tuple[list[StemRecord | None], list[os.stat_result | None]]:
+        """Each segment's stem (None for a silence), as `_stem_for` finds it, and the
+        `lstat` of each kept stem's file (None where there is none: `_checked_wav` takes it).
 
         Kept per (template, inputs) while `_resolution_state()` is unchanged — the stems
         and pronunciations revisions (any process's write moves them) and the contracts —
@@ -362,14 +363,10 @@ class Assembler(param.Parameterized):
         state = self._resolution_state()
         key = (tpl.name, generate_missing, tuple(sorted(inputs.items())))
         kept = self._resolved.get(key)
-        if (
-            state is not None
-            and kept is not None
-            and kept[0] == state
-            and kept[1] is tpl
-            and all(r is None or self.cache.file_ok(r) for r in kept[2])
-        ):
-            return kept[2]
+        if state is not None and kept is not None and kept[0] == state and kept[1] is tpl:
+            stats = [None if r is None else self.cache.file_stat(r) for r in kept[2]]
+            if all(r is None or info is not None for r, info in zip(kept[2], stats, strict=True)):
+                return kept[2], stats
         records: list[StemRecord | None] = [
             None
             if isinstance(segment, SilenceSegment)
@@ -381,7 +378,7 @@ class Assembler(param.Parameterized):
             if len(self._resolved) >= _RESOLVED_MEMORY:
                 self._resolved.clear()
             self._resolved[key] = (state, tpl, records)
-        return records
+        return records, [None] * len(records)
 
     def _resolution_state(self) -> tuple | None:
         """What `_resolve` results depend on in the index, or None: keep nothing."""
@@ -445,21 +442,25 @@ class Assembler(param.Parameterized):
             )
         return record
 
-    def _checked_wav(self, record: StemRecord) -> Wav:
+    def _checked_wav(self, record: StemRecord, info: os.stat_result | None = None) -> Wav:
         """The stem's audio as its file holds it now, proven against the index row.
 
-        The parsed copy kept in memory is used only while the file's identity is the one
-        it was read with; otherwise the file is read again (through `StemCache.read`, which
-        refuses links and raises `CorruptStemError` when the samples differ).
+        The parsed copy kept in memory is used only while the file's identity (`info`, its
+        `lstat` just taken, or taken here) is the one it was read with; otherwise the file
+        is read again (through `StemCache.read`, which refuses links and raises
+        `CorruptStemError` when the samples differ).
         """
         key = (record.stem_id, record.sha256)
         with self._stems_lock:
             kept = self._stems.get(key)
-        try:  # one lstat of a joined string: a Path built per segment was most of the cost
-            path = os.path.join(self.settings.stems_dir, record.path)
-            unchanged = kept is not None and _identity(os.lstat(path)) == kept[0]
-        except FileNotFoundError:
-            unchanged = False
+        unchanged = False
+        if kept is not None:
+            try:  # one lstat of a joined string: a Path per segment was most of the cost
+                if info is None:
+                    info = os.lstat(os.path.join(self.settings.stems_dir, record.path))
+                unchanged = _identity(info) == kept[0]
+            except FileNotFoundError:
+                pass
         if unchanged:
             assert kept is not None
             wav = kept[1]

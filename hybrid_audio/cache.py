@@ -241,11 +241,16 @@ class StemCache(param.Parameterized):
 
     def file_ok(self, record: StemRecord) -> bool:
         """Is the record's file a regular file (never a symbolic link) of its size?"""
+        return self.file_stat(record) is not None
+
+    def file_stat(self, record: StemRecord) -> os.stat_result | None:
+        """The `lstat` of the record's file if `file_ok`, else None (for a caller that
+        compares the file's identity next, without a second `lstat`)."""
         try:
             info = os.lstat(os.path.join(self._root_str, record.path))
         except FileNotFoundError:
-            return False
-        return stat.S_ISREG(info.st_mode) and info.st_size == record.size
+            return None
+        return info if stat.S_ISREG(info.st_mode) and info.st_size == record.size else None
 
     def counters(self, *names: str) -> tuple[int, ...]:
         """The state database's revision counters `names` (one small read): any write to
