@@ -887,7 +887,7 @@ class Campaigns(param.Parameterized):
         def assemblable() -> Iterator[MessageRow]:
             """The pending rows whose stems exist (the others fail at once, here)."""
             for row in self.iter_messages(info.id, "pending"):
-                failed = self._stem_failure(tpl, row, failures)
+                failed = self._stem_failure(tpl, row, failures) if failures else None
                 if failed is None:
                     yield row
                 else:
@@ -964,19 +964,30 @@ class Campaigns(param.Parameterized):
         self, campaign_id: str, batch: list[tuple[Any, ...]], files: SyncBatch | None = None
     ) -> None:
         """Commit a batch of message rows and the campaign's counts, in one transaction,
-        once their files (`files`) are durable: no row is `done` before its output is."""
+        once their files (`files`) are durable: no row is `done` before its output is.
+
+        The counts grow by the pending rows the batch changed (counting the campaign's rows
+        again per batch made a run quadratic in its size); every state change recounts."""
         if files is not None:
             files.sync()
         if not batch:
             return
         with self.database.write() as db:
-            db.executemany(
-                "UPDATE campaign_messages SET state = ?, output_id = ?, duration = ?,"
-                " sha256 = ?, verified = ?, error = ? WHERE campaign_id = ? AND row = ?",
-                [(*update[:6], campaign_id, update[6]) for update in batch],
+            changed = {"done": 0, "failed": 0}
+            for state in changed:
+                rows = [(*u[:6], campaign_id, u[6]) for u in batch if u[0] == state]
+                if rows:
+                    changed[state] = db.executemany(
+                        "UPDATE campaign_messages SET state = ?, output_id = ?, duration = ?,"
+                        " sha256 = ?, verified = ?, error = ? WHERE campaign_id = ? AND row = ?"
+                        " AND state = 'pending'",
+                        rows,
+                    ).rowcount
+            db.execute(
+                "UPDATE campaigns SET done = done + ?, failed = failed + ?, updated_at = ?"
+                " WHERE id = ?",
+                (changed["done"], changed["failed"], _now(), campaign_id),
             )
-            self._recount(db, campaign_id)
-            db.execute("UPDATE campaigns SET updated_at = ? WHERE id = ?", (_now(), campaign_id))
             revision = read_revision(db, "campaigns")
         batch.clear()
         self._revision.publish(revision)

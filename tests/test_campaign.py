@@ -533,6 +533,52 @@ def test_failures_while_running_fail_their_rows_by_number_and_the_others_finish(
     ]
 
 
+def test_the_counts_committed_with_each_batch_are_the_rows_states(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch adds what it changed to the campaign's counts (no recount per batch): after
+    every commit, done and failed are the rows' states, refusals at creation and a failed
+    proof included."""
+    monkeypatch.setattr(campaign_module, "BATCH_ROWS", 2)
+    monkeypatch.setattr(campaign_module, "BATCH_SECONDS", 3600.0)
+    campaigns = workspace.campaigns
+    data = "name,developer\n" + "Ann,Acme Homes\n" * 3 + ",Acme Homes\n" + "Bob,Beta Builders\n" * 3
+    info = campaigns.create("double_anchor", parse_recipients(data))
+    assert (info.pending, info.failed) == (6, 1)
+    corrupted = f"{campaigns.message_output_id(info.id, 3)}.wav"
+    read_inside = assembly.read_inside
+
+    def read_back(folder: Path, relative: str) -> tuple[bytes, object]:
+        data, info = read_inside(folder, relative)
+        return (data[:-1] + bytes([data[-1] ^ 0xFF]) if relative == corrupted else data), info
+
+    monkeypatch.setattr(assembly, "read_inside", read_back)
+    seen: list[tuple[tuple[int, int], tuple[int, int]]] = []
+
+    def committed(event: object) -> None:
+        counted = dict(
+            workspace.database.connection()
+            .execute(
+                "SELECT state, count(*) FROM campaign_messages WHERE campaign_id = ?"
+                " GROUP BY state",
+                (info.id,),
+            )
+            .fetchall()
+        )
+        now = campaigns.get(info.id)
+        seen.append(((now.done, now.failed), (counted.get("done", 0), counted.get("failed", 0))))
+
+    watcher = campaigns.param.watch(committed, "revision")
+    try:
+        final = campaigns.run(info.id)
+    finally:
+        campaigns.param.unwatch(watcher)
+    assert (final.done, final.failed) == (5, 2)
+    assert ((2, 1), (2, 1)) in seen  # the first batch: rows 1 and 2
+    assert ((3, 2), (3, 2)) in seen  # rows 3 (its proof failed) and 5 (row 4 was refused)
+    assert all(stored == rows for stored, rows in seen)
+
+
 def test_a_scripted_campaign_speaks_each_rows_script_key(workspace: Workspace) -> None:
     """The `script` column names a key of the scripts dataset; the `scripted` template
     speaks it in each message."""
