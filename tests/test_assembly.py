@@ -260,6 +260,9 @@ def test_last_result_is_observable(assembler: Assembler) -> None:
     assembler.param.watch(lambda event: seen.append(event.new.summary.id), "last_result")
     result = assembler.assemble("single_anchor", name="Ana", developer="Hilton")
     assert seen == [result.summary.id]
+    assert assembler.last_result is result
+    with pytest.raises(TypeError, match="Constant parameter"):
+        assembler.last_result = None  # still read-only to everyone but the assembler
 
 
 def test_workspace_generate_pair_makes_each_pair_a_message(settings: Settings, piper) -> None:
