@@ -52,7 +52,7 @@ from hybrid_audio.bitmerge import (
     bitmerge_semantic,
     verify,
 )
-from hybrid_audio.cache import StemCache, StemRecord
+from hybrid_audio.cache import StemCache, StemRecord, StoredStem
 from hybrid_audio.config import Settings
 from hybrid_audio.contract import VoiceContract
 from hybrid_audio.datasets import load_dataset
@@ -156,8 +156,11 @@ class Assembler(param.Parameterized):
         self.upload_queue = upload_queue
         if self.settings is None or self.cache is None or self.contract is None:
             raise ValueError("Assembler needs settings, cache and contract")
-        # (stem id, index sha256) → (file identity when read, parsed audio)
-        self._stems: OrderedDict[tuple[str, str], tuple[tuple[int, ...], Wav]] = OrderedDict()
+        # (stem id, index sha256) → (file identity when read, parsed audio, and for a file
+        # changed less than SETTLED_NS before it was read, what was read: see _checked_wav)
+        self._stems: OrderedDict[
+            tuple[str, str], tuple[tuple[int, ...], Wav, StoredStem | None]
+        ] = OrderedDict()
         self._stems_lock = threading.Lock()
         # name → (settings, its two files, their stamps, the template)
         self._templates: dict[str, tuple[Settings, tuple[str, str], tuple, Template]] = {}
@@ -464,7 +467,7 @@ class Assembler(param.Parameterized):
         with self._stems_lock:
             kept = self._stems.get(key)
         unchanged = False
-        if kept is not None:
+        if kept is not None and kept[2] is None:  # (a racy one is always read: see below)
             try:  # one lstat of a joined string: a Path per segment was most of the cost
                 if info is None:
                     info = os.lstat(os.path.join(self.settings.stems_dir, record.path))
@@ -476,15 +479,19 @@ class Assembler(param.Parameterized):
             wav = kept[1]
         else:
             started = time.time_ns()
-            stored = self.cache.read(record)
+            stored = self.cache.read(record, known=None if kept is None else kept[2])
             wav = stored.wav
             settled = max(stored.stat.st_mtime_ns, stored.stat.st_ctime_ns) + SETTLED_NS
             with self._stems_lock:
                 self._stems.pop(key, None)
-                if settled < started:
-                    self._stems[key] = (_identity(stored.stat), wav)
-                    if len(self._stems) > _STEM_MEMORY:
-                        self._stems.popitem(last=False)
+                # A file changed less than SETTLED_NS ago may change again unseen by its
+                # identity: it is read every time, and its bytes compared with these
+                # (a campaign's stems are made just before its rows, which parsed and
+                # hashed every stem twice per row for those first seconds).
+                racy = None if settled < started else stored
+                self._stems[key] = (_identity(stored.stat), wav, racy)
+                if len(self._stems) > _STEM_MEMORY:
+                    self._stems.popitem(last=False)
         if wav.format != self.contract.audio_format:
             raise AssemblyError(
                 f"{record.stem_id} is {wav.format.describe()}, the contract wants "

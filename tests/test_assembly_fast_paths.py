@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import os
 import threading
 from pathlib import Path
 
 import pytest
 
 from hybrid_audio import bitmerge
+from hybrid_audio import cache as cache_module
 from hybrid_audio import files as files_module
 from hybrid_audio.assembly import Assembler
 from hybrid_audio.bitmerge import Silence, Trim, bitmerge_semantic, verify
@@ -232,6 +234,38 @@ def test_kept_stems_never_hide_a_stem_changed_on_disk(warm: Assembler) -> None:
     with pytest.raises(CorruptStemError, match="changed on disk"):
         _message(warm)
     assert sorted(Path(warm.settings.output_dir).iterdir()) == before
+
+
+def test_a_just_written_stem_is_read_every_time_but_parsed_once(
+    warm: Assembler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Within `SETTLED_NS` of a stem file's last change its identity proves nothing: it is
+    read for every message and its bytes compared with those already proven (no parse, no
+    hash again); bytes changed in place, at the same size, are parsed and refused."""
+    stems = Path(warm.settings.stems_dir)
+    sources = [s for s in warm.load_output(_message(warm).summary.id)["sources"] if "path" in s]
+    for source in sources:
+        os.utime(stems / source["path"])  # changed just now
+    assert _message(warm).report.ok  # read and proven again: the identity changed
+    parses: list[bytes] = []
+    reads: list[str] = []
+    read_wav_, read_inside = cache_module.read_wav, cache_module.read_inside
+    monkeypatch.setattr(
+        cache_module, "read_wav", lambda data: parses.append(data) or read_wav_(data)
+    )
+    monkeypatch.setattr(
+        cache_module, "read_inside", lambda *args: reads.append(args[1]) or read_inside(*args)
+    )
+    assert _message(warm).report.ok
+    assert parses == []
+    assert sorted(reads) == sorted(2 * [s["path"] for s in sources])  # merge and proof
+    path = stems / sources[0]["path"]
+    data = bytearray(path.read_bytes())
+    data[-2] ^= 0x7F
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptStemError, match="changed on disk"):
+        _message(warm)
+    assert len(parses) == 1
 
 
 def test_the_manifest_names_the_contract_in_force(warm: Assembler) -> None:
