@@ -47,7 +47,8 @@ from hybrid_audio.workspace import Workspace, set_current
 _ERRORS = {
     status: {"model": ErrorResponse, "description": description}
     for status, description in {
-        400: "A body that cannot be parsed, or a malformed Range header",
+        400: "A body that cannot be parsed, a malformed Range header, or a request line and "
+        "headers over 16 KiB",
         401: "Missing or wrong X-Internal-API-Key",
         403: "A change from a page of another origin",
         404: "Not found",
@@ -107,6 +108,7 @@ def create_app(
     dashboard = _mount_dashboard(app)
     database = Database(settings.database_path)  # sessions and failure counts, shared
     access = Access(
+        key=settings.internal_api_key,
         sessions=SessionStore(database, settings.dashboard_session_seconds),
         limiter=FailureLimiter(database, settings.auth_failure_limit, settings.auth_failure_window),
     )
@@ -117,7 +119,7 @@ def create_app(
     app.add_middleware(EnvelopeErrors)
     app.add_middleware(
         AccessGate,
-        key=settings.internal_api_key,
+        key=access.key,
         sessions=access.sessions,
         limiter=access.limiter,
         dashboard=dashboard,
