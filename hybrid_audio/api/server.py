@@ -6,9 +6,10 @@ key or an explicit `--insecure`.
 Slow clients cannot hold connections: an idle keep-alive connection is closed after
 `--keep-alive` seconds (uvicorn), a request's headers must be complete within
 `--header-timeout` seconds of their first byte (or of connecting) whatever the client
-trickles in meanwhile (`BoundedHeadersProtocol`; uvicorn has no such bound), headers are
-limited to 16 KiB, and each part of a body must arrive within `--body-timeout` seconds
-(`middleware.ReadTimeout`, 408).
+trickles in meanwhile, and may be at most `MAX_HEADER_BYTES` (`BoundedHeadersProtocol`:
+uvicorn has no time bound, and its size bound applies only to its h11 parser, not to
+httptools, which it picks when installed), and each part of a body must arrive within
+`--body-timeout` seconds (`middleware.ReadTimeout`, 408).
 
 `--workers N` serves the one base directory from N processes: uvicorn's supervisor passes
 the one listening socket (with its options) to N spawned workers, and each builds its own
@@ -26,6 +27,7 @@ import asyncio
 import copy
 import functools
 import ipaddress
+import json
 import os
 import socket
 import sys
@@ -37,11 +39,16 @@ from uvicorn.protocols.http.auto import AutoHTTPProtocol
 from uvicorn.supervisors import Multiprocess
 
 from hybrid_audio.api.app import BODY_READ_TIMEOUT, create_app
+from hybrid_audio.api.errors import envelope_body
 from hybrid_audio.config import Settings, SettingsError
 from hybrid_audio.kinds import load as load_kinds
 
 #: Seconds a client may take to send a request's headers.
 HEADER_TIMEOUT = 10.0
+#: Largest request line and headers accepted (beyond: 400, connection closed).
+MAX_HEADER_BYTES = 16 * 1024
+#: Seconds a refused connection is drained before it is closed (see `_refuse_large_headers`).
+REFUSAL_LINGER_S = 2.0
 
 
 class BoundedHeadersProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
@@ -53,15 +60,28 @@ class BoundedHeadersProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type
     connection opens, or when the first byte of a next request arrives, and is not moved
     by further bytes; when the headers are complete (uvicorn then starts a request cycle)
     it is cancelled. A connection whose headers miss it is closed.
+
+    A request line and headers larger than `max_header_bytes` get a 400 (in the error
+    envelope, code `headers_too_large`; 400 as uvicorn's h11 bound answers, and a status
+    clients and the OpenAPI document know) and the connection is closed: uvicorn bounds
+    them only with its h11 parser, and with httptools (picked when installed) a header of
+    megabytes was accepted. The bytes received before
+    the headers are complete are counted (a header still growing), and so are the parsed
+    request line and headers (`on_url`, `on_header`: httptools' callbacks, never called
+    under h11, whose own bound then answers 400).
     """
 
     header_timeout: float = HEADER_TIMEOUT
+    max_header_bytes: int = MAX_HEADER_BYTES
 
     def __init__(self, *args: Any, header_timeout: float | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if header_timeout is not None:
             self.header_timeout = header_timeout
         self._header_deadline: asyncio.TimerHandle | None = None
+        self._header_bytes = 0  # received while the headers are incomplete
+        self._parsed_bytes = 0  # request line and headers of the current request
+        self._headers_too_large = False
 
     def _in_request(self) -> bool:
         return self.cycle is not None and not self.cycle.response_complete
@@ -71,6 +91,7 @@ class BoundedHeadersProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type
             self._header_deadline = self.loop.call_later(self.header_timeout, self._headers_late)
 
     def _cancel_header_deadline(self) -> None:
+        self._header_bytes = 0
         if self._header_deadline is not None:
             self._header_deadline.cancel()
             self._header_deadline = None
@@ -94,12 +115,65 @@ class BoundedHeadersProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type
         transport.set_write_buffer_limits(high=WRITE_BUFFER_BYTES)  # see SEND_LOWAT_BYTES
         self._arm_header_deadline()
 
+    def _refuse_large_headers(self) -> None:
+        """Answer 400 and end the connection: the headers grew past `max_header_bytes`.
+
+        Closed at once with the client's bytes unread, the socket would send a reset, which
+        can destroy the answer before the client reads it; so our side is shut after the
+        answer, what still arrives is discarded, and the connection is closed
+        `REFUSAL_LINGER_S` later at the latest.
+        """
+        self._headers_too_large = True
+        text = f"request line and headers larger than {self.max_header_bytes} bytes"
+        body = json.dumps(envelope_body("headers_too_large", text)).encode()
+        self.transport.write(
+            b"HTTP/1.1 400 Bad Request\r\n"
+            b"content-type: application/json\r\n"
+            b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
+        )
+        self._cancel_header_deadline()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self.loop.call_later(REFUSAL_LINGER_S, self.transport.close)
+        else:
+            self.transport.close()
+
+    def on_message_begin(self) -> None:
+        self._parsed_bytes = 0
+        super().on_message_begin()
+
+    def _count_parsed(self, size: int) -> None:
+        self._parsed_bytes += size
+        if self._parsed_bytes > self.max_header_bytes:
+            self._headers_too_large = True
+            raise ValueError("headers too large")  # httptools stops parsing: a parser error
+
+    def on_url(self, url: bytes) -> None:
+        self._count_parsed(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_parsed(len(name) + len(value) + 4)  # "name: value\r\n"
+        super().on_header(name, value)
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a parser error; ours when the error is our size bound."""
+        if self._headers_too_large:
+            self._refuse_large_headers()
+        else:
+            super().send_400_response(msg)
+
     def data_received(self, data: bytes) -> None:
+        if self._headers_too_large:
+            return  # refused: the rest is drained, not parsed
         if not self._in_request():
             self._arm_header_deadline()
+            self._header_bytes += len(data)
         super().data_received(data)
         if self._in_request() or self._upgraded():
             self._cancel_header_deadline()
+        elif self._header_bytes > self.max_header_bytes and not self.transport.is_closing():
+            self._refuse_large_headers()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_header_deadline()
@@ -215,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         # A partial, not a subclass made here: workers are spawned, the config is pickled.
         http=functools.partial(BoundedHeadersProtocol, header_timeout=args.header_timeout),
         timeout_keep_alive=args.keep_alive,
-        h11_max_incomplete_event_size=16 * 1024,
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
         timeout_graceful_shutdown=5,
         # The supervisor kills a worker that misses a ping for this long; a worker loading
         # its voice or busy with a bulk job on a loaded machine must not look hung (default 5).

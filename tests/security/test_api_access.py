@@ -11,6 +11,7 @@ naming a rebound host, connections that send half a request. The browser-side at
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import socket
 import sys
@@ -28,7 +29,7 @@ from websockets.sync.client import connect
 
 from hybrid_audio.api.app import create_app
 from hybrid_audio.api.dashboard_gate import AccessGate
-from hybrid_audio.api.server import BoundedHeadersProtocol
+from hybrid_audio.api.server import MAX_HEADER_BYTES, BoundedHeadersProtocol
 from hybrid_audio.api.session import COOKIE
 from hybrid_audio.config import Settings
 from tests.api_server import (  # noqa: F401  (fixtures are used by name)
@@ -381,6 +382,52 @@ def test_trickled_headers_are_dropped(keyed: ApiServer) -> None:
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         deadline = time.monotonic() + CLOSE_BOUND_S
         assert trickle_until_closed(sock, deadline)
+
+
+def header_refusal(server: ApiServer, request: bytes) -> bytes:
+    """What the server sends to `request` (sent in one write) before it closes."""
+    with socket.create_connection(("127.0.0.1", port_of(server))) as sock:
+        # Refused before all of it was read: the answer is still there to read.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(request)
+        return closed_within_bound(sock)
+
+
+def test_headers_over_the_bound_get_400_whatever_the_parser(keyed: ApiServer) -> None:
+    """Complete headers past `MAX_HEADER_BYTES` are refused (400, envelope) and dropped.
+
+    Regression: uvicorn bounds headers only under h11; with httptools, which it uses when
+    installed (and the server does), a 2 MB header was read and answered 200.
+    """
+    big = b"a" * MAX_HEADER_BYTES
+    for size in (MAX_HEADER_BYTES + 1, 20 * MAX_HEADER_BYTES):
+        request = (
+            b"GET /jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            + f"{HEADER}: {keyed.key}\r\n".encode()
+            + b"X-Big: "
+            + (big * 20)[:size]
+            + b"\r\n\r\n"
+        )
+        answer = header_refusal(keyed, request)
+        assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+        assert b'"code": "headers_too_large"' in answer
+    # Many small headers are counted too, with their separators.
+    many = b"".join(b"x-%d: 1\r\n" % i for i in range(MAX_HEADER_BYTES // 8))
+    answer = header_refusal(keyed, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n" + many + b"\r\n")
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+    assert b'"code": "headers_too_large"' in answer
+    # Headers within the bound (a large cookie, say) are served, and so are others.
+    fine = keyed.client().get("/jobs", headers={"x-large": "a" * (MAX_HEADER_BYTES // 2)})
+    assert fine.status_code == 200
+
+
+def test_unfinished_headers_over_the_bound_get_400(keyed: ApiServer) -> None:
+    """Headers still growing past the bound are refused with an answer (the header
+    deadline would close the connection without one)."""
+    request = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 2 * MAX_HEADER_BYTES
+    answer = header_refusal(keyed, request)
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+    assert b'"code": "headers_too_large"' in answer
 
 
 def test_an_upgraded_websocket_outlives_the_header_deadline() -> None:
