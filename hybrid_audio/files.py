@@ -26,8 +26,9 @@ from contextlib import contextmanager, suppress
 from pathlib import Path, PurePosixPath
 
 TEMP_SUFFIX = ".tmp"
-#: Files a `SyncBatch` hands its fsync helper at a time: one hand-over per message (a task,
-#: a wake-up, the helper taking the GIL) cost more CPU than the fsyncs' Python around them.
+#: Files a `SyncBatch` gathers for its fsync helper while the helper is busy: one hand-over
+#: per message (a task, a wake-up, the helper taking the GIL) cost more CPU than the
+#: fsyncs' Python around them. An idle helper is handed the files at once.
 SYNC_CHUNK_FILES = 16
 
 #: Why a disk refuses a write, in words an operator acts on.
@@ -129,9 +130,9 @@ class SyncBatch:
     committed (group commit): `sync()` fsyncs each file, then each folder once.
 
     Added files are fsynced on a helper thread (fsync waits for the disk without the GIL),
-    `SYNC_CHUNK_FILES` at a time, so the disk works while the next messages are made;
-    `sync()` hands over the rest, waits for those fsyncs, raises the first that failed,
-    then fsyncs the folders.
+    so the disk works while the next messages are made: handed over at once while the
+    helper is idle, else `SYNC_CHUNK_FILES` at a time; `sync()` hands over the rest, waits
+    for those fsyncs, raises the first that failed, then fsyncs the folders.
     Whoever commits a record naming these files calls `sync()` first; a crash before that
     leaves files whose records were never committed, which the resume checks again.
     """
@@ -147,7 +148,8 @@ class SyncBatch:
         with self._lock:
             self._files.extend(paths)
             self._unsent.extend(paths)
-            if len(self._unsent) >= SYNC_CHUNK_FILES:
+            idle = not self._pending or self._pending[-1].done()
+            if idle or len(self._unsent) >= SYNC_CHUNK_FILES:
                 self._hand_over()
 
     def _hand_over(self) -> None:

@@ -304,25 +304,39 @@ def test_a_sync_batch_fsyncs_on_a_helper_and_reports_its_failure(tmp_path: Path)
     assert _sync_threads() == []
 
 
-def test_a_sync_batch_hands_its_helper_whole_chunks_of_files(
+def test_a_sync_batch_hands_a_busy_helper_whole_chunks_of_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The helper gets files `SYNC_CHUNK_FILES` at a time while messages are added (one
-    hand-over per chunk, not per message), and the rest at `sync()`: every file is fsynced."""
+    """An idle helper gets each message's files at once; a busy one gets them
+    `SYNC_CHUNK_FILES` at a time (one hand-over per chunk, not per message), and the rest
+    at `sync()`: every file is fsynced."""
     synced: list[tuple[Path, ...]] = []
+    entered, busy = threading.Event(), threading.Event()
     fsync_files = files_module._fsync_files
-    monkeypatch.setattr(
-        files_module, "_fsync_files", lambda paths: (synced.append(paths), fsync_files(paths))
-    )
-    paths = [tmp_path / f"{index}.wav" for index in range(SYNC_CHUNK_FILES + 3)]
+
+    def held(paths: tuple[Path, ...]) -> None:
+        synced.append(paths)
+        entered.set()
+        busy.wait(timeout=60)  # the disk is slow: the helper stays busy
+        fsync_files(paths)
+
+    monkeypatch.setattr(files_module, "_fsync_files", held)
+    paths = [tmp_path / f"{index}.wav" for index in range(SYNC_CHUNK_FILES + 4)]
     for path in paths:
         path.write_bytes(b"x")
     batch = SyncBatch()
-    batch.add(*paths[: SYNC_CHUNK_FILES - 1])
-    assert _sync_threads() == []  # less than a chunk: nothing handed over yet
-    batch.add(paths[SYNC_CHUNK_FILES - 1])
-    assert len(_sync_threads()) == 1  # a whole chunk: the helper works on it already
-    batch.add(*paths[SYNC_CHUNK_FILES:])
+    batch.add(paths[0])  # the helper is idle: at once
+    assert len(_sync_threads()) == 1
+    batch.add(*paths[1:SYNC_CHUNK_FILES])  # it is busy: gathered
+    assert entered.wait(timeout=60)
+    assert synced == [(paths[0],)]
+    batch.add(paths[SYNC_CHUNK_FILES])  # a whole chunk gathered: handed over
+    batch.add(*paths[SYNC_CHUNK_FILES + 1 :])
+    busy.set()
     batch.sync()
-    assert synced == [tuple(paths[:SYNC_CHUNK_FILES]), tuple(paths[SYNC_CHUNK_FILES:])]
+    assert synced == [
+        (paths[0],),
+        tuple(paths[1 : SYNC_CHUNK_FILES + 1]),
+        tuple(paths[SYNC_CHUNK_FILES + 1 :]),
+    ]
     assert _sync_threads() == []
