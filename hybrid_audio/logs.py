@@ -21,6 +21,7 @@ class JsonlLog:
 
     def __init__(self, path: Path | str, max_bytes: int = 10 * 1024 * 1024, backups: int = 3):
         self.path = Path(path)
+        self._name = os.fspath(self.path)  # os calls take it as is: no Path work per line
         self.max_bytes = max_bytes
         self.backups = backups
 
@@ -29,7 +30,6 @@ class JsonlLog:
         record = {"ts": datetime.now(UTC).isoformat(timespec="microseconds"), "event": event}
         record.update(fields)
         line = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = self._open_locked()
         try:
             size = os.fstat(fd).st_size
@@ -42,11 +42,16 @@ class JsonlLog:
     def _open_locked(self) -> int:
         """The current file, locked. Another writer may rotate it while we wait for the
         lock; then the descriptor points at a backup and we open the new file instead."""
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
         while True:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(self._name, flags, 0o644)
+            except FileNotFoundError:  # the folder is made on first use (or made again)
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self._name, flags, 0o644)
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
+                if os.stat(self._name).st_ino == os.fstat(fd).st_ino:
                     return fd
             except FileNotFoundError:
                 pass

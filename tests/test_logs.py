@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import shutil
 from pathlib import Path
+
+import pytest
 
 from hybrid_audio.logs import JsonlLog
 
@@ -17,6 +20,23 @@ def test_lines_are_json_with_ts_and_event(tmp_path: Path) -> None:
     assert record["stem_id"] == "stem.name.jose"
     assert record["path"] == str(tmp_path)
     assert record["ts"].endswith("+00:00")
+
+
+def test_a_removed_log_folder_is_made_again(tmp_path: Path) -> None:
+    """The folder is made when the file cannot be opened, on first use and after a sweep."""
+    folder = tmp_path / "logs" / "deep"
+    log = JsonlLog(folder / "x.jsonl")
+    log.write("first")
+    shutil.rmtree(tmp_path / "logs")
+    log.write("second")
+    assert [r["event"] for r in log.read()] == ["second"]
+
+
+def test_a_log_whose_folder_cannot_be_made_raises(tmp_path: Path) -> None:
+    """A dangling link as the log file: an error, not an endless retry."""
+    (tmp_path / "x.jsonl").symlink_to(tmp_path / "missing" / "target.jsonl")
+    with pytest.raises(FileNotFoundError):
+        JsonlLog(tmp_path / "x.jsonl").write("lost")
 
 
 def test_rotation_keeps_backups(tmp_path: Path) -> None:
