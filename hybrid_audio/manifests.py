@@ -19,8 +19,9 @@ LOCAL_SECTIONS = ("deliveries",)
 
 def manifest_bytes(document: dict[str, Any]) -> bytes:
     """The manifest file's bytes. Compact JSON: an indented dump takes Python's slow encoder
-    and doubles the cost of an assembly; `python -m json.tool` makes it readable."""
-    return json.dumps(document, ensure_ascii=False).encode()
+    and doubles the cost of an assembly; `python -m json.tool` makes it readable. (A
+    document is a tree of fresh dicts and lists: no cycle to look for, ~8 % of the dump.)"""
+    return json.dumps(document, ensure_ascii=False, check_circular=False).encode()
 
 
 def mirrored_manifest(data: bytes) -> bytes:
