@@ -228,8 +228,9 @@ ALLOCATOR_STATES = {
 }
 
 
-def from_bytes_child(rounds: int) -> int:
-    """`--from-bytes-child`: the 8-second from-bytes comparison alone, JSON on stdout."""
+def from_bytes_child(rounds: int, long_stems: int) -> int:
+    """`--from-bytes-child`: the from-bytes cases alone (the 8-second comparison and the
+    long merge), JSON on stdout."""
     stem_bytes = make_stems(np.random.default_rng(SEED), STEM_SECONDS)
     expected_wav = bitmerge_semantic([read_wav(b) for b in stem_bytes]).wav
     nbytes = len(expected_wav) - 44
@@ -243,26 +244,51 @@ def from_bytes_child(rounds: int) -> int:
         nbytes=nbytes,
         competitors=FROM_BYTES_OTHERS,
     )
-    sys.stdout.write(json.dumps(from_bytes_detail(timed, nbytes, "pydub_bytes")) + "\n")
+    small = from_bytes_detail(timed, nbytes, "pydub_bytes")
+    long_bytes = make_stems(np.random.default_rng(SEED + 1), [LONG_STEM_SECONDS] * long_stems)
+    long_wav = bitmerge_semantic([read_wav(b) for b in long_bytes]).wav
+    long_timed = merge_verify_from_bytes(
+        [],
+        "long_bytes_merge_verify",
+        "long",
+        long_bytes,
+        long_wav,
+        rounds=rounds,
+        nbytes=len(long_wav) - 44,
+    )
+    long = from_bytes_detail(long_timed, len(long_wav) - 44, None)
+    sys.stdout.write(json.dumps({"small": small, "long": long}) + "\n")
     return 0
 
 
-def from_bytes_allocator_states(rounds: int) -> dict[str, Any]:
-    """The from-bytes comparison again in a child process per pinned allocator state."""
+def from_bytes_allocator_states(rounds: int, long_stems: int) -> dict[str, dict[str, Any]]:
+    """The from-bytes cases again in a child process per pinned allocator state:
+    {state: {"small": detail, "long": detail}}."""
     if sys.platform != "linux":
         return {}
     out = {}
     for state, tunables in ALLOCATOR_STATES.items():
         with console.status(f"[dim]timing from bytes, {state} allocator…", spinner="dots"):
             proc = subprocess.run(
-                [sys.executable, __file__, "--from-bytes-child", "--repeats", str(rounds)],
+                [
+                    sys.executable,
+                    __file__,
+                    "--from-bytes-child",
+                    "--repeats",
+                    str(rounds),
+                    "--long-stems",
+                    str(long_stems),
+                ],
                 env={**os.environ, "GLIBC_TUNABLES": tunables},
                 capture_output=True,
                 text=True,
                 check=True,
                 timeout=900,
             )
-        out[state] = {"glibc_tunables": tunables, **json.loads(proc.stdout.splitlines()[-1])}
+        found = json.loads(proc.stdout.splitlines()[-1])
+        out[state] = {
+            part: {"glibc_tunables": tunables, **detail} for part, detail in found.items()
+        }
     return out
 
 
@@ -791,6 +817,12 @@ def print_report(
         f"long from bytes: {long['ours_gb_s_wall']:.2f} GB/s wall, "
         f"{long['ours_gb_per_cpu_s']:.2f} GB per CPU-second (both cores' CPU counted)"
     )
+    for state, detail in long.get("allocator_states", {}).items():
+        console.print(
+            f"  {state} allocator ({detail['rounds']} rounds, child process): "
+            f"{detail['ours_gb_s_wall']:.2f} GB/s wall, {detail['ours_gb_per_cpu_s']:.2f} GB "
+            f"per CPU-second, {detail['wall_ms']['long_bytes_merge_verify']['median']:.1f} ms"
+        )
     if not targets["long_merge_throughput"]["full_size"]:
         console.print("[yellow]--quick: the long merge is not 10 minutes; its target is indicative")
     console.print(f"[dim]{meta['note']}[/]")
@@ -811,13 +843,14 @@ def main(argv: list[str] | None = None) -> int:
         "--quick", action="store_true", help="smoke test: few repeats, a 1-minute long merge"
     )
     parser.add_argument("--from-bytes-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--long-stems", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     repeats = args.repeats or (QUICK_REPEATS if args.quick else DEFAULT_REPEATS)
     if repeats < 1:
         parser.error("--repeats must be at least 1")
     n_long = LONG_STEMS_QUICK if args.quick else LONG_STEMS_FULL
     if args.from_bytes_child:
-        return from_bytes_child(repeats)
+        return from_bytes_child(repeats, args.long_stems or n_long)
 
     machine = machine_info()
     console.print(
@@ -834,7 +867,9 @@ def main(argv: list[str] | None = None) -> int:
     ratios = compute_ratios(by_key)
     small_detail = from_bytes_detail(small.pop("interleaved"), small["pcm_bytes"], "pydub_bytes")
     long_detail = from_bytes_detail(long.pop("interleaved"), long["pcm_bytes"], None)
-    small_detail["allocator_states"] = from_bytes_allocator_states(repeats)
+    states = from_bytes_allocator_states(repeats, n_long)
+    small_detail["allocator_states"] = {state: got["small"] for state, got in states.items()}
+    long_detail["allocator_states"] = {state: got["long"] for state, got in states.items()}
     targets = compute_targets(by_key, long["group"], small_detail, long_detail)
 
     note = (
@@ -845,9 +880,10 @@ def main(argv: list[str] | None = None) -> int:
         "cases (ours, pydub's and the SHA-256 floor: one pass over every stem's samples on "
         "one core) run in interleaved rounds in this process, each call on "
         "fresh bytes objects; their ratio is the median of per-round ratios, and CPU time "
-        "(time.process_time, all threads) is recorded beside wall time. The comparison runs "
-        "again in child processes with glibc's allocator pinned warm and cold (see "
-        "ALLOCATOR_STATES), because both sides' speed swings with that state."
+        "(time.process_time, all threads) is recorded beside wall time. The comparison and "
+        "the long merge from bytes run again in child processes with glibc's allocator "
+        "pinned warm and cold (see ALLOCATOR_STATES), because their speed swings with that "
+        "state (a fresh output's pages are faulted in by the kernel)."
     )
     payload = {
         "quick": args.quick,
