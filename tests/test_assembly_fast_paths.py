@@ -3,6 +3,7 @@ ranges and hashes never hide a change, and an assembly's files are all in place.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import hashlib
 import os
@@ -20,7 +21,7 @@ from hybrid_audio.cache import CorruptStemError, StemCache
 from hybrid_audio.config import Settings
 from hybrid_audio.contract import AudioFormat, VoiceContract
 from hybrid_audio.engines import create_engine
-from hybrid_audio.files import SYNC_CHUNK_FILES, TEMP_SUFFIX, SyncBatch
+from hybrid_audio.files import SYNC_CHUNK_FILES, TEMP_SUFFIX, StorageError, SyncBatch
 from hybrid_audio.generation import Generator
 from hybrid_audio.wav import read_wav, write_wav
 from tests.api_server import make_base_dir
@@ -288,7 +289,7 @@ def test_a_sync_batch_fsyncs_on_a_helper_and_reports_its_failure(tmp_path: Path)
     gone.write_bytes(b"b")
     link = tmp_path / "link.wav"
     link.symlink_to(good)  # opened without following links: its fsync fails
-    batch = SyncBatch()
+    batch = SyncBatch(per_file=True)
     batch.add(good, gone)
     gone.unlink()  # removed since (a manifest-only message): needs only its folder
     batch.sync()
@@ -324,7 +325,7 @@ def test_a_sync_batch_hands_a_busy_helper_whole_chunks_of_files(
     paths = [tmp_path / f"{index}.wav" for index in range(SYNC_CHUNK_FILES + 4)]
     for path in paths:
         path.write_bytes(b"x")
-    batch = SyncBatch()
+    batch = SyncBatch(per_file=True)
     batch.add(paths[0])  # the helper is idle: at once
     assert len(_sync_threads()) == 1
     batch.add(*paths[1:SYNC_CHUNK_FILES])  # it is busy: gathered
@@ -340,3 +341,56 @@ def test_a_sync_batch_hands_a_busy_helper_whole_chunks_of_files(
         tuple(paths[SYNC_CHUNK_FILES + 1 :]),
     ]
     assert _sync_threads() == []
+
+
+@pytest.mark.skipif(files_module.SYNCFS is None, reason="no syncfs (Linux >= 5.8) here")
+def test_a_sync_batch_is_one_syncfs_per_file_system(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With `syncfs` the batch starts no helper, and `sync()` calls it once per file
+    system, on a folder of the batch (a file removed since needs nothing more)."""
+    calls: list[int] = []
+    real = files_module.SYNCFS
+
+    def counted(fd: int) -> int:
+        calls.append(os.fstat(fd).st_dev)
+        return real(fd)
+
+    monkeypatch.setattr(files_module, "SYNCFS", counted)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    paths = [tmp_path / "a" / "1.wav", tmp_path / "a" / "1.json", tmp_path / "b" / "2.wav"]
+    for path in paths:
+        path.write_bytes(b"x")
+    batch = SyncBatch()
+    batch.add(*paths[:2])
+    batch.add(paths[2])
+    paths[1].unlink()
+    assert _sync_threads() == []
+    batch.sync()
+    assert calls == [tmp_path.stat().st_dev]
+    batch.sync()  # nothing added since: nothing to do
+    assert calls == [tmp_path.stat().st_dev]
+
+
+@pytest.mark.skipif(files_module.SYNCFS is None, reason="no syncfs (Linux >= 5.8) here")
+@pytest.mark.parametrize(("code", "raised"), [(errno.EIO, OSError), (errno.ENOSPC, StorageError)])
+def test_a_failed_syncfs_fails_the_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, raised: type[OSError]
+) -> None:
+    """A write-back the kernel reports failed raises (a full disk as a `StorageError`
+    naming the folder), so the batch's records are not committed."""
+
+    def failing(fd: int) -> int:
+        ctypes.set_errno(code)
+        return -1
+
+    monkeypatch.setattr(files_module, "SYNCFS", failing)
+    path = tmp_path / "1.wav"
+    path.write_bytes(b"x")
+    batch = SyncBatch()
+    batch.add(path)
+    with pytest.raises(raised) as failure:
+        batch.sync()
+    assert failure.value.errno == code
+    assert str(tmp_path) in str(failure.value)
