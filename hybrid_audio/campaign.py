@@ -911,7 +911,7 @@ class Campaigns(param.Parameterized):
         return None if generator is None or self.gcs else generator.cluster
 
     def _sync_batch(self) -> SyncBatch | None:
-        """The group commit of a run's messages: their files are fsynced together just
+        """The group commit of a run's messages: their files are made durable together just
         before their rows are committed (`_flush`), instead of each on its own. None in GCS
         mode, where an output is queued for upload in the assembly's own transaction."""
         return SyncBatch() if self.assembler.upload_queue is None else None
