@@ -80,6 +80,10 @@ class BoundedHeadersProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type
             self.header_timeout = header_timeout
         self._header_deadline: asyncio.TimerHandle | None = None
         self._header_bytes = 0  # received while the headers are incomplete
+        # Between a message's start (or the connection's) and the end of its headers: what
+        # arrives after a response that did not read the body (an early 413) is body, not
+        # headers (httptools' callbacks; under h11 it stays True, and h11 bounds headers).
+        self._reading_headers = True
         self._parsed_bytes = 0  # request line and headers of the current request
         self._headers_too_large = False
 
@@ -140,7 +144,16 @@ class BoundedHeadersProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type
 
     def on_message_begin(self) -> None:
         self._parsed_bytes = 0
+        self._reading_headers = True
         super().on_message_begin()
+
+    def on_headers_complete(self) -> None:
+        self._reading_headers = False
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._reading_headers = True
+        super().on_message_complete()
 
     def _count_parsed(self, size: int) -> None:
         self._parsed_bytes += size
@@ -167,8 +180,9 @@ class BoundedHeadersProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type
         if self._headers_too_large:
             return  # refused: the rest is drained, not parsed
         if not self._in_request():
-            self._arm_header_deadline()
-            self._header_bytes += len(data)
+            self._arm_header_deadline()  # (also over an unread body: no endless trickle)
+            if self._reading_headers:
+                self._header_bytes += len(data)
         super().data_received(data)
         if self._in_request() or self._upgraded():
             self._cancel_header_deadline()

@@ -421,6 +421,33 @@ def test_headers_over_the_bound_get_400_whatever_the_parser(keyed: ApiServer) ->
     assert fine.status_code == 200
 
 
+def test_a_body_left_unread_by_an_early_answer_is_not_taken_for_headers(
+    keyed: ApiServer,
+) -> None:
+    """A body over the limit is answered 413 from its Content-Length, before it is read;
+    what the client still sends is that body, not headers: the connection drains it and
+    serves the next request. (Counted as headers, it drew a second, 400 answer and a close
+    that broke the client's upload.)"""
+    size = Settings().max_body_bytes + 1
+    request = (
+        b"POST /assemble/template HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        + f"{HEADER}: {keyed.key}\r\n".encode()
+        + b"Content-Type: application/json\r\n"
+        + f"Content-Length: {size}\r\n\r\n".encode()
+    )
+    with socket.create_connection(("127.0.0.1", port_of(keyed))) as sock:
+        sock.settimeout(CLOSE_BOUND_S)
+        sock.sendall(request + b" " * size)
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        received = b""
+        while received.count(b"HTTP/1.1 ") < 2 and (chunk := sock.recv(65536)):
+            received += chunk
+    assert received.startswith(b"HTTP/1.1 413"), received[:200]
+    assert b"headers_too_large" not in received
+    assert received.count(b"HTTP/1.1 ") == 2
+    assert b"HTTP/1.1 200" in received.split(b"payload_too_large", 1)[1]
+
+
 def test_unfinished_headers_over_the_bound_get_400(keyed: ApiServer) -> None:
     """Headers still growing past the bound are refused with an answer (the header
     deadline would close the connection without one)."""
