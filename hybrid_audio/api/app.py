@@ -99,7 +99,7 @@ def create_app(
         lifespan=lifespan,
         responses=_ERRORS,
     )
-    errors.install(app)
+    errors.install(app, guard=require_key)
     app.include_router(health.router)
     protected = [Depends(require_key)]
     routers = (generate, assemble, rotation, cache, storage, datasets, jobs, kinds)

@@ -13,7 +13,7 @@ an object is a 409 `object_exists`, bytes that fail their CRC32C a 409 `checksum
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -167,8 +167,15 @@ def ndjson_response(lines: Iterable[str]) -> StreamingResponse:
     return StreamingResponse(stream(), media_type="application/x-ndjson")
 
 
-def install(app: FastAPI) -> None:
-    """Register the handlers that turn every failure into the envelope."""
+def install(app: FastAPI, *, guard: Callable[[Request], Awaitable[None]] | None = None) -> None:
+    """Register the handlers that turn every failure into the envelope.
+
+    `guard` is the access check every route with inputs depends on (the one public
+    route, `/health`, takes none, so it never fails validation). FastAPI reads and decodes
+    a JSON body before it solves a route's dependencies, so a malformed body reached the
+    client as a 422 before the key was looked at; an invalid request is checked by `guard`
+    first, and a caller without access gets its 401 (403, 429) instead.
+    """
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, error: ApiError) -> JSONResponse:
@@ -183,6 +190,13 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        if guard is not None:
+            try:
+                await guard(request)
+            except ApiError as refused:
+                return await _api_error(request, refused)
+            except StarletteHTTPException as refused:
+                return await _http_error(request, refused)
         problems = [
             {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
             for e in error.errors()

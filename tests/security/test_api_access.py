@@ -123,6 +123,30 @@ def mounted_dashboard_paths(tmp_path: Path) -> list[str]:
 # --- the dashboard's routes and the docs need the key ------------------------------------
 
 
+def test_a_malformed_body_without_the_key_gets_401_not_422(keyed: ApiServer) -> None:
+    """FastAPI decodes a JSON body before it solves the key dependency: every route that
+    takes one must still answer a caller without the key 401, whatever the body holds
+    (with the key, the same body is a 422)."""
+    spec = keyed.client().get("/openapi.json").json()
+    writes = [
+        (method.upper(), path.replace("{", "").replace("}", ""))
+        for path, item in spec["paths"].items()
+        for method, operation in item.items()
+        if method in ("post", "put", "patch")
+        and "application/json" in operation.get("requestBody", {}).get("content", {})
+    ]
+    assert ("POST", "/assemble/template") in writes
+    anonymous, wrong = keyed.client(key=""), keyed.client(key="w" * 32)
+    json_header = {"content-type": "application/json"}
+    for method, path in writes:
+        for client in (anonymous, wrong):
+            refused = client.request(method, path, content=b"{not json", headers=json_header)
+            assert refused.status_code == 401, (method, path, refused.text)
+            assert refused.json()["error"]["code"] == "unauthorized"
+    allowed = keyed.client().post("/assemble/template", content=b"{not json", headers=json_header)
+    assert allowed.status_code == 422, allowed.text
+
+
 def test_every_route_the_dashboard_mounts_needs_a_session(keyed: ApiServer, tmp_path) -> None:
     """No route the Panel app answers (page, websocket, static, components…) is open."""
     paths = mounted_dashboard_paths(tmp_path)
