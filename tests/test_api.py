@@ -528,6 +528,22 @@ def test_cache_list_filters_and_stem_audio(
     assert part.content == audio.content[:12]
 
 
+def test_audio_answers_head_with_its_headers_alone(
+    api: httpx.Client, api_server: ApiServer, message: dict[str, Any], message_wav: bytes
+) -> None:
+    """Players and caches probe with HEAD: the GET's headers (length, type, ranges), no
+    body; without the key, 401 as for the GET."""
+    stem = "/cache/stems/stem.name.jose__d994e1d001/audio"
+    for url in (message["audio_url"], stem):
+        got, probed = api.get(url), api.head(url)
+        assert probed.status_code == 200, url
+        assert probed.content == b""
+        for header in ("content-length", "content-type", "accept-ranges", "etag"):
+            assert probed.headers[header] == got.headers[header], (url, header)
+        assert httpx.head(api_server.base_url + url).status_code == 401
+    assert int(api.head(message["audio_url"]).headers["content-length"]) == len(message_wav)
+
+
 def test_cache_invalidate_forgets_a_stem(api: httpx.Client) -> None:
     api.post("/generate/name", json={"name": "Forget Me"})
     response = api.post("/cache/invalidate", json={"stem_id": "stem.name.forget_me"})

@@ -160,6 +160,13 @@ def get_output_audio(
     return VerifiedAudio(data, info, file_name(output_id, record.format), media_type)
 
 
+# HEAD, for players and caches that probe size and Range support first: `VerifiedAudio`
+# answers it with the headers alone. Out of the OpenAPI document, which has the GET.
+router.add_api_route(
+    "/outputs/{output_id}/audio", get_output_audio, methods=["HEAD"], include_in_schema=False
+)
+
+
 @router.get(
     "/outputs/{output_id}/verify", response_model=VerifyReport, summary="Re-verify from disk"
 )

@@ -102,6 +102,12 @@ def stem_audio(stem_id: str, workspace: WorkspaceDep) -> FileResponse:
     return VerifiedAudio(stored.data, stored.stat, Path(record.path).name)
 
 
+# HEAD as for a message's audio (`routers/assemble.py`).
+router.add_api_route(
+    "/stems/{stem_id}/audio", stem_audio, methods=["HEAD"], include_in_schema=False
+)
+
+
 @router.get("/verify", response_model=CacheReport, summary="Files against the index")
 def verify(workspace: WorkspaceDep) -> CacheReport:
     return workspace.verify_cache()
