@@ -153,11 +153,9 @@ def adopt(
     number, name, developer, script, _ = row
     output_id = output_id_of(campaign.campaign_id, number)
     base = os.path.join(assembler.settings.output_dir, output_id)
-    if (  # the usual row: nothing made yet (the manifest asked again: see below)
-        not os.path.exists(f"{base}.json")
-        and not os.path.lexists(f"{base}.wav")
-        and not os.path.exists(f"{base}.json")
-    ):
+    # The usual row: nothing made yet. The manifest is asked after the WAV: a writer links
+    # the WAV before it writes the manifest (and a manifest-only message has no WAV).
+    if not os.path.lexists(f"{base}.wav") and not os.path.exists(f"{base}.json"):
         return None
     folder = assembler.output_dir
     wav = folder / f"{output_id}.wav"
