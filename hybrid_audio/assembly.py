@@ -162,6 +162,7 @@ class Assembler(param.Parameterized):
             tuple[str, str], tuple[tuple[int, ...], Wav, StoredStem | None]
         ] = OrderedDict()
         self._stems_lock = threading.Lock()
+        self._result_lock = threading.Lock()  # see _set_last_result
         # name → (settings, its two files, their stamps, the template)
         self._templates: dict[str, tuple[Settings, tuple[str, str], tuple, Template]] = {}
         self._canonical: tuple[str, dict[str, Any]] | None = None  # (signature, canonical)
@@ -325,13 +326,15 @@ class Assembler(param.Parameterized):
     def _set_last_result(self, result: AssemblyResult) -> None:
         """Set `last_result`, constant to everyone else. Only that parameter is unlocked:
         `param.edit_constant` unlocks (and copies) every parameter of the assembler, and
-        cost twice as much, a few percent of a campaign message's CPU."""
+        cost twice as much, a few percent of a campaign message's CPU. Under a lock: two
+        threads (the API's assembly slots) would otherwise lock it again under each other."""
         parameter = self.param["last_result"]
-        parameter.constant = False
-        try:
-            self.last_result = result
-        finally:
-            parameter.constant = True
+        with self._result_lock:
+            parameter.constant = False
+            try:
+                self.last_result = result
+            finally:
+                parameter.constant = True
 
     def _canonical_contract(self) -> dict[str, Any]:
         """`contract.canonical()`, built again only when the contract's signature changes
