@@ -123,9 +123,11 @@ _TEMP_NUMBERS = itertools.count()
 _TEMP_SALT = uuid.uuid4().hex[:8]
 
 
-def write_temp(target: Path, data: bytes, *, sync: bool = True) -> Path:
-    """`data` in a temp file beside `target` (same folder, so rename is atomic), fsynced
-    unless `sync` is False (its durability then owed by a `SyncBatch`)."""
+def write_temp(target: Path, data: bytes | Iterable[bytes], *, sync: bool = True) -> Path:
+    """`data` (bytes, or chunks of them: written as they come, so a file of any size is
+    never held whole in memory) in a temp file beside `target` (same folder, so rename is
+    atomic), fsynced unless `sync` is False (its durability then owed by a `SyncBatch`).
+    A chunk source that raises leaves no temp file."""
     folder = target.parent
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{_unique()}{TEMP_SUFFIX}")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
@@ -137,9 +139,11 @@ def write_temp(target: Path, data: bytes, *, sync: bool = True) -> Path:
                 folder.mkdir(parents=True, exist_ok=True)
                 fd = os.open(tmp, flags, 0o666)
             try:
-                with memoryview(data) as view:
-                    while view:
-                        view = view[os.write(fd, view) :]
+                chunks = (data,) if isinstance(data, bytes | bytearray | memoryview) else data
+                for chunk in chunks:
+                    with memoryview(chunk) as view:
+                        while view:
+                            view = view[os.write(fd, view) :]
                 if sync:
                     os.fsync(fd)
             finally:
@@ -259,8 +263,9 @@ def fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes, *, sync: bool = True) -> None:
-    """Replace `path` with `data`: readers see the old file or the new one, never half.
+def atomic_write(path: Path, data: bytes | Iterable[bytes], *, sync: bool = True) -> None:
+    """Replace `path` with `data` (bytes or chunks, as `write_temp` takes them): readers see
+    the old file or the new one, never half.
     Made durable (file and folder fsynced) unless `sync` is False: then a `SyncBatch` owes it."""
     tmp = write_temp(path, data, sync=sync)
     with storage_errors(path.parent):
