@@ -60,6 +60,7 @@ from hybrid_audio.files import (
     StorageError,
     SyncBatch,
     atomic_write,
+    create_new,
     discard,
     leftovers,
     read_inside,
@@ -88,6 +89,9 @@ if TYPE_CHECKING:
 _STAMPED_ID = re.compile(r"\d{8}T\d{12}Z_[a-z0-9_]+")
 CAMPAIGN_OUTPUT_ID = re.compile(r"c[0-9a-f]{12}_\d{6,}")
 _OUTPUT_ID = re.compile(f"{_STAMPED_ID.pattern}|{CAMPAIGN_OUTPUT_ID.pattern}")
+#: A manifest's `output.store` when the message is kept as its manifest only
+#: (`hybrid_audio.render`): no WAV, rendered from its stems on request.
+MANIFEST_STORE = "manifest"
 #: Stems kept parsed in memory (with their sha256): a campaign reuses the same few stems.
 _STEM_MEMORY = 512
 #: Messages whose resolved stems are kept (`Assembler._resolve`).
@@ -209,6 +213,7 @@ class Assembler(param.Parameterized):
         output_id: str | None = None,
         batch: SyncBatch | None = None,
         campaign: Mapping[str, Any] | None = None,
+        keep_wav: bool = True,
     ) -> AssemblyResult:
         """Assemble one message; raises `AssemblyError`/`TemplateError` on bad input.
 
@@ -219,9 +224,15 @@ class Assembler(param.Parameterized):
         fsync and added to it: the caller syncs the batch before it records the message.
         `campaign` (a campaign message's campaign id, row and recipient id) is kept as the
         manifest's `campaign` block, so the message itself says whom it is for.
+        Without `keep_wav` (a manifest-only campaign, `hybrid_audio.render`; needs
+        `output_id`) the WAV is never written: the proof is made on the merged bytes, which
+        every render must give again, and the manifest, marked `output.store = "manifest"`,
+        is the whole message.
         """
         if output_id is not None and not CAMPAIGN_OUTPUT_ID.fullmatch(output_id):
             raise AssemblyError(f"{output_id!r} is not a campaign message id")
+        if not keep_wav and output_id is None:
+            raise AssemblyError("a message kept as its manifest only needs its campaign id")
         tpl = self.load_template(template)
         inputs = {**(slots or {}), "name": name, "developer": developer, "script": script}
         missing = sorted(slot for slot in tpl.slots if not (inputs.get(slot) or "").strip())
@@ -254,15 +265,18 @@ class Assembler(param.Parameterized):
         base = output_id or "_".join(
             [utc_stamp(), normalize(tpl.name), _slug(name), _slug(developer)]
         )
+        if not keep_wav:
+            assert output_id is not None
+            on_disk = self._on_disk(parts, records)
+            wav_path = self.output_dir / f"{output_id}.wav"  # the name a render serves
+            return self._finish(
+                tpl, inputs, output_id, wav_path, merged, sources, on_disk, batch, campaign, False
+            )
         tmp = write_temp(self.output_dir / f"{base}.wav", merged.wav, sync=batch is None)
         try:  # the temp name stays linked until the manifest exists (see recover_outputs)
             output_id, wav_path = self._link_new(base, tmp, suffixes=output_id is None)
             try:
-                # The proof uses the stems as they are on disk now, not the copies merged.
-                on_disk = [
-                    Part(self._checked_wav(r), r.stem_id) if r is not None else part
-                    for part, r in zip(parts, records, strict=True)
-                ]
+                on_disk = self._on_disk(parts, records)
                 return self._finish(
                     tpl, inputs, output_id, wav_path, merged, sources, on_disk, batch, campaign
                 )
@@ -271,6 +285,16 @@ class Assembler(param.Parameterized):
                 raise
         finally:
             discard(tmp)
+
+    def _on_disk(
+        self, parts: list[Part | Silence], records: list[StemRecord | None]
+    ) -> list[Part | Silence]:
+        """The parts with each stem as its file holds it now: the proof uses those, not the
+        copies merged."""
+        return [
+            Part(self._checked_wav(r), r.stem_id) if r is not None else part
+            for part, r in zip(parts, records, strict=True)
+        ]
 
     def _finish(
         self,
@@ -283,10 +307,12 @@ class Assembler(param.Parameterized):
         on_disk: list[Part | Silence],
         batch: SyncBatch | None,
         campaign: Mapping[str, Any] | None,
+        wav_kept: bool = True,
     ) -> AssemblyResult:
-        """Prove the written output against the stems as read from disk; write the manifest
-        (fsynced, or owed by `batch`)."""
-        written, _ = read_inside(self.output_dir, wav_path.name)
+        """Prove the output (the written file, or without `wav_kept` the merged bytes)
+        against the stems as read from disk; write the manifest (fsynced, or owed by
+        `batch`). A manifest-only message's manifest is created, never replaces a file."""
+        written = read_inside(self.output_dir, wav_path.name)[0] if wav_kept else merged.wav
         report = verify(written, merged.manifest, on_disk)
         created = datetime.now(UTC).isoformat(timespec="microseconds")
         document = {
@@ -302,6 +328,7 @@ class Assembler(param.Parameterized):
                 "sha256": merged.sha256,
                 "bytes": len(merged.wav),
                 "duration": merged.manifest.duration,
+                **({} if wav_kept else {"store": MANIFEST_STORE}),
             },
             "sources": sources,
             "merge": merged.manifest.model_dump(mode="json"),
@@ -310,9 +337,13 @@ class Assembler(param.Parameterized):
         manifest_path = wav_path.with_suffix(".json")
         manifest = manifest_bytes(document)
         self._queue_upload(output_id, merged.sha256, manifest)
-        atomic_write(manifest_path, manifest, sync=batch is None)
+        if not wav_kept:
+            if not create_new(manifest_path, manifest, sync=batch is None):
+                raise AssemblyError(f"output {output_id} already exists; it is never overwritten")
+        else:
+            atomic_write(manifest_path, manifest, sync=batch is None)
         if batch is not None:
-            batch.add(wav_path, manifest_path)
+            batch.add(*([wav_path] if wav_kept else []), manifest_path)
         self._release_upload(output_id)
         result = AssemblyResult(
             summary=_summary(document),
@@ -676,7 +707,7 @@ def writer_finished(wav: Path) -> bool:
 def _manifest_only(document: dict[str, Any]) -> bool:
     """Is this output kept as its manifest only (`hybrid_audio.render`)?"""
     output = document.get("output")
-    return isinstance(output, dict) and output.get("store") == "manifest"
+    return isinstance(output, dict) and output.get("store") == MANIFEST_STORE
 
 
 def _identity(info: os.stat_result) -> tuple[int, ...]:

@@ -113,14 +113,13 @@ def make_row(
             generate_missing=generate_missing,
             batch=files,
             campaign={"id": campaign.campaign_id, "row": number, "recipient_id": recipient_id},
+            keep_wav=not campaign.manifest_only,
         )
     except STOPPING_ERRORS:
         raise
     except ROW_ERRORS as error:
         return ("failed", None, None, None, 0, str(error), number)
     ok = result.report.ok
-    if ok:
-        keep(assembler, campaign, output_id)
     return (
         "done" if ok else "failed",
         output_id,
@@ -133,7 +132,8 @@ def make_row(
 
 
 def keep(assembler: Assembler, campaign: CampaignRows, output_id: str) -> None:
-    """Keep a made message as the store mode says (manifest: drop the WAV)."""
+    """Keep an adopted message as the store mode says (manifest: drop the WAV a run made
+    before messages of manifest campaigns were assembled without one)."""
     if campaign.manifest_only:
         keep_manifest_only(assembler, output_id)
 

@@ -278,14 +278,16 @@ def atomic_write(path: Path, data: bytes | Iterable[bytes], *, sync: bool = True
             fsync_folder(path.parent)
 
 
-def create_new(path: Path, data: bytes) -> bool:
+def create_new(path: Path, data: bytes, *, sync: bool = True) -> bool:
     """Write `path` atomically unless a file has that name: False then, nothing overwritten
-    (the fsynced temp file is linked, and `os.link` fails on a taken name)."""
-    tmp = write_temp(path, data)
+    (the temp file is linked, and `os.link` fails on a taken name). Made durable (file and
+    folder fsynced) unless `sync` is False: then a `SyncBatch` owes it."""
+    tmp = write_temp(path, data, sync=sync)
     try:
         with storage_errors(path.parent):
             os.link(tmp, path)  # atomic, and fails if the name is taken
-            fsync_folder(path.parent)
+            if sync:
+                fsync_folder(path.parent)
     except FileExistsError:
         return False
     finally:

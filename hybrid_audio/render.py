@@ -3,8 +3,9 @@
 A message is fully determined by its manifest: the stems (by id, file and the sha256 of
 their samples), the silences, the merge's parameters (gap, trim, join, crossfade, format)
 and the output's sha256. A campaign created with `store="manifest"` keeps only that JSON
-(~1 KB instead of ~350 KB of audio); its manifest's `output.store` is `"manifest"` and no
-`<id>.wav` is kept. `Assembler.read_output` renders such a message on request, so the
+(~8 KB instead of ~350 KB of audio); its manifest's `output.store` is `"manifest"` and its
+`<id>.wav` is never written (`Assembler.assemble(keep_wav=False)` proves the merged bytes
+and creates the manifest alone). `Assembler.read_output` renders such a message on request, so the
 audio route (with Range), deliveries and the campaign zip all get the same proven bytes.
 
 Nothing but the recorded audio is ever served: each stem file must still hold the samples
@@ -21,7 +22,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hybrid_audio.assembly import CorruptOutputError
+from hybrid_audio.assembly import MANIFEST_STORE, CorruptOutputError
 from hybrid_audio.bitmerge import (
     Manifest,
     MergeError,
@@ -39,8 +40,7 @@ if TYPE_CHECKING:
     from hybrid_audio.assembly import Assembler
 
 #: Campaign store modes: keep each message's WAV, or only its manifest.
-STORE_MODES = ("wav", "manifest")
-MANIFEST_STORE = "manifest"
+STORE_MODES = ("wav", MANIFEST_STORE)
 
 
 class StemChangedError(CorruptOutputError):

@@ -18,6 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
+from hybrid_audio import assembly, files
+from hybrid_audio.assembly import AssemblyError
 from hybrid_audio.campaign import CampaignError
 from hybrid_audio.config import Settings
 from hybrid_audio.delivery import read_delivery
@@ -153,6 +155,58 @@ def test_a_resumed_manifest_campaign_drops_the_wav_of_a_message_it_adopts(
     assert (final.done, final.failed) == (2, 0)
     assert not (workspace.assembler.output_dir / f"{output_id}.wav").exists()
     assert workspace.assembler.verify_output(output_id).ok
+
+
+def test_a_manifest_campaign_never_writes_a_wav(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its messages are proven on the merged bytes and kept as manifests from the start:
+    writing each WAV, rewriting its manifest and removing the WAV made this mode, meant to
+    be the light one, take twice the time of keeping WAVs."""
+    written: list[str] = []
+    real = assembly.write_temp
+
+    def recorded(target: Path, data: Any, **kwargs: Any) -> Path:
+        if target.parent == workspace.assembler.output_dir:  # (not stems, not campaign files)
+            written.append(target.name)
+        return real(target, data, **kwargs)
+
+    monkeypatch.setattr(assembly, "write_temp", recorded)
+    monkeypatch.setattr(files, "write_temp", recorded)  # (create_new's, for the manifest)
+    campaigns = workspace.campaigns
+    info = campaigns.create("double_anchor", recipients_from_dicts(SIX[:3]), store="manifest")
+    final = campaigns.run(info.id)
+    assert (final.done, final.failed) == (3, 0)
+    made = outputs(workspace, info.id)
+    assert sorted(written) == sorted(f"{output_id}.json" for output_id in made)
+    for output_id in made:
+        assert not (workspace.assembler.output_dir / f"{output_id}.wav").exists()
+        document = workspace.assembler.load_output(output_id)
+        assert document["output"]["store"] == "manifest"
+        assert document["verify"]["ok"] is True
+        data, _ = workspace.assembler.read_output(output_id)
+        assert hashlib.sha256(data).hexdigest() == document["output"]["sha256"]
+        assert len(data) == document["output"]["bytes"]
+
+
+def test_a_manifest_only_message_needs_its_id_and_never_replaces_one(
+    workspace: Workspace,
+) -> None:
+    assembler = workspace.assembler
+    with pytest.raises(AssemblyError, match="needs its campaign id"):
+        assembler.assemble("double_anchor", "Ann", "Acme Homes", keep_wav=False)
+    output_id = "c0123456789ab_000001"
+    made = assembler.assemble(
+        "double_anchor", "Ann", "Acme Homes", output_id=output_id, keep_wav=False
+    )
+    manifest = Path(made.manifest_path)
+    before = manifest.read_bytes()
+    with pytest.raises(AssemblyError, match="already exists"):
+        assembler.assemble(
+            "double_anchor", "Bob", "Acme Homes", output_id=output_id, keep_wav=False
+        )
+    assert manifest.read_bytes() == before
+    assert sorted(p.name for p in assembler.output_dir.glob(f"*{output_id}*")) == [manifest.name]
 
 
 def test_an_unknown_store_mode_is_refused(workspace: Workspace) -> None:
