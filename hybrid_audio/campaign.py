@@ -836,9 +836,17 @@ class Campaigns(param.Parameterized):
         wanted += [(s.kind, str(s)) for s in tpl.fixed_stems]
         if self._cluster() is not None:  # the names and developers, on the workers at once
             job.message = "making stems on the Dask cluster"
+
+            def made(done: int, total: int, _: object) -> None:
+                """Each stem back from the cluster: the job says how far, and a cancel
+                stops the batch (its tasks not yet run are cancelled)."""
+                job.raise_if_cancelled()
+                job.message = f"making stems on the Dask cluster: {done}/{total}"
+
             generator.generate_rotational_stems(
                 names=[value for kind, value in wanted if kind == "name"],
                 developers=[value for kind, value in wanted if kind == "developer"],
+                on_progress=made,
             )  # (no job=: it would take over the job's counts; the loop below finds them)
         for index, (kind, value) in enumerate(wanted, start=1):
             job.raise_if_cancelled()

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -254,3 +255,36 @@ def test_a_campaign_job_runs_its_rows_on_the_cluster(
     }
     check_same(dask_workspace, updates, expected)
     assert outputs(dask_workspace, info.id) == complete(dask_workspace, info.id, 12)
+
+
+def test_the_stem_phase_on_the_cluster_counts_each_stem_and_stops_on_cancel(
+    dask_workspace: Workspace,
+) -> None:
+    """A campaign's new names are made on the workers: the job says how many are back
+    (it said only "making stems on the Dask cluster" until all were), and a cancel stops
+    the batch there (it was not checked until every stem was made: hours at Cartesia)."""
+    names = [f"Zed{letter}" for letter in "abcdefghijkl"]  # none cached yet
+    rows = "".join(f"z{i},{name},Acme Homes\n" for i, name in enumerate(names))
+    campaigns = dask_workspace.campaigns
+    info = campaigns.create(
+        "double_anchor", parse_recipients(f"id,name,developer\n{rows}".encode())
+    )
+    counted: list[str] = []
+    first = threading.Event()
+
+    def seen(event) -> None:
+        if event.new.startswith("making stems on the Dask cluster: "):
+            counted.append(event.new.rsplit(" ", 1)[1])
+            first.set()
+
+    job = campaigns.start(info.id, source="test")
+    job.param.watch(seen, "message")
+    assert first.wait(120), "no stem was counted"
+    campaigns.cancel(info.id)
+    final = dask_workspace.jobs.wait(job.id, timeout=TIMEOUT)
+    assert final.state == JobState.CANCELLED
+    total = len(names) + 1  # and the developer, cached: counted from the start
+    assert counted[0] in {f"{done}/{total}" for done in range(2, total + 1)}
+    made = [name for name in names if dask_workspace.generator.current("name", name)]
+    assert len(made) < len(names), "the batch went on after the cancel"
+    assert campaigns.get(info.id).done == 0
