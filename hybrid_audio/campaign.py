@@ -42,6 +42,7 @@ bucket copies), shared by every message of that name; `/cache/invalidate` remove
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import json
 import secrets
@@ -69,6 +70,7 @@ from hybrid_audio.config import Settings
 from hybrid_audio.database import Database
 from hybrid_audio.datasets import load_dataset
 from hybrid_audio.files import SyncBatch, atomic_write, discard
+from hybrid_audio.group_commit import GroupCommit
 from hybrid_audio.jobs import Job, JobCancelledError, JobRunner, JobState
 from hybrid_audio.live import RevisionPublisher, read_revision
 from hybrid_audio.logs import JsonlLog
@@ -873,18 +875,19 @@ class Campaigns(param.Parameterized):
         """Make every pending row: here, or as chunk tasks on the Dask cluster when there is
         one (`DASK_SCHEDULER_ADDRESS`; not in GCS mode, where each output is queued for
         upload in its own assembly). Either way this process alone commits the rows."""
-        batch: list[RowUpdate] = []
-        files = self._sync_batch()
+        group: GroupCommit[RowUpdate] = GroupCommit(
+            functools.partial(self._commit_rows, info.id), self._sync_batch
+        )
         flushed = time.monotonic()
         rows = CampaignRows.of(self.assembler, info)
 
         def record(update: RowUpdate) -> None:
             nonlocal flushed
-            batch.append(update)
+            group.add(update)
             error = f"row {update[6]}: {update[5]}" if update[0] == "failed" else None
             job.advance(error=error, message=f"messages: row {update[6]}", hold=PROGRESS_SECONDS)
-            if len(batch) >= BATCH_ROWS or time.monotonic() - flushed > BATCH_SECONDS:
-                self._flush(info.id, batch, files)
+            if len(group.rows) >= BATCH_ROWS or time.monotonic() - flushed > BATCH_SECONDS:
+                group.flush()
                 flushed = time.monotonic()
                 self._check_contract(info)  # (a change another process stored)
 
@@ -908,10 +911,10 @@ class Campaigns(param.Parameterized):
             else:
                 for row in assemblable():
                     stop_if_asked()
-                    record(self._one(info, rows, row, files))
+                    record(self._one(info, rows, row, group.files))
         finally:
             job.publish()
-            self._flush(info.id, batch, files)
+            group.close()
 
     def _cluster(self) -> DaskCluster | None:
         """The Dask cluster campaign rows go to, if any (in GCS mode: none)."""
@@ -919,9 +922,9 @@ class Campaigns(param.Parameterized):
         return None if generator is None or self.gcs else generator.cluster
 
     def _sync_batch(self) -> SyncBatch | None:
-        """The group commit of a run's messages: their files are made durable together just
-        before their rows are committed (`_flush`), instead of each on its own. None in GCS
-        mode, where an output is queued for upload in the assembly's own transaction."""
+        """The group commit of a batch of messages: their files are made durable together
+        before their rows are committed (`GroupCommit`), instead of each on its own. None in
+        GCS mode, where an output is queued for upload in the assembly's own transaction."""
         return SyncBatch() if self.assembler.upload_queue is None else None
 
     @staticmethod
@@ -968,16 +971,13 @@ class Campaigns(param.Parameterized):
         discard(wav)
         discard(wav.with_suffix(".json"))
 
-    def _flush(
-        self, campaign_id: str, batch: list[tuple[Any, ...]], files: SyncBatch | None = None
-    ) -> None:
-        """Commit a batch of message rows and the campaign's counts, in one transaction,
-        once their files (`files`) are durable: no row is `done` before its output is.
+    def _commit_rows(self, campaign_id: str, batch: list[RowUpdate]) -> None:
+        """Commit a batch of message rows and the campaign's counts, in one transaction;
+        `GroupCommit` calls it once their files are durable: no row is `done` before its
+        output is.
 
         The counts grow by the pending rows the batch changed (counting the campaign's rows
         again per batch made a run quadratic in its size); every state change recounts."""
-        if files is not None:
-            files.sync()
         if not batch:
             return
         with self.database.write() as db:
@@ -997,7 +997,6 @@ class Campaigns(param.Parameterized):
                 (changed["done"], changed["failed"], _now(), campaign_id),
             )
             revision = read_revision(db, "campaigns")
-        batch.clear()
         self._revision.publish(revision)
 
     def _write_manifests(self, info: CampaignInfo) -> None:

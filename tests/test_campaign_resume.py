@@ -3,6 +3,7 @@ an uninterrupted run: none missing, none twice, the same bytes."""
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import hashlib
 import os
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from hybrid_audio import campaign as campaign_module
+from hybrid_audio import files as files_module
 from hybrid_audio.campaign import CampaignState
 from hybrid_audio.config import Settings
 from hybrid_audio.engines import Engine, create_engine
@@ -25,7 +27,7 @@ from hybrid_audio.recipients import parse_recipients
 from hybrid_audio.workspace import Workspace
 from tests.api_server import REPO, TINY_DATASETS, make_base_dir
 
-ROWS = 150
+ROWS = 600  # (at ~700 messages/s, a kill a third of the way in must not come after the end)
 RUN = """
 import sys
 from hybrid_audio.config import Settings
@@ -251,5 +253,51 @@ def test_a_batch_whose_sync_fails_commits_no_row_and_resume_remakes_lost_files(
             assert workspace.assembler.load_output(message.output_id)["output"]["sha256"] == (
                 message.sha256
             )
+    finally:
+        workspace.close()
+
+
+@pytest.mark.skipif(files_module.SYNCFS is None, reason="no syncfs (Linux >= 5.8) here")
+def test_rows_whose_syncfs_failed_are_never_committed_and_resume_completes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kernel reports a failed write-back to the `syncfs` of the second batch (the real
+    `SyncBatch`, not a stand-in): no row of that batch, nor of a later one, is `done`.
+    They were: the batch had handed its files to the failed call, so the last flush of the
+    run found nothing left to sync and committed the rows anyway."""
+    monkeypatch.setattr(campaign_module, "BATCH_ROWS", 4)
+    monkeypatch.setattr(campaign_module, "BATCH_SECONDS", 3600.0)
+    real, calls = files_module.SYNCFS, []
+
+    def second_call_fails(fd: int) -> int:
+        calls.append(fd)
+        if len(calls) == 2:
+            ctypes.set_errno(errno.EIO)
+            return -1
+        return real(fd)
+
+    settings = Settings(base_dir=make_base_dir(tmp_path / "base", TINY_DATASETS))
+    workspace = Workspace.build(settings, engine=create_engine(Settings(tts_engine="piper")))
+    try:
+        campaigns = workspace.campaigns
+        rows = b"name,developer\n" + b"Ann,Acme Homes\nBob,Beta Builders\nCid,Acme Homes\n" * 3
+        info = campaigns.create("double_anchor", parse_recipients(rows))
+        monkeypatch.setattr(files_module, "SYNCFS", second_call_fails)
+        with pytest.raises(OSError, match="Input/output error") as failure:
+            campaigns.run(info.id)
+        assert failure.value.errno == errno.EIO
+        assert len(calls) == 2  # nothing synced, nor committed, after the failure
+        done = [m.row for m in campaigns.iter_messages(info.id) if m.state == "done"]
+        assert done == [1, 2, 3, 4]
+        assert campaigns.get(info.id).done == 4
+        monkeypatch.setattr(files_module, "SYNCFS", real)
+        job = workspace.jobs.wait(campaigns.resume(info.id).id, timeout=120)
+        assert job.state == JobState.DONE, job.errors
+        messages = list(campaigns.iter_messages(info.id))
+        assert [(m.row, m.state, m.verified) for m in messages] == [
+            (row, "done", True) for row in range(1, 10)
+        ]
+        for message in messages:
+            assert workspace.assembler.verify_output(message.output_id).ok
     finally:
         workspace.close()
