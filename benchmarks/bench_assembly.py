@@ -13,8 +13,11 @@ Cases (one run, one machine; medians of repeats):
   through `Campaigns.run`, timed from run start to done (stems already cached), its
   messages group-committed (fsynced per batch before the rows are committed), against the
   script writing as many fsynced WAVs, interleaved. Target (issue #14): ≥ 1.0× the script.
-- CPU: the process's CPU time per message for assemble, the script and the campaign
-  (the campaign's includes its fsync helper thread), beside the wall-clock rates.
+- campaign, manifest only: the same campaign with `store="manifest"` (no WAV written, each
+  message proven on its merged bytes, its manifest its only file), interleaved; reported
+  beside the others, no target (the script keeps WAVs).
+- CPU: the process's CPU time per message for assemble, the script and the campaigns,
+  beside the wall-clock rates.
 - next_pair: `RotationEngine.next_pair()` with its SQLite cursor and JSON-lines log.
   Target ≥ 5,000/s.
 - memory: Python allocations while stepping through a 10⁶ × 10⁴ pair space compared with a
@@ -135,14 +138,15 @@ def naive_script(settings: Settings, first: AssemblyResult) -> tuple[object, Pat
     return write_message, folder
 
 
-def campaign_run(workspace: Workspace, rows: int):
+def campaign_run(workspace: Workspace, rows: int, store: str = "wav"):
     """A function running one new campaign of `rows` rows (José / Brightwater Homes, as the
-    single messages) and returning its messages per second and CPU ms per message."""
+    single messages) in store mode `store` and returning its messages per second and CPU ms
+    per message."""
     recipients = parse_recipients(("name,developer\n" + "José,Brightwater Homes\n" * rows).encode())
 
     def run() -> tuple[float, float]:
         """(messages per second, CPU ms per message), run start to done."""
-        info = workspace.campaigns.create("double_anchor", recipients)
+        info = workspace.campaigns.create("double_anchor", recipients, store=store)
         start, cpu = time.perf_counter(), time.process_time()
         done = workspace.campaigns.run(info.id)
         elapsed, used = time.perf_counter() - start, time.process_time() - cpu
@@ -201,9 +205,16 @@ def main() -> None:
     script, script_folder = naive_script(settings, first)
     workspace = Workspace.build(settings, engine=generator.engine)
     campaign = campaign_run(workspace, args.messages)
+    campaign_manifest = campaign_run(workspace, args.messages, store="manifest")
     campaign()  # warm: the template, the stems' parses, the database pages
-    messages, scripted, campaigns, scripted_beside = [], [], [], []
-    cpu: dict[str, list[float]] = {"assemble": [], "script": [], "campaign": []}
+    campaign_manifest()
+    messages, scripted, campaigns, scripted_beside, manifest_only = [], [], [], [], []
+    cpu: dict[str, list[float]] = {
+        "assemble": [],
+        "script": [],
+        "campaign": [],
+        "campaign_manifest": [],
+    }
     for _ in range(args.repeats):  # interleaved: all see the same load
         rate, used = _timed(args.messages, assemble)
         messages.append(rate)
@@ -215,6 +226,9 @@ def main() -> None:
         campaigns.append(rate)
         cpu["campaign"].append(used)
         scripted_beside.append(_rate(args.messages, script))
+        rate, used = campaign_manifest()
+        manifest_only.append(rate)
+        cpu["campaign_manifest"].append(used)
     cpu_ms = {case: statistics.median(values) for case, values in cpu.items()}
     workspace.close()
     shutil.rmtree(script_folder, ignore_errors=True)
@@ -234,6 +248,7 @@ def main() -> None:
     ratio = message_rate / script_rate
     campaign_rate = statistics.median(campaigns)
     campaign_ratio = campaign_rate / statistics.median(scripted_beside)
+    manifest_rate = statistics.median(manifest_only)
     table = Table(title="assembly and rotation — medians")
     for column in ("case", "per second", "target", "met"):
         table.add_column(column)
@@ -258,6 +273,12 @@ def main() -> None:
         f"{campaign_ratio:.2f}×",
         f"≥ {TARGET_CAMPAIGN_RATIO}×",
         "yes" if campaign_ratio >= TARGET_CAMPAIGN_RATIO else "NO",
+    )
+    table.add_row(
+        "campaign, manifest only (no WAV written), run to done",
+        f"{manifest_rate:,.0f}",
+        "",
+        f"{manifest_rate / campaign_rate:.2f}× the WAV campaign",
     )
     console.print(table)
     console.print(
@@ -287,6 +308,8 @@ def main() -> None:
             "campaign_messages_per_s": campaigns,
             "campaign_median_per_s": campaign_rate,
             "naive_script_beside_campaign_per_s": scripted_beside,
+            "campaign_manifest_only_messages_per_s": manifest_only,
+            "campaign_manifest_only_median_per_s": manifest_rate,
             "campaign_over_naive_script": {
                 "value": campaign_ratio,
                 "target": TARGET_CAMPAIGN_RATIO,
