@@ -27,9 +27,11 @@ from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
 
 from hybrid_audio.config import Settings
+from hybrid_audio.storage import gcs as gcs_module
 from hybrid_audio.storage.base import (
     ChecksumMismatchError,
     ObjectExistsError,
+    ObjectMissingError,
     StorageUnavailableError,
 )
 from hybrid_audio.storage.gcs import CREDENTIALS_HELP, GcsStore
@@ -204,6 +206,40 @@ def test_download_pins_the_generation_and_checks_the_crc32c(tmp_path: Path, cann
     canned.reply(200, b"stem bytez", **{"X-Goog-Hash": f"crc32c={crc32c(data)}"})
     with pytest.raises(ChecksumMismatchError, match=NAME):
         make_store(tmp_path, canned).download(NAME)
+
+
+def _not_found(what: str) -> dict:
+    return {"error": {"code": 404, "message": f"No such {what}"}}
+
+
+def test_a_miss_asks_whether_the_bucket_exists_only_when_it_was_not_seen_lately(
+    tmp_path: Path, canned: Canned, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read-through miss was two requests in turn (the object's 404, then a one-object
+    listing telling a missing object from a missing bucket); while the bucket answered a
+    request less than `BUCKET_SEEN_SECONDS` ago, the 404 alone says it."""
+    store = make_store(tmp_path, canned)
+    canned.reply(404, _not_found("object"))
+    canned.reply(200, {"kind": "storage#objects", "items": []})  # the bucket is there
+    assert store.info(NAME) is None
+    assert [canned.path(i).rsplit("/", 1)[-1] for i in range(2)] == [NAME.rsplit("/", 1)[-1], "o"]
+    canned.reply(404, _not_found("object"))  # seen a moment ago: no listing
+    assert store.info("stems/name/stem.name.ann.wav") is None
+    assert len(canned.requests) == 3
+    canned.reply(200, resource(f"team/{NAME}"))
+    assert store.info(NAME) is not None  # an answer from the bucket keeps it seen
+    canned.reply(404, _not_found("object"))
+    with pytest.raises(ObjectMissingError):
+        store.download("stems/name/stem.name.bob.wav")
+    assert len(canned.requests) == 5
+
+    monkeypatch.setattr(gcs_module, "BUCKET_SEEN_SECONDS", 0.0)  # the window has passed
+    canned.reply(404, _not_found("object"))
+    canned.reply(404, _not_found("bucket"))  # and the bucket was deleted since
+    with pytest.raises(StorageUnavailableError, match="no such bucket"):
+        store.info(NAME)
+    assert len(canned.requests) == 7
+    assert canned.script == []
 
 
 # --- listing -----------------------------------------------------------------------------
