@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ from hybrid_audio.cache import StemCache
 from hybrid_audio.contract import AudioFormat, Encoding, VoiceContract
 from hybrid_audio.wav import Wav, WavError, read_wav, write_wav
 from tests.audio_factory import make_pcm, make_wav
+from tests.processes import dead_pid
 
 FMT = AudioFormat(encoding="pcm_s16le", sample_rate=22050)
 
@@ -184,9 +184,7 @@ def test_an_interrupted_invalidate_is_finished_at_start(
     """A file moved aside by a killed invalidate goes back if its row survived, else goes."""
     record = cache.store("stem.name.ana", "Ana", read_wav(make_wav(FMT, 100)))
     path = Path(cache.stems_dir) / record.path
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    aside = path.with_name(f".{path.name}.{dead.pid}.{'0' * 32}.aside")
+    aside = path.with_name(f".{path.name}.{dead_pid()}.{'0' * 32}.aside")
     path.rename(aside)  # the crash came after the rename...
     if committed:  # ...and after the row's delete was committed
         sqlite3.connect(cache.database_path).execute("DELETE FROM stems").connection.commit()

@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -28,6 +26,7 @@ from hybrid_audio.recipients import parse_recipients
 from hybrid_audio.workspace import Workspace
 from tests.api_server import TINY_DATASETS, make_base_dir
 from tests.dask_workers import kill_busy_worker
+from tests.processes import dead_pid
 
 NAMES = ("Ann", "Bob", "Cid")
 DEVELOPERS = ("Acme Homes", "Beta Builders")
@@ -177,16 +176,6 @@ def test_a_worker_killed_mid_chunk_the_chunk_is_retried_every_row_done_once(
     assert outputs(dask_workspace, info.id) == complete(dask_workspace, info.id, rows)
 
 
-def _dead_pid() -> int:
-    process = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return int(process.stdout)
-
-
 def test_a_rerun_chunk_clears_a_dead_writers_files_and_adopts_finished_rows(
     dask_workspace: Workspace, reference: Workspace
 ) -> None:
@@ -203,7 +192,7 @@ def test_a_rerun_chunk_clears_a_dead_writers_files_and_adopts_finished_rows(
     kept = (folder / f"{ids[1]}.json").read_bytes()
     (folder / f"{ids[2]}.json").unlink()
     (folder / f"{ids[3]}.json").unlink()
-    dead = _dead_pid()
+    dead = dead_pid()
     os.link(folder / f"{ids[3]}.wav", folder / f".{ids[3]}.wav.{dead}.{uuid.uuid4().hex}.tmp")
     (folder / f".{ids[3]}.json.{dead}.{uuid.uuid4().hex}.tmp").write_bytes(b"{")
 

@@ -31,6 +31,7 @@ from tests.api_server import (  # noqa: F401  (fixtures are used by name)
     server_factory,
     start_server,
 )
+from tests.processes import dead_pid
 
 pytestmark = pytest.mark.slow
 
@@ -480,8 +481,7 @@ def test_a_restart_clears_what_a_crash_left_and_keeps_live_work(
     server.stop()
     output, stems = server.base_dir / "output", server.base_dir / "stems"
     audio = (output / good["output"]["path"]).read_bytes()
-    dead = subprocess.Popen(["true"])
-    dead.wait()  # its pid names a writer that is gone
+    dead = dead_pid()  # names a writer that is gone
     stamp = good["id"].split("_")[0]
 
     def leftover(folder: Path, name: str, pid: int, suffix: str = ".tmp") -> Path:
@@ -490,19 +490,19 @@ def test_a_restart_clears_what_a_crash_left_and_keeps_live_work(
         return path
 
     gone = [
-        leftover(output, f"{stamp}_x_killed_mid_write.wav", dead.pid),
+        leftover(output, f"{stamp}_x_killed_mid_write.wav", dead),
         output / f"{stamp}_x_orphan_without_manifest.wav",
         output / f"{stamp}_x_killed_before_manifest.wav",
-        leftover(stems / "name", "stem.name.half_written.wav", dead.pid),
+        leftover(stems / "name", "stem.name.half_written.wav", dead),
     ]
     gone[1].write_bytes(audio)
-    os.link(leftover(output, gone[2].name, dead.pid), gone[2])
+    os.link(leftover(output, gone[2].name, dead), gone[2])
     gone.append(next(output.glob(f".{gone[2].name}.*")))
     live = output / f"{stamp}_x_still_being_written.wav"
     os.link(leftover(output, live.name, os.getpid()), live)  # this test is the live writer
     # A crash inside invalidate: the file was moved aside, the row's delete never committed.
     aside = stems / rel
-    aside.rename(stems / Path(rel).parent / f".{aside.name}.{dead.pid}.{'0' * 32}.aside")
+    aside.rename(stems / Path(rel).parent / f".{aside.name}.{dead}.{'0' * 32}.aside")
 
     with start_server(server.base_dir, key=server.key) as again, again.client() as client:
         assert [o["id"] for o in client.get("/assemble/outputs").json()] == [good["id"]]
