@@ -12,13 +12,14 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from hybrid_audio import campaign as campaign_module
 from hybrid_audio import files as files_module
-from hybrid_audio.campaign import CampaignState
+from hybrid_audio.campaign import CampaignInfo, CampaignState
 from hybrid_audio.config import Settings
 from hybrid_audio.engines import Engine, create_engine
 from hybrid_audio.files import SyncBatch
@@ -197,15 +198,33 @@ def test_a_python_run_killed_half_way_is_interrupted_not_running_forever(tmp_pat
         workspace.close()
 
 
-def test_a_batch_whose_sync_fails_commits_no_row_and_resume_remakes_lost_files(
+NINE_ROWS = b"name,developer\n" + b"Ann,Acme Homes\nBob,Beta Builders\nCid,Acme Homes\n" * 3
+
+
+@pytest.fixture
+def nine_rows(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Workspace, CampaignInfo]]:
+    """A workspace with a created campaign of nine rows, committed four at a time."""
+    monkeypatch.setattr(campaign_module, "BATCH_ROWS", 4)
+    monkeypatch.setattr(campaign_module, "BATCH_SECONDS", 3600.0)
+    settings = Settings(base_dir=make_base_dir(tmp_path / "base", TINY_DATASETS))
+    workspace = Workspace.build(settings, engine=create_engine(Settings(tts_engine="piper")))
+    try:
+        yield workspace, workspace.campaigns.create("double_anchor", parse_recipients(NINE_ROWS))
+    finally:
+        workspace.close()
+
+
+def test_a_batch_whose_sync_fails_commits_no_row_and_resume_remakes_lost_files(
+    nine_rows: tuple[Workspace, CampaignInfo], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Group commit: a batch's files are fsynced before its rows are committed. The sync
     of the second batch fails (as a disk error would); no row of it is `done`, and after
     what a power loss could leave of its unsynced files (an empty WAV, half a manifest),
     the resume makes exactly the outputs of an uninterrupted run."""
-    monkeypatch.setattr(campaign_module, "BATCH_ROWS", 4)
-    monkeypatch.setattr(campaign_module, "BATCH_SECONDS", 3600.0)
+    workspace, info = nine_rows
+    campaigns, output = workspace.campaigns, Path(workspace.settings.output_dir)
     real_sync, owed = SyncBatch.sync, []
 
     def sync_fails_the_second_time(self: SyncBatch) -> None:
@@ -215,58 +234,49 @@ def test_a_batch_whose_sync_fails_commits_no_row_and_resume_remakes_lost_files(
         owed.append(None)
         real_sync(self)
 
-    settings = Settings(base_dir=make_base_dir(tmp_path / "base", TINY_DATASETS))
-    workspace = Workspace.build(settings, engine=create_engine(Settings(tts_engine="piper")))
-    try:
-        campaigns = workspace.campaigns
-        rows = b"name,developer\n" + b"Ann,Acme Homes\nBob,Beta Builders\nCid,Acme Homes\n" * 3
-        info = campaigns.create("double_anchor", parse_recipients(rows))
-        monkeypatch.setattr(SyncBatch, "sync", sync_fails_the_second_time)
-        with pytest.raises(OSError, match="injected"):
-            campaigns.run(info.id)
-        monkeypatch.setattr(SyncBatch, "sync", real_sync)
-        output = Path(settings.output_dir)
-        done = [m for m in campaigns.iter_messages(info.id) if m.state == "done"]
-        assert [m.row for m in done] == [1, 2, 3, 4]  # the first batch only
-        for message in done:
-            data = (output / f"{message.output_id}.wav").read_bytes()
-            assert hashlib.sha256(data).hexdigest() == message.sha256
-        unsynced = sorted({p.name for p in owed if p is not None})
-        assert unsynced[:2] == [f"{info.id}_000005.json", f"{info.id}_000005.wav"]
-        (output / f"{info.id}_000005.wav").write_bytes(b"")  # its data never reached disk
-        manifest = output / f"{info.id}_000006.json"
-        manifest.write_bytes(manifest.read_bytes()[:100])  # half a manifest
-        assert campaigns.get(info.id).state == CampaignState.FAILED
+    monkeypatch.setattr(SyncBatch, "sync", sync_fails_the_second_time)
+    with pytest.raises(OSError, match="injected"):
+        campaigns.run(info.id)
+    monkeypatch.setattr(SyncBatch, "sync", real_sync)
+    done = [m for m in campaigns.iter_messages(info.id) if m.state == "done"]
+    assert [m.row for m in done] == [1, 2, 3, 4]  # the first batch only
+    for message in done:
+        data = (output / f"{message.output_id}.wav").read_bytes()
+        assert hashlib.sha256(data).hexdigest() == message.sha256
+    unsynced = sorted({p.name for p in owed if p is not None})
+    assert unsynced[:2] == [f"{info.id}_000005.json", f"{info.id}_000005.wav"]
+    (output / f"{info.id}_000005.wav").write_bytes(b"")  # its data never reached disk
+    manifest = output / f"{info.id}_000006.json"
+    manifest.write_bytes(manifest.read_bytes()[:100])  # half a manifest
+    assert campaigns.get(info.id).state == CampaignState.FAILED
 
-        job = workspace.jobs.wait(campaigns.resume(info.id).id, timeout=120)
-        assert job.state == JobState.DONE
-        assert campaigns.get(info.id).done == 9
-        again = campaigns.create("double_anchor", parse_recipients(rows))
-        campaigns.run(again.id)
-        expected = {m.row: m.sha256 for m in campaigns.iter_messages(again.id)}
-        messages = list(campaigns.iter_messages(info.id))
-        assert {m.row: m.sha256 for m in messages} == expected
-        for message in messages:
-            assert message.verified
-            data = (output / f"{message.output_id}.wav").read_bytes()
-            assert hashlib.sha256(data).hexdigest() == message.sha256
-            assert workspace.assembler.load_output(message.output_id)["output"]["sha256"] == (
-                message.sha256
-            )
-    finally:
-        workspace.close()
+    job = workspace.jobs.wait(campaigns.resume(info.id).id, timeout=120)
+    assert job.state == JobState.DONE
+    assert campaigns.get(info.id).done == 9
+    again = campaigns.create("double_anchor", parse_recipients(NINE_ROWS))
+    campaigns.run(again.id)
+    expected = {m.row: m.sha256 for m in campaigns.iter_messages(again.id)}
+    messages = list(campaigns.iter_messages(info.id))
+    assert {m.row: m.sha256 for m in messages} == expected
+    for message in messages:
+        assert message.verified
+        data = (output / f"{message.output_id}.wav").read_bytes()
+        assert hashlib.sha256(data).hexdigest() == message.sha256
+        assert workspace.assembler.load_output(message.output_id)["output"]["sha256"] == (
+            message.sha256
+        )
 
 
 @pytest.mark.skipif(files_module.SYNCFS is None, reason="no syncfs (Linux >= 5.8) here")
 def test_rows_whose_syncfs_failed_are_never_committed_and_resume_completes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    nine_rows: tuple[Workspace, CampaignInfo], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The kernel reports a failed write-back to the `syncfs` of the second batch (the real
     `SyncBatch`, not a stand-in): no row of that batch, nor of a later one, is `done`.
     They were: the batch had handed its files to the failed call, so the last flush of the
     run found nothing left to sync and committed the rows anyway."""
-    monkeypatch.setattr(campaign_module, "BATCH_ROWS", 4)
-    monkeypatch.setattr(campaign_module, "BATCH_SECONDS", 3600.0)
+    workspace, info = nine_rows
+    campaigns = workspace.campaigns
     real, calls = files_module.SYNCFS, []
 
     def second_call_fails(fd: int) -> int:
@@ -276,28 +286,20 @@ def test_rows_whose_syncfs_failed_are_never_committed_and_resume_completes(
             return -1
         return real(fd)
 
-    settings = Settings(base_dir=make_base_dir(tmp_path / "base", TINY_DATASETS))
-    workspace = Workspace.build(settings, engine=create_engine(Settings(tts_engine="piper")))
-    try:
-        campaigns = workspace.campaigns
-        rows = b"name,developer\n" + b"Ann,Acme Homes\nBob,Beta Builders\nCid,Acme Homes\n" * 3
-        info = campaigns.create("double_anchor", parse_recipients(rows))
-        monkeypatch.setattr(files_module, "SYNCFS", second_call_fails)
-        with pytest.raises(OSError, match="Input/output error") as failure:
-            campaigns.run(info.id)
-        assert failure.value.errno == errno.EIO
-        assert len(calls) == 2  # nothing synced, nor committed, after the failure
-        done = [m.row for m in campaigns.iter_messages(info.id) if m.state == "done"]
-        assert done == [1, 2, 3, 4]
-        assert campaigns.get(info.id).done == 4
-        monkeypatch.setattr(files_module, "SYNCFS", real)
-        job = workspace.jobs.wait(campaigns.resume(info.id).id, timeout=120)
-        assert job.state == JobState.DONE, job.errors
-        messages = list(campaigns.iter_messages(info.id))
-        assert [(m.row, m.state, m.verified) for m in messages] == [
-            (row, "done", True) for row in range(1, 10)
-        ]
-        for message in messages:
-            assert workspace.assembler.verify_output(message.output_id).ok
-    finally:
-        workspace.close()
+    monkeypatch.setattr(files_module, "SYNCFS", second_call_fails)
+    with pytest.raises(OSError, match="Input/output error") as failure:
+        campaigns.run(info.id)
+    assert failure.value.errno == errno.EIO
+    assert len(calls) == 2  # nothing synced, nor committed, after the failure
+    done = [m.row for m in campaigns.iter_messages(info.id) if m.state == "done"]
+    assert done == [1, 2, 3, 4]
+    assert campaigns.get(info.id).done == 4
+    monkeypatch.setattr(files_module, "SYNCFS", real)
+    job = workspace.jobs.wait(campaigns.resume(info.id).id, timeout=120)
+    assert job.state == JobState.DONE, job.errors
+    messages = list(campaigns.iter_messages(info.id))
+    assert [(m.row, m.state, m.verified) for m in messages] == [
+        (row, "done", True) for row in range(1, 10)
+    ]
+    for message in messages:
+        assert workspace.assembler.verify_output(message.output_id).ok
