@@ -252,7 +252,7 @@ def test_the_stem_phase_on_the_cluster_counts_each_stem_and_stops_on_cancel(
     """A campaign's new names are made on the workers: the job says how many are back
     (it said only "making stems on the Dask cluster" until all were), and a cancel stops
     the batch there (it was not checked until every stem was made: hours at Cartesia)."""
-    names = [f"Zed{letter}" for letter in "abcdefghijkl"]  # none cached yet
+    names = [f"Zed{a}{b}" for a in "abcdef" for b in "abcde"]  # 30, none cached yet
     rows = "".join(f"z{i},{name},Acme Homes\n" for i, name in enumerate(names))
     campaigns = dask_workspace.campaigns
     info = campaigns.create(
