@@ -339,3 +339,28 @@ def test_recovery_never_deletes_an_output_whose_writer_finishes_meanwhile(
     assert wav.exists()
     assert manifest.exists()
     assert assembler.verify_output(done.summary.id).ok
+
+
+def test_recovery_goes_on_past_a_wav_removed_while_it_sweeps(
+    assembler: Assembler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweep lists the folder once and looks again only at WAVs listed without their
+    manifest; one of those removed meanwhile (its output deleted by another process) is
+    skipped, and the sweep still removes the other leftovers (it stopped at the first)."""
+    done = assembler.assemble("double_anchor", "José", "Brightwater Homes")
+    data, stamp = Path(done.wav_path).read_bytes(), done.summary.id.split("_")[0]
+    orphans = [assembler.output_dir / f"{stamp}_x_orphan_{i}.wav" for i in range(3)]
+    for orphan in orphans:
+        orphan.write_bytes(data)
+    real = assembly.writer_finished
+
+    def first_one_removed(path: Path) -> bool:
+        if path == orphans[0]:
+            path.unlink()
+        return real(path)
+
+    monkeypatch.setattr(assembly, "writer_finished", first_one_removed)
+    assert assembler.recover_outputs() == 2
+    assert not any(orphan.exists() for orphan in orphans)
+    assert [o.id for o in assembler.list_outputs()] == [done.summary.id]
+    assert assembler.verify_output(done.summary.id).ok
