@@ -114,6 +114,43 @@ def test_a_message_made_before_a_fix_is_stale_and_says_why(workspace: Workspace)
     assert [o.output_id for o in staleness.stale_outputs(workspace, offset=1, limit=1)] == [old]
 
 
+def test_stale_outputs_using_given_stems_parse_only_the_manifests_naming_them(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fix's report lists the messages stale in its stems, with those stems only; the
+    manifests that do not name one are read but not parsed."""
+    assembler = workspace.assembler
+    ann = assembler.assemble("double_anchor", name="Ann", developer="Acme Homes").summary.id
+    bob = assembler.assemble("double_anchor", name="Bob", developer="Beta Builders").summary.id
+    workspace.cache.invalidate("stem.name.ann")
+    workspace.cache.invalidate("stem.developer.beta_builders")
+    everything = {
+        o.output_id: [s.stem_id for s in o.stems] for o in staleness.stale_outputs(workspace)
+    }
+    assert everything == {ann: ["stem.name.ann"], bob: ["stem.developer.beta_builders"]}
+    parsed: list[str] = []
+    real = staleness.json.loads
+
+    def loads(data: bytes) -> object:
+        document = real(data)
+        parsed.append(document["id"])
+        return document
+
+    monkeypatch.setattr(staleness.json, "loads", loads)
+    for using, expected in (
+        ({"stem.name.ann"}, {ann: ["stem.name.ann"]}),
+        ({"stem.name.an"}, {}),  # a prefix of an id names nothing
+        ({"stem.developer.acme_homes"}, {}),  # used by Ann's message, and current
+        ({"stem.name.ann", "stem.developer.beta_builders"}, everything),
+    ):
+        parsed.clear()
+        listed = staleness.stale_outputs(workspace, limit=None, using=using)
+        assert {o.output_id: [s.stem_id for s in o.stems] for o in listed} == expected
+        named = {ann} if using & {"stem.name.ann", "stem.developer.acme_homes"} else set()
+        named |= {bob} if "stem.developer.beta_builders" in using else set()
+        assert set(parsed) == named
+
+
 def test_a_script_stem_is_made_again_under_its_key(workspace: Workspace) -> None:
     """Script stems are named by their key, not their phrase: the fix keeps the id."""
     hello = workspace.generator.generate_script("hello")
