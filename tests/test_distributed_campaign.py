@@ -151,6 +151,27 @@ def test_rows_assembled_on_dask_are_the_in_process_bytes(
         assert manifest["campaign"] == {"id": info.id, "row": row, "recipient_id": f"r{row}"}
 
 
+def test_a_manifest_campaign_on_dask_keeps_manifests_that_render_the_in_process_bytes(
+    dask_workspace: Workspace, reference: Workspace
+) -> None:
+    """`store="manifest"` on the workers: each row's manifest alone (no WAV written), and
+    rendered it gives the bytes an in-process WAV campaign made."""
+    expected = in_process(reference, 8)
+    campaigns = dask_workspace.campaigns
+    info = campaigns.create(
+        "double_anchor", parse_recipients(recipients(8), "l.csv"), store="manifest"
+    )
+    updates = on_dask(dask_workspace, info, chunk_rows=3)
+    assert outputs(dask_workspace, info.id) == [f"{info.id}_{row:06d}.json" for row in range(1, 9)]
+    assembler = dask_workspace.assembler
+    for row, (state, output_id, duration, sha, verified, error, _) in updates.items():
+        assert (state, verified, error) == ("done", 1, "")
+        data, _ = assembler.read_output(output_id)
+        assert (sha, duration, data) == expected[row], f"row {row} differs"
+        assert assembler.load_output(output_id)["output"]["store"] == "manifest"
+        assert assembler.verify_output(output_id).ok
+
+
 def test_a_worker_killed_mid_chunk_the_chunk_is_retried_every_row_done_once(
     dask_workspace: Workspace, reference: Workspace, cluster: DaskCluster
 ) -> None:
