@@ -570,16 +570,20 @@ class Assembler(param.Parameterized):
                 # 10⁵–10⁶ outputs (and every Dask worker builds an Assembler).
                 names = os.listdir(folder)
                 manifests = {name[:-5] for name in names if name.endswith(".json")}
+                # Temp files first: a dead writer's temp name still links its WAV (two
+                # links), which only then reads as abandoned.
+                temps = [n for n in names if n.startswith(".") and n.endswith(TEMP_SUFFIX)]
+                for name in temps:
+                    if writer_is_gone(folder / name):
+                        (folder / name).unlink(missing_ok=True)
+                        removed += 1
                 for name in names:
-                    if name.startswith(".") and name.endswith(TEMP_SUFFIX):
-                        gone = writer_is_gone(folder / name)
-                    elif name.endswith(".wav") and name[:-4] not in manifests:
-                        gone = _OUTPUT_ID.fullmatch(name[:-4]) is not None and _abandoned(
-                            folder / name
-                        )
-                    else:
-                        continue
-                    if gone:
+                    if (
+                        name.endswith(".wav")
+                        and name[:-4] not in manifests
+                        and _OUTPUT_ID.fullmatch(name[:-4])
+                        and _abandoned(folder / name)
+                    ):
                         (folder / name).unlink(missing_ok=True)
                         removed += 1
         except (FileNotFoundError, NotADirectoryError):

@@ -22,6 +22,7 @@ from hybrid_audio.templates import TemplateError, TrimOptions
 from hybrid_audio.wav import Wav
 from hybrid_audio.workspace import Workspace
 from tests.api_server import make_base_dir
+from tests.processes import dead_pid
 
 
 @pytest.fixture
@@ -364,3 +365,25 @@ def test_recovery_goes_on_past_a_wav_removed_while_it_sweeps(
     assert not any(orphan.exists() for orphan in orphans)
     assert [o.id for o in assembler.list_outputs()] == [done.summary.id]
     assert assembler.verify_output(done.summary.id).ok
+
+
+def test_recovery_removes_a_dead_writers_wav_whatever_order_the_folder_lists(
+    assembler: Assembler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer killed before its manifest leaves its WAV linked by its temp name (two
+    links): the sweep removes the temp file first, then the WAV, in one start-up, even when
+    the folder lists the WAV first (it kept the WAV then, until the next start)."""
+    done = assembler.assemble("double_anchor", "José", "Brightwater Homes")
+    stamp = done.summary.id.split("_")[0]
+    wav = assembler.output_dir / f"{stamp}_x_killed_before_manifest.wav"
+    temp = wav.with_name(f".{wav.name}.{dead_pid()}.{'0' * 32}.tmp")
+    temp.write_bytes(Path(done.wav_path).read_bytes())
+    os.link(temp, wav)
+    real = os.listdir
+    monkeypatch.setattr(
+        assembly.os, "listdir", lambda path: sorted(real(path), key=lambda n: n[-4:] != ".wav")
+    )
+    assert assembler.recover_outputs() == 2
+    assert not wav.exists()
+    assert not temp.exists()
+    assert [o.id for o in assembler.list_outputs()] == [done.summary.id]
