@@ -57,17 +57,16 @@ from hybrid_audio.config import Settings
 from hybrid_audio.contract import VoiceContract
 from hybrid_audio.datasets import load_dataset
 from hybrid_audio.files import (
-    TEMP_SUFFIX,
     StorageError,
     SyncBatch,
     atomic_write,
     create_new,
     discard,
+    leftovers,
     read_inside,
     stem_lock,
     storage_errors,
     write_temp,
-    writer_is_gone,
 )
 from hybrid_audio.generation import Generator
 from hybrid_audio.manifests import manifest_bytes
@@ -572,11 +571,9 @@ class Assembler(param.Parameterized):
                 manifests = {name[:-5] for name in names if name.endswith(".json")}
                 # Temp files first: a dead writer's temp name still links its WAV (two
                 # links), which only then reads as abandoned.
-                temps = [n for n in names if n.startswith(".") and n.endswith(TEMP_SUFFIX)]
-                for name in temps:
-                    if writer_is_gone(folder / name):
-                        (folder / name).unlink(missing_ok=True)
-                        removed += 1
+                for path in leftovers(folder, names=names):
+                    path.unlink(missing_ok=True)
+                    removed += 1
                 for name in names:
                     if (
                         name.endswith(".wav")
@@ -620,11 +617,15 @@ class Assembler(param.Parameterized):
 
     def load_output(self, output_id: str) -> dict[str, Any]:
         """The manifest document of one output (a symbolic link is refused, not followed)."""
+        return json.loads(self.read_manifest(output_id))
+
+    def read_manifest(self, output_id: str) -> bytes:
+        """The manifest file's bytes, unparsed (a symbolic link is refused, not followed)."""
         try:
             data, _ = read_inside(self.output_dir, self._manifest_path(output_id).name)
         except FileNotFoundError:
             raise KeyError(f"no output {output_id!r}") from None
-        return json.loads(data)
+        return data
 
     def read_output(self, output_id: str) -> tuple[bytes, os.stat_result]:
         """The output's WAV bytes, proven to be what its manifest recorded.

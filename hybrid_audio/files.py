@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import fnmatch
 import itertools
 import os
 import platform
@@ -307,10 +308,18 @@ def writer_is_gone(temp: Path) -> bool:
     return False
 
 
-def leftovers(folder: Path, pattern: str = f".*{TEMP_SUFFIX}") -> list[Path]:
+def leftovers(
+    folder: Path, pattern: str = f".*{TEMP_SUFFIX}", names: Iterable[str] | None = None
+) -> list[Path]:
     """The files matching `pattern` in `folder` (pid-named like temp files) whose writing
-    process is gone: what a killed writer left, never a write in progress."""
-    return [path for path in folder.glob(pattern) if writer_is_gone(path)]
+    process is gone: what a killed writer left, never a write in progress. `names` (the
+    folder's entries, when the caller has listed it) are matched instead of listing again."""
+    found = (
+        folder.glob(pattern)
+        if names is None
+        else (folder / name for name in fnmatch.filter(names, pattern))
+    )
+    return [path for path in found if writer_is_gone(path)]
 
 
 def read_inside(folder: Path, relative: str | os.PathLike[str]) -> tuple[bytes, os.stat_result]:

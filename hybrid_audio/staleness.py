@@ -24,7 +24,6 @@ from pydantic import BaseModel
 from hybrid_audio import kinds
 from hybrid_audio.cache import StemRecord
 from hybrid_audio.engines import EngineConfigError, EngineError, EngineQuotaError
-from hybrid_audio.files import read_inside
 from hybrid_audio.pronunciation import PronunciationEntry, whole_words
 from hybrid_audio.stems import spoken_text
 from hybrid_audio.wav import WavError
@@ -129,12 +128,11 @@ def stale_outputs(
     rows = _Rows(workspace, {row.stem_id: row for row in workspace.cache.list()})
     # each id as its manifest writes it, quoted: "stem.name.ann" is not in "stem.name.anna"
     named = None if using is None else [json.dumps(i, ensure_ascii=False).encode() for i in using]
-    folder = workspace.assembler.output_dir
     found: list[StaleOutput] = []
     end = None if limit is None else offset + limit
     for output_id in workspace.assembler.output_ids():
         try:
-            data, _ = read_inside(folder, f"{output_id}.json")
+            data = workspace.assembler.read_manifest(output_id)
             if named is not None and not any(name in data for name in named):
                 continue
             stems = _stale(json.loads(data), rows)
